@@ -1,0 +1,120 @@
+"""The event catalogue: which types exist, which topic carries them, how they are keyed.
+
+This module and the JSON Schemas beside it are the contract with downstream
+consumers (docs/events.md describes it for humans). Topic names are logical
+here (`cert`); `Topics` adds the deployment's prefix (`cacert.cert`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from importlib import resources
+from typing import Any
+
+import jsonschema
+from jsonschema import Draft202012Validator, FormatChecker
+
+from shared.events.envelope import TYPE_PREFIX, CloudEvent, new_event_id
+
+DLQ_SUFFIX = ".dlq"
+
+
+class SchemaError(ValueError):
+    """A payload does not match its type's schema; the message says where."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EventType:
+    name: str  # e.g. "cert.issued"
+    version: int
+    topic: str  # logical topic, without the deployment prefix
+    key_field: str  # payload field whose value is the Kafka key (the aggregate id)
+
+    @property
+    def type(self) -> str:
+        return f"{TYPE_PREFIX}{self.name}.v{self.version}"
+
+
+# Topics per aggregate. Mail commands carry secrets (confirmation links) and get their own
+# topic that only the notifier may read; mail outcomes are ordinary events.
+TOPICS = ("member", "domain", "csr", "cert", "mail.commands", "mail")
+
+EVENT_TYPES: tuple[EventType, ...] = (
+    EventType("member.registered", 1, "member", "member_id"),
+    EventType("member.email_added", 1, "member", "member_id"),
+    EventType("member.email_verified", 1, "member", "member_id"),
+    EventType("member.assurance_recorded", 1, "member", "member_id"),
+    EventType("member.role_changed", 1, "member", "member_id"),
+    EventType("domain.verification_requested", 1, "domain", "request_id"),
+    EventType("domain.verified", 1, "domain", "request_id"),
+    EventType("domain.verification_failed", 1, "domain", "request_id"),
+    EventType("csr.approved", 1, "csr", "request_id"),
+    EventType("csr.rejected", 1, "csr", "request_id"),
+    EventType("cert.issued", 1, "cert", "serial"),
+    EventType("cert.rejected", 1, "cert", "request_id"),
+    EventType("cert.revoke_requested", 1, "cert", "serial"),
+    EventType("cert.revoked", 1, "cert", "serial"),
+    EventType("mail.send_requested", 1, "mail.commands", "to"),
+    EventType("mail.sent", 1, "mail", "source_event_id"),
+    EventType("mail.failed", 1, "mail", "source_event_id"),
+)
+BY_TYPE: dict[str, EventType] = {e.type: e for e in EVENT_TYPES}
+BY_NAME: dict[str, EventType] = {e.name: e for e in EVENT_TYPES}
+
+
+@dataclasses.dataclass(frozen=True)
+class Topics:
+    """Physical topic names for one deployment."""
+
+    prefix: str = "cacert."
+
+    def of(self, logical: str) -> str:
+        if logical not in TOPICS:
+            raise KeyError(f"unknown topic {logical!r}")
+        return self.prefix + logical
+
+    def dlq(self, logical: str) -> str:
+        return self.of(logical) + DLQ_SUFFIX
+
+    def all(self) -> list[str]:
+        return [self.of(t) for t in TOPICS] + [self.dlq(t) for t in TOPICS]
+
+
+def load_schema(type_: str) -> dict[str, Any]:
+    text = resources.files("shared.events").joinpath("schemas", f"{type_}.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+@functools.cache
+def _validator(type_: str) -> Draft202012Validator:
+    return Draft202012Validator(load_schema(type_), format_checker=FormatChecker())
+
+
+def validate(type_: str, data: dict[str, Any]) -> None:
+    """Raise SchemaError if `data` is not a valid payload of `type_` (or the type is unknown)."""
+    if type_ not in BY_TYPE:
+        raise SchemaError(f"unknown event type {type_!r}")
+    errors = sorted(_validator(type_).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        first: jsonschema.ValidationError = errors[0]
+        where = "/".join(str(p) for p in first.absolute_path) or "(root)"
+        raise SchemaError(f"{type_} payload invalid at {where}: {first.message}")
+
+
+def make_event(name: str, data: dict[str, Any], *, source: str, event_id: str | None = None,
+               subject: str | None = None) -> CloudEvent:
+    """Build a schema-valid CloudEvent of a catalogued type; the key comes from the catalogue."""
+    event_type = BY_NAME[name]
+    validate(event_type.type, data)
+    key = str(data[event_type.key_field])
+    return CloudEvent(
+        type=event_type.type,
+        source=source,
+        subject=subject or key,
+        data=data,
+        id=event_id or new_event_id(),
+        key=key,
+    )

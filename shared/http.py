@@ -1,0 +1,140 @@
+"""The aiohttp scaffold every service uses: health, readiness, metrics, JSON errors.
+
+Errors always leave as `{"error": {"code", "message", "details"}}` with the
+request id, so a client (or an operator reading logs) can correlate them;
+an unexpected exception becomes a 500 with no internals in the body.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import jsonschema
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+
+from shared.logging import bound, get_logger
+
+ReadinessCheck = Callable[[], Awaitable[bool]]
+log = get_logger("shared.http")
+
+REQUESTS = Counter("cacert_http_requests_total", "HTTP requests", ["service", "route", "status"])
+LATENCY = Histogram("cacert_http_request_seconds", "HTTP request latency", ["service", "route"])
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID_KEY = web.AppKey("request_id_header", str)
+READINESS_KEY = web.AppKey("readiness", dict)
+SERVICE_KEY = web.AppKey("service", str)
+
+
+class ApiError(Exception):
+    """An error with an HTTP status and a stable machine-readable code."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None,
+                   request_id: str | None = None) -> web.Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "details": details}}
+    if request_id:
+        body["error"]["request_id"] = request_id
+    return web.json_response(body, status=status)
+
+
+def _route_name(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def _observe(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                   ) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else str(uuid.uuid4())
+    request["request_id"] = request_id
+    service = request.app[SERVICE_KEY]
+    route = _route_name(request)
+    with bound(request_id=request_id), LATENCY.labels(service, route).time():
+        try:
+            response = await handler(request)
+        except ApiError as exc:
+            response = error_response(exc.status, exc.code, exc.message, exc.details, request_id)
+        except web.HTTPException as exc:
+            if exc.status >= 400 and exc.content_type != "application/json" and exc.content_type != "text/html":
+                code = exc.reason.lower().replace(" ", "_")
+                message = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+                response = error_response(exc.status, code, message, None, request_id)
+            else:
+                raise
+        except Exception:
+            log.exception("unhandled error", path=request.path, method=request.method)
+            response = error_response(500, "internal_error", "internal error; quote the request id to support",
+                                      None, request_id)
+        response.headers.setdefault("X-Request-ID", request_id)
+        REQUESTS.labels(service, route, str(response.status)).inc()
+        return response
+
+
+async def read_json(request: web.Request, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The request body as a JSON object, validated against `schema`; 4xx with details otherwise."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "unsupported_media_type", "send the body as application/json")
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(413, "body_too_large", f"request body exceeds {request.app._client_max_size} bytes"
+                       ) from None
+    try:
+        body = json.loads(raw or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"position": getattr(exc, "pos", None)}
+                       ) from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    if schema is not None:
+        errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
+        if errors:
+            details = [{"field": "/".join(str(p) for p in e.absolute_path) or "(body)", "problem": e.message[:300]}
+                       for e in errors[:20]]
+            raise ApiError(422, "validation_failed", "the request body is not valid", details)
+    return body
+
+
+async def _healthz(_: web.Request) -> web.Response:
+    return web.json_response({"status": "alive"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    results: dict[str, bool] = {}
+    for name, check in request.app[READINESS_KEY].items():
+        try:
+            results[name] = bool(await check())
+        except Exception:
+            results[name] = False
+    ready = all(results.values())
+    return web.json_response({"status": "ready" if ready else "not_ready", "checks": results},
+                             status=200 if ready else 503)
+
+
+async def _metrics(_: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_app(service: str, *, readiness: Mapping[str, ReadinessCheck] | None = None,
+               client_max_size: int = 256 * 1024) -> web.Application:
+    """An application with /healthz, /readyz, /metrics and JSON error handling."""
+    app = web.Application(middlewares=[_observe], client_max_size=client_max_size)
+    app[SERVICE_KEY] = service
+    app[READINESS_KEY] = dict(readiness or {})
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app

@@ -1,0 +1,237 @@
+"""A consumer-group runner with at-least-once delivery and a dead-letter topic.
+
+The contract every service relies on:
+
+* an offset is committed only after the handler's effects are durable (the
+  handler returned) or the message was dead-lettered (the DLQ write was
+  acknowledged), so a crash re-delivers and never skips;
+* messages that can never succeed (not a CloudEvent, schema-invalid,
+  `PermanentError`, a bug that keeps failing) go to `<topic>.dlq` with the
+  reason in headers, and the partition moves on;
+* infrastructure outages (MongoDB or Kafka unreachable, `TransientError`) are
+  retried with capped exponential backoff for as long as they last, because
+  dead-lettering a good message only because the database was down would
+  lose work;
+* partitions are processed concurrently, each partition strictly in order;
+* `stop()` (wired to SIGTERM) finishes the batch in hand, commits, and leaves
+  the group so its partitions move to another replica at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout
+
+from shared.config import KafkaSettings
+from shared.events.catalog import SchemaError, Topics, validate
+from shared.events.envelope import CloudEvent, EnvelopeError, Headers, header, isoformat, utcnow
+from shared.kafka.connection import client_kwargs
+from shared.kafka.metrics import EVENTS_CONSUMED, HANDLER_RETRIES, HANDLER_SECONDS
+from shared.kafka.producer import EventProducer
+from shared.logging import bound, get_logger
+
+Handler = Callable[[CloudEvent], Awaitable[None]]
+log = get_logger("shared.kafka.consumer")
+
+
+class PermanentError(Exception):
+    """The handler can never process this event: dead-letter it with this message as the reason."""
+
+
+class TransientError(Exception):
+    """A temporary condition (a dependency is down): retry until it clears."""
+
+
+class _HandBack(Exception):
+    """Stopping while a dependency is down: leave the batch uncommitted for the next owner."""
+
+
+INFRASTRUCTURE_ERRORS: tuple[type[BaseException], ...] = (
+    TransientError, AutoReconnect, ConnectionFailure, NetworkTimeout, ExecutionTimeout,
+    KafkaError, ConnectionError, TimeoutError,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Subscription:
+    """A logical topic and the handlers for the event types this service acts on.
+
+    Types without a handler are skipped (and committed): topics carry several
+    types, and each consumer takes only what it needs.
+    """
+
+    topic: str
+    handlers: dict[str, Handler]
+
+
+@dataclasses.dataclass(frozen=True)
+class RetryPolicy:
+    first_delay: float = 0.2
+    max_delay: float = 15.0
+    max_attempts_for_bugs: int = 5  # unexpected exceptions; infrastructure errors retry without limit
+
+    def delay(self, attempt: int) -> float:
+        return float(min(self.max_delay, self.first_delay * (2 ** (attempt - 1))))
+
+
+class ConsumerRunner:
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        *,
+        group_id: str,
+        subscriptions: Iterable[Subscription],
+        producer: EventProducer,
+        retry: RetryPolicy | None = None,
+        max_batch: int = 200,
+    ) -> None:
+        self.group_id = group_id
+        self._topics = Topics(settings.topic_prefix)
+        self._routes: dict[str, dict[str, Handler]] = {}
+        for sub in subscriptions:
+            self._routes[self._topics.of(sub.topic)] = sub.handlers
+        self._producer = producer
+        self._retry = retry or RetryPolicy()
+        self._max_batch = max_batch
+        self._consumer = AIOKafkaConsumer(
+            *self._routes,
+            **client_kwargs(settings),
+            group_id=group_id,
+            client_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_poll_interval_ms=600000,
+            session_timeout_ms=15000,
+            heartbeat_interval_ms=3000,
+            fetch_max_wait_ms=200,
+        )
+        self._stopping = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def run(self) -> None:
+        """Consume until stop(); always leaves the group cleanly."""
+        await self._consumer.start()
+        self.started.set()
+        log.info("consumer started", group=self.group_id, topics=sorted(self._routes))
+        try:
+            while not self._stopping.is_set():
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                if not batch:
+                    continue
+                try:
+                    results = await asyncio.gather(
+                        *(self._process_partition(tp, msgs) for tp, msgs in batch.items())
+                    )
+                except _HandBack:
+                    log.warning("stopping during an outage; uncommitted work is handed back")
+                    break
+                offsets = {tp: offset for tp, offset in results if offset is not None}
+                if offsets:
+                    await self._commit(offsets)
+        finally:
+            await self._consumer.stop()
+            self._stopped.set()
+            log.info("consumer stopped", group=self.group_id)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        await self._stopped.wait()
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        try:
+            await self._consumer.commit(offsets)
+        except CommitFailedError as exc:
+            # The group rebalanced while we worked: the new owner re-delivers, handlers are idempotent.
+            log.warning("offset commit failed after rebalance; messages will be redelivered", error=str(exc))
+
+    async def _process_partition(
+        self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]
+    ) -> tuple[TopicPartition, int | None]:
+        done: int | None = None
+        for message in messages:
+            await self._process(message)
+            done = message.offset + 1
+        return tp, done
+
+    async def _process(self, message: ConsumerRecord[Any, Any]) -> None:
+        topic = message.topic
+        handlers = self._routes[topic]
+        type_ = header(message.headers, "ce_type") or "?"
+        if type_ != "?" and type_ not in handlers and header(message.headers, "ce_specversion") == "1.0":
+            EVENTS_CONSUMED.labels(topic, type_, "skipped").inc()
+            return
+        try:
+            event = CloudEvent.from_kafka(message.key, message.value, message.headers)
+            validate(event.type, event.data)
+        except (EnvelopeError, SchemaError) as exc:
+            await self._dead_letter(message, f"{type(exc).__name__}: {exc}")
+            return
+        handler = handlers.get(event.type)
+        if handler is None:
+            EVENTS_CONSUMED.labels(topic, event.type, "skipped").inc()
+            return
+        with bound(event_id=event.id, event_type=event.type, subject=event.subject):
+            await self._handle_with_retry(message, event, handler)
+
+    async def _handle_with_retry(self, message: ConsumerRecord[Any, Any], event: CloudEvent,
+                                 handler: Handler) -> None:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                await handler(event)
+            except PermanentError as exc:
+                await self._dead_letter(message, f"rejected by handler: {exc}")
+                return
+            except INFRASTRUCTURE_ERRORS as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if self._stopping.is_set():
+                    # Shutting down mid-outage: leave the offset uncommitted and hand the work back.
+                    raise _HandBack(reason) from exc
+                log.warning("transient failure, will retry", attempt=attempt, error=reason)
+            except Exception as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+                if attempt >= self._retry.max_attempts_for_bugs:
+                    log.error("handler keeps failing; dead-lettering", attempt=attempt, error=reason)
+                    await self._dead_letter(message, f"gave up after {attempt} attempts: {reason}")
+                    return
+                log.warning("handler failed, will retry", attempt=attempt, error=reason, exc_info=True)
+            else:
+                HANDLER_SECONDS.labels(event.type).observe(time.perf_counter() - started)
+                EVENTS_CONSUMED.labels(message.topic, event.type, "handled").inc()
+                return
+            HANDLER_RETRIES.labels(event.type).inc()
+            await asyncio.sleep(self._retry.delay(attempt))
+
+    async def _dead_letter(self, message: ConsumerRecord[Any, Any], reason: str) -> None:
+        headers: Headers = [(k, v) for k, v in (message.headers or ()) if not k.startswith("dlq_")]
+        headers += [
+            ("dlq_reason", reason[:2000].encode()),
+            ("dlq_source_topic", message.topic.encode()),
+            ("dlq_source_partition", str(message.partition).encode()),
+            ("dlq_source_offset", str(message.offset).encode()),
+            ("dlq_consumer_group", self.group_id.encode()),
+            ("dlq_failed_at", isoformat(utcnow()).encode()),
+        ]
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                await self._producer.send_raw(message.topic + ".dlq", key=message.key, value=message.value,
+                                              headers=headers)
+                break
+            except KafkaError as exc:
+                log.warning("dead-letter write failed, will retry", error=str(exc))
+                await asyncio.sleep(self._retry.delay(attempt))
+        EVENTS_CONSUMED.labels(message.topic, header(message.headers, "ce_type") or "?", "dead_lettered").inc()
+        log.warning("message dead-lettered", reason=reason, topic=message.topic,
+                    partition=message.partition, offset=message.offset)

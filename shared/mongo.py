@@ -1,0 +1,62 @@
+"""MongoDB plumbing on PyMongo's async API (`AsyncMongoClient`).
+
+Works against MongoDB and FerretDB alike, so it stays inside what both
+support: single-document atomicity (no multi-document transactions), unique
+and sparse indexes (FerretDB v1 has no partial or TTL indexes: expiry is
+done by sweeps), no change streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pymongo import AsyncMongoClient, IndexModel
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared.config import MongoSettings
+
+Document = dict[str, Any]
+
+
+def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
+    """A client and the service's own database (each service owns exactly one)."""
+    client: AsyncMongoClient[Document] = AsyncMongoClient(
+        settings.url,
+        appname=service,
+        tz_aware=True,
+        serverSelectionTimeoutMS=5000,
+        connectTimeoutMS=5000,
+        retryWrites=False,  # FerretDB v1 does not support retryable writes; our writes are idempotent anyway
+    )
+    return client, client[settings.database or service.replace("-", "_")]
+
+
+async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequence[IndexModel]]) -> None:
+    """Create every collection's indexes at start-up (idempotent)."""
+    for collection, models in indexes.items():
+        if models:
+            await db[collection].create_indexes(list(models))
+
+
+async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:
+    """Insert unless a unique index (event id, request id, ...) already holds the key.
+
+    Returns False for the duplicate instead of raising: a redelivered event
+    or a retried request is the normal case for an at-least-once system.
+    """
+    try:
+        await collection.insert_one(document)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+async def ping(client: AsyncMongoClient[Document]) -> bool:
+    try:
+        await client.admin.command("ping")
+    except Exception:
+        return False
+    return True

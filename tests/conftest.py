@@ -1,0 +1,56 @@
+"""Fixtures shared by the whole suite.
+
+Integration tests talk to the real local stack (Kafka, FerretDB, SMTP), which
+`devstack.ensure_up()` starts if it is not running. Each test gets its own
+topic prefix and database names, so tests never see each other's events.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from shared.config import KafkaSettings, MongoSettings
+
+
+@pytest.fixture(scope="session")
+def stack_env() -> Iterator[dict[str, str]]:
+    """Environment of the running local stack (started on first use)."""
+    import devstack
+
+    env = devstack.ensure_up()
+    yield env
+
+
+@pytest.fixture
+def unique() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def kafka_settings(stack_env: dict[str, str], unique: str) -> KafkaSettings:
+    return KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.")
+
+
+@pytest.fixture
+def mongo_settings(stack_env: dict[str, str], unique: str) -> MongoSettings:
+    return MongoSettings(url=stack_env["CACERT_MONGO_URL"], database=f"test_{unique}")
+
+
+@pytest.fixture
+async def topics(kafka_settings: KafkaSettings) -> AsyncIterator[None]:
+    from shared.kafka import ensure_topics
+
+    await ensure_topics(kafka_settings, partitions=2)
+    yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Integration/e2e tests need the stack; mark them so `-m "not integration"` runs the pure unit tests alone.
+    for item in items:
+        path = str(item.fspath)
+        if os.sep + "integration" + os.sep in path or os.sep + "e2e" + os.sep in path:
+            item.add_marker(pytest.mark.integration)

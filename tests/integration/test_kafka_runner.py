@@ -1,0 +1,153 @@
+"""The shared producer and consumer runner against a real Kafka broker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pymongo.errors import AutoReconnect
+
+from shared.config import KafkaSettings
+from shared.events import CloudEvent, Topics, make_event
+from shared.kafka import ConsumerRunner, EventProducer, PermanentError, Subscription
+from shared.kafka.consumer import RetryPolicy
+from tests.eventlog import read_topic, wait_until
+
+pytestmark = pytest.mark.usefixtures("topics")
+
+
+def registered(member_id: str) -> CloudEvent:
+    return make_event(
+        "member.registered",
+        {"member_id": member_id, "name": "Ada", "email": "ada@example.org", "registered_at": "2026-01-01T00:00:00Z"},
+        source="test",
+    )
+
+
+@pytest.fixture
+async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[EventProducer]:
+    producer = EventProducer(kafka_settings, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(kafka_settings: KafkaSettings, producer: EventProducer, group: str,
+                  handler: Callable[[CloudEvent], Awaitable[None]], **kwargs: Any) -> AsyncIterator[ConsumerRunner]:
+    runner = ConsumerRunner(
+        kafka_settings, group_id=group, producer=producer,
+        subscriptions=[Subscription("member", {"org.cacert.member.registered.v1": handler})],
+        retry=RetryPolicy(first_delay=0.05, max_delay=0.2, max_attempts_for_bugs=3), **kwargs,
+    )
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(runner.started.wait(), 30)
+    try:
+        yield runner
+    finally:
+        await asyncio.wait_for(runner.stop(), 30)
+        await task
+
+
+async def test_published_event_arrives_decoded_and_schema_valid(kafka_settings: KafkaSettings,
+                                                                producer: EventProducer) -> None:
+    received: list[CloudEvent] = []
+
+    async def handler(event: CloudEvent) -> None:
+        received.append(event)
+
+    sent = registered("m-1")
+    async with running(kafka_settings, producer, "g-roundtrip", handler):
+        await producer.publish(sent)
+        await wait_until(lambda: len(received) == 1)
+    (event,) = received
+    assert event.id == sent.id and event.type == "org.cacert.member.registered.v1"
+    assert event.data == sent.data and event.key == "m-1"
+
+
+async def test_poison_messages_go_to_dlq_with_reason_and_next_message_is_handled(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    received: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        if event.data["member_id"] == "refuse-me":
+            raise PermanentError("member id is on the refusal list")
+        received.append(event.data["member_id"])
+
+    good_key, good_value, headers = registered("m-good").to_kafka()
+    schema_invalid = json.dumps({"member_id": "m-bad", "email": 42}).encode()
+    async with running(kafka_settings, producer, "g-poison", handler):
+        # All to one key so they share a partition and order matters.
+        await producer.send_raw(topic, key=b"k", value=b"{this is not json", headers=headers)
+        await producer.send_raw(topic, key=b"k", value=schema_invalid, headers=headers)
+        await producer.publish(registered("refuse-me"))
+        await producer.send_raw(topic, key=b"k", value=good_value, headers=headers)
+        await wait_until(lambda: received == ["m-good"])
+    dead = await read_topic(kafka_settings.bootstrap, topic + ".dlq", expected=3)
+    reasons = sorted(dict(m.headers)["dlq_reason"].decode() for m in dead)
+    assert len(dead) == 3
+    assert any("not JSON" in r for r in reasons)
+    assert any("SchemaError" in r and "email" in r for r in reasons)
+    assert any("refusal list" in r for r in reasons)
+    for message in dead:
+        assert dict(message.headers)["dlq_source_topic"].decode() == topic
+        assert dict(message.headers)["dlq_consumer_group"] == b"g-poison"
+
+
+async def test_transient_failure_is_retried_and_offset_stays_uncommitted_until_success(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    attempts: list[str] = []
+
+    async def failing(event: CloudEvent) -> None:
+        attempts.append(event.id)
+        raise AutoReconnect("database unreachable")
+
+    sent = registered("m-retry")
+    async with running(kafka_settings, producer, "g-retry", failing):
+        await producer.publish(sent)
+        await wait_until(lambda: len(attempts) >= 3)
+    # Stopped mid-outage: the message was retried, never dead-lettered, and its offset is not committed.
+    assert set(attempts) == {sent.id}
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap, group_id="g-retry",
+                             enable_auto_commit=False)
+    await probe.start()
+    try:
+        partitions = probe.partitions_for_topic(topic) or set()
+        committed = [await probe.committed(TopicPartition(topic, p)) for p in partitions]
+    finally:
+        await probe.stop()
+    assert all(c in (None, 0) for c in committed)
+
+    # A restarted consumer in the same group gets the same message again and succeeds.
+    handled: list[str] = []
+
+    async def healthy(event: CloudEvent) -> None:
+        handled.append(event.id)
+
+    async with running(kafka_settings, producer, "g-retry", healthy):
+        await wait_until(lambda: handled == [sent.id])
+    dead = await read_topic(kafka_settings.bootstrap, topic + ".dlq", expected=1, timeout=2)
+    assert dead == []
+
+
+async def test_a_handler_bug_is_retried_then_dead_lettered(kafka_settings: KafkaSettings,
+                                                          producer: EventProducer) -> None:
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    attempts: list[int] = []
+
+    async def buggy(event: CloudEvent) -> None:
+        attempts.append(1)
+        raise KeyError("missing")
+
+    async with running(kafka_settings, producer, "g-bug", buggy):
+        await producer.publish(registered("m-bug"))
+        dead = await read_topic(kafka_settings.bootstrap, topic + ".dlq", expected=1)
+    assert len(attempts) == 3
+    assert "gave up after 3 attempts" in dict(dead[0].headers)["dlq_reason"].decode()

@@ -1,0 +1,61 @@
+"""The MongoDB helpers and the outbox against a real FerretDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pymongo import IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+
+from shared import outbox
+from shared.config import KafkaSettings, MongoSettings
+from shared.events import Topics, make_event
+from shared.kafka import EventProducer
+from shared.mongo import connect, ensure_indexes, insert_once, ping
+from tests.eventlog import read_topic
+
+
+@pytest.fixture
+async def db(mongo_settings: MongoSettings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
+    client, database = connect(mongo_settings, service="test")
+    yield database
+    await client.drop_database(database.name)
+    await client.close()
+
+
+async def test_duplicate_idempotency_key_is_refused_cleanly(db: AsyncDatabase[dict[str, Any]]) -> None:
+    await ensure_indexes(db, {"handled": [IndexModel([("event_id", 1)], unique=True, name="event_id_unique")]})
+    assert await insert_once(db.handled, {"event_id": "e-1", "result": "first"}) is True
+    assert await insert_once(db.handled, {"event_id": "e-1", "result": "second"}) is False
+    docs = await db.handled.find({}, {"_id": 0}).to_list()
+    assert docs == [{"event_id": "e-1", "result": "first"}]
+
+
+async def test_ping_reports_a_reachable_server(mongo_settings: MongoSettings) -> None:
+    client, _ = connect(mongo_settings, service="test")
+    assert await ping(client) is True
+    await client.close()
+
+
+@pytest.mark.usefixtures("topics")
+async def test_outbox_sweep_publishes_events_left_by_a_crash(db: AsyncDatabase[dict[str, Any]],
+                                                              kafka_settings: KafkaSettings) -> None:
+    event = make_event("member.registered", {"member_id": "m-9", "name": "Ada", "email": "a@example.org",
+                                             "registered_at": "2026-01-01T00:00:00Z"}, source="test")
+    # The aggregate and its event are written in one atomic update; the "crash" is that nobody flushes.
+    await db.members.update_one({"_id": "m-9"}, {"$set": {"name": "Ada"}, "$push": outbox.pending([event])},
+                                upsert=True)
+    producer = EventProducer(kafka_settings, client_id="test")
+    await producer.start()
+    try:
+        box = outbox.Outbox(producer, [db.members])
+        assert await box.sweep() == 1
+        assert await box.sweep() == 0
+    finally:
+        await producer.stop()
+    stored = await db.members.find_one({"_id": "m-9"})
+    assert stored is not None and stored["_outbox"] == [] and stored["name"] == "Ada"
+    (message,) = await read_topic(kafka_settings.bootstrap, Topics(kafka_settings.topic_prefix).of("member"), expected=1)
+    assert dict(message.headers)["ce_id"].decode() == event.id
