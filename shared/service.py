@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiohttp import web
 
@@ -45,3 +46,19 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         return 0
 
     return asyncio.run(wrapper())
+
+
+class Service(Protocol):
+    """What every service object offers its entry point and the tests that run it in-process."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
+    await service.start()
+    try:
+        await stop.wait()
+    finally:
+        await service.stop()
