@@ -68,8 +68,8 @@ class Outbox:
         if not stored:
             return
         await self._producer.publish_many(_event(s) for s in stored)
-        ids = [s["id"] for s in stored]
-        await collection.update_one({"_id": doc["_id"]}, {"$pull": {FIELD: {"id": {"$in": ids}}}})
+        # $pullAll with the exact stored entries: FerretDB v1 silently ignores $pull with an $in condition.
+        await collection.update_one({"_id": doc["_id"]}, {"$pullAll": {FIELD: stored}})
 
     async def sweep(self) -> int:
         """Publish everything still pending in every registered collection; returns how many documents."""

@@ -18,11 +18,17 @@ from shared.config import KafkaSettings, MongoSettings
 
 @pytest.fixture(scope="session")
 def stack_env() -> Iterator[dict[str, str]]:
-    """Environment of the running local stack (started on first use)."""
+    """Environment of the running local stack (started on first use).
+
+    Set CACERT_TEST_EXTERNAL_STACK=1 with CACERT_KAFKA_BOOTSTRAP, CACERT_MONGO_URL (and the SMTP
+    variables) to run the suite against servers you started yourself instead.
+    """
+    if os.environ.get("CACERT_TEST_EXTERNAL_STACK") == "1":
+        yield {k: v for k, v in os.environ.items() if k.startswith("CACERT_")}
+        return
     import devstack
 
-    env = devstack.ensure_up()
-    yield env
+    yield devstack.ensure_up()
 
 
 @pytest.fixture

@@ -81,7 +81,8 @@ async def test_poison_messages_go_to_dlq_with_reason_and_next_message_is_handled
         received.append(event.data["member_id"])
 
     good_key, good_value, headers = registered("m-good").to_kafka()
-    schema_invalid = json.dumps({"member_id": "m-bad", "email": 42}).encode()
+    schema_invalid = json.dumps({"member_id": "m-bad", "name": "x", "email": 42,
+                                 "registered_at": "2026-01-01T00:00:00Z"}).encode()
     async with running(kafka_settings, producer, "g-poison", handler):
         # All to one key so they share a partition and order matters.
         await producer.send_raw(topic, key=b"k", value=b"{this is not json", headers=headers)
