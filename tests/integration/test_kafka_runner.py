@@ -152,3 +152,40 @@ async def test_a_handler_bug_is_retried_then_dead_lettered(kafka_settings: Kafka
         dead = await read_topic(kafka_settings.bootstrap, topic + ".dlq", expected=1)
     assert len(attempts) == 3
     assert "gave up after 3 attempts" in dict(dead[0].headers)["dlq_reason"].decode()
+
+
+async def test_batch_handler_gets_many_events_and_a_poison_event_is_isolated(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    batches: list[int] = []
+    singles: list[str] = []
+
+    async def batch(events: list[CloudEvent]) -> None:
+        if any(e.data["member_id"] == "poison" for e in events):
+            raise ValueError("cannot handle this batch")
+        batches.append(len(events))
+
+    async def single(event: CloudEvent) -> None:
+        if event.data["member_id"] == "poison":
+            raise PermanentError("poison member")
+        singles.append(event.data["member_id"])
+
+    runner = ConsumerRunner(
+        kafka_settings, group_id="g-batch", producer=producer,
+        subscriptions=[Subscription("member", {"org.cacert.member.registered.v1": single},
+                                    {"org.cacert.member.registered.v1": batch})],
+        retry=RetryPolicy(first_delay=0.05, max_delay=0.2, max_attempts_for_bugs=2),
+    )
+    # Everything is in the topic before the consumer starts, so one fetch returns many events.
+    await producer.publish_many([registered(f"m-{i}") for i in range(50)])
+    await producer.publish_many([make_event("member.registered", dict(registered("x").data, member_id="poison"),
+                                            source="test")])
+    task = asyncio.create_task(runner.run())
+    try:
+        dead = await read_topic(kafka_settings.bootstrap, topic + ".dlq", expected=1)
+        await wait_until(lambda: sum(batches) + len(singles) == 50)
+    finally:
+        await runner.stop()
+        await task
+    assert max(batches) > 1
+    assert len(dead) == 1 and b"poison member" in dict(dead[0].headers)["dlq_reason"]
