@@ -35,10 +35,18 @@ def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequence[IndexModel]]) -> None:
-    """Create every collection's indexes at start-up (idempotent)."""
+    """Create every collection's missing indexes at start-up (idempotent).
+
+    Only indexes whose name does not exist yet are sent: FerretDB v1 crashes the
+    connection when createIndexes repeats an existing sparse index.
+    """
     for collection, models in indexes.items():
-        if models:
-            await db[collection].create_indexes(list(models))
+        if not models:
+            continue
+        existing = {index["name"] async for index in await db[collection].list_indexes()}
+        missing = [m for m in models if m.document["name"] not in existing]
+        if missing:
+            await db[collection].create_indexes(missing)
 
 
 async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:

@@ -44,7 +44,8 @@ def pending(events: Iterable[CloudEvent]) -> dict[str, Any]:
     return {FIELD: {"$each": [entry(e) for e in events]}}
 
 
-def _event(stored: dict[str, Any]) -> CloudEvent:
+def stored_event(stored: dict[str, Any]) -> CloudEvent:
+    """The CloudEvent back from its stored form (same id: consumers see a re-publication as a duplicate)."""
     return CloudEvent(type=stored["type"], source=stored["source"], subject=stored["subject"],
                       data=stored["data"], id=stored["id"], time=stored["time"], key=stored.get("key"))
 
@@ -67,7 +68,7 @@ class Outbox:
         stored = doc.get(FIELD) or []
         if not stored:
             return
-        await self._producer.publish_many(_event(s) for s in stored)
+        await self._producer.publish_many(stored_event(s) for s in stored)
         # $pullAll with the exact stored entries: FerretDB v1 silently ignores $pull with an $in condition.
         await collection.update_one({"_id": doc["_id"]}, {"$pullAll": {FIELD: stored}})
 

@@ -1,0 +1,122 @@
+"""Revocation and the CRLs that announce it.
+
+A revocation flips the certificate document to `revoked` and stores the
+`cert.revoked` event in the same update (outbox). OCSP reads the status
+from that document at once; the CRL of the issuer is regenerated right
+after, and periodically before its nextUpdate, by the process that holds
+the CA keys. The status mode only serves what is stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+
+from services.signer.ca.crl import build_crl
+from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.revocation import parse_reason
+from services.signer.ca.serials import parse_serial_hex
+from services.signer.store import CertificateStore
+from shared import outbox
+from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
+from shared.kafka import EventProducer, PermanentError
+from shared.logging import get_logger
+
+log = get_logger("services.signer.revoking")
+
+
+class CRLPublisher:
+    """Generates each issuing CA's CRL and keeps it fresh."""
+
+    def __init__(self, hierarchy: Hierarchy, store: CertificateStore, *, validity: dt.timedelta,
+                 refresh_before: dt.timedelta, check_every: float = 60.0) -> None:
+        self._hierarchy = hierarchy
+        self._store = store
+        self._validity = validity
+        self._refresh_before = refresh_before
+        self._check_every = check_every
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    async def regenerate(self, issuer: str) -> int:
+        """Build and store a new CRL for `issuer`; returns its CRL number."""
+        async with self._lock:
+            ca = next(c for c in self._hierarchy.cas.values() if c.label == issuer)
+            revoked = await self._store.revoked(issuer)
+            entries = [(parse_serial_hex(d["serial"]), d["revoked_at"], d.get("revocation_reason"))
+                       for d in revoked]
+            number = await self._store.next_crl_number(issuer)
+            now = utcnow()
+            der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity)
+            await self._store.save_crl(issuer, number, der, now, now + self._validity, len(entries))
+            log.info("crl published", issuer=issuer, crl_number=number, revoked=len(entries))
+            return number
+
+    async def refresh_due(self) -> None:
+        for ca in self._hierarchy.cas.values():
+            current = await self._store.current_crl(ca.label)
+            if current is None or current["next_update"] - utcnow() <= self._refresh_before:
+                await self.regenerate(ca.label)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="crl-refresh")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.refresh_due()
+            except Exception as exc:
+                log.warning("crl refresh failed; will retry", error=f"{type(exc).__name__}: {exc}")
+            await asyncio.sleep(self._check_every)
+
+
+class Revoker:
+    """Handles `cert.revoke_requested`."""
+
+    def __init__(self, store: CertificateStore, producer: EventProducer, crls: CRLPublisher) -> None:
+        self._store = store
+        self._producer = producer
+        self._outbox = outbox.Outbox(producer, [store.certificates])
+        self._crls = crls
+
+    async def handle(self, event: CloudEvent) -> None:
+        serial = event.data["serial"]
+        try:
+            parse_reason(event.data["reason"])
+        except ValueError as exc:
+            raise PermanentError(str(exc)) from None
+        cert = await self._store.by_serial(serial)
+        if cert is None:
+            raise PermanentError(f"no certificate with serial {serial} was issued by this CA")
+        owner = event.data.get("member_id")
+        if owner and owner != cert["member_id"]:
+            raise PermanentError(f"certificate {serial} does not belong to member {owner}")
+        if cert["status"] != "revoked":
+            revoked_at = utcnow().replace(microsecond=0)
+            data = {"serial": serial, "member_id": cert["member_id"], "request_id": cert["_id"],
+                    "issuer": cert["issuer"], "reason": event.data["reason"], "revoked_at": isoformat(revoked_at)}
+            revoked = make_event("cert.revoked", data, source="signer",
+                                 event_id=deterministic_event_id("cert.revoked", serial))
+            result = await self._store.certificates.update_one(
+                {"_id": cert["_id"], "status": "issued"},
+                {"$set": {"status": "revoked", "revoked_at": revoked_at, "revocation_reason": event.data["reason"],
+                          "revoked_event": outbox.entry(revoked)},
+                 "$push": outbox.pending([revoked])},
+            )
+            if result.modified_count:
+                log.info("certificate revoked", serial=serial, reason=event.data["reason"])
+                await self._crls.regenerate(cert["issuer"])
+                await self._outbox.flush(self._store.certificates, cert["_id"])
+                return
+            cert = await self._store.by_serial(serial) or cert  # lost a race with another replica
+        # Already revoked (a redelivery): announce the original revocation again, same event id.
+        stored = cert.get("revoked_event")
+        if stored:
+            await self._producer.publish(outbox.stored_event(stored))

@@ -1,0 +1,110 @@
+"""Wiring of the signer's two modes.
+
+* **issuing** holds the CA keys, consumes `csr.approved` and
+  `cert.revoke_requested`, publishes `cert.*`, keeps CRLs fresh, and serves
+  only health and metrics: no member or public traffic reaches it.
+* **status** holds the CA certificates and OCSP signing keys only and serves
+  CRLs and OCSP to the public from the signer's database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+from services.signer import store as store_module
+from services.signer.ca.hierarchy import load_hierarchy
+from services.signer.issuing import CertificateIssuer
+from services.signer.revoking import CRLPublisher, Revoker
+from services.signer.settings import SignerSettings
+from services.signer.status import StatusEndpoints
+from shared import outbox
+from shared.events import BY_NAME
+from shared.http import create_app
+from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
+from shared.logging import get_logger
+from shared.mongo import connect, ensure_indexes, ping
+from shared.service import start_http
+
+log = get_logger("services.signer")
+GROUP_ID = "signer"
+
+
+class SignerService:
+    def __init__(self, settings: SignerSettings, *, mode: str = "issuing", lint: bool = True) -> None:
+        if mode not in ("issuing", "status"):
+            raise ValueError(f"unknown signer mode {mode!r}")
+        self.settings = settings
+        self.mode = mode
+        self._lint = lint
+        self.http_port: int | None = None
+        self._parts: list[Any] = []
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self._client, db = connect(common.mongo, service="signer")
+        await ensure_indexes(db, store_module.INDEXES)
+        self.store = store_module.CertificateStore(db)
+        hierarchy = load_hierarchy(self.settings.ca_dir, self.settings.ca_passphrase)
+        readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
+        if self.mode == "issuing":
+            await self._start_issuing(hierarchy, readiness)
+        app = create_app(f"signer-{self.mode}", readiness=readiness)
+        if self.mode == "status":
+            StatusEndpoints(hierarchy, self.store,
+                            ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)).add_routes(app)
+        self._http = await start_http(app, common.http.host, common.http.port)
+        self.http_port = self._http.addresses[0][1]
+        log.info("signer started", mode=self.mode, port=self.http_port)
+
+    async def _start_issuing(self, hierarchy: Any, readiness: dict[str, Any]) -> None:
+        common = self.settings.common
+        if common.create_topics:
+            await ensure_topics(common.kafka)
+        self.producer = EventProducer(common.kafka, client_id="signer")
+        await self.producer.start()
+        readiness["kafka"] = self.producer.ping
+        linter = None
+        if self._lint and self.settings.lint_profiles:
+            from services.signer.ca.lint import PreIssuanceLinter  # pkilint is slow to import; only when used
+
+            linter = PreIssuanceLinter()
+            linter.warm_up([hierarchy.issuing_ca(1).key_algorithm])
+        self.issuer = CertificateIssuer(hierarchy, self.store, self.producer,
+                                        public_base_url=self.settings.public_base_url,
+                                        lint_profiles=self.settings.lint_profiles, linter=linter)
+        self.crls = CRLPublisher(hierarchy, self.store,
+                                 validity=dt.timedelta(hours=self.settings.crl_validity_hours),
+                                 refresh_before=dt.timedelta(hours=self.settings.crl_refresh_before_hours))
+        await self.crls.refresh_due()
+        self.crls.start()
+        self.outbox = outbox.Outbox(self.producer, [self.store.certificates, self.store.rejections])
+        await self.outbox.sweep()  # whatever a crash left unpublished goes out before new work
+        self.outbox.start()
+        revoker = Revoker(self.store, self.producer, self.crls)
+        approved = BY_NAME["csr.approved"].type
+        self.runner = ConsumerRunner(
+            common.kafka, group_id=GROUP_ID, producer=self.producer,
+            subscriptions=[
+                Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch}),
+                Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle}),
+            ],
+        )
+        self._runner_task = asyncio.create_task(self.runner.run(), name="signer-consumer")
+        await asyncio.wait_for(self.runner.started.wait(), timeout=60)
+
+    async def stop(self) -> None:
+        if getattr(self, "_http", None):
+            await self._http.cleanup()
+        if self.mode == "issuing" and getattr(self, "runner", None):
+            await self.runner.stop()
+            await self._runner_task
+            await self.crls.stop()
+            await self.outbox.stop()
+            self.issuer.close()
+            await self.producer.stop()
+        await self._client.close()
+        log.info("signer stopped", mode=self.mode)
+
+

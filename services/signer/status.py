@@ -1,0 +1,124 @@
+"""The public, read-only status endpoints: CRLs, CA certificates, and the OCSP responder.
+
+This runs in the signer's *status mode*, which holds only the CA certificates
+and the delegated OCSP signing keys, never the CA keys. Statuses come from
+the signer's database, so a revocation is visible to OCSP the moment the
+issuing process stores it.
+
+Routes follow `CAUrls.under()`, which is what issued certificates point at:
+`/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
+base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import urllib.parse
+
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from services.signer.ca import ocsp
+from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
+from services.signer.ca.serials import parse_serial_hex, serial_hex
+from services.signer.store import CertificateStore
+from shared.logging import get_logger
+
+log = get_logger("services.signer.status")
+OCSP_REQUEST = "application/ocsp-request"
+OCSP_RESPONSE = "application/ocsp-response"
+
+
+class PrefetchedStatuses:
+    """The StatusLookup the pure responder calls, filled from MongoDB before each answer.
+
+    The responder is synchronous; the database is not. Statuses for exactly the
+    serials in the request are fetched first, then the responder runs without awaiting.
+    """
+
+    def __init__(self) -> None:
+        self.statuses: dict[int, CertificateStatus] = {}
+
+    def __call__(self, serial: int) -> CertificateStatus:
+        return self.statuses.get(serial, UNKNOWN)
+
+
+class StatusEndpoints:
+    def __init__(self, hierarchy: Hierarchy, store: CertificateStore, *, ocsp_validity: dt.timedelta) -> None:
+        self._store = store
+        self._hierarchy = hierarchy
+        self._lookups: dict[str, PrefetchedStatuses] = {}
+        self._responders: dict[str, ocsp.OCSPResponder] = {}
+        for ca in hierarchy.cas.values():
+            lookup = PrefetchedStatuses()
+            self._lookups[ca.label] = lookup
+            self._responders[ca.label] = ocsp.OCSPResponder(ca, lookup, validity=ocsp_validity)
+        self._ca_der = {ca.label: ca.certificate.public_bytes(Encoding.DER) for ca in hierarchy.cas.values()}
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/{issuer:class[13]}.crl", self.crl)
+        app.router.add_get("/{issuer:class[13]}.crt", self.ca_certificate)
+        app.router.add_post("/ocsp", self.ocsp_post)
+        app.router.add_post("/ocsp/{issuer:class[13]}", self.ocsp_post)
+        app.router.add_get("/ocsp/{issuer:class[13]}/{request:.+}", self.ocsp_get)
+        app.router.add_get("/ocsp/{request:.+}", self.ocsp_get)
+
+    async def crl(self, request: web.Request) -> web.Response:
+        issuer = request.match_info["issuer"]
+        current = await self._store.current_crl(issuer)
+        if current is None:
+            return web.Response(status=503, text="CRL not generated yet; retry shortly\n",
+                                headers={"Retry-After": "30"})
+        return web.Response(body=current["der"], content_type="application/pkix-crl", headers={
+            "Cache-Control": "public, max-age=300",
+            "Last-Modified": current["this_update"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        })
+
+    async def ca_certificate(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._ca_der[request.match_info["issuer"]], content_type="application/pkix-cert",
+                            headers={"Cache-Control": "public, max-age=86400"})
+
+    async def ocsp_post(self, request: web.Request) -> web.Response:
+        if request.content_type != OCSP_REQUEST:
+            return web.Response(status=415, text=f"send the request as {OCSP_REQUEST}\n")
+        body = await request.content.read(ocsp.MAX_REQUEST_BYTES + 1)
+        return await self._answer(body, request.match_info.get("issuer"))
+
+    async def ocsp_get(self, request: web.Request) -> web.Response:
+        encoded = urllib.parse.unquote(request.match_info["request"])
+        try:
+            body = base64.b64decode(encoded, validate=False)
+        except (binascii.Error, ValueError):
+            body = b""
+        return await self._answer(body, request.match_info.get("issuer"))
+
+    async def _answer(self, der: bytes, issuer: str | None) -> web.Response:
+        labels = [issuer] if issuer else list(self._responders)
+        try:
+            parsed = ocsp.parse_request(der)
+        except ocsp.MalformedRequest:
+            parsed = None
+        if parsed is not None:
+            serials = [int(cert_id["serialNumber"]) for cert_id in parsed.cert_ids]
+            await self._prefetch(labels, serials)
+        answer = ocsp.respond([self._responders[label] for label in labels], der)
+        return web.Response(body=answer, content_type=OCSP_RESPONSE, headers={"Cache-Control": "no-cache"})
+
+    async def _prefetch(self, labels: list[str], serials: list[int]) -> None:
+        hexes = [serial_hex(s) for s in serials if s > 0]
+        for label in labels:
+            self._lookups[label].statuses = {}
+        cursor = self._store.certificates.find(
+            {"serial": {"$in": hexes}}, {"serial": 1, "issuer": 1, "status": 1, "revoked_at": 1,
+                                         "revocation_reason": 1})
+        async for doc in cursor:
+            lookup = self._lookups.get(doc["issuer"])
+            if lookup is None:
+                continue
+            status: CertificateStatus = GOOD
+            if doc["status"] == "revoked":
+                status = Revoked(doc["revoked_at"], parse_reason(doc.get("revocation_reason")))
+            lookup.statuses[parse_serial_hex(doc["serial"])] = status

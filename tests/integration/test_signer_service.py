@@ -1,0 +1,234 @@
+"""The signer service over real Kafka and FerretDB, checked with the openssl client."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.urls import CAUrls
+from services.signer.service import SignerService
+from services.signer.settings import SignerSettings
+from shared.config import HttpSettings, KafkaSettings, MongoSettings
+from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
+from shared.kafka import EventProducer
+from shared.mongo import connect
+from shared.settings import CommonSettings
+from tests.eventlog import read_topic
+
+pytestmark = pytest.mark.usefixtures("topics")
+PASSPHRASE = b"correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("ca")
+    bootstrap(directory, PASSPHRASE, "p256", class1_urls=CAUrls.under("http://pki.example.net", "class1"))
+    return directory
+
+
+def signer_settings(kafka: KafkaSettings, mongo: MongoSettings, ca_dir: Path) -> SignerSettings:
+    return SignerSettings(
+        common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False),
+        ca_dir=ca_dir, ca_passphrase=PASSPHRASE, ca_algorithm="p256",
+        public_base_url="http://pki.example.net",
+    )
+
+
+@pytest.fixture
+async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[EventProducer]:
+    producer = EventProducer(kafka_settings, client_id="test")
+    await producer.start()
+    yield producer
+    await producer.stop()
+
+
+def make_csr(names: list[str], *, key: Any = None, extra_subject: bool = True, email: str | None = None) -> str:
+    key = key or ec.generate_private_key(ec.SECP256R1())
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else (email or "x"))]
+    if extra_subject:
+        attributes += [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Injected Org"),
+                       x509.NameAttribute(NameOID.LOCALITY_NAME, "Nowhere")]
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attributes))
+    return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+def approved(profile: str, cert_class: int, csr_pem: str, *, dns: list[str] | None = None,
+             emails: list[str] | None = None, subject: dict[str, str] | None = None,
+             request_id: str | None = None) -> CloudEvent:
+    data = {
+        "request_id": request_id or str(uuid.uuid4()), "member_id": "member-1", "cert_class": cert_class,
+        "profile": profile, "csr_pem": csr_pem, "subject": subject if subject is not None else {},
+        "dns_names": dns or [], "ip_addresses": [], "emails": emails or [], "validity_days": 90,
+        "approved_at": isoformat(utcnow()),
+    }
+    return make_event("csr.approved", data, source="test")
+
+
+async def cert_events(kafka: KafkaSettings, expected: int) -> list[CloudEvent]:
+    records = await read_topic(kafka.bootstrap, Topics(kafka.topic_prefix).of("cert"), expected)
+    return [CloudEvent.from_kafka(r.key, r.value, r.headers) for r in records]
+
+
+def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, check=False, timeout=60)
+    if check and result.returncode != 0:
+        raise AssertionError(f"openssl {' '.join(args)} failed: {result.stdout}{result.stderr}")
+    return result
+
+
+REQUESTS = [
+    ("server", 1, {"dns": ["www.example.org", "example.org"], "subject": {"CN": "www.example.org"}}),
+    ("server", 3, {"dns": ["shop.example.org"], "subject": {"CN": "shop.example.org"}}),
+    ("client", 1, {"emails": ["ada@example.org"], "subject": {}}),
+    ("client", 3, {"emails": ["ada@example.org"], "subject": {"CN": "Ada Lovelace", "GN": "Ada", "SN": "Lovelace"}}),
+    ("codesign", 3, {"subject": {"CN": "Ada Lovelace"}}),
+]
+
+
+async def test_each_profile_and_class_is_issued_with_a_verifiable_chain(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer,
+        tmp_path: Path) -> None:
+    service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
+    await service.start()
+    try:
+        sent = []
+        for profile, cert_class, spec in REQUESTS:
+            event = approved(profile, cert_class, make_csr(spec.get("dns", []), email=(spec.get("emails") or [None])[0]),
+                             dns=spec.get("dns"), emails=spec.get("emails"), subject=spec["subject"])
+            sent.append(event)
+            await producer.publish(event)
+        issued = await cert_events(kafka_settings, len(REQUESTS))
+    finally:
+        await service.stop()
+    assert sorted(e.data["request_id"] for e in issued) == sorted(e.data["request_id"] for e in sent)
+    assert all(e.type == "org.cacert.cert.issued.v1" for e in issued)
+    root = tmp_path / "class1.pem"
+    root.write_bytes((ca_dir / "class1.crt.pem").read_bytes())
+    class3 = tmp_path / "class3.pem"
+    class3.write_bytes((ca_dir / "class3.crt.pem").read_bytes())
+    for event in issued:
+        leaf = tmp_path / f"{event.data['serial']}.pem"
+        leaf.write_text(event.data["certificate_pem"])
+        cert = x509.load_pem_x509_certificate(leaf.read_bytes())
+        assert "Injected Org" not in cert.subject.rfc4514_string()
+        if event.data["cert_class"] == 3:
+            untrusted = tmp_path / "chain.pem"
+            untrusted.write_text(event.data["chain_pem"])
+            openssl("verify", "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf))
+            openssl("verify", "-partial_chain", "-CAfile", str(class3), str(leaf))
+            assert event.data["trust_anchors"] == ["class1", "class3"]
+        else:
+            assert event.data["chain_pem"] == ""
+            openssl("verify", "-CAfile", str(root), str(leaf))
+
+
+async def test_redelivered_request_yields_one_certificate_across_restarts(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer) -> None:
+    event = approved("server", 1, make_csr(["once.example.org"]), dns=["once.example.org"],
+                     subject={"CN": "once.example.org"})
+    settings = signer_settings(kafka_settings, mongo_settings, ca_dir)
+    for delivery in range(5):
+        service = SignerService(settings)
+        await service.start()
+        try:
+            await producer.publish(event)  # the same event (same id, same request id) every time
+            answers = await cert_events(kafka_settings, delivery + 1)
+        finally:
+            await service.stop()
+        assert len(answers) >= delivery + 1
+    answers = await cert_events(kafka_settings, 5)
+    assert len({a.id for a in answers}) == 1 and len({a.data["serial"] for a in answers}) == 1
+    client, db = connect(mongo_settings, service="signer")
+    try:
+        assert await db.certificates.count_documents({}) == 1
+    finally:
+        await client.close()
+
+
+async def test_bad_csrs_are_rejected_with_reasons_and_next_request_is_issued(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer) -> None:
+    weak = make_csr(["weak.example.org"], key=rsa.generate_private_key(65537, 1024))
+    good_csr = make_csr(["good.example.org"])
+    tampered = good_csr.replace(good_csr.splitlines()[3], good_csr.splitlines()[3][::-1])
+    bad = {
+        "weak": approved("server", 1, weak, dns=["weak.example.org"], subject={"CN": "weak.example.org"}),
+        "tampered": approved("server", 1, tampered, dns=["good.example.org"], subject={"CN": "good.example.org"}),
+        "garbage": approved("server", 1, "-----BEGIN CERTIFICATE REQUEST-----\nnope\n-----END CERTIFICATE REQUEST-----",
+                            dns=["good.example.org"], subject={"CN": "good.example.org"}),
+    }
+    good = approved("server", 1, good_csr, dns=["good.example.org"], subject={"CN": "good.example.org"})
+    service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
+    await service.start()
+    try:
+        for event in [*bad.values(), good]:
+            await producer.publish(event)
+        answers = {e.data["request_id"]: e for e in await cert_events(kafka_settings, 4)}
+    finally:
+        await service.stop()
+    for name, event in bad.items():
+        answer = answers[event.data["request_id"]]
+        assert answer.type == "org.cacert.cert.rejected.v1", name
+        assert answer.data["details"], name
+    assert answers[bad["weak"].data["request_id"]].data["reason"] == "weak_key"
+    assert answers[good.data["request_id"]].type == "org.cacert.cert.issued.v1"
+
+
+async def test_revocation_flips_ocsp_and_lands_in_the_crl(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer,
+        tmp_path: Path) -> None:
+    settings = signer_settings(kafka_settings, mongo_settings, ca_dir)
+    issuing, status = SignerService(settings), SignerService(settings, mode="status")
+    await issuing.start()
+    await status.start()
+    try:
+        request = approved("server", 3, make_csr(["revoke.example.org"]), dns=["revoke.example.org"],
+                           subject={"CN": "revoke.example.org"})
+        await producer.publish(request)
+        (issued,) = await cert_events(kafka_settings, 1)
+        leaf, issuer, root = tmp_path / "leaf.pem", tmp_path / "class3.pem", tmp_path / "class1.pem"
+        leaf.write_text(issued.data["certificate_pem"])
+        issuer.write_bytes((ca_dir / "class3.crt.pem").read_bytes())
+        root.write_bytes((ca_dir / "class1.crt.pem").read_bytes())
+        url = f"http://127.0.0.1:{status.http_port}/ocsp/class3"
+
+        def ask() -> str:
+            result = openssl("ocsp", "-issuer", str(issuer), "-cert", str(leaf), "-url", url,
+                             "-CAfile", str(root), "-verify_other", str(issuer))
+            return result.stdout + result.stderr
+
+        before = await asyncio.to_thread(ask)
+        assert "leaf.pem: good" in before and "Response verify OK" in before
+        await producer.publish(make_event("cert.revoke_requested", {
+            "serial": issued.data["serial"], "member_id": "member-1", "reason": "key_compromise",
+            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test"))
+        events = await cert_events(kafka_settings, 3)
+        assert any(e.type == "org.cacert.cert.revoked.v1" for e in events)
+        after = await asyncio.to_thread(ask)
+        assert "leaf.pem: revoked" in after and "Reason: keyCompromise" in after
+
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{status.http_port}/class3.crl") as response:
+            assert response.status == 200
+            (tmp_path / "class3.crl").write_bytes(await response.read())
+        both = tmp_path / "both.pem"
+        both.write_text(issuer.read_text() + root.read_text())
+        crl = openssl("crl", "-inform", "DER", "-in", str(tmp_path / "class3.crl"), "-CAfile", str(both),
+                      "-noout", "-text")
+        assert "verify OK" in crl.stderr + crl.stdout
+        assert issued.data["serial"].upper().lstrip("0") in crl.stdout.replace(":", "").upper()
+    finally:
+        await status.stop()
+        await issuing.stop()

@@ -1,0 +1,166 @@
+"""CRLs: signed by the issuing CA, with CRL number, AKI, thisUpdate/nextUpdate and reason codes;
+openssl verifies them and rejects a revoked leaf with them; pkilint's BR CRL profile is happy."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from services.signer.ca import crl, revocation
+from services.signer.ca.revocation import RevokedCertificate
+
+NOW = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def test_crl_contents(pki) -> None:
+    ca = pki.issuing_ca(3)
+    der = crl.build_crl(
+        ca,
+        [
+            (0x1234, NOW - dt.timedelta(hours=2), "key_compromise"),
+            (0x0ABC, NOW - dt.timedelta(hours=1), "unspecified"),
+            RevokedCertificate(0x5678, NOW - dt.timedelta(minutes=5), x509.ReasonFlags.superseded),
+            (0x1234, NOW, "superseded"),  # a duplicate row does not duplicate the entry
+        ],
+        crl_number=42,
+        now=NOW,
+    )
+    parsed = x509.load_der_x509_crl(der)
+    assert parsed.is_signature_valid(ca.certificate.public_key())
+    assert not parsed.is_signature_valid(pki.root.public_key())
+    assert parsed.issuer == ca.certificate.subject
+    assert parsed.last_update_utc == NOW
+    assert parsed.next_update_utc == NOW + dt.timedelta(hours=24)
+    assert parsed.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == 42
+    aki = parsed.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value
+    assert aki.key_identifier == ca.subject_key_identifier.digest
+    assert getattr(parsed.signature_hash_algorithm, "name", None) == "sha256"
+
+    entries = {r.serial_number: r for r in parsed}
+    assert sorted(entries) == [0x0ABC, 0x1234, 0x5678]
+    compromised = entries[0x1234]
+    assert compromised.revocation_date_utc == NOW - dt.timedelta(hours=2)
+    assert compromised.extensions.get_extension_for_class(x509.CRLReason).value.reason is (
+        x509.ReasonFlags.key_compromise
+    )
+    assert entries[0x5678].extensions.get_extension_for_class(x509.CRLReason).value.reason is (
+        x509.ReasonFlags.superseded
+    )
+    with pytest.raises(x509.ExtensionNotFound):  # unspecified: no reasonCode at all (RFC 5280 5.3.1)
+        entries[0x0ABC].extensions.get_extension_for_class(x509.CRLReason)
+
+
+def test_openssl_verifies_the_crl_and_rejects_the_revoked_leaf(pki, issue, ca_pems, tool, h) -> None:
+    good = issue(3, "server", dns_names=["good.example.org"]).certificate
+    bad = issue(3, "server", dns_names=["bad.example.org"]).certificate
+    der = crl.build_crl(
+        pki.issuing_ca(3),
+        [(bad.serial_number, dt.datetime.now(dt.UTC), "key_compromise")],
+        crl_number=1,
+        now=dt.datetime.now(dt.UTC),
+    )
+    crl_der = tool.write("class3.crl", der)
+    crl_pem = tool.write("class3.crl.pem", x509.load_der_x509_crl(der).public_bytes(Encoding.PEM))
+    bundle = tool.write("bundle.pem", h.pem(pki.issuing_ca(3).certificate) + h.pem(pki.root))
+    out = tool.openssl(
+        "crl", "-inform", "DER", "-in", crl_der, "-CAfile", bundle, "-noout", "-verify", "-text"
+    )
+    assert out.returncode == 0 and "verify OK" in out.stderr + out.stdout
+    serial_hex = format(bad.serial_number, "X")
+    assert f"Serial Number: {serial_hex.zfill(len(serial_hex) + len(serial_hex) % 2)}" in out.stdout
+    assert "Key Compromise" in out.stdout
+
+    # A root-only CRL for Class 1 so that -crl_check_all can look at the whole chain.
+    root_crl = tool.write(
+        "class1.crl.pem",
+        x509.load_der_x509_crl(
+            crl.build_crl(pki.issuing_ca(1), [], crl_number=1, now=dt.datetime.now(dt.UTC))
+        ).public_bytes(Encoding.PEM),
+    )
+    chain = tool.write("chain.pem", pki.chain_pem(3))
+    for leaf_cert, expect_ok in ((good, True), (bad, False)):
+        leaf = tool.write("leaf.pem", h.pem(leaf_cert))
+        out = tool.openssl(
+            "verify",
+            "-crl_check_all",
+            "-CAfile",
+            ca_pems["class1"],
+            "-untrusted",
+            chain,
+            "-CRLfile",
+            crl_pem,
+            "-CRLfile",
+            root_crl,
+            leaf,
+        )
+        assert (out.returncode == 0) is expect_ok, out.stdout + out.stderr
+        if not expect_ok:
+            assert "certificate revoked" in out.stdout + out.stderr
+
+
+def test_crl_passes_pkilint_br_profile(pki, tool, h) -> None:
+    der = crl.build_crl(
+        pki.issuing_ca(3),
+        [(7, NOW - dt.timedelta(days=1), "cessation_of_operation"), (9, NOW, None)],
+        crl_number=3,
+        now=NOW,
+    )
+    path = tool.write("class3.crl", der)
+    out = tool.run(*h.pkilint("lint_crl"), "lint", "-t", "CRL", "-p", "BR", "-s", "WARNING", path)
+    assert out.returncode == 0, out.stdout
+    arl = tool.write(
+        "class1.crl",
+        crl.build_crl(
+            pki.issuing_ca(1),
+            [(11, NOW, "ca_compromise")],
+            crl_number=3,
+            now=NOW,
+            next_update_in=dt.timedelta(days=7),
+        ),
+    )
+    out = tool.run(*h.pkilint("lint_crl"), "lint", "-t", "ARL", "-p", "BR", "-s", "WARNING", arl)
+    assert out.returncode == 0, out.stdout
+
+
+def test_crl_parameters_are_checked(pki) -> None:
+    ca = pki.issuing_ca(1)
+    with pytest.raises(ValueError, match="crl_number"):
+        crl.build_crl(ca, [], crl_number=-1, now=NOW)
+    with pytest.raises(ValueError, match="next_update_in"):
+        crl.build_crl(ca, [], crl_number=1, now=NOW, next_update_in=dt.timedelta(days=11))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        crl.build_crl(ca, [], crl_number=1, now=NOW.replace(tzinfo=None))
+    empty = x509.load_der_x509_crl(crl.build_crl(ca, [], crl_number=0, now=NOW))
+    assert len(empty) == 0 and empty.is_signature_valid(ca.certificate.public_key())
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("key_compromise", x509.ReasonFlags.key_compromise),
+        ("keyCompromise", x509.ReasonFlags.key_compromise),
+        (x509.ReasonFlags.privilege_withdrawn, x509.ReasonFlags.privilege_withdrawn),
+        ("unspecified", None),
+        (None, None),
+    ],
+)
+def test_reason_parsing(given, expected) -> None:
+    assert revocation.parse_reason(given) is expected
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("certificate_hold", "certificate_hold is not used"),
+        ("remove_from_crl", "remove_from_crl is not used"),
+        ("ca_compromise", "ca_compromise is not used"),
+        ("because", "unknown revocation reason"),
+    ],
+)
+def test_reasons_this_ca_never_publishes_are_refused(given: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        revocation.parse_reason(given)
+    assert revocation.parse_reason("ca_compromise", ca_certificate=True) is x509.ReasonFlags.ca_compromise
