@@ -46,7 +46,7 @@ class SignerService:
         self._client, db = connect(common.mongo, service="signer")
         await ensure_indexes(db, store_module.INDEXES)
         self.store = store_module.CertificateStore(db)
-        hierarchy = load_hierarchy(self.settings.ca_dir, self.settings.ca_passphrase)
+        hierarchy = load_hierarchy(self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == "issuing")
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
         if self.mode == "issuing":
             await self._start_issuing(hierarchy, readiness)

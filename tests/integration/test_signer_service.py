@@ -232,3 +232,23 @@ async def test_revocation_flips_ocsp_and_lands_in_the_crl(
     finally:
         await status.stop()
         await issuing.stop()
+
+
+async def test_status_mode_runs_without_the_ca_key_files(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, tmp_path: Path) -> None:
+    public = tmp_path / "status-ca"
+    public.mkdir()
+    for name in ("class1.crt.pem", "class3.crt.pem", "ocsp-class1.crt.pem", "ocsp-class1.key.pem",
+                 "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
+        (public / name).write_bytes((ca_dir / name).read_bytes())
+    status = SignerService(signer_settings(kafka_settings, mongo_settings, public), mode="status")
+    await status.start()
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{status.http_port}/class1.crt") as response:
+            assert response.status == 200
+            assert x509.load_der_x509_certificate(await response.read()).subject.rfc4514_string()
+    finally:
+        await status.stop()

@@ -67,5 +67,5 @@ def build_crl(
         if entry.reason is not None:
             revoked_builder = revoked_builder.add_extension(x509.CRLReason(entry.reason), critical=False)
         builder = builder.add_revoked_certificate(revoked_builder.build())
-    crl = builder.sign(ca.private_key, keys.signature_hash(ca.private_key))
+    crl = builder.sign(ca.signing_key, keys.signature_hash(ca.signing_key))
     return crl.public_bytes(serialization.Encoding.DER)

@@ -104,7 +104,8 @@ class IssuingCA:
 
     cert_class: CertClass
     certificate: x509.Certificate
-    private_key: PrivateKey = field(repr=False)
+    private_key: PrivateKey | None = field(repr=False)
+    """None in the status mode, which must never hold CA keys (it only answers OCSP and serves CRLs)."""
     ocsp_signer: OCSPSigner
     chain: tuple[x509.Certificate, ...]
     """This CA's certificate followed by its issuers, up to and including the Class 1 root."""
@@ -114,8 +115,15 @@ class IssuingCA:
         return self.cert_class.label
 
     @property
+    def signing_key(self) -> PrivateKey:
+        """The CA key, for certificates and CRLs; refuses clearly where it was deliberately not loaded."""
+        if self.private_key is None:
+            raise HierarchyError(f"the {self.label} CA key is not loaded in this process (status mode)")
+        return self.private_key
+
+    @property
     def key_algorithm(self) -> str:
-        return keys.algorithm_of(self.private_key)
+        return keys.algorithm_of(self.certificate.public_key())
 
     @property
     def subject_key_identifier(self) -> x509.SubjectKeyIdentifier:
@@ -508,14 +516,18 @@ def _check_key_matches(cert: x509.Certificate, key: PrivateKey, what: str) -> No
         raise HierarchyError(f"the key file of {what} does not belong to its certificate")
 
 
-def load_hierarchy(directory: Path, passphrase: bytes) -> Hierarchy:
+def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) -> Hierarchy:
     """Load and cross-check the eight files: every certificate is signed by its issuer and every
-    key belongs to its certificate, so a mixed-up deployment fails at start-up, not at signing."""
-    loaded: dict[CertClass, tuple[x509.Certificate, PrivateKey, OCSPSigner]] = {}
+    key belongs to its certificate, so a mixed-up deployment fails at start-up, not at signing.
+
+    With ``ca_keys=False`` (the public status mode) the CA key files are neither read nor needed:
+    only the certificates and the delegated OCSP signers are loaded."""
+    loaded: dict[CertClass, tuple[x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
     for cls in CertClass:
         cert = _read_certificate(certificate_path(directory, cls))
-        key = keys.read_private_key(key_path(directory, cls), passphrase)
-        _check_key_matches(cert, key, cls.label)
+        key = keys.read_private_key(key_path(directory, cls), passphrase) if ca_keys else None
+        if key is not None:
+            _check_key_matches(cert, key, cls.label)
         signer_cert = _read_certificate(ocsp_certificate_path(directory, cls))
         signer_key = keys.read_private_key(ocsp_key_path(directory, cls), passphrase)
         _check_key_matches(signer_cert, signer_key, f"ocsp-{cls.label}")

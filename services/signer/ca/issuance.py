@@ -292,7 +292,7 @@ def prepare_certificate(
 
 def sign_certificate(builder: x509.CertificateBuilder, ca: IssuingCA) -> x509.Certificate:
     """Sign with the CA key: SHA-384 for a P-384 CA, SHA-256 otherwise."""
-    return builder.sign(ca.private_key, keys.signature_hash(ca.private_key))
+    return builder.sign(ca.signing_key, keys.signature_hash(ca.signing_key))
 
 
 def build_certificate(
