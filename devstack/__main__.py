@@ -1,0 +1,114 @@
+"""`python -m devstack up|down|status|env|logs`: the local stack from a shell (used by ./dev)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+
+from devstack import endpoints, paths, stack
+from devstack.errors import StackError
+
+
+def _only(value: str) -> list[str]:
+    return [part for part in value.split(",") if part.strip()]
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    started = time.monotonic()
+    stack.up(args.only)
+    print(f"stack is up ({time.monotonic() - started:.1f}s); `python -m devstack env` prints its settings",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    stack.down(args.only, wipe=args.wipe)
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    rows = stack.status(args.only)
+    for row in rows:
+        pid = f"pid {row.pid}" if row.pid else "-"
+        print(f"{row.name:<6} {row.state:<10} {pid:<11} {row.address}")
+    print(f"state: {paths.state_dir()}  cache: {paths.cache_dir()}")
+    return 0 if all(row.state == "running" for row in rows) else 1
+
+
+def _cmd_env(args: argparse.Namespace) -> int:
+    for key, value in endpoints.current().env().items():
+        print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    comp = stack.component(args.name)
+    path = comp.log_file
+    if not path.exists():
+        print(f"no log yet for {comp.name} ({path})", file=sys.stderr)
+        return 1
+    with path.open("rb") as f:
+        lines = f.read().decode("utf-8", "replace").splitlines()[-args.lines :]
+        sys.stdout.write("".join(line + "\n" for line in lines))
+        sys.stdout.flush()
+        if not args.follow:
+            return 0
+        try:
+            while True:
+                chunk = f.read()
+                if chunk:
+                    sys.stdout.write(chunk.decode("utf-8", "replace"))
+                    sys.stdout.flush()
+                else:
+                    time.sleep(0.5)
+        except KeyboardInterrupt:
+            return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m devstack",
+        description="Kafka (KRaft), FerretDB and an SMTP mailbox as local processes on 127.0.0.1.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    only_help = "comma-separated subset of: kafka, mongo, smtp (default: all)"
+
+    up = sub.add_parser("up", help="start (idempotent) and wait until everything answers")
+    up.add_argument("--only", type=_only, default=None, help=only_help)
+    up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="stop (idempotent)")
+    down.add_argument("--only", type=_only, default=None, help=only_help)
+    down.add_argument("--wipe", action="store_true", help="also delete data and logs (the cache is kept)")
+    down.set_defaults(func=_cmd_down)
+
+    status = sub.add_parser("status", help="what runs and answers (exit 1 unless all of it)")
+    status.add_argument("--only", type=_only, default=None, help=only_help)
+    status.set_defaults(func=_cmd_status)
+
+    env = sub.add_parser("env", help="print `export CACERT_...=...` lines for a shell")
+    env.set_defaults(func=_cmd_env)
+
+    logs = sub.add_parser("logs", help="print a component's log")
+    logs.add_argument("name", help="kafka, mongo (ferretdb) or smtp (mailbox)")
+    logs.add_argument("-n", "--lines", type=int, default=200, help="how many last lines (default 200)")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
+    logs.set_defaults(func=_cmd_logs)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
