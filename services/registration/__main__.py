@@ -1,0 +1,28 @@
+"""`python -m services.registration` runs the service; `... create-admin --email ...` bootstraps support."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from services.registration.service import NAME, RegistrationService
+from services.registration.settings import RegistrationSettings
+from shared.config import load_or_exit
+from shared.logging import configure
+from shared.service import run, run_until_stopped
+
+DEFAULT_PORT = "8081"  # the member API's port on the local stack (docs/architecture.md)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["create-admin"]:
+        from services.registration.bootstrap import main as create_admin
+
+        sys.exit(create_admin(sys.argv[2:]))
+    settings = load_or_exit(RegistrationSettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
+    configure(NAME, settings.common.log_level)
+    sys.exit(run(lambda stop: run_until_stopped(RegistrationService(settings), stop)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,219 @@
+"""Account routes: sign-up, login/logout, the member's own record, email addresses and confirmation."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+from aiohttp import web
+
+from services.registration.api_common import (
+    SESSION_KEY,
+    Authenticator,
+    client_address,
+    email_field,
+    parse_date,
+    schema,
+)
+from services.registration.assurance import Assurances
+from services.registration.context import Context
+from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
+from services.registration.issuance_policy import ASSURED_POINTS
+from services.registration.members import Member, Members, new_member_id
+from services.registration.passwords import password_problem
+from services.registration.ratelimit import RateLimiter
+from services.registration.sessions import Sessions
+from shared.events import isoformat
+from shared.http import ApiError, read_json
+
+
+def email_views(member: Member) -> list[dict[str, Any]]:
+    out = []
+    for eid, entry in sorted(
+        member.emails.items(), key=lambda kv: (not kv[1].get("primary"), kv[1]["address"])
+    ):
+        verified_at = entry.get("verified_at")
+        out.append(
+            {
+                "id": eid,
+                "address": entry["address"],
+                "primary": bool(entry.get("primary")),
+                "verified": bool(entry.get("verified")),
+                "verified_at": isoformat(verified_at) if verified_at else None,
+            }
+        )
+    return out
+
+
+async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
+    points = await assurances.points_of(member.id)
+    return {
+        "id": member.id,
+        "name": member.name,
+        "date_of_birth": member.date_of_birth,
+        "primary_email": member.primary_email,
+        "roles": list(member.roles),
+        "points": points,
+        "assured": points >= ASSURED_POINTS,
+        "assurer_test_passed": member.assurer_test_passed,
+        "codesign_enabled": member.codesign_enabled,
+        "emails": email_views(member),
+    }
+
+
+_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
+<body><main><h1>{title}</h1><p>{text}</p>{form}</main></body></html>"""
+
+
+class AccountRoutes:
+    def __init__(
+        self,
+        context: Context,
+        members: Members,
+        emails: EmailAddresses,
+        sessions: Sessions,
+        assurances: Assurances,
+        auth: Authenticator,
+        limiter: RateLimiter,
+    ) -> None:
+        self._ctx = context
+        self._members = members
+        self._emails = emails
+        self._sessions = sessions
+        self._assurances = assurances
+        self._auth = auth
+        self._limiter = limiter
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post("/v1/members", self.signup)
+        app.router.add_post("/v1/sessions", self.login)
+        app.router.add_delete("/v1/sessions/current", self.logout)
+        app.router.add_get("/v1/me", self.me)
+        app.router.add_get("/v1/emails", self.list_emails)
+        app.router.add_post("/v1/emails", self.add_email)
+        app.router.add_post("/v1/emails/confirm", self.confirm)
+        app.router.add_post("/v1/emails/{email_id}/resend", self.resend)
+        app.router.add_get(CONFIRM_PATH, self.confirm_page)
+        app.router.add_post(CONFIRM_PATH, self.confirm_form)
+
+    async def signup(self, request: web.Request) -> web.Response:
+        body = await read_json(request, schema("SignupRequest"))
+        address = email_field(body["email"])
+        born = parse_date(body["date_of_birth"], "date_of_birth")
+        name = " ".join(body["name"].split())
+        if not name:
+            raise ApiError(
+                422, "validation_failed", "name must not be blank", [{"field": "name", "problem": "blank"}]
+            )
+        if born >= self._ctx.clock().date() or born.year < 1900:
+            raise ApiError(
+                422,
+                "validation_failed",
+                "date_of_birth is not plausible",
+                [{"field": "date_of_birth", "problem": "must be after 1900 and in the past"}],
+            )
+        problem = password_problem(body["password"])
+        if problem:
+            raise ApiError(422, "weak_password", problem, [{"field": "password", "problem": problem}])
+        await self._limiter.hit("signup:client", client_address(request))
+        await self._limiter.hit("signup:address", address)
+        member_id = new_member_id()
+        mail = await self._emails.confirmation_mail(member_id, address, name)
+        member = await self._members.create(
+            name=name,
+            date_of_birth=born,
+            address=address,
+            password=body["password"],
+            member_id=member_id,
+            pending_events=[mail],
+        )
+        return web.json_response(
+            {
+                "member_id": member.id,
+                "email": address,
+                "email_verified": False,
+                "message": f"we sent a confirmation link to {address}",
+            },
+            status=201,
+        )
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json(request, schema("LoginRequest"))
+        address = email_field(body["email"])
+        await self._limiter.hit("login:client", client_address(request))
+        await self._limiter.hit("login:account", address)
+        return web.json_response(await self._sessions.login(address, body["password"]), status=201)
+
+    async def logout(self, request: web.Request) -> web.Response:
+        await self._auth.member(request)
+        await self._sessions.logout(request[SESSION_KEY])
+        return web.Response(status=204)
+
+    async def me(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response(await member_view(member, self._assurances))
+
+    async def list_emails(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response({"emails": email_views(member)})
+
+    async def add_email(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("AddEmailRequest"))
+        address = email_field(body["email"])
+        await self._limiter.hit("mail:account", member.id)
+        await self._limiter.hit("mail:address", address)
+        entry = await self._emails.add(member, address)
+        return web.json_response(
+            {"id": entry["id"], "address": address, "primary": False, "verified": False, "verified_at": None},
+            status=201,
+        )
+
+    async def resend(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        eid = request.match_info["email_id"]
+        entry = member.emails.get(eid)
+        if entry is None:
+            raise ApiError(404, "not_found", "no such email address on your account")
+        await self._limiter.hit("mail:account", member.id)
+        await self._limiter.hit("mail:address", entry["address"])
+        await self._emails.resend(member, eid)
+        return web.json_response({"status": "sent", "address": entry["address"]}, status=202)
+
+    async def confirm(self, request: web.Request) -> web.Response:
+        body = await read_json(request, schema("ConfirmEmailRequest"))
+        return web.json_response(await self._emails.confirm(body["token"]))
+
+    async def confirm_page(self, request: web.Request) -> web.Response:
+        """The link in the mail: a page with a button, so link scanners that fetch it confirm nothing."""
+        token = request.query.get("token", "")[:256]
+        form = (
+            f'<form method="post" action="{CONFIRM_PATH}"><input type="hidden" name="token" '
+            f'value="{html.escape(token)}"><button type="submit">Confirm this address</button></form>'
+        )
+        page = _PAGE.format(
+            title="Confirm your email address",
+            text="Press the button to confirm that this address is yours.",
+            form=form,
+        )
+        return web.Response(text=page, content_type="text/html")
+
+    async def confirm_form(self, request: web.Request) -> web.Response:
+        try:
+            form = await request.post()
+        except (ValueError, web.HTTPException):
+            form = {}  # type: ignore[assignment]
+        token = form.get("token") if form else None
+        if not isinstance(token, str):
+            token = ""
+        try:
+            result = await self._emails.confirm(token)
+        except ApiError as exc:
+            page = _PAGE.format(title="Not confirmed", text=html.escape(exc.message), form="")
+            return web.Response(text=page, content_type="text/html", status=exc.status)
+        page = _PAGE.format(
+            title="Address confirmed",
+            text=f"{html.escape(result['email'])} is now verified. You can close this page.",
+            form="",
+        )
+        return web.Response(text=page, content_type="text/html")

@@ -1,0 +1,70 @@
+"""Certificate routes: submit a CSR, follow requests, list/download certificates, ask for revocation."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.registration.api_common import Authenticator, query_text, schema
+from services.registration.certificate_requests import CertificateRequests
+from services.registration.certificates import Certificates
+from shared.http import read_json
+
+
+class CertificateRoutes:
+    def __init__(
+        self, requests: CertificateRequests, certificates: Certificates, auth: Authenticator
+    ) -> None:
+        self._requests = requests
+        self._certificates = certificates
+        self._auth = auth
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_post("/v1/requests", self.submit)
+        app.router.add_get("/v1/requests", self.list_requests)
+        app.router.add_get("/v1/requests/{request_id}", self.get_request)
+        app.router.add_get("/v1/certificates", self.list_certificates)
+        app.router.add_get("/v1/certificates/{serial}", self.get_certificate)
+        app.router.add_get("/v1/certificates/{serial}/download", self.download)
+        app.router.add_post("/v1/certificates/{serial}/revoke", self.revoke)
+
+    async def submit(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("CsrRequest"))
+        result = await self._requests.submit(member, body["csr_pem"], body["profile"])
+        return web.json_response(result, status=202)
+
+    async def list_requests(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response({"requests": await self._requests.listing(member)})
+
+    async def get_request(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response(await self._requests.get(member, request.match_info["request_id"]))
+
+    async def list_certificates(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response({"certificates": await self._certificates.listing(member)})
+
+    async def get_certificate(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response(await self._certificates.get(member, request.match_info["serial"]))
+
+    async def download(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        fmt = query_text(request, "format", default="pem", max_length=8)
+        body, content_type, filename = await self._certificates.download(
+            member, request.match_info["serial"], fmt
+        )
+        return web.Response(
+            body=body,
+            content_type=content_type,
+            headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+        )
+
+    async def revoke(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("RevokeRequest"))
+        result = await self._certificates.request_revocation(
+            member, request.match_info["serial"], body.get("reason", "unspecified")
+        )
+        return web.json_response(result, status=202)

@@ -1,0 +1,66 @@
+"""Domain routes: add a domain, see its official contacts, ask for verification by one of them."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.registration.api_common import Authenticator, query_text, schema
+from services.registration.domains import DomainClaims, checked_domain
+from services.registration.ratelimit import RateLimiter
+from shared import dns_names
+from shared.http import read_json
+
+
+class DomainRoutes:
+    def __init__(self, domains: DomainClaims, auth: Authenticator, limiter: RateLimiter) -> None:
+        self._domains = domains
+        self._auth = auth
+        self._limiter = limiter
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/v1/domains", self.listing)
+        app.router.add_post("/v1/domains", self.add)
+        app.router.add_get("/v1/domain-contacts", self.contacts_for_name)
+        app.router.add_get("/v1/domains/{domain_id}", self.get)
+        app.router.add_get("/v1/domains/{domain_id}/contacts", self.contacts)
+        app.router.add_post("/v1/domains/{domain_id}/verify", self.verify)
+
+    async def listing(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response({"domains": await self._domains.listing(member)})
+
+    async def add(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("AddDomainRequest"))
+        if body.get("contact") is not None:
+            checked_domain(body["domain"])
+            await self._limiter.hit("mail:account", member.id)
+            await self._limiter.hit("mail:address", body["contact"].lower())
+        claim = await self._domains.add(member, body["domain"], body.get("contact"))
+        return web.json_response(claim, status=201)
+
+    async def get(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        doc = await self._domains.get(member, request.match_info["domain_id"])
+        return web.json_response(self._domains.view(doc))
+
+    async def contacts(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        doc = await self._domains.get(member, request.match_info["domain_id"])
+        return web.json_response(self._domains.contacts(doc["domain"]))
+
+    async def contacts_for_name(self, request: web.Request) -> web.Response:
+        await self._auth.member(request)
+        name = checked_domain(query_text(request, "domain"))
+        return web.json_response({"domain": name, "contacts": dns_names.official_contacts(name)})
+
+    async def verify(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("VerifyDomainRequest"))
+        await self._domains.get(member, request.match_info["domain_id"])
+        await self._limiter.hit("mail:account", member.id)
+        await self._limiter.hit("mail:address", body["contact"].lower())
+        result = await self._domains.request_verification(
+            member, request.match_info["domain_id"], body["contact"]
+        )
+        return web.json_response(result, status=202)

@@ -1,0 +1,104 @@
+"""Web-of-trust and support routes: recording assurances, granting Assurer status, code signing."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from services.registration.api_accounts import member_view
+from services.registration.api_common import Authenticator, email_field, parse_date, schema
+from services.registration.assurance import Assurances
+from services.registration.issuance_policy import ASSURED_POINTS
+from services.registration.members import ASSURER_POINTS, Member, Members
+from shared.http import ApiError, read_json
+
+
+class TrustRoutes:
+    def __init__(self, members: Members, assurances: Assurances, auth: Authenticator) -> None:
+        self._members = members
+        self._assurances = assurances
+        self._auth = auth
+
+    def install(self, app: web.Application) -> None:
+        app.router.add_get("/v1/assurances", self.listing)
+        app.router.add_post("/v1/assurances", self.record)
+        app.router.add_get("/v1/admin/members/{member_id}", self.admin_view)
+        app.router.add_post("/v1/admin/members/{member_id}/assurer", self.grant_assurer)
+        app.router.add_post("/v1/admin/members/{member_id}/codesign", self.set_codesign)
+
+    async def _target(self, reference: str) -> Member:
+        """A member named by id or by one of their addresses; 404 if there is none."""
+        member = (
+            await self._members.by_address(email_field(reference, "member"))
+            if "@" in reference
+            else await self._members.get(reference)
+        )
+        if member is None:
+            raise ApiError(404, "not_found", "no such member")
+        return member
+
+    async def listing(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        result = await self._assurances.listing(member.id)
+        total = sum(int(a["points"]) for a in result["received"])
+        return web.json_response({**result, "total_points": total, "assured": total >= ASSURED_POINTS})
+
+    async def record(self, request: web.Request) -> web.Response:
+        assurer = await self._auth.member(request)
+        body = await read_json(request, schema("AssuranceRequest"))
+        met_on = parse_date(body["date"], "date")
+        location = " ".join(body["location"].split())
+        if not location:
+            raise ApiError(
+                422,
+                "validation_failed",
+                "location must not be blank",
+                [{"field": "location", "problem": "blank"}],
+            )
+        if not assurer.is_assurer:
+            raise ApiError(403, "not_an_assurer", "only Assurers may record assurances")
+        member = await self._target(body["member"])
+        result = await self._assurances.record(
+            assurer, member, points=int(body["points"]), location=location, met_on=met_on
+        )
+        return web.json_response(result, status=201)
+
+    async def admin_view(self, request: web.Request) -> web.Response:
+        await self._auth.admin(request)
+        member = await self._target(request.match_info["member_id"])
+        return web.json_response(await member_view(member, self._assurances))
+
+    async def grant_assurer(self, request: web.Request) -> web.Response:
+        admin = await self._auth.admin(request)
+        body = await read_json(request, schema("GrantAssurerRequest"))
+        member = await self._target(request.match_info["member_id"])
+        if body["assurer_test_passed"] is not True:
+            raise ApiError(409, "assurer_test_required", "the member must have passed the assurer test")
+        points = await self._assurances.points_of(member.id)
+        if points < ASSURER_POINTS:
+            raise ApiError(
+                409,
+                "insufficient_points",
+                f"an Assurer needs at least {ASSURER_POINTS} points; this member has {points}",
+                {"points": points, "required": ASSURER_POINTS},
+            )
+        roles = list(member.roles) if member.is_assurer else [*member.roles, "assurer"]
+        updated = await self._members.change_roles(
+            member,
+            roles=roles,
+            codesign=member.codesign_enabled,
+            changed_by=admin.id,
+            extra={"assurer_test_passed": True},
+        )
+        return web.json_response(await member_view(updated, self._assurances))
+
+    async def set_codesign(self, request: web.Request) -> web.Response:
+        admin = await self._auth.admin(request)
+        body = await read_json(request, schema("CodesignRequest"))
+        member = await self._target(request.match_info["member_id"])
+        enabled = bool(body["enabled"])
+        if enabled and not member.is_assurer:
+            raise ApiError(409, "not_an_assurer", "code signing can only be activated for an Assurer")
+        updated = await self._members.change_roles(
+            member, roles=list(member.roles), codesign=enabled, changed_by=admin.id
+        )
+        return web.json_response(await member_view(updated, self._assurances))

@@ -1,0 +1,103 @@
+"""The web of trust: Assurers award points to members they met; totals derive from the records.
+
+An assurance is one document per (assurer, member) pair (a unique index
+makes "at most once per pair" hold under races). A member's points are
+always the sum of the records, never a stored counter that could drift.
+The event announcing an assurance travels in the assurance document's own
+outbox, written in the same insert.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from services.registration.context import Context, Document
+from services.registration.issuance_policy import ASSURED_POINTS
+from services.registration.members import Member
+from shared import outbox
+from shared.events import deterministic_event_id, isoformat
+from shared.http import ApiError
+
+MAX_POINTS = 35
+
+
+class Assurances:
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+        self._collection = context.collection("assurances")
+
+    async def points_of(self, member_id: str) -> int:
+        docs = await self._collection.find({"member_id": member_id}, {"points": 1}).to_list()
+        return sum(int(doc.get("points", 0)) for doc in docs)
+
+    async def record(
+        self, assurer: Member, member: Member, *, points: int, location: str, met_on: date
+    ) -> dict[str, Any]:
+        """Record one assurance; refuses non-Assurers, self-assurance and a second one per pair."""
+        if not assurer.is_assurer:
+            raise ApiError(403, "not_an_assurer", "only Assurers may record assurances")
+        if assurer.id == member.id:
+            raise ApiError(422, "self_assurance", "you cannot assure yourself")
+        if not 0 <= points <= MAX_POINTS:
+            raise ApiError(422, "invalid_points", f"points must be between 0 and {MAX_POINTS}")
+        if met_on > self._ctx.clock().date():
+            raise ApiError(422, "invalid_date", "the date of the meeting cannot be in the future")
+        now = self._ctx.clock()
+        total = await self.points_of(member.id) + points
+        doc_id = f"{assurer.id}:{member.id}"
+        event = self._ctx.event(
+            "member.assurance_recorded",
+            {
+                "member_id": member.id,
+                "assurer_id": assurer.id,
+                "points": points,
+                "total_points": total,
+                "assured": total >= ASSURED_POINTS,
+                "location": location,
+                "date": met_on.isoformat(),
+                "recorded_at": isoformat(now),
+            },
+            event_id=deterministic_event_id("member.assurance_recorded", assurer.id, member.id),
+        )
+        doc: Document = {
+            "_id": doc_id,
+            "assurer_id": assurer.id,
+            "member_id": member.id,
+            "points": points,
+            "location": location,
+            "date": met_on.isoformat(),
+            "recorded_at": now,
+            "_outbox": outbox.pending([event])["_outbox"]["$each"],
+        }
+        try:
+            await self._collection.insert_one(doc)
+        except DuplicateKeyError:
+            raise ApiError(409, "already_assured", "you have already assured this member") from None
+        await self._ctx.announce(self._collection, doc_id)
+        return {
+            "assurer_id": assurer.id,
+            "member_id": member.id,
+            "points": points,
+            "location": location,
+            "date": met_on.isoformat(),
+            "recorded_at": isoformat(now),
+            "total_points": total,
+            "assured": total >= ASSURED_POINTS,
+        }
+
+    async def listing(self, member_id: str) -> dict[str, list[Document]]:
+        """Assurances a member received and gave."""
+        fields = {"_id": 0, "_outbox": 0}
+        received = await self._collection.find({"member_id": member_id}, fields).to_list()
+        given = await self._collection.find({"assurer_id": member_id}, fields).to_list()
+        return {"received": [_public(d) for d in received], "given": [_public(d) for d in given]}
+
+
+def _public(doc: Document) -> Document:
+    out = dict(doc)
+    if "recorded_at" in out and hasattr(out["recorded_at"], "isoformat"):
+        out["recorded_at"] = isoformat(out["recorded_at"])
+    return out

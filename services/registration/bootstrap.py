@@ -1,0 +1,120 @@
+"""Creating the first support account (admin), and optionally a founding Assurer, from the command line.
+
+The web of trust needs a start: nobody can become an Assurer without
+points from an Assurer. Operators therefore create the first admin (and
+the founding Assurers, `--assurer`) directly in the database; their events
+wait in the outbox and the running service publishes them on its next
+sweep. The address is treated as verified because the operator vouches
+for it. An existing account with that address is promoted instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from datetime import date
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.registration.context import INDEXES, Context
+from services.registration.members import Member, Members
+from services.registration.passwords import password_problem
+from services.registration.settings import RegistrationSettings
+from shared.config import load_or_exit
+from shared.events import utcnow
+from shared.mongo import connect, ensure_indexes
+
+PASSWORD_ENV = "CACERT_ADMIN_PASSWORD"  # noqa: S105 (the variable's name, not a password)
+
+
+async def bootstrap_member(
+    db: AsyncDatabase[dict[str, Any]],
+    settings: RegistrationSettings,
+    *,
+    email: str,
+    name: str,
+    date_of_birth: date,
+    password: str,
+    roles: tuple[str, ...],
+) -> Member:
+    """Create (or promote) a verified account holding `roles`."""
+    ctx = Context(db, settings, utcnow)
+    members = Members(ctx)
+    existing = await members.by_address(email)
+    if existing is not None:
+        merged = [*existing.roles, *(r for r in roles if r not in existing.roles)]
+        return await members.change_roles(
+            existing,
+            roles=merged,
+            codesign=existing.codesign_enabled,
+            changed_by="bootstrap",
+            extra={"assurer_test_passed": True} if "assurer" in roles else None,
+        )
+    return await members.create(
+        name=name,
+        date_of_birth=date_of_birth,
+        address=email,
+        password=password,
+        roles=roles,
+        verified=True,
+        assurer_test_passed="assurer" in roles,
+    )
+
+
+def _read_password(from_stdin: bool) -> str:
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    if from_stdin or not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    return getpass.getpass("password for the new admin: ")
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.registration create-admin",
+        description="Create the first admin (support) account.",
+    )
+    parser.add_argument("--email", required=True)
+    parser.add_argument("--name", default="CAcert Support")
+    parser.add_argument("--date-of-birth", default="1970-01-01")
+    parser.add_argument("--assurer", action="store_true", help="also make this account a founding Assurer")
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help=f"read the password from stdin (default: ${PASSWORD_ENV}, else a prompt)",
+    )
+    args = parser.parse_args(argv)
+    from shared.dns_names import normalise_email
+
+    try:
+        email = normalise_email(args.email)
+        born = date.fromisoformat(args.date_of_birth)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    password = _read_password(args.password_stdin)
+    problem = password_problem(password)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    settings = load_or_exit(RegistrationSettings, {"CACERT_KAFKA_BOOTSTRAP": "unused", **os.environ})
+    roles = ("member", "admin", "assurer") if args.assurer else ("member", "admin")
+
+    async def create() -> Member:
+        client, db = connect(settings.common.mongo, service="registration")
+        try:
+            await ensure_indexes(db, INDEXES)
+            return await bootstrap_member(
+                db, settings, email=email, name=args.name, date_of_birth=born, password=password, roles=roles
+            )
+        finally:
+            await client.close()
+
+    member = asyncio.run(create())
+    print(f"admin {member.primary_email} ready: member id {member.id}, roles {', '.join(member.roles)}")
+    return 0

@@ -1,0 +1,155 @@
+"""Certificate requests: the member submits a CSR, the RA decides and announces the decision.
+
+Every submission that is a well-formed request body gets a request id and a
+record, approved or not, so the member can list what they asked for and
+why it was refused; the decision event (`csr.approved` / `csr.rejected`)
+is queued in the same insert (outbox). The signer's outcome
+(`cert.issued` / `cert.rejected`) later updates the record's status.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from services.registration.assurance import Assurances
+from services.registration.context import Context, Document
+from services.registration.csr import CsrProblem, parse_csr
+from services.registration.domains import DomainClaims
+from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
+from services.registration.members import Member
+from shared import outbox
+from shared.events import CloudEvent, deterministic_event_id, isoformat
+from shared.http import ApiError
+
+
+def public_view(doc: Document) -> Document:
+    out = {k: v for k, v in doc.items() if k not in ("_id", "_outbox", "csr_pem", "member_id")}
+    out["id"] = doc["_id"]
+    for key in ("created_at", "updated_at"):
+        if key in out and hasattr(out[key], "isoformat"):
+            out[key] = isoformat(out[key])
+    return out
+
+
+class CertificateRequests:
+    def __init__(self, context: Context, assurances: Assurances, domains: DomainClaims) -> None:
+        self._ctx = context
+        self._collection = context.collection("requests")
+        self._assurances = assurances
+        self._domains = domains
+        settings = context.settings
+        self.policy = IssuancePolicy(
+            settings.server_validity_days, settings.client_validity_days, settings.codesign_validity_days
+        )
+
+    async def standing(self, member: Member) -> MemberStanding:
+        return MemberStanding(
+            member_id=member.id,
+            real_name=member.name,
+            points=await self._assurances.points_of(member.id),
+            is_assurer=member.is_assurer,
+            codesign_enabled=member.codesign_enabled,
+            verified_emails=member.verified_emails,
+            verified_domains=await self._domains.verified_domains(member.id),
+        )
+
+    async def submit(self, member: Member, csr_pem: str, profile: str) -> Document:
+        """Decide; store the request with its event queued; 422 with every reason when refused."""
+        request_id = uuid.uuid4().hex
+        now = self._ctx.clock()
+        try:
+            csr = parse_csr(csr_pem)
+        except CsrProblem as exc:
+            decision = Decision(profile, tuple(exc.reasons))
+            pem = None
+        else:
+            decision = self.policy.decide(profile, csr, await self.standing(member))
+            pem = csr.pem
+        doc: Document = {
+            "_id": request_id,
+            "member_id": member.id,
+            "profile": profile,
+            "created_at": now,
+            "updated_at": now,
+        }
+        event: CloudEvent
+        if decision.approved and pem is not None:
+            doc.update(
+                status="approved",
+                cert_class=decision.cert_class,
+                subject=decision.subject,
+                dns_names=list(decision.dns_names),
+                emails=list(decision.emails),
+                validity_days=decision.validity_days,
+                csr_pem=pem,
+            )
+            event = self._ctx.event(
+                "csr.approved",
+                {
+                    "request_id": request_id,
+                    "member_id": member.id,
+                    "cert_class": decision.cert_class,
+                    "profile": profile,
+                    "csr_pem": pem,
+                    "subject": decision.subject,
+                    "dns_names": list(decision.dns_names),
+                    "ip_addresses": [],
+                    "emails": list(decision.emails),
+                    "validity_days": decision.validity_days,
+                    "approved_at": isoformat(now),
+                },
+                event_id=deterministic_event_id("csr.approved", request_id),
+            )
+        else:
+            doc.update(status="rejected", reasons=list(decision.reasons))
+            event = self._ctx.event(
+                "csr.rejected",
+                {
+                    "request_id": request_id,
+                    "member_id": member.id,
+                    "profile": profile,
+                    "reasons": list(decision.reasons),
+                    "rejected_at": isoformat(now),
+                },
+                event_id=deterministic_event_id("csr.rejected", request_id),
+            )
+        doc["_outbox"] = outbox.pending([event])["_outbox"]["$each"]
+        await self._collection.insert_one(doc)
+        await self._ctx.announce(self._collection, request_id)
+        if not decision.approved:
+            raise ApiError(
+                422,
+                "csr_rejected",
+                "the certificate request was refused: " + "; ".join(decision.reasons),
+                {"request_id": request_id, "reasons": list(decision.reasons)},
+            )
+        return public_view(doc)
+
+    async def get(self, member: Member, request_id: str) -> Document:
+        doc = await self._collection.find_one({"_id": request_id, "member_id": member.id}, {"_outbox": 0})
+        if doc is None:
+            raise ApiError(404, "not_found", "no such certificate request on your account")
+        return public_view(doc)
+
+    async def listing(self, member: Member) -> list[Document]:
+        docs = await self._collection.find({"member_id": member.id}, {"_outbox": 0, "csr_pem": 0}).to_list()
+        return [public_view(d) for d in sorted(docs, key=lambda d: d["created_at"], reverse=True)]
+
+    async def on_issued(self, data: dict[str, Any]) -> None:
+        await self._collection.update_one(
+            {"_id": data["request_id"]},
+            {"$set": {"status": "issued", "serial": data["serial"], "updated_at": self._ctx.clock()}},
+        )
+
+    async def on_signer_rejected(self, data: dict[str, Any]) -> None:
+        await self._collection.update_one(
+            {"_id": data["request_id"], "status": "approved"},
+            {
+                "$set": {
+                    "status": "failed",
+                    "reasons": [data["reason"], *data.get("details", [])],
+                    "updated_at": self._ctx.clock(),
+                }
+            },
+        )

@@ -1,0 +1,133 @@
+"""Reading a member's PEM CSR into the facts the issuance policy judges.
+
+Everything that can be wrong with the file itself is found here and
+reported as a list of reasons (never an exception escaping to HTTP): not
+PEM, not a CSR, a bad self-signature, a weak or unsupported key, SAN types
+the CA never issues. Names are returned raw; the policy normalises and
+judges them against the member's verified domains and addresses.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID
+
+MAX_PEM_CHARS = 65536
+PEM_MARKERS = ("-----BEGIN CERTIFICATE REQUEST-----", "-----BEGIN NEW CERTIFICATE REQUEST-----")
+MIN_RSA_BITS = 2048
+MAX_RSA_BITS = 8192
+RSA_EXPONENT = 65537
+ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+
+
+class CsrProblem(Exception):
+    """The CSR cannot be judged at all; `reasons` says why (each a sentence for the member)."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+@dataclasses.dataclass(frozen=True)
+class SubmittedCsr:
+    """What the member asked for. Subject attributes other than CN are kept only to be ignored."""
+
+    pem: str
+    common_names: tuple[str, ...]
+    dns_names: tuple[str, ...]
+    emails: tuple[str, ...]  # rfc822Name SANs
+    subject_emails: tuple[str, ...]  # emailAddress attributes in the subject (legacy S/MIME CSRs)
+    key_description: str
+    key_problems: tuple[str, ...]
+    san_problems: tuple[str, ...]
+
+
+def key_problems(key: object) -> tuple[str, list[str]]:
+    """(description, problems) of a public key against the CA's key policy."""
+    if isinstance(key, rsa.RSAPublicKey):
+        bits = key.key_size
+        exponent = key.public_numbers().e
+        problems = []
+        if bits < MIN_RSA_BITS:
+            problems.append(f"RSA key of {bits} bits is too weak: at least {MIN_RSA_BITS} bits are required")
+        if bits > MAX_RSA_BITS:
+            problems.append(f"RSA key of {bits} bits is larger than the supported {MAX_RSA_BITS} bits")
+        if exponent != RSA_EXPONENT:
+            problems.append(f"RSA public exponent {exponent} is not allowed: it must be {RSA_EXPONENT}")
+        return f"RSA-{bits}", problems
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = key.curve.name
+        if curve in ALLOWED_CURVES:
+            return f"EC {ALLOWED_CURVES[curve]}", []
+        return f"EC {curve}", [f"elliptic curve {curve} is not allowed: use P-256 or P-384"]
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return "EdDSA", ["EdDSA keys are not supported: use RSA (>= 2048 bits) or EC P-256/P-384"]
+    if isinstance(key, dsa.DSAPublicKey):
+        return "DSA", ["DSA keys are not allowed: use RSA (>= 2048 bits) or EC P-256/P-384"]
+    return "unknown", ["unsupported key type: use RSA (>= 2048 bits) or EC P-256/P-384"]
+
+
+def _attribute_values(name: x509.Name, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
+    return tuple(str(a.value) for a in name.get_attributes_for_oid(oid))
+
+
+def parse_csr(pem: str) -> SubmittedCsr:
+    """Parse and check a PEM CSR; raise CsrProblem listing what makes it unusable."""
+    if len(pem) > MAX_PEM_CHARS:
+        raise CsrProblem([f"csr_pem is larger than {MAX_PEM_CHARS} characters"])
+    text = pem.strip()
+    if not any(marker in text for marker in PEM_MARKERS):
+        raise CsrProblem(["csr_pem is not PEM: expected a '-----BEGIN CERTIFICATE REQUEST-----' block"])
+    try:
+        csr = x509.load_pem_x509_csr(text.encode("utf-8", "replace"))
+    except (ValueError, TypeError) as exc:
+        raise CsrProblem([f"csr_pem is not a readable certificate request: {exc}"]) from None
+    try:
+        signature_ok = csr.is_signature_valid
+    except Exception as exc:  # unusual algorithms surface as UnsupportedAlgorithm and friends
+        raise CsrProblem([f"the CSR signature cannot be checked: {exc}"]) from None
+    if not signature_ok:
+        raise CsrProblem(["the CSR signature is invalid (the request was altered or not signed by its key)"])
+    try:
+        public_key = csr.public_key()
+    except Exception as exc:
+        raise CsrProblem([f"the CSR public key cannot be read: {exc}"]) from None
+    description, problems = key_problems(public_key)
+    try:
+        subject = csr.subject
+        common_names = _attribute_values(subject, NameOID.COMMON_NAME)
+        subject_emails = _attribute_values(subject, NameOID.EMAIL_ADDRESS)
+    except ValueError as exc:
+        raise CsrProblem([f"the CSR subject cannot be read: {exc}"]) from None
+    dns_names: list[str] = []
+    emails: list[str] = []
+    san_problems: list[str] = []
+    try:
+        san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        san = None
+    except ValueError as exc:
+        raise CsrProblem([f"the CSR extensions cannot be read: {exc}"]) from None
+    if san is not None:
+        for general_name in san:
+            if isinstance(general_name, x509.DNSName):
+                dns_names.append(general_name.value)
+            elif isinstance(general_name, x509.RFC822Name):
+                emails.append(general_name.value)
+            elif isinstance(general_name, x509.IPAddress):
+                san_problems.append(f"IP address {general_name.value} cannot be validated: only domain names")
+            else:
+                san_problems.append(f"subjectAltName of type {type(general_name).__name__} is not supported")
+    return SubmittedCsr(
+        pem=text + "\n",
+        common_names=common_names,
+        dns_names=tuple(dns_names),
+        emails=tuple(emails),
+        subject_emails=subject_emails,
+        key_description=description,
+        key_problems=tuple(problems),
+        san_problems=tuple(san_problems),
+    )

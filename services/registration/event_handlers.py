@@ -1,0 +1,49 @@
+"""Handlers for the events registration consumes: domain outcomes and the signer's results.
+
+Each handler only sets state to what the event says (keyed by request id
+or serial), so a redelivered event changes nothing.
+"""
+
+from __future__ import annotations
+
+from services.registration.certificate_requests import CertificateRequests
+from services.registration.certificates import Certificates
+from services.registration.domains import DomainClaims
+from shared.events import BY_NAME, CloudEvent
+from shared.kafka import Subscription
+
+
+class SignerOutcomes:
+    def __init__(self, requests: CertificateRequests, certificates: Certificates) -> None:
+        self._requests = requests
+        self._certificates = certificates
+
+    async def issued(self, event: CloudEvent) -> None:
+        await self._certificates.on_issued(event.data)
+        await self._requests.on_issued(event.data)
+
+    async def rejected(self, event: CloudEvent) -> None:
+        await self._requests.on_signer_rejected(event.data)
+
+    async def revoked(self, event: CloudEvent) -> None:
+        await self._certificates.on_revoked(event.data)
+
+
+def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes) -> list[Subscription]:
+    return [
+        Subscription(
+            "domain",
+            {
+                BY_NAME["domain.verified"].type: domains.on_verified,
+                BY_NAME["domain.verification_failed"].type: domains.on_failed,
+            },
+        ),
+        Subscription(
+            "cert",
+            {
+                BY_NAME["cert.issued"].type: outcomes.issued,
+                BY_NAME["cert.rejected"].type: outcomes.rejected,
+                BY_NAME["cert.revoked"].type: outcomes.revoked,
+            },
+        ),
+    ]

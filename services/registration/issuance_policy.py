@@ -1,0 +1,165 @@
+"""The RA decision: may this member get this certificate, and with exactly what content?
+
+Pure logic (no I/O) so it can be property-tested. Inputs are the parsed CSR,
+the profile asked for and the member's standing (verified domains and
+addresses, assurance, roles); the output is either every reason to refuse
+or the exact subject, names, class and validity the signer must issue.
+Nothing from the CSR's subject reaches the approved subject except through
+`subject_for`, which builds it from approved names or the member's record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+
+from services.registration.csr import SubmittedCsr
+from shared import dns_names
+
+PROFILES = ("server", "client", "codesign")
+ASSURED_POINTS = 50
+MAX_CN_LENGTH = 64
+
+
+@dataclasses.dataclass(frozen=True)
+class MemberStanding:
+    """What the policy needs to know about the member asking."""
+
+    member_id: str
+    real_name: str
+    points: int
+    is_assurer: bool
+    codesign_enabled: bool
+    verified_emails: frozenset[str]
+    verified_domains: frozenset[str]
+
+    @property
+    def assured(self) -> bool:
+        return self.points >= ASSURED_POINTS
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    profile: str
+    reasons: tuple[str, ...]
+    cert_class: int = 1
+    subject: dict[str, str] = dataclasses.field(default_factory=dict)
+    dns_names: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    validity_days: int = 0
+
+    @property
+    def approved(self) -> bool:
+        return not self.reasons
+
+
+@dataclasses.dataclass(frozen=True)
+class IssuancePolicy:
+    server_validity_days: int = 365
+    client_validity_days: int = 365
+    codesign_validity_days: int = 365
+
+    def decide(self, profile: str, csr: SubmittedCsr, member: MemberStanding) -> Decision:
+        """Approve with the exact certificate content, or refuse listing every reason."""
+        if profile not in PROFILES:
+            return Decision(profile, (f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}",))
+        reasons = [*csr.key_problems, *csr.san_problems]
+        cert_class = self.class_for(profile, member)
+        if profile == "server":
+            names = self._server_names(csr, member, reasons)
+            emails: tuple[str, ...] = ()
+            if csr.emails:
+                reasons.append("a server certificate cannot contain email addresses")
+            validity = self.server_validity_days
+        else:
+            names = ()
+            if csr.dns_names:
+                reasons.append(f"a {profile} certificate cannot contain DNS names")
+            emails = self._emails(csr, member, reasons, required=profile == "client")
+            validity = self.client_validity_days if profile == "client" else self.codesign_validity_days
+            if profile == "codesign":
+                if not member.is_assurer:
+                    reasons.append("code signing certificates are only issued to Assurers")
+                elif not member.codesign_enabled:
+                    reasons.append("code signing has not been activated for your account by support")
+        subject = self.subject_for(profile, cert_class, member, names, emails, reasons)
+        if reasons:
+            return Decision(profile, tuple(dict.fromkeys(reasons)))
+        return Decision(profile, (), cert_class, subject, names, emails, validity)
+
+    @staticmethod
+    def class_for(profile: str, member: MemberStanding) -> int:
+        """Class 3 (the Assured root) only for Assured members; everyone else gets Class 1."""
+        return 3 if member.assured else 1
+
+    @staticmethod
+    def subject_for(
+        profile: str,
+        cert_class: int,
+        member: MemberStanding,
+        names: Sequence[str],
+        emails: Sequence[str],
+        reasons: list[str],
+    ) -> dict[str, str]:
+        """The one place that decides the subject: a CN only, never anything copied from the CSR.
+
+        server: CN = the first approved DNS name short enough for a CN (none if all are longer);
+        client: Class 1 carries no personal name (CN = the address), Class 3 the member's real name;
+        codesign: CN = the member's real name. The signer's linting may need this adjusted, which is
+        why it is a single function.
+        """
+        if profile == "server":
+            short = [n for n in names if len(n) <= MAX_CN_LENGTH]
+            return {"CN": short[0]} if short else {}
+        if profile == "client" and cert_class == 1:
+            if not emails:
+                return {}
+            if len(emails[0]) > MAX_CN_LENGTH:
+                reasons.append(f"{emails[0]} is longer than {MAX_CN_LENGTH} characters and cannot be the CN")
+                return {}
+            return {"CN": emails[0]}
+        name = member.real_name.strip()
+        if not name or len(name) > MAX_CN_LENGTH:
+            reasons.append(f"your name must have 1..{MAX_CN_LENGTH} characters to appear in a certificate")
+            return {}
+        return {"CN": name}
+
+    @staticmethod
+    def _server_names(csr: SubmittedCsr, member: MemberStanding, reasons: list[str]) -> tuple[str, ...]:
+        approved: list[str] = []
+        for raw in (*csr.common_names, *csr.dns_names):
+            try:
+                name = dns_names.normalise_dns_name(raw)
+            except ValueError as exc:
+                reasons.append(f"{raw!r} is not a valid DNS name: {exc}")
+                continue
+            if not dns_names.is_covered(name, member.verified_domains):
+                reasons.append(f"{name} is not within a domain you have verified")
+                continue
+            if name not in approved:
+                approved.append(name)
+        if not approved and not reasons:
+            reasons.append("the CSR names no domain: put the names in subjectAltName (DNS) or the CN")
+        return tuple(approved)
+
+    @staticmethod
+    def _emails(
+        csr: SubmittedCsr, member: MemberStanding, reasons: list[str], *, required: bool
+    ) -> tuple[str, ...]:
+        # Modern CSRs put the address in subjectAltName; legacy S/MIME CSRs only in the subject.
+        requested: Iterable[str] = csr.emails or csr.subject_emails
+        approved: list[str] = []
+        for raw in requested:
+            try:
+                address = dns_names.normalise_email(raw)
+            except ValueError as exc:
+                reasons.append(f"{raw!r} is not a valid email address: {exc}")
+                continue
+            if address not in member.verified_emails:
+                reasons.append(f"{address} is not one of your verified email addresses")
+                continue
+            if address not in approved:
+                approved.append(address)
+        if required and not approved and not reasons:
+            reasons.append("a client certificate needs an email address (subjectAltName rfc822Name)")
+        return tuple(approved)

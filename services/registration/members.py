@@ -1,0 +1,222 @@
+"""Member accounts: registration, the member record, roles and code-signing activation.
+
+One member is one MongoDB document (its addresses embedded), so every
+change and the event announcing it are a single atomic update with the
+outbox. Global uniqueness of addresses is held by the `addresses`
+collection (`_id` = the address), claimed before the member is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import uuid
+from datetime import date
+from typing import Any
+
+from pymongo.errors import DuplicateKeyError
+
+from services.registration.context import Context, Document
+from services.registration.passwords import hash_password
+from shared import outbox
+from shared.events import deterministic_event_id, isoformat
+from shared.http import ApiError
+
+ROLES = ("member", "assurer", "admin")
+ASSURER_POINTS = 100
+
+
+def email_id(address: str) -> str:
+    """A stable id for an address within an account (URL-safe, no dots for MongoDB paths)."""
+    return hashlib.sha256(address.encode()).hexdigest()[:16]
+
+
+def new_member_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    id: str
+    name: str
+    date_of_birth: str
+    primary_email: str
+    roles: tuple[str, ...]
+    assurer_test_passed: bool
+    codesign_enabled: bool
+    emails: dict[str, Document]
+
+    @classmethod
+    def from_document(cls, doc: Document) -> Member:
+        return cls(
+            id=doc["_id"],
+            name=doc["name"],
+            date_of_birth=doc.get("date_of_birth", ""),
+            primary_email=doc["primary_email"],
+            roles=tuple(doc.get("roles", ["member"])),
+            assurer_test_passed=bool(doc.get("assurer_test_passed")),
+            codesign_enabled=bool(doc.get("codesign_enabled")),
+            emails=dict(doc.get("emails", {})),
+        )
+
+    @property
+    def is_admin(self) -> bool:
+        return "admin" in self.roles
+
+    @property
+    def is_assurer(self) -> bool:
+        return "assurer" in self.roles
+
+    @property
+    def verified_emails(self) -> frozenset[str]:
+        return frozenset(e["address"] for e in self.emails.values() if e.get("verified"))
+
+    def primary_verified(self) -> bool:
+        return self.primary_email in self.verified_emails
+
+
+def email_entry(address: str, *, primary: bool, verified: bool, now: Any) -> Document:
+    return {
+        "address": address,
+        "primary": primary,
+        "verified": verified,
+        "added_at": now,
+        "verified_at": now if verified else None,
+    }
+
+
+class Members:
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+        self._members = context.members
+        self._addresses = context.collection("addresses")
+
+    async def get(self, member_id: str) -> Member | None:
+        doc = await self._members.find_one({"_id": member_id}, {"_outbox": 0})
+        return Member.from_document(doc) if doc else None
+
+    async def by_address(self, address: str) -> Member | None:
+        claim = await self._addresses.find_one({"_id": address})
+        return await self.get(claim["member_id"]) if claim else None
+
+    async def claim_address(self, address: str, member_id: str) -> None:
+        """Reserve an address for one account; 409 if another live account holds it."""
+        now = self._ctx.clock()
+        try:
+            await self._addresses.insert_one({"_id": address, "member_id": member_id, "claimed_at": now})
+            return
+        except DuplicateKeyError:
+            pass
+        claim = await self._addresses.find_one({"_id": address}) or {}
+        holder = claim.get("member_id")
+        if holder == member_id:
+            raise ApiError(409, "email_exists", f"{address} is already on your account")
+        holder_doc = await self._members.find_one(
+            {"_id": holder, f"emails.{email_id(address)}": {"$exists": True}}, {"_id": 1}
+        )
+        if holder_doc is not None:
+            raise ApiError(409, "email_taken", f"{address} belongs to another account")
+        # A claim left by a crash between claiming and writing the member: take it over.
+        result = await self._addresses.update_one(
+            {"_id": address, "member_id": holder}, {"$set": {"member_id": member_id, "claimed_at": now}}
+        )
+        if result.modified_count != 1:
+            raise ApiError(409, "email_taken", f"{address} belongs to another account")
+
+    async def release_address(self, address: str, member_id: str) -> None:
+        await self._addresses.delete_one({"_id": address, "member_id": member_id})
+
+    async def create(
+        self,
+        *,
+        name: str,
+        date_of_birth: date,
+        address: str,
+        password: str,
+        roles: tuple[str, ...] = ("member",),
+        verified: bool = False,
+        assurer_test_passed: bool = False,
+        member_id: str | None = None,
+        pending_events: list[Any] | None = None,
+    ) -> Member:
+        """Write a new member (after claiming its address) with its registration event queued."""
+        member_id = member_id or new_member_id()
+        await self.claim_address(address, member_id)
+        now = self._ctx.clock()
+        registered = self._ctx.event(
+            "member.registered",
+            {
+                "member_id": member_id,
+                "name": name,
+                "email": address,
+                "registered_at": isoformat(now),
+            },
+            event_id=deterministic_event_id("member.registered", member_id),
+        )
+        events = [registered, *(pending_events or [])]
+        if verified:
+            events.append(
+                self._ctx.event(
+                    "member.email_verified",
+                    {
+                        "member_id": member_id,
+                        "email": address,
+                        "primary": True,
+                        "verified_at": isoformat(now),
+                    },
+                    event_id=deterministic_event_id("member.email_verified", member_id, address),
+                )
+            )
+        if set(roles) != {"member"}:
+            events.append(self.role_event(member_id, list(roles), False, "bootstrap"))
+        doc: Document = {
+            "_id": member_id,
+            "name": name,
+            "date_of_birth": date_of_birth.isoformat(),
+            "primary_email": address,
+            "password_hash": hash_password(password),
+            "roles": list(roles),
+            "assurer_test_passed": assurer_test_passed,
+            "codesign_enabled": False,
+            "created_at": now,
+            "emails": {email_id(address): email_entry(address, primary=True, verified=verified, now=now)},
+            "_outbox": outbox.pending(events)["_outbox"]["$each"],
+        }
+        await self._members.insert_one(doc)
+        await self._ctx.announce(self._members, member_id)
+        return Member.from_document(doc)
+
+    def role_event(self, member_id: str, roles: list[str], codesign: bool, changed_by: str) -> Any:
+        return self._ctx.event(
+            "member.role_changed",
+            {
+                "member_id": member_id,
+                "roles": roles,
+                "codesign_enabled": codesign,
+                "changed_by": changed_by,
+                "changed_at": isoformat(self._ctx.clock()),
+            },
+        )
+
+    async def change_roles(
+        self,
+        member: Member,
+        *,
+        roles: list[str],
+        codesign: bool,
+        changed_by: str,
+        extra: Document | None = None,
+    ) -> Member:
+        """Set roles / code signing and queue `member.role_changed` in the same update."""
+        event = self.role_event(member.id, roles, codesign, changed_by)
+        await self._members.update_one(
+            {"_id": member.id},
+            {
+                "$set": {"roles": roles, "codesign_enabled": codesign, **(extra or {})},
+                "$push": outbox.pending([event]),
+            },
+        )
+        await self._ctx.announce(self._members, member.id)
+        updated = await self.get(member.id)
+        assert updated is not None
+        return updated

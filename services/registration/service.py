@@ -1,0 +1,173 @@
+"""RegistrationService: wires the database, outbox, consumers, the expiry sweep and the member API.
+
+Start order: database and indexes, producer (and topics in development),
+outbox sweep (republishes what a crash left), consumers, the expiry sweep,
+then HTTP. Stop runs the other way round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.registration.api_accounts import AccountRoutes
+from services.registration.api_certificates import CertificateRoutes
+from services.registration.api_common import Authenticator, openapi_document, rate_limit_answers
+from services.registration.api_domains import DomainRoutes
+from services.registration.api_trust import TrustRoutes
+from services.registration.assurance import Assurances
+from services.registration.certificate_requests import CertificateRequests
+from services.registration.certificates import Certificates
+from services.registration.context import INDEXES, OUTBOX_COLLECTIONS, Context
+from services.registration.domains import DomainClaims
+from services.registration.email_addresses import EmailAddresses
+from services.registration.event_handlers import SignerOutcomes, subscriptions
+from services.registration.members import Members
+from services.registration.ratelimit import RateLimiter
+from services.registration.sessions import Sessions
+from services.registration.settings import RegistrationSettings
+from shared.events import utcnow
+from shared.http import create_app
+from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
+from shared.logging import get_logger
+from shared.mongo import connect, ensure_indexes, ping
+from shared.outbox import Outbox
+from shared.service import start_http
+
+NAME = "registration"
+log = get_logger("registration.service")
+
+
+async def _openapi(_: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+class ExpirySweep:
+    """Deletes expired sessions, confirmation tokens and rate-limit windows (FerretDB has no TTL index)."""
+
+    def __init__(self, context: Context) -> None:
+        self._ctx = context
+        self._task: asyncio.Task[None] | None = None
+
+    async def run_once(self) -> int:
+        now = self._ctx.clock()
+        removed = 0
+        for name in ("sessions", "email_tokens", "rate_limits"):
+            result = await self._ctx.collection(name).delete_many({"expires_at": {"$lte": now}})
+            removed += result.deleted_count
+        return removed
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="registration-expiry-sweep")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self._ctx.settings.sweep_seconds)
+            try:
+                await self.run_once()
+            except Exception as exc:
+                log.warning("expiry sweep failed; will retry", error=f"{type(exc).__name__}: {exc}")
+
+
+class RegistrationService:
+    def __init__(self, settings: RegistrationSettings, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.http_port: int | None = None
+        self.client: AsyncMongoClient[dict[str, Any]] | None = None
+        self.db: AsyncDatabase[dict[str, Any]] | None = None
+        self.context: Context | None = None
+        self._producer: EventProducer | None = None
+        self._outbox: Outbox | None = None
+        self._runner: ConsumerRunner | None = None
+        self._runner_task: asyncio.Task[None] | None = None
+        self._sweep: ExpirySweep | None = None
+        self._http: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self.client, self.db = connect(common.mongo, service=NAME)
+        await ensure_indexes(self.db, INDEXES)
+        if common.create_topics:
+            await ensure_topics(common.kafka)
+        self._producer = EventProducer(common.kafka, client_id=NAME)
+        await self._producer.start()
+        ctx = self.context = Context(self.db, self.settings, self._clock)
+        self._outbox = ctx.outbox = Outbox(self._producer, [self.db[c] for c in OUTBOX_COLLECTIONS])
+        self._outbox.start()
+
+        members = Members(ctx)
+        assurances = Assurances(ctx)
+        domains = DomainClaims(ctx)
+        requests = CertificateRequests(ctx, assurances, domains)
+        certificates = Certificates(ctx)
+        sessions = Sessions(ctx, members)
+        auth = Authenticator(sessions)
+        limiter = RateLimiter(ctx)
+
+        self._runner = ConsumerRunner(
+            common.kafka,
+            group_id=NAME,
+            producer=self._producer,
+            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates)),
+        )
+        self._runner_task = asyncio.create_task(self._runner.run(), name="registration-consumer")
+        await self._wait_started(self._runner, self._runner_task)
+        self._sweep = ExpirySweep(ctx)
+        self._sweep.start()
+
+        client = self.client
+        app = create_app(
+            NAME,
+            readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)},
+            client_max_size=self.settings.max_body_bytes,
+        )
+        app.middlewares.append(rate_limit_answers)
+        app.router.add_get("/openapi.json", _openapi)
+        AccountRoutes(
+            ctx, members, EmailAddresses(ctx, members), sessions, assurances, auth, limiter
+        ).install(app)
+        TrustRoutes(members, assurances, auth).install(app)
+        DomainRoutes(domains, auth, limiter).install(app)
+        CertificateRoutes(requests, certificates, auth).install(app)
+        self._http = await start_http(app, common.http.host, common.http.port)
+        self.http_port = self._http.addresses[0][1]
+        log.info("registration started", port=self.http_port)
+
+    @staticmethod
+    async def _wait_started(runner: ConsumerRunner, task: asyncio.Task[None]) -> None:
+        started = asyncio.create_task(runner.started.wait())
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            task.result()
+
+    async def stop(self) -> None:
+        if self._http:
+            await self._http.cleanup()
+        if self._sweep:
+            await self._sweep.stop()
+        if self._runner and self._runner_task:
+            if not self._runner_task.done():
+                await self._runner.stop()
+            with contextlib.suppress(Exception):
+                await self._runner_task
+        if self._outbox:
+            await self._outbox.stop()
+        if self._producer:
+            await self._producer.stop()
+        if self.client:
+            await self.client.close()

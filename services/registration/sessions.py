@@ -1,0 +1,61 @@
+"""Login sessions: random bearer tokens stored only as SHA-256 digests, with an expiry.
+
+A login for an unknown address verifies against a dummy hash so both
+answers take the same time; only members who confirmed their primary
+address may log in.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from services.registration import tokens
+from services.registration.context import Context
+from services.registration.members import Member, Members
+from services.registration.passwords import DUMMY_HASH, verify_password
+from shared.events import isoformat
+from shared.http import ApiError
+
+
+class Sessions:
+    def __init__(self, context: Context, members: Members) -> None:
+        self._ctx = context
+        self._members = members
+        self._sessions = context.collection("sessions")
+
+    async def login(self, address: str, password: str) -> dict[str, Any]:
+        member = await self._members.by_address(address)
+        doc = await self._ctx.members.find_one({"_id": member.id}, {"password_hash": 1}) if member else None
+        stored = doc["password_hash"] if doc else DUMMY_HASH
+        if not verify_password(password, stored) or member is None:
+            raise ApiError(401, "invalid_credentials", "unknown address or wrong password")
+        if not member.primary_verified():
+            raise ApiError(
+                403, "email_unverified", "confirm your primary email address first (see the mail we sent you)"
+            )
+        now = self._ctx.clock()
+        token = tokens.issue(timedelta(hours=self._ctx.settings.session_hours), now)
+        await self._sessions.insert_one(
+            {"_id": token.digest, "member_id": member.id, "expires_at": token.expires_at, "created_at": now}
+        )
+        return {
+            "token": token.raw,
+            "token_type": "Bearer",
+            "expires_at": isoformat(token.expires_at),
+            "member_id": member.id,
+        }
+
+    async def member_for(self, raw_token: str) -> tuple[Member, str] | None:
+        """The member a live session token belongs to (and the token's digest), or None."""
+        if not tokens.looks_like_token(raw_token):
+            return None
+        digest = tokens.digest(raw_token)
+        session = await self._sessions.find_one({"_id": digest})
+        if session is None or not tokens.is_live(session["expires_at"], self._ctx.clock()):
+            return None
+        member = await self._members.get(session["member_id"])
+        return (member, digest) if member else None
+
+    async def logout(self, digest: str) -> None:
+        await self._sessions.delete_one({"_id": digest})

@@ -1,0 +1,83 @@
+"""Registration settings: the common ones plus links, token lifetimes, rate limits and validity."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from shared.config import ConfigError, setting
+from shared.settings import CommonSettings
+
+
+@dataclasses.dataclass(frozen=True)
+class RateLimit:
+    """At most `limit` calls per `window_seconds` for one key."""
+
+    limit: int
+    window_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistrationSettings:
+    common: CommonSettings
+    public_url: str = setting(
+        "CACERT_PUBLIC_URL",
+        "http://127.0.0.1:8081",
+        help="base URL members reach this API at (used in confirmation links)",
+    )
+    session_hours: int = setting("CACERT_SESSION_HOURS", 12, help="lifetime of a login session")
+    email_token_hours: int = setting(
+        "CACERT_EMAIL_TOKEN_HOURS", 24, help="lifetime of an email confirmation link"
+    )
+    server_validity_days: int = setting(
+        "CACERT_SERVER_VALIDITY_DAYS", 365, help="server certificates (max 397)"
+    )
+    client_validity_days: int = setting(
+        "CACERT_CLIENT_VALIDITY_DAYS", 365, help="client (S/MIME) certificates"
+    )
+    codesign_validity_days: int = setting(
+        "CACERT_CODESIGN_VALIDITY_DAYS", 365, help="code-signing certificates"
+    )
+    signup_per_address: int = setting(
+        "CACERT_RATE_SIGNUP_PER_ADDRESS", 3, help="sign-ups per address per hour"
+    )
+    signup_per_client: int = setting(
+        "CACERT_RATE_SIGNUP_PER_CLIENT", 30, help="sign-ups per client IP per hour"
+    )
+    login_per_account: int = setting(
+        "CACERT_RATE_LOGIN_PER_ACCOUNT", 10, help="login attempts per address per 15 minutes"
+    )
+    login_per_client: int = setting(
+        "CACERT_RATE_LOGIN_PER_CLIENT", 100, help="login attempts per client IP per 15 minutes"
+    )
+    mail_per_account: int = setting(
+        "CACERT_RATE_MAIL_PER_ACCOUNT", 10, help="mail-triggering calls per member per hour"
+    )
+    mail_per_address: int = setting("CACERT_RATE_MAIL_PER_ADDRESS", 3, help="mails to one address per hour")
+    sweep_seconds: float = setting(
+        "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
+    )
+    max_body_bytes: int = setting("CACERT_MAX_BODY_BYTES", 256 * 1024, help="largest accepted request body")
+
+    def validate(self) -> None:
+        if not 1 <= self.server_validity_days <= 397:
+            raise ConfigError("CACERT_SERVER_VALIDITY_DAYS must be 1..397 (CA/B Forum BR 6.3.2)")
+        for env, days in (
+            ("CACERT_CLIENT_VALIDITY_DAYS", self.client_validity_days),
+            ("CACERT_CODESIGN_VALIDITY_DAYS", self.codesign_validity_days),
+        ):
+            if not 1 <= days <= 825:
+                raise ConfigError(f"{env} must be 1..825")
+        if not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError("CACERT_PUBLIC_URL must start with http:// or https://")
+
+    @property
+    def rate_limits(self) -> dict[str, RateLimit]:
+        """Named limits the API applies; keys are `<action>:<scope>`."""
+        return {
+            "signup:address": RateLimit(self.signup_per_address, 3600),
+            "signup:client": RateLimit(self.signup_per_client, 3600),
+            "login:account": RateLimit(self.login_per_account, 900),
+            "login:client": RateLimit(self.login_per_client, 900),
+            "mail:account": RateLimit(self.mail_per_account, 3600),
+            "mail:address": RateLimit(self.mail_per_address, 3600),
+        }

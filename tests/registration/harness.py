@@ -1,0 +1,190 @@
+"""Running the registration service in-process against the real stack, and talking to it over HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+
+from services.registration.bootstrap import bootstrap_member
+from services.registration.service import RegistrationService
+from services.registration.settings import RegistrationSettings
+from shared.config import HttpSettings, KafkaSettings, MongoSettings
+from shared.events import CloudEvent, Topics, make_event
+from shared.kafka import EventProducer
+from shared.settings import CommonSettings
+from tests.eventlog import read_topic
+
+PASSWORD = "a long test passphrase"
+
+
+class Clock:
+    """A clock the test moves forward (token expiry without sleeping)."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, delta: timedelta) -> None:
+        self.offset += delta
+
+
+def registration_settings(
+    kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any
+) -> RegistrationSettings:
+    common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False)
+    return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, **overrides})
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    body: Any
+    headers: Any
+    raw: bytes
+
+
+class Api:
+    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.http = http
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        token: str | None = None,
+        data: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Reply:
+        sent_headers = dict(headers or {})
+        if token:
+            sent_headers["Authorization"] = f"Bearer {token}"
+        if json_body is not None:
+            data = json.dumps(json_body)
+            sent_headers.setdefault("Content-Type", "application/json")
+        async with self.http.request(method, self.base + path, data=data, headers=sent_headers) as response:
+            raw = await response.read()
+            body: Any = raw
+            if response.content_type == "application/json":
+                body = json.loads(raw)
+            return Reply(response.status, body, response.headers, raw)
+
+
+@dataclasses.dataclass
+class Stack:
+    service: RegistrationService
+    api: Api
+    kafka: KafkaSettings
+    topics: Topics
+    producer: EventProducer
+    clock: Clock
+
+    async def events(
+        self, topic: str, type_suffix: str, expected: int = 1, timeout: float = 20
+    ) -> list[CloudEvent]:
+        """Events of one type on a logical topic, waiting until `expected` have arrived."""
+        found: list[CloudEvent] = []
+        deadline = 0.0
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            records = await read_topic(
+                self.kafka.bootstrap, self.topics.of(topic), expected=10**6, timeout=1.0
+            )
+            found = [
+                e
+                for e in (CloudEvent.from_kafka(r.key, r.value, r.headers) for r in records)
+                if e.type.endswith(type_suffix + ".v1")
+            ]
+            if len(found) >= expected:
+                return found
+        return found
+
+    async def confirmation_token(self, address: str, nth: int = 1) -> str:
+        """The token of the nth confirmation mail to `address`, read from the mail-command topic."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 20
+        while loop.time() < deadline:
+            mails = [
+                e
+                for e in await self.events("mail.commands", "mail.send_requested", expected=1, timeout=2)
+                if e.data["to"] == address and e.data["template"] == "email_confirmation"
+            ]
+            if len(mails) >= nth:
+                link = mails[nth - 1].data["params"]["link"]
+                return parse_qs(urlparse(link).query)["token"][0]
+        raise AssertionError(f"no confirmation mail #{nth} to {address}")
+
+    async def publish(self, name: str, data: dict[str, Any], source: str = "test") -> CloudEvent:
+        event = make_event(name, data, source=source)
+        await self.producer.publish(event)
+        return event
+
+    async def member(self, name: str, address: str, date_of_birth: str = "1990-05-17") -> tuple[str, str]:
+        """Sign up, confirm the mailed link and log in: (member id, session token)."""
+        reply = await self.api.call(
+            "POST",
+            "/v1/members",
+            json_body={"name": name, "date_of_birth": date_of_birth, "email": address, "password": PASSWORD},
+        )
+        assert reply.status == 201, reply.body
+        token = await self.confirmation_token(address)
+        confirmed = await self.api.call("POST", "/v1/emails/confirm", json_body={"token": token})
+        assert confirmed.status == 200, confirmed.body
+        return reply.body["member_id"], await self.login(address)
+
+    async def login(self, address: str, password: str = PASSWORD) -> str:
+        reply = await self.api.call(
+            "POST", "/v1/sessions", json_body={"email": address, "password": password}
+        )
+        assert reply.status == 201, reply.body
+        return str(reply.body["token"])
+
+    async def founder(
+        self, name: str, address: str, roles: tuple[str, ...] = ("member", "admin", "assurer")
+    ) -> tuple[str, str]:
+        """A bootstrapped account (as `create-admin` makes it), logged in."""
+        assert self.service.db is not None
+        member = await bootstrap_member(
+            self.service.db,
+            self.service.settings,
+            email=address,
+            name=name,
+            date_of_birth=datetime(1970, 1, 1).date(),
+            password=PASSWORD,
+            roles=roles,
+        )
+        return member.id, await self.login(address)
+
+
+@asynccontextmanager
+async def running(kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any) -> AsyncIterator[Stack]:
+    clock = Clock()
+    service = RegistrationService(registration_settings(kafka, mongo, **overrides), clock=clock)
+    await service.start()
+    producer = EventProducer(kafka, client_id="test-driver")
+    await producer.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            api = Api(f"http://127.0.0.1:{service.http_port}", http)
+            yield Stack(service, api, kafka, Topics(kafka.topic_prefix), producer, clock)
+    finally:
+        await producer.stop()
+        if service.client is not None and service.db is not None:
+            await service.client.drop_database(service.db.name)
+        await service.stop()
