@@ -1,0 +1,25 @@
+"""Entry point: `python -m services.domain_verify` (configuration and wiring only)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from services.domain_verify.service import NAME, DomainVerifyService
+from services.domain_verify.settings import DomainVerifySettings
+from shared.config import load_or_exit
+from shared.logging import configure
+from shared.service import run, run_until_stopped
+
+# The confirm endpoint's port on the local stack (docs/architecture.md); CACERT_HTTP_PORT still wins.
+DEFAULT_PORT = "8082"
+
+
+def main() -> None:
+    settings = load_or_exit(DomainVerifySettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
+    configure(NAME, settings.common.log_level)
+    sys.exit(run(lambda stop: run_until_stopped(DomainVerifyService(settings), stop)))
+
+
+if __name__ == "__main__":
+    main()

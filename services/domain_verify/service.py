@@ -1,0 +1,108 @@
+"""DomainVerifyService: wires the request consumer, the confirm endpoint, the expiry sweep and the outbox.
+
+Start order: database and indexes, producer (and topics in development),
+outbox sweep (republishes what a crash left), the consumer, the expiry
+sweep, then HTTP. Stop runs the other way round, so no new confirmations
+arrive while the consumer drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from services.domain_verify.confirm import ConfirmEndpoint
+from services.domain_verify.issuer import ChallengeIssuer
+from services.domain_verify.settings import DomainVerifySettings
+from services.domain_verify.store import INDEXES, ChallengeStore
+from services.domain_verify.sweep import ExpirySweep
+from shared.events import BY_NAME, utcnow
+from shared.http import create_app
+from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
+from shared.logging import get_logger
+from shared.mongo import connect, ensure_indexes, ping
+from shared.outbox import Outbox
+from shared.service import start_http
+
+NAME = "domain_verify"
+REQUESTED = BY_NAME["domain.verification_requested"].type
+log = get_logger("domain_verify.service")
+
+
+class DomainVerifyService:
+    def __init__(self, settings: DomainVerifySettings, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.http_port: int | None = None
+        self.client: AsyncMongoClient[dict[str, Any]] | None = None
+        self.db: AsyncDatabase[dict[str, Any]] | None = None
+        self.store: ChallengeStore | None = None
+        self.sweep: ExpirySweep | None = None
+        self._producer: EventProducer | None = None
+        self._outbox: Outbox | None = None
+        self._runner: ConsumerRunner | None = None
+        self._runner_task: asyncio.Task[None] | None = None
+        self._http: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        common = self.settings.common
+        self.client, self.db = connect(common.mongo, service=NAME)
+        await ensure_indexes(self.db, INDEXES)
+        self.store = ChallengeStore(self.db)
+        if common.create_topics:
+            await ensure_topics(common.kafka)
+        self._producer = EventProducer(common.kafka, client_id=NAME)
+        await self._producer.start()
+        self._outbox = Outbox(self._producer, [self.store.collection, self.store.settlements])
+        self._outbox.start()
+
+        issuer = ChallengeIssuer(self.store, self._outbox, self.settings, clock=self._clock)
+        self._runner = ConsumerRunner(
+            common.kafka, group_id=NAME, producer=self._producer,
+            subscriptions=[Subscription("domain", {REQUESTED: issuer.handle})],
+        )
+        self._runner_task = asyncio.create_task(self._runner.run(), name="domain-verify-consumer")
+        await self._wait_started(self._runner, self._runner_task)
+
+        self.sweep = ExpirySweep(self.store, self._outbox, every=self.settings.sweep_seconds,
+                                 clock=self._clock)
+        self.sweep.start()
+
+        client = self.client
+        app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
+        ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock).install(app)
+        self._http = await start_http(app, common.http.host, common.http.port)
+        self.http_port = self._http.addresses[0][1]
+        log.info("domain_verify started", port=self.http_port)
+
+    @staticmethod
+    async def _wait_started(runner: ConsumerRunner, task: asyncio.Task[None]) -> None:
+        started = asyncio.create_task(runner.started.wait())
+        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            started.cancel()
+            task.result()  # re-raise why the consumer could not start
+
+    async def stop(self) -> None:
+        if self._http:
+            await self._http.cleanup()
+        if self.sweep:
+            await self.sweep.stop()
+        if self._runner and self._runner_task:
+            if not self._runner_task.done():
+                await self._runner.stop()
+            with contextlib.suppress(Exception):
+                await self._runner_task
+        if self._outbox:
+            await self._outbox.stop()
+        if self._producer:
+            await self._producer.stop()
+        if self.client:
+            await self.client.close()
