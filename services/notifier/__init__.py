@@ -1,0 +1,1 @@
+"""notifier: the only service that talks SMTP (mail commands, member notices, expiry reminders)."""

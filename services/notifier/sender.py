@@ -1,0 +1,196 @@
+"""MailSender: the loop that delivers queued mails, each on its own schedule.
+
+It claims due mails one at a time (atomically, with a lease) and sends up
+to `concurrency` of them at once, so a slow or failing mail never holds up
+the others: a temporary failure only moves *that* mail's `next_attempt_at`
+forward (exponential back-off with jitter), and the loop claims the next.
+It sleeps until a new mail is queued (`wake()`) or the poll interval passes.
+
+Outcomes: sent -> `mail.sent`; permanent failure (5xx for this recipient or
+content, an invalid address, a template that cannot render) ->
+`mail.failed` with `permanent: true`; temporary failures past the give-up
+horizon -> `mail.failed` with `permanent: false`, as an MTA bounces after
+days. A member notice whose member is not in the view yet waits like a
+temporary failure and is woken as soon as the member's address arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import jinja2
+from prometheus_client import Counter
+
+from services.notifier.addresses import InvalidAddress, mailbox, parse_mailbox
+from services.notifier.members import MemberDirectory
+from services.notifier.message import build_message
+from services.notifier.outgoing import MailQueue, OutgoingMail
+from services.notifier.rendering import MailRenderer, TemplateMissing
+from services.notifier.settings import NotifierSettings
+from services.notifier.smtp_relay import DeliveryResult, Outcome, Transport
+from shared.events import deterministic_event_id, isoformat, make_event
+from shared.logging import bound, get_logger
+from shared.outbox import Outbox
+
+SOURCE = "notifier"
+log = get_logger("notifier.sender")
+ATTEMPTS = Counter("cacert_notifier_mail_attempts_total", "Mail delivery attempts by template and outcome",
+                   ["template", "outcome"])  # outcome: sent, deferred, failed
+
+
+def backoff(attempts: int, first: float, cap: float, jitter: float = 0.1) -> float:
+    """Seconds to wait after the `attempts`-th failure: first, 2x, 4x, ... capped, +-10% jitter
+    so mails that failed together (the relay was down) do not all retry in the same instant."""
+    delay = min(cap, first * 2 ** max(0, attempts - 1))
+    return float(delay * random.uniform(1 - jitter, 1 + jitter))
+
+
+class MailSender:
+    def __init__(self, queue: MailQueue, members: MemberDirectory, renderer: MailRenderer,
+                 transport: Transport, outbox: Outbox, settings: NotifierSettings,
+                 *, clock: Callable[[], datetime]) -> None:
+        self._queue = queue
+        self._members = members
+        self._renderer = renderer
+        self._transport = transport
+        self._outbox = outbox
+        self._settings = settings
+        self._clock = clock
+        self._sender = parse_mailbox(settings.mail_from)
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """A mail was queued (or a member's address arrived): look now, not at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._forever(), name="notifier-sender")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._in_flight:
+            # Let SMTP sessions in hand finish; a mail cut off stays `sending` and is retried after its lease.
+            _, late = await asyncio.wait(self._in_flight, timeout=self._settings.smtp_timeout + 5)
+            for task in late:
+                task.cancel()
+
+    async def _forever(self) -> None:
+        lease = timedelta(seconds=self._settings.lease_seconds)
+        while True:
+            await self._slots.acquire()
+            self._wake.clear()
+            try:
+                mail = await self._queue.claim(self._clock(), lease)
+            except Exception as exc:
+                self._slots.release()
+                log.warning("cannot claim mail; will retry", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(self._settings.poll_seconds)
+                continue
+            if mail is None:
+                self._slots.release()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_seconds)
+                continue
+            task = asyncio.create_task(self._process(mail), name=f"mail-{mail.id}")
+            self._in_flight.add(task)
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self._slots.release()
+
+    async def send_one(self, mail: OutgoingMail) -> None:
+        """Deliver one claimed mail (exposed for tests that drive the sender step by step)."""
+        await self._process(mail)
+
+    async def _process(self, mail: OutgoingMail) -> None:
+        with bound(mail_id=mail.id, template=mail.template, member_id=mail.member_id):
+            now = self._clock()
+            try:
+                await self._attempt(mail, now)
+            except Exception as exc:  # the database or Kafka hiccuped: the lease brings the mail back
+                log.warning("mail attempt failed unexpectedly; retried after its lease",
+                            error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    async def _attempt(self, mail: OutgoingMail, now: datetime) -> None:
+        to, name, context = mail.to, mail.to_name, dict(mail.context)
+        if to is None:
+            contact = await self._members.get(mail.member_id) if mail.member_id else None
+            if contact is None or not contact.email:
+                unknown = DeliveryResult(Outcome.TEMPORARY, "member address unknown yet")
+                await self._temporary(mail, now, unknown, to="")
+                return
+            to, name = contact.email, contact.name
+            if context.get("name") is None:
+                context["name"] = contact.name
+        try:
+            recipient = mailbox(name, to)
+        except InvalidAddress as exc:
+            await self._fail(mail, now, to=to, reason=f"invalid address: {exc}", permanent=True)
+            return
+        try:
+            content = self._renderer.render(mail.template, context)
+        except (TemplateMissing, jinja2.TemplateError) as exc:
+            await self._fail(mail, now, to=recipient.addr_spec, reason=f"cannot render: {exc}",
+                             permanent=True)
+            return
+        message = build_message(content, sender=self._sender, recipient=recipient, mail_id=mail.id, date=now)
+        result = await self._transport.deliver(message, sender=self._sender.addr_spec,
+                                               recipient=recipient.addr_spec)
+        if result.outcome is Outcome.SENT:
+            await self._sent(mail, now, to=recipient.addr_spec, subject=content.subject)
+        elif result.outcome is Outcome.PERMANENT:
+            await self._fail(mail, now, to=recipient.addr_spec, reason=result.detail, permanent=True)
+        else:
+            await self._temporary(mail, now, result, to=recipient.addr_spec)
+
+    async def _sent(self, mail: OutgoingMail, now: datetime, *, to: str, subject: str) -> None:
+        event = make_event("mail.sent", {
+            "source_event_id": mail.id, "source_type": mail.source_type, "to": to, "subject": subject,
+            "sent_at": isoformat(now)},
+            source=SOURCE, event_id=deterministic_event_id(SOURCE, "sent", mail.id))
+        if await self._queue.mark_sent(mail, now=now, to=to, subject=subject, event=event):
+            ATTEMPTS.labels(mail.template, "sent").inc()
+            log.info("mail sent", attempts=mail.attempts + 1)
+            await self._flush(mail)
+        else:
+            log.warning("mail sent but its lease had passed to another sender; it may arrive twice")
+
+    async def _fail(self, mail: OutgoingMail, now: datetime, *, to: str, reason: str,
+                    permanent: bool) -> None:
+        event = make_event("mail.failed", {
+            "source_event_id": mail.id, "source_type": mail.source_type, "to": to, "reason": reason[:1000],
+            "permanent": permanent, "failed_at": isoformat(now)},
+            source=SOURCE, event_id=deterministic_event_id(SOURCE, "failed", mail.id))
+        if await self._queue.mark_failed(mail, now=now, reason=reason, event=event):
+            ATTEMPTS.labels(mail.template, "failed").inc()
+            log.warning("mail failed", reason=reason, permanent=permanent, attempts=mail.attempts + 1)
+            await self._flush(mail)
+
+    async def _temporary(self, mail: OutgoingMail, now: datetime, result: DeliveryResult, *, to: str) -> None:
+        s = self._settings
+        if now - mail.created_at >= timedelta(hours=s.give_up_hours):
+            reason = f"undeliverable for {s.give_up_hours:g} hours; last error: {result.detail}"
+            await self._fail(mail, now, to=to, reason=reason, permanent=False)
+            return
+        delay = backoff(mail.attempts + 1, s.retry_first_seconds, s.retry_max_seconds)
+        await self._queue.retry_later(mail, at=now + timedelta(seconds=delay), error=result.detail)
+        ATTEMPTS.labels(mail.template, "deferred").inc()
+        log_method = log.error if result.config_problem else log.info
+        log_method("mail deferred", error=result.detail, attempts=mail.attempts + 1, retry_in=round(delay, 1))
+
+    async def _flush(self, mail: OutgoingMail) -> None:
+        try:
+            await self._outbox.flush(self._queue.collection, mail.id)
+        except Exception as exc:  # the outbox sweep publishes it later
+            log.warning("mail outcome not published yet; the outbox sweep will", error=str(exc))

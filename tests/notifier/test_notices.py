@@ -1,0 +1,105 @@
+"""Which mail each event becomes, and which commands are refused (dead-lettered) instead."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.notifier.notices import NoticeError, notice_for
+from shared.events import CloudEvent, make_event
+
+
+def command(template: str, params: dict[str, Any], **extra: Any) -> CloudEvent:
+    return make_event(
+        "mail.send_requested",
+        {
+            "to": "ada@example.org",
+            "template": template,
+            "params": params,
+            "requested_at": "2026-03-01T00:00:00Z",
+            **extra,
+        },
+        source="test",
+    )
+
+
+def test_command_keeps_recipient_member_and_params() -> None:
+    notice = notice_for(
+        command("email_confirmation", {"link": "https://x/c?token=T", "name": "Ada"}, member_id="m-1")
+    )
+    assert (notice.template, notice.to, notice.to_name, notice.member_id) == (
+        "email_confirmation",
+        "ada@example.org",
+        "Ada",
+        "m-1",
+    )
+    assert notice.context == {"link": "https://x/c?token=T", "name": "Ada"}
+
+
+@pytest.mark.parametrize(
+    ("template", "params"),
+    [
+        ("email_confirmation", {"name": "SECRET-NAME"}),
+        ("email_confirmation", {"link": ""}),
+        ("domain_challenge", {"link": "https://x/c/SECRET-TOKEN"}),
+        ("domain_challenge", {"domain": "example.org", "link": 5}),
+    ],
+)
+def test_command_missing_required_params_is_refused(template: str, params: dict[str, Any]) -> None:
+    with pytest.raises(NoticeError) as refused:
+        notice_for(command(template, params))
+    assert "SECRET" not in str(refused.value)  # the dead-letter reason never echoes the params
+
+
+def test_unknown_template_is_refused() -> None:
+    event = CloudEvent(
+        type="org.cacert.mail.send_requested.v1",
+        source="test",
+        subject="x",
+        data={
+            "to": "ada@example.org",
+            "template": "bogus",
+            "params": {"link": "l"},
+            "requested_at": "2026-03-01T00:00:00Z",
+        },
+    )
+    with pytest.raises(NoticeError):
+        notice_for(event)
+
+
+def test_member_registered_is_addressed_from_the_event_itself() -> None:
+    event = make_event(
+        "member.registered",
+        {
+            "member_id": "m-1",
+            "name": "Ada",
+            "email": "ada@example.org",
+            "registered_at": "2026-03-01T00:00:00Z",
+        },
+        source="test",
+    )
+    notice = notice_for(event)
+    assert (notice.template, notice.to, notice.to_name, notice.member_id) == (
+        "member_registered",
+        "ada@example.org",
+        "Ada",
+        "m-1",
+    )
+
+
+def test_other_member_notices_wait_for_the_member_view() -> None:
+    event = make_event(
+        "domain.verified",
+        {
+            "request_id": "r",
+            "member_id": "m-2",
+            "domain": "example.org",
+            "method": "email",
+            "verified_at": "2026-03-01T00:00:00Z",
+            "valid_until": "2027-03-01T00:00:00Z",
+        },
+        source="test",
+    )
+    notice = notice_for(event)
+    assert notice.to is None and notice.member_id == "m-2" and notice.template == "domain_verified"
