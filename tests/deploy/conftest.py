@@ -1,0 +1,52 @@
+"""Session fixtures for the deploy/k8s tests: pinned tools and the rendered overlays (built once)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.manifests import K8S, OVERLAYS, Obj, build, tool
+
+
+@pytest.fixture(scope="session")
+def kustomize() -> str:
+    return tool("kustomize")
+
+
+@pytest.fixture(scope="session")
+def rendered(kustomize: str) -> dict[str, list[Obj]]:
+    """overlay name -> every object `kustomize build deploy/k8s/overlays/<name>` emits."""
+    out: dict[str, list[Obj]] = {}
+    for overlay in OVERLAYS:
+        started = time.monotonic()
+        out[overlay] = build(kustomize, K8S / "overlays" / overlay)
+        print(
+            f"\nkustomize build overlays/{overlay}: {len(out[overlay])} objects "
+            f"in {time.monotonic() - started:.2f}s"
+        )
+    return out
+
+
+@pytest.fixture(scope="session", params=OVERLAYS)
+def overlay(request: pytest.FixtureRequest, rendered: dict[str, list[Obj]]) -> tuple[str, list[Obj]]:
+    return request.param, rendered[request.param]
+
+
+@pytest.fixture(scope="session")
+def strimzi_crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema of the pinned Strimzi release's CRDs (generated into the
+    cache from Maven Central by deploy/k8s/tools.sh, never copied into the repository)."""
+    directory = Path(tool("strimzi-crds"))
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(directory.glob("*.yaml")):
+        crd = yaml.safe_load(path.read_text())
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served"):
+                schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
+    assert schemas, f"no CRDs in {directory}"
+    return schemas

@@ -1,0 +1,174 @@
+"""Helpers for the deploy/k8s tests: render overlays, walk pod templates, match label selectors.
+
+Everything here works on `kustomize build` output only, the objects a cluster would receive.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+K8S = REPO / "deploy" / "k8s"
+DOCKER = REPO / "deploy" / "docker"
+TOOLS = K8S / "tools.sh"
+OVERLAYS = ("dev", "prod")
+
+Obj = dict[str, Any]
+
+# Workload (Deployment name) -> the Python package whose entry point it runs and its settings class.
+SERVICE_WORKLOADS: dict[str, tuple[str, str]] = {
+    "registration": ("registration", "services.registration.settings:RegistrationSettings"),
+    "domain-verify": ("domain_verify", "services.domain_verify.settings:DomainVerifySettings"),
+    "signer-issuing": ("signer", "services.signer.settings:SignerSettings"),
+    "signer-status": ("signer", "services.signer.settings:SignerSettings"),
+    "notifier": ("notifier", "services.notifier.settings:NotifierSettings"),
+}
+# Workloads that must be reachable from the ingress controller (public HTTP).
+PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status"}
+CA_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
+CA_KEY_SECRET = "signer-issuing-ca"
+
+
+def tool(name: str) -> str:
+    """Path of a pinned tool (installed into the cache on first use by deploy/k8s/tools.sh)."""
+    started = time.monotonic()
+    result = subprocess.run([str(TOOLS), name], capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"deploy/k8s/tools.sh {name} failed:\n{result.stderr}")
+    elapsed = time.monotonic() - started
+    if elapsed > 2:
+        print(f"\ndeploy/k8s/tools.sh {name}: installed in {elapsed:.1f}s")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def build(kustomize: str, directory: Path, *extra: str) -> list[Obj]:
+    result = subprocess.run(
+        [kustomize, "build", *extra, str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "KUSTOMIZE_PLUGIN_HOME": "/nonexistent"},
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kustomize build {directory} failed:\n{result.stderr}")
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def named(objects: list[Obj], kind: str, name: str) -> Obj:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"expected one {kind}/{name}, found {len(matches)}"
+    return matches[0]
+
+
+def pod_templates(objects: list[Obj]) -> Iterator[tuple[Obj, Obj]]:
+    """(owner object, pod template) for every object that runs pods."""
+    for o in objects:
+        if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"):
+            yield o, o["spec"]["template"]
+        elif o["kind"] == "CronJob":
+            yield o, o["spec"]["jobTemplate"]["spec"]["template"]
+        elif o["kind"] == "Pod":
+            yield o, o
+
+
+def containers(template: Obj) -> list[Obj]:
+    spec = template["spec"]
+    return list(spec.get("initContainers", [])) + list(spec["containers"])
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Kubernetes LabelSelector semantics (an empty selector matches everything)."""
+    if selector is None:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
+def policies_for(objects: list[Obj], labels: Mapping[str, str]) -> list[Obj]:
+    return [
+        p for p in of_kind(objects, "NetworkPolicy") if selector_matches(p["spec"]["podSelector"], labels)
+    ]
+
+
+def config_maps(objects: list[Obj]) -> dict[str, dict[str, str]]:
+    return {o["metadata"]["name"]: o.get("data", {}) for o in of_kind(objects, "ConfigMap")}
+
+
+def container_environment(objects: list[Obj], container: Obj) -> dict[str, str]:
+    """The environment a container starts with: envFrom ConfigMaps, then literal env values."""
+    maps = config_maps(objects)
+    environ: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        ref = source.get("configMapRef")
+        assert ref is not None, f"{container['name']}: only ConfigMaps may feed envFrom (secrets go in files)"
+        environ.update(maps[ref["name"]])
+    for var in container.get("env", []):
+        if "value" in var:
+            environ[var["name"]] = var["value"]
+    return environ
+
+
+def secret_mounts(template: Obj, container: Obj) -> dict[str, tuple[str, list[str]]]:
+    """mountPath -> (Secret name, files) for each Secret volume the container mounts."""
+    volumes = {v["name"]: v for v in template["spec"].get("volumes", [])}
+    mounts: dict[str, tuple[str, list[str]]] = {}
+    for mount in container.get("volumeMounts", []):
+        volume = volumes[mount["name"]]
+        if "secret" in volume:
+            items = [i["path"] for i in volume["secret"].get("items", [])]
+            mounts[mount["mountPath"]] = (volume["secret"]["secretName"], items)
+    return mounts
+
+
+def referenced_secrets(template: Obj) -> set[str]:
+    """Every Secret a pod template refers to, by any route (volumes, projections, env, envFrom)."""
+    names: set[str] = set()
+    for volume in template["spec"].get("volumes", []):
+        if "secret" in volume:
+            names.add(volume["secret"]["secretName"])
+        for source in volume.get("projected", {}).get("sources", []):
+            if "secret" in source:
+                names.add(source["secret"]["name"])
+    for c in containers(template):
+        for var in c.get("env", []):
+            ref = var.get("valueFrom", {}).get("secretKeyRef")
+            if ref:
+                names.add(ref["name"])
+        for source in c.get("envFrom", []):
+            if "secretRef" in source:
+                names.add(source["secretRef"]["name"])
+    for ref in template["spec"].get("imagePullSecrets", []):
+        names.add(ref["name"])
+    return names
+
+
+def strip_hash(name: str, generated: set[str]) -> str:
+    """`mongodb-credentials-4f9t7` -> `mongodb-credentials` for names kustomize generated."""
+    for base in generated:
+        if name.startswith(base + "-") and len(name) == len(base) + 11:
+            return base
+    return name

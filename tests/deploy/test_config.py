@@ -1,0 +1,121 @@
+"""The configuration the manifests hand each container is complete and valid for that service's
+settings class (shared/config.py), and its public URLs agree with the Ingress hosts."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from shared.config import ConfigError, describe, load
+from tests.deploy.manifests import (
+    K8S,
+    SERVICE_WORKLOADS,
+    Obj,
+    container_environment,
+    named,
+    of_kind,
+    secret_mounts,
+)
+
+DUMMY_SECRETS = {
+    "url": "mongodb://user:not-a-secret@mongodb:27017/?authSource=test",
+    "password": "not-a-secret",
+    "passphrase": "not-a-secret",
+    "username": "not-a-secret",
+}
+
+
+def _settings_class(workload: str) -> type:
+    module, name = SERVICE_WORKLOADS[workload][1].split(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as exc:
+        pytest.skip(f"{module} is not there yet ({exc})")
+
+
+def _environment_with_secret_files(objects: list[Obj], workload: str, tmp_path: Path) -> dict[str, str]:
+    """The container's environment, with every mounted Secret file replaced by a dummy local file."""
+    template = named(objects, "Deployment", workload)["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    environ = container_environment(objects, container)
+    mounts = secret_mounts(template, container)
+    for variable, value in list(environ.items()):
+        if not variable.endswith("_FILE") and variable != "CACERT_CA_DIR":
+            continue
+        directory = value if variable == "CACERT_CA_DIR" else value.rsplit("/", 1)[0]
+        assert directory in mounts, f"{workload}: {variable}={value} is not on a mounted Secret"
+        _, files = mounts[directory]
+        local = tmp_path / directory.strip("/").replace("/", "_")
+        local.mkdir(exist_ok=True)
+        for file in files:
+            (local / file).write_text(DUMMY_SECRETS.get(file, "not-a-secret"))
+        environ[variable] = (
+            str(local) if variable == "CACERT_CA_DIR" else str(local / value.rsplit("/", 1)[1])
+        )
+    return environ
+
+
+@pytest.mark.parametrize("workload", sorted(SERVICE_WORKLOADS))
+def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: str, tmp_path: Path) -> None:
+    name, objects = overlay
+    settings_class = _settings_class(workload)
+    environ = _environment_with_secret_files(objects, workload, tmp_path)
+    try:
+        settings = load(settings_class, environ)
+    except ConfigError as exc:
+        pytest.fail(f"overlays/{name} {workload}: {exc}")
+    assert settings.common.http.host == "0.0.0.0"  # noqa: S104 (pods listen on their pod IP)
+    assert settings.common.create_topics is False
+    # secrets arrive as files only, never as literal environment values
+    for variable, _, secret in describe(settings_class):
+        if secret:
+            assert variable not in environ, f"{workload}: secret {variable} given as a plain value"
+
+
+def test_mongodb_users_match_the_init_script(rendered: dict[str, list[Obj]]) -> None:
+    """Each service's connection string (dev Secrets) names a user the init script creates in that
+    service's database, and its CACERT_MONGO_DATABASE is that database."""
+    import base64
+    import re
+
+    script = (K8S / "base" / "mongodb-init" / "create-users.js").read_text()
+    created = {
+        user: (database, role)
+        for user, database, role in re.findall(r'\["(\w+)", "(\w+)", "(\w+)", "\w+"\]', script)
+    }
+    objects = rendered["dev"]
+    secrets = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
+    for workload in SERVICE_WORKLOADS:
+        template = named(objects, "Deployment", workload)["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        environ = container_environment(objects, container)
+        secret_name, _ = secret_mounts(template, container)["/var/run/secrets/cacert/mongodb"]
+        url = urlsplit(base64.b64decode(secrets[secret_name]["data"]["url"]).decode())
+        database, role = created[url.username]
+        assert url.query == f"authSource={database}"
+        assert environ["CACERT_MONGO_DATABASE"] == database
+        assert role == ("read" if workload == "signer-status" else "readWrite")
+    mongod = named(objects, "StatefulSet", "mongodb")["spec"]["template"]["spec"]["containers"][0]
+    passwords = {v["name"] for v in mongod["env"] if "valueFrom" in v}
+    assert passwords == set(re.findall(r'"(\w+_PASSWORD)"', script))
+
+
+def test_public_urls_match_the_ingress_hosts(overlay: tuple[str, list[Obj]]) -> None:
+    _, objects = overlay
+    hosts = {i["metadata"]["name"]: i["spec"]["rules"][0]["host"] for i in of_kind(objects, "Ingress")}
+    expectations = {
+        "registration": "CACERT_PUBLIC_URL",
+        "domain-verify": "CACERT_DOMAIN_VERIFY_PUBLIC_URL",
+        "signer-status": "CACERT_SIGNER_PUBLIC_URL",
+        "signer-issuing": "CACERT_SIGNER_PUBLIC_URL",
+    }
+    for workload, variable in expectations.items():
+        (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]
+        url = urlsplit(container_environment(objects, container)[variable])
+        ingress = "signer-status" if workload.startswith("signer") else workload
+        assert url.hostname == hosts[ingress], f"{workload}: {variable} points at {url.hostname}"
+        tls = "tls" in named(objects, "Ingress", ingress)["spec"]
+        assert url.scheme == ("https" if tls else "http")
