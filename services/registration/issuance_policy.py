@@ -101,27 +101,26 @@ class IssuancePolicy:
         emails: Sequence[str],
         reasons: list[str],
     ) -> dict[str, str]:
-        """The one place that decides the subject: a CN only, never anything copied from the CSR.
+        """The one place that decides the subject: never anything copied from the CSR.
 
         server: CN = the first approved DNS name short enough for a CN (none if all are longer);
-        client: Class 1 carries no personal name (CN = the address), Class 3 the member's real name;
-        codesign: CN = the member's real name. The signer's linting may need this adjusted, which is
-        why it is a single function.
+        client: Class 1 carries no subject at all (the address is in the SAN only, so no personal
+        name), Class 3 names the member, in CN with givenName/surname beside it, because the S/MIME
+        Baseline Requirements (and the signer's lint) refuse a personal name in CN alone;
+        codesign: CN = the member's real name.
         """
         if profile == "server":
             short = [n for n in names if len(n) <= MAX_CN_LENGTH]
             return {"CN": short[0]} if short else {}
         if profile == "client" and cert_class == 1:
-            if not emails:
-                return {}
-            if len(emails[0]) > MAX_CN_LENGTH:
-                reasons.append(f"{emails[0]} is longer than {MAX_CN_LENGTH} characters and cannot be the CN")
-                return {}
-            return {"CN": emails[0]}
-        name = member.real_name.strip()
+            return {}
+        name = " ".join(member.real_name.split())
         if not name or len(name) > MAX_CN_LENGTH:
             reasons.append(f"your name must have 1..{MAX_CN_LENGTH} characters to appear in a certificate")
             return {}
+        if profile == "client":
+            given, _, surname = name.rpartition(" ")
+            return {"CN": name, "GN": given, "SN": surname} if given else {"CN": name, "SN": surname}
         return {"CN": name}
 
     @staticmethod
