@@ -36,8 +36,11 @@ def _init_ca(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m services.signer init-ca")
     parser.add_argument("--algorithm", choices=ALGORITHMS, help="overrides CACERT_CA_ALGORITHM")
-    parser.add_argument("--if-missing", action="store_true",
-                        help="succeed without doing anything when a complete CA already exists")
+    parser.add_argument(
+        "--if-missing",
+        action="store_true",
+        help="succeed without doing anything when a complete CA already exists",
+    )
     args = parser.parse_args(argv)
     try:
         settings = load(InitSettings)
@@ -52,8 +55,12 @@ def _init_ca(argv: list[str]) -> int:
         return 0
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        hierarchy = bootstrap(directory, settings.ca_passphrase, args.algorithm or settings.ca_algorithm,
-                              class1_urls=CAUrls.under(settings.public_base_url, "class1"))
+        hierarchy = bootstrap(
+            directory,
+            settings.ca_passphrase,
+            args.algorithm or settings.ca_algorithm,
+            class1_urls=CAUrls.under(settings.public_base_url, "class1"),
+        )
     except (HierarchyError, KeyFileError) as exc:
         print(f"init-ca refused: {exc}", file=sys.stderr)
         return 1
@@ -73,8 +80,9 @@ def _serve(mode: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = load_or_exit(SignerSettings)
     configure(f"signer-{'issuing' if mode == 'issue' else 'status'}", settings.common.log_level)
-    service = SignerService(settings, mode="issuing" if mode == "issue" else "status",
-                            lint=not getattr(args, "no_lint", False))
+    service = SignerService(
+        settings, mode="issuing" if mode == "issue" else "status", lint=not getattr(args, "no_lint", False)
+    )
     return run(lambda stop: run_until_stopped(service, stop))
 
 
@@ -93,8 +101,12 @@ def _renew_ocsp(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"init-ca": _init_ca, "issue": lambda a: _serve("issue", a), "status": lambda a: _serve("status", a),
-                "renew-ocsp": _renew_ocsp}
+    commands = {
+        "init-ca": _init_ca,
+        "issue": lambda a: _serve("issue", a),
+        "status": lambda a: _serve("status", a),
+        "renew-ocsp": _renew_ocsp,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2

@@ -29,8 +29,15 @@ log = get_logger("services.signer.revoking")
 class CRLPublisher:
     """Generates each issuing CA's CRL and keeps it fresh."""
 
-    def __init__(self, hierarchy: Hierarchy, store: CertificateStore, *, validity: dt.timedelta,
-                 refresh_before: dt.timedelta, check_every: float = 60.0) -> None:
+    def __init__(
+        self,
+        hierarchy: Hierarchy,
+        store: CertificateStore,
+        *,
+        validity: dt.timedelta,
+        refresh_before: dt.timedelta,
+        check_every: float = 60.0,
+    ) -> None:
         self._hierarchy = hierarchy
         self._store = store
         self._validity = validity
@@ -44,8 +51,9 @@ class CRLPublisher:
         async with self._lock:
             ca = next(c for c in self._hierarchy.cas.values() if c.label == issuer)
             revoked = await self._store.revoked(issuer)
-            entries = [(parse_serial_hex(d["serial"]), d["revoked_at"], d.get("revocation_reason"))
-                       for d in revoked]
+            entries = [
+                (parse_serial_hex(d["_id"]), d["revoked_at"], d.get("revocation_reason")) for d in revoked
+            ]
             number = await self._store.next_crl_number(issuer)
             now = utcnow()
             der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity)
@@ -78,12 +86,16 @@ class CRLPublisher:
 
 
 class Revoker:
-    """Handles `cert.revoke_requested`."""
+    """Handles `cert.revoke_requested`.
+
+    The status flip stores the `cert.revoked` event with it; if the process dies
+    before publishing, the request is redelivered (offset not committed), finds
+    the certificate revoked and re-publishes the stored event.
+    """
 
     def __init__(self, store: CertificateStore, producer: EventProducer, crls: CRLPublisher) -> None:
         self._store = store
         self._producer = producer
-        self._outbox = outbox.Outbox(producer, [store.certificates])
         self._crls = crls
 
     async def handle(self, event: CloudEvent) -> None:
@@ -92,31 +104,38 @@ class Revoker:
             parse_reason(event.data["reason"])
         except ValueError as exc:
             raise PermanentError(str(exc)) from None
-        cert = await self._store.by_serial(serial)
-        if cert is None:
+        status = await self._store.status(serial)
+        if status is None:
             raise PermanentError(f"no certificate with serial {serial} was issued by this CA")
         owner = event.data.get("member_id")
-        if owner and owner != cert["member_id"]:
+        if owner and owner != status["member_id"]:
             raise PermanentError(f"certificate {serial} does not belong to member {owner}")
-        if cert["status"] != "revoked":
+        if status["status"] != "revoked":
             revoked_at = utcnow().replace(microsecond=0)
-            data = {"serial": serial, "member_id": cert["member_id"], "request_id": cert["_id"],
-                    "issuer": cert["issuer"], "reason": event.data["reason"], "revoked_at": isoformat(revoked_at)}
-            revoked = make_event("cert.revoked", data, source="signer",
-                                 event_id=deterministic_event_id("cert.revoked", serial))
-            result = await self._store.certificates.update_one(
-                {"_id": cert["_id"], "status": "issued"},
-                {"$set": {"status": "revoked", "revoked_at": revoked_at, "revocation_reason": event.data["reason"],
-                          "revoked_event": outbox.entry(revoked)},
-                 "$push": outbox.pending([revoked])},
+            data = {
+                "serial": serial,
+                "member_id": status["member_id"],
+                "request_id": status["request_id"],
+                "issuer": status["issuer"],
+                "reason": event.data["reason"],
+                "revoked_at": isoformat(revoked_at),
+            }
+            revoked = make_event(
+                "cert.revoked", data, source="signer", event_id=deterministic_event_id("cert.revoked", serial)
             )
-            if result.modified_count:
-                log.info("certificate revoked", serial=serial, reason=event.data["reason"])
-                await self._crls.regenerate(cert["issuer"])
-                await self._outbox.flush(self._store.certificates, cert["_id"])
-                return
-            cert = await self._store.by_serial(serial) or cert  # lost a race with another replica
-        # Already revoked (a redelivery): announce the original revocation again, same event id.
-        stored = cert.get("revoked_event")
-        if stored:
-            await self._producer.publish(outbox.stored_event(stored))
+            await self._store.statuses.update_one(
+                {"_id": serial, "status": "issued"},
+                {
+                    "$set": {
+                        "status": "revoked",
+                        "revoked_at": revoked_at,
+                        "revocation_reason": event.data["reason"],
+                        "revoked_event": outbox.entry(revoked),
+                    }
+                },
+            )
+            status = await self._store.status(serial) or status
+            log.info("certificate revoked", serial=serial, reason=status.get("revocation_reason"))
+            await self._crls.regenerate(status["issuer"])
+        # The stored event, also on redelivery or after losing a race: always the same id and time.
+        await self._producer.publish(outbox.stored_event(status["revoked_event"]))

@@ -19,7 +19,6 @@ from services.signer.issuing import CertificateIssuer
 from services.signer.revoking import CRLPublisher, Revoker
 from services.signer.settings import SignerSettings
 from services.signer.status import StatusEndpoints
-from shared import outbox
 from shared.events import BY_NAME
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
@@ -46,14 +45,17 @@ class SignerService:
         self._client, db = connect(common.mongo, service="signer")
         await ensure_indexes(db, store_module.INDEXES)
         self.store = store_module.CertificateStore(db)
-        hierarchy = load_hierarchy(self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == "issuing")
+        hierarchy = load_hierarchy(
+            self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == "issuing"
+        )
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
         if self.mode == "issuing":
             await self._start_issuing(hierarchy, readiness)
         app = create_app(f"signer-{self.mode}", readiness=readiness)
         if self.mode == "status":
-            StatusEndpoints(hierarchy, self.store,
-                            ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)).add_routes(app)
+            StatusEndpoints(
+                hierarchy, self.store, ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)
+            ).add_routes(app)
         self._http = await start_http(app, common.http.host, common.http.port)
         self.http_port = self._http.addresses[0][1]
         log.info("signer started", mode=self.mode, port=self.http_port)
@@ -71,21 +73,28 @@ class SignerService:
 
             linter = PreIssuanceLinter()
             linter.warm_up([hierarchy.issuing_ca(1).key_algorithm])
-        self.issuer = CertificateIssuer(hierarchy, self.store, self.producer,
-                                        public_base_url=self.settings.public_base_url,
-                                        lint_profiles=self.settings.lint_profiles, linter=linter)
-        self.crls = CRLPublisher(hierarchy, self.store,
-                                 validity=dt.timedelta(hours=self.settings.crl_validity_hours),
-                                 refresh_before=dt.timedelta(hours=self.settings.crl_refresh_before_hours))
+        self.issuer = CertificateIssuer(
+            hierarchy,
+            self.store,
+            self.producer,
+            public_base_url=self.settings.public_base_url,
+            lint_profiles=self.settings.lint_profiles,
+            linter=linter,
+        )
+        self.crls = CRLPublisher(
+            hierarchy,
+            self.store,
+            validity=dt.timedelta(hours=self.settings.crl_validity_hours),
+            refresh_before=dt.timedelta(hours=self.settings.crl_refresh_before_hours),
+        )
         await self.crls.refresh_due()
         self.crls.start()
-        self.outbox = outbox.Outbox(self.producer, [self.store.certificates, self.store.rejections])
-        await self.outbox.sweep()  # whatever a crash left unpublished goes out before new work
-        self.outbox.start()
         revoker = Revoker(self.store, self.producer, self.crls)
         approved = BY_NAME["csr.approved"].type
         self.runner = ConsumerRunner(
-            common.kafka, group_id=GROUP_ID, producer=self.producer,
+            common.kafka,
+            group_id=GROUP_ID,
+            producer=self.producer,
             subscriptions=[
                 Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch}),
                 Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle}),
@@ -101,10 +110,7 @@ class SignerService:
             await self.runner.stop()
             await self._runner_task
             await self.crls.stop()
-            await self.outbox.stop()
             self.issuer.close()
             await self.producer.stop()
         await self._client.close()
         log.info("signer stopped", mode=self.mode)
-
-

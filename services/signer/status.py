@@ -70,16 +70,24 @@ class StatusEndpoints:
         issuer = request.match_info["issuer"]
         current = await self._store.current_crl(issuer)
         if current is None:
-            return web.Response(status=503, text="CRL not generated yet; retry shortly\n",
-                                headers={"Retry-After": "30"})
-        return web.Response(body=current["der"], content_type="application/pkix-crl", headers={
-            "Cache-Control": "public, max-age=300",
-            "Last-Modified": current["this_update"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
-        })
+            return web.Response(
+                status=503, text="CRL not generated yet; retry shortly\n", headers={"Retry-After": "30"}
+            )
+        return web.Response(
+            body=current["der"],
+            content_type="application/pkix-crl",
+            headers={
+                "Cache-Control": "public, max-age=300",
+                "Last-Modified": current["this_update"].strftime("%a, %d %b %Y %H:%M:%S GMT"),
+            },
+        )
 
     async def ca_certificate(self, request: web.Request) -> web.Response:
-        return web.Response(body=self._ca_der[request.match_info["issuer"]], content_type="application/pkix-cert",
-                            headers={"Cache-Control": "public, max-age=86400"})
+        return web.Response(
+            body=self._ca_der[request.match_info["issuer"]],
+            content_type="application/pkix-cert",
+            headers={"Cache-Control": "public, max-age=86400"},
+        )
 
     async def ocsp_post(self, request: web.Request) -> web.Response:
         if request.content_type != OCSP_REQUEST:
@@ -111,14 +119,11 @@ class StatusEndpoints:
         hexes = [serial_hex(s) for s in serials if s > 0]
         for label in labels:
             self._lookups[label].statuses = {}
-        cursor = self._store.certificates.find(
-            {"serial": {"$in": hexes}}, {"serial": 1, "issuer": 1, "status": 1, "revoked_at": 1,
-                                         "revocation_reason": 1})
-        async for doc in cursor:
+        for doc in await self._store.statuses_of(hexes):
             lookup = self._lookups.get(doc["issuer"])
             if lookup is None:
                 continue
             status: CertificateStatus = GOOD
             if doc["status"] == "revoked":
                 status = Revoked(doc["revoked_at"], parse_reason(doc.get("revocation_reason")))
-            lookup.statuses[parse_serial_hex(doc["serial"])] = status
+            lookup.statuses[parse_serial_hex(doc["_id"])] = status

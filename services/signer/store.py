@@ -1,84 +1,133 @@
-"""The signer's database: issued certificates, rejections, revocations, CRLs.
+"""The signer's database: one outcome per request, one status per serial, CRLs.
 
-The certificate document is keyed by the *request id*: that unique `_id`
-is what makes "one approved request yields exactly one certificate, ever"
-hold even when two replicas race on a redelivered request. The serial has
-its own unique index, so a serial is never reused across the CA.
+* `outcomes` (`_id` = request id): the certificate or the rejection a request
+  got, with the event that announced it. The unique `_id` is what makes "one
+  approved request yields exactly one certificate, ever" hold, whoever races.
+* `statuses` (`_id` = serial): small documents OCSP, revocation and CRLs read;
+  the `_id` also keeps serials unique across the CA.
+* `crls`: the current CRL per issuer and the CRL-number counters.
+* `claims` (`_id` = request id): written, in one batched insert, *before*
+  signing. A request whose claim already exists was seen before (redelivery,
+  or a duplicate publication upstream) and is looked up instead of signed, so
+  no request is ever signed twice; fresh requests need no lookup at all.
+
+Every lookup on a hot path is by `_id`: FerretDB v1 (the local stack) pushes
+only `_id` equality down to SQLite and scans the collection for anything else,
+including `$in` and secondary indexes. On MongoDB the secondary index below
+serves the CRL query.
+
+There is no outbox here: every write the signer makes is caused by a Kafka
+message whose offset is committed only after the write *and* the publish, so a
+crash in between is repaired by redelivery, which finds the stored outcome and
+re-publishes its event.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from datetime import datetime
 from typing import Any
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
-
-from shared import outbox
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 Document = dict[str, Any]
 
 INDEXES = {
-    "certificates": [
-        IndexModel([("serial", ASCENDING)], unique=True, name="serial_unique"),
-        IndexModel([("issuer", ASCENDING), ("status", ASCENDING)], name="issuer_status"),
-        outbox.INDEX,
-    ],
-    "rejections": [outbox.INDEX],
+    "outcomes": [],
+    "statuses": [IndexModel([("issuer", ASCENDING), ("status", ASCENDING)], name="issuer_status")],
     "crls": [],
+    "claims": [],
 }
 
 
 class CertificateStore:
     def __init__(self, db: AsyncDatabase[Document]) -> None:
         self.db = db
-        self.certificates = db.certificates
-        self.rejections = db.rejections
+        self.outcomes = db.outcomes
+        self.statuses = db.statuses
         self.crls = db.crls
+        self.claims = db.claims
 
-    async def by_request(self, request_id: str) -> Document | None:
-        return await self.certificates.find_one({"_id": request_id}, {"_outbox": 0})
+    async def claim(self, request_ids: list[str], owner: str, now: datetime) -> set[str]:
+        """Claim requests before signing; returns those claimed before (by anyone, this process included)."""
+        docs = [{"_id": r, "owner": owner, "at": now} for r in request_ids]
+        return {str(r) for r in await self.insert_new(self.claims, docs)}
 
-    async def by_serial(self, serial: str) -> Document | None:
-        return await self.certificates.find_one({"serial": serial}, {"_outbox": 0})
+    async def claim_of(self, request_id: str) -> Document | None:
+        return await self.claims.find_one({"_id": request_id})
 
-    async def rejection(self, request_id: str) -> Document | None:
-        return await self.rejections.find_one({"_id": request_id}, {"_outbox": 0})
+    async def take_over_claim(self, request_id: str, owner: str, now: datetime) -> None:
+        await self.claims.update_one({"_id": request_id}, {"$set": {"owner": owner, "at": now}})
+
+    async def outcomes_of(self, request_ids: list[str]) -> dict[str, Document]:
+        found = await asyncio.gather(*(self.outcomes.find_one({"_id": r}) for r in request_ids))
+        return {doc["_id"]: doc for doc in found if doc is not None}
+
+    async def insert_new(self, collection: Any, docs: list[Document]) -> set[Any]:
+        """Insert what is not there yet; returns the `_id`s that already existed (lost a race)."""
+        if not docs:
+            return set()
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != 11000 for e in errors):
+                raise
+            return {docs[e["index"]]["_id"] for e in errors}
+        return set()
+
+    async def ensure_status(self, status: Document) -> None:
+        """The status of an issued certificate exists (repairs a crash between the two inserts)."""
+        with contextlib.suppress(DuplicateKeyError):
+            await self.statuses.update_one({"_id": status["_id"]}, {"$setOnInsert": status}, upsert=True)
+
+    async def status(self, serial: str) -> Document | None:
+        return await self.statuses.find_one({"_id": serial})
+
+    async def statuses_of(self, serials: list[str]) -> list[Document]:
+        found = await asyncio.gather(*(self.statuses.find_one({"_id": s}) for s in serials))
+        return [doc for doc in found if doc is not None]
 
     async def revoked(self, issuer: str) -> list[Document]:
-        cursor = self.certificates.find({"issuer": issuer, "status": "revoked"},
-                                        {"serial": 1, "revoked_at": 1, "revocation_reason": 1})
+        cursor = self.statuses.find(
+            {"issuer": issuer, "status": "revoked"}, {"revoked_at": 1, "revocation_reason": 1}
+        )
         return await cursor.to_list()
-
-    async def revocation_count(self, issuer: str) -> int:
-        return await self.certificates.count_documents({"issuer": issuer, "status": "revoked"})
 
     async def next_crl_number(self, issuer: str) -> int:
         """CRL numbers must strictly increase (RFC 5280 5.2.3): a counter per issuer."""
         doc = await self.crls.find_one_and_update(
-            {"_id": f"counter:{issuer}"}, {"$inc": {"number": 1}}, upsert=True,
+            {"_id": f"counter:{issuer}"},
+            {"$inc": {"number": 1}},
+            upsert=True,
             return_document=ReturnDocument.AFTER,
         )
         assert doc is not None
         return int(doc["number"])
 
-    async def save_crl(self, issuer: str, number: int, der: bytes, this_update: datetime,
-                       next_update: datetime, revoked_count: int) -> None:
+    async def save_crl(
+        self,
+        issuer: str,
+        number: int,
+        der: bytes,
+        this_update: datetime,
+        next_update: datetime,
+        revoked_count: int,
+    ) -> None:
+        fields = {
+            "number": number,
+            "der": der,
+            "this_update": this_update,
+            "next_update": next_update,
+            "revoked_count": revoked_count,
+        }
         # Never replace a newer CRL with an older one (two replicas may generate concurrently).
-        await self.crls.update_one(
-            {"_id": f"current:{issuer}", "number": {"$lt": number}},
-            {"$set": {"number": number, "der": der, "this_update": this_update, "next_update": next_update,
-                      "revoked_count": revoked_count}},
-        )
+        await self.crls.update_one({"_id": f"current:{issuer}", "number": {"$lt": number}}, {"$set": fields})
         with contextlib.suppress(DuplicateKeyError):  # a concurrent first save won the insert
-            await self.crls.update_one(
-                {"_id": f"current:{issuer}"},
-                {"$setOnInsert": {"number": number, "der": der, "this_update": this_update,
-                                  "next_update": next_update, "revoked_count": revoked_count}},
-                upsert=True,
-            )
+            await self.crls.update_one({"_id": f"current:{issuer}"}, {"$setOnInsert": fields}, upsert=True)
 
     async def current_crl(self, issuer: str) -> Document | None:
         return await self.crls.find_one({"_id": f"current:{issuer}"})

@@ -38,7 +38,23 @@ from shared.kafka.producer import EventProducer
 from shared.logging import bound, get_logger
 
 Handler = Callable[[CloudEvent], Awaitable[None]]
-BatchHandler = Callable[[list[CloudEvent]], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """Consecutive events of one type from one partition, with their offsets.
+
+    Offsets let a handler tell fresh messages from possible redeliveries
+    (anything at or below what an earlier owner of the partition had started).
+    """
+
+    topic: str
+    partition: int
+    events: list[CloudEvent]
+    offsets: list[int]
+
+
+BatchHandler = Callable[[Batch], Awaitable[None]]
 log = get_logger("shared.kafka.consumer")
 
 
@@ -209,12 +225,13 @@ class ConsumerRunner:
                             batch_handler: BatchHandler) -> None:
         events = [event for _, event in items]
         type_ = events[0].type
+        batch = Batch(items[0][0].topic, items[0][0].partition, events, [m.offset for m, _ in items])
         attempt = 0
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
-                await batch_handler(events)
+                await batch_handler(batch)
             except INFRASTRUCTURE_ERRORS as exc:
                 if self._stopping.is_set():
                     raise _HandBack(str(exc)) from exc

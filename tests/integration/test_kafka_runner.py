@@ -14,7 +14,7 @@ from pymongo.errors import AutoReconnect
 
 from shared.config import KafkaSettings
 from shared.events import CloudEvent, Topics, make_event
-from shared.kafka import ConsumerRunner, EventProducer, PermanentError, Subscription
+from shared.kafka import Batch, ConsumerRunner, EventProducer, PermanentError, Subscription
 from shared.kafka.consumer import RetryPolicy
 from tests.eventlog import read_topic, wait_until
 
@@ -80,7 +80,7 @@ async def test_poison_messages_go_to_dlq_with_reason_and_next_message_is_handled
             raise PermanentError("member id is on the refusal list")
         received.append(event.data["member_id"])
 
-    good_key, good_value, headers = registered("m-good").to_kafka()
+    _, good_value, headers = registered("m-good").to_kafka()
     schema_invalid = json.dumps({"member_id": "m-bad", "name": "x", "email": 42,
                                  "registered_at": "2026-01-01T00:00:00Z"}).encode()
     async with running(kafka_settings, producer, "g-poison", handler):
@@ -160,10 +160,11 @@ async def test_batch_handler_gets_many_events_and_a_poison_event_is_isolated(
     batches: list[int] = []
     singles: list[str] = []
 
-    async def batch(events: list[CloudEvent]) -> None:
-        if any(e.data["member_id"] == "poison" for e in events):
+    async def batch(received: Batch) -> None:
+        if any(e.data["member_id"] == "poison" for e in received.events):
             raise ValueError("cannot handle this batch")
-        batches.append(len(events))
+        assert received.offsets == sorted(received.offsets) and len(received.offsets) == len(received.events)
+        batches.append(len(received.events))
 
     async def single(event: CloudEvent) -> None:
         if event.data["member_id"] == "poison":

@@ -57,5 +57,6 @@ async def test_outbox_sweep_publishes_events_left_by_a_crash(db: AsyncDatabase[d
         await producer.stop()
     stored = await db.members.find_one({"_id": "m-9"})
     assert stored is not None and stored["_outbox"] == [] and stored["name"] == "Ada"
-    (message,) = await read_topic(kafka_settings.bootstrap, Topics(kafka_settings.topic_prefix).of("member"), expected=1)
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    (message,) = await read_topic(kafka_settings.bootstrap, topic, expected=1)
     assert dict(message.headers)["ce_id"].decode() == event.id

@@ -104,8 +104,9 @@ async def test_each_profile_and_class_is_issued_with_a_verifiable_chain(
     try:
         sent = []
         for profile, cert_class, spec in REQUESTS:
-            event = approved(profile, cert_class, make_csr(spec.get("dns", []), email=(spec.get("emails") or [None])[0]),
-                             dns=spec.get("dns"), emails=spec.get("emails"), subject=spec["subject"])
+            csr = make_csr(spec.get("dns", []), email=(spec.get("emails") or [None])[0])
+            event = approved(profile, cert_class, csr, dns=spec.get("dns"), emails=spec.get("emails"),
+                             subject=spec["subject"])
             sent.append(event)
             await producer.publish(event)
         issued = await cert_events(kafka_settings, len(REQUESTS))
@@ -151,7 +152,8 @@ async def test_redelivered_request_yields_one_certificate_across_restarts(
     assert len({a.id for a in answers}) == 1 and len({a.data["serial"] for a in answers}) == 1
     client, db = connect(mongo_settings, service="signer")
     try:
-        assert await db.certificates.count_documents({}) == 1
+        assert await db.outcomes.count_documents({}) == 1
+        assert await db.statuses.count_documents({}) == 1
     finally:
         await client.close()
 

@@ -1,0 +1,439 @@
+"""Stand-alone load test of the signer: Kafka, FerretDB/MongoDB and signer processes only.
+
+    python -m services.signer.loadtest --requests 1000 --ca-algorithm rsa4096 --replicas 1
+
+It creates a throw-away CA (or uses --ca-dir), fresh topics and a fresh
+database, starts `--replicas` real signer processes (`python -m services.signer
+issue`) in one consumer group, pushes N `csr.approved` events with the given
+profile and CSR-key mix, waits for every answer on the cert topic, and prints:
+
+    {"issued", "rejected", "duplicates", "missing", "throughput_per_s", "p50_ms", "p99_ms",
+     "baseline_sign_per_s", "ratio", ...}
+
+`baseline_sign_per_s` is the bare `cryptography` rate of building and signing
+the same kind of leaf with the same CA key, single-threaded, measured in the
+same run; `ratio` = throughput / baseline. Latency is from publishing a
+request to receiving its `cert.issued`. Throughput counts from the first
+publish to the last answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from services.signer.ca import keys
+from services.signer.ca.hierarchy import bootstrap, load_hierarchy
+from services.signer.ca.urls import CAUrls
+from shared.config import KafkaSettings
+from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
+from shared.kafka import EventProducer, ensure_topics
+
+PASSPHRASE = b"loadtest-only-passphrase"
+PUBLIC_URL = "http://pki.example.net"
+
+
+def parse_mix(text: str) -> dict[str, float]:
+    mix = {}
+    for part in text.split(","):
+        name, _, weight = part.partition("=")
+        mix[name.strip()] = float(weight or 1)
+    return mix
+
+
+def _csr_key_pool(kinds: list[str], size: int) -> dict[str, list[Any]]:
+    """A few keys per kind: CSR key generation is not what is measured (RSA keygen is slow)."""
+    pool: dict[str, list[Any]] = {}
+    for kind in kinds:
+        if kind == "p256":
+            pool[kind] = [ec.generate_private_key(ec.SECP256R1()) for _ in range(size)]
+        elif kind == "p384":
+            pool[kind] = [ec.generate_private_key(ec.SECP384R1()) for _ in range(size)]
+        elif kind in ("rsa2048", "rsa3072", "rsa4096"):
+            pool[kind] = [rsa.generate_private_key(65537, int(kind[3:])) for _ in range(max(2, size // 4))]
+        else:
+            raise SystemExit(f"unknown CSR key type {kind!r}")
+    return pool
+
+
+def build_requests(count: int, mix: dict[str, float], key_kinds: list[str], member: str) -> list[CloudEvent]:
+    rng = random.Random(42)
+    pool = _csr_key_pool(key_kinds, 8)
+    profiles, weights = zip(*mix.items(), strict=True)
+    events = []
+    for i in range(count):
+        profile = rng.choices(profiles, weights)[0]
+        key = rng.choice(pool[rng.choice(key_kinds)])
+        name = f"host{i}.load.example.org"
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .sign(key, hashes.SHA256())
+            .public_bytes(serialization.Encoding.PEM)
+            .decode()
+        )
+        data: dict[str, Any] = {
+            "request_id": str(uuid.uuid4()),
+            "member_id": member,
+            "profile": profile,
+            "csr_pem": csr,
+            "ip_addresses": [],
+            "validity_days": 90,
+            "approved_at": isoformat(utcnow()),
+        }
+        if profile == "server":
+            data.update(cert_class=1 + 2 * (i % 2), subject={"CN": name}, dns_names=[name], emails=[])
+        elif profile == "client":
+            data.update(cert_class=1, subject={}, dns_names=[], emails=[f"user{i}@load.example.org"])
+        else:
+            data.update(cert_class=3, subject={"CN": "Load Tester"}, dns_names=[], emails=[])
+        events.append(make_event("csr.approved", data, source="loadtest"))
+    return events
+
+
+def measure_baseline(ca_dir: Path, seconds: float) -> float:
+    """Bare issuance rate with `cryptography`: build + sign a server leaf with the Class 1 key, one thread."""
+    ca = load_hierarchy(ca_dir, PASSPHRASE).issuing_ca(1)
+    leaf_key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    digest = keys.signature_hash(ca.signing_key)
+    now = dt.datetime.now(dt.UTC)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        name = f"baseline{done}.example.org"
+        (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca.certificate.subject)
+            .public_key(leaf_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + dt.timedelta(days=90))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(ca.signing_key, digest)
+        )
+        done += 1
+    return done / (time.perf_counter() - started)
+
+
+def _cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc), 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _pids_matching(needle: str) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if needle in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+def cpu_snapshot(signer_pids: list[int]) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system under test (where the time goes)."""
+    return {
+        "signer": sum(_cpu_seconds(p) for p in signer_pids),
+        "kafka": sum(_cpu_seconds(p) for p in _pids_matching("kafka.Kafka")),
+        "ferretdb": sum(_cpu_seconds(p) for p in _pids_matching("ferretdb")),
+        "load_generator": _cpu_seconds(os.getpid()),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_signers(
+    count: int, env: dict[str, str], lint: bool, log_dir: Path
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    procs = []
+    for i in range(count):
+        port = _free_port()
+        replica_env = dict(env, CACERT_HTTP_PORT=str(port))
+        args = [sys.executable, "-m", "services.signer", "issue"] + ([] if lint else ["--no-lint"])
+        log = (log_dir / f"signer-{i}.log").open("wb")
+        procs.append((subprocess.Popen(args, env=replica_env, stdout=log, stderr=subprocess.STDOUT), port))
+    return procs
+
+
+def stage_breakdown(ports: list[int]) -> dict[str, Any]:
+    """Sum the replicas' stage histograms: seconds spent per stage, and the mean batch size."""
+    import urllib.request
+
+    totals: dict[str, float] = {}
+    batches = requests = 0.0
+    for port in ports:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for line in text.splitlines():
+            if line.startswith("cacert_signer_stage_seconds_sum"):
+                stage = line.split('stage="')[1].split('"')[0]
+                totals[stage] = totals.get(stage, 0.0) + float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cacert_signer_batch_size_count"):
+                batches += float(line.rsplit(" ", 1)[1])
+            elif line.startswith("cacert_signer_batch_size_sum"):
+                requests += float(line.rsplit(" ", 1)[1])
+    return {
+        "stage_seconds": {k: round(v, 3) for k, v in sorted(totals.items())},
+        "mean_batch_size": round(requests / batches, 1) if batches else None,
+    }
+
+
+async def collect(
+    bootstrap: str,
+    topic: str,
+    expected: set[str],
+    timeout: float,
+    seen: dict[str, list[tuple[float, str, str]]],
+    done: asyncio.Event,
+) -> None:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    event = CloudEvent.from_kafka(record.key, record.value, record.headers)
+                    request_id = event.data.get("request_id")
+                    if request_id in expected:
+                        seen.setdefault(request_id, []).append(
+                            (now, event.type, event.data.get("serial", ""))
+                        )
+            if expected <= seen.keys():
+                break
+    finally:
+        await consumer.stop()
+        done.set()
+
+
+async def run_once(
+    args: argparse.Namespace,
+    ca_dir: Path,
+    kafka_bootstrap: str,
+    mongo_url: str,
+    lint: bool,
+    replicas: int,
+    work_dir: Path,
+) -> dict[str, Any]:
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"load{run_id}."
+    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix)
+    await ensure_topics(kafka, partitions=args.partitions)
+    env = dict(
+        os.environ,
+        CACERT_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        CACERT_KAFKA_TOPIC_PREFIX=prefix,
+        CACERT_MONGO_URL=mongo_url,
+        CACERT_MONGO_DATABASE=f"signer_load_{run_id}",
+        CACERT_CA_DIR=str(ca_dir),
+        CACERT_CA_PASSPHRASE=PASSPHRASE.decode(),
+        CACERT_SIGNER_PUBLIC_URL=PUBLIC_URL,
+        CACERT_KAFKA_CREATE_TOPICS="false",
+        CACERT_LOG_LEVEL=os.environ.get("CACERT_LOG_LEVEL", "WARNING"),
+    )
+    topics = Topics(prefix)
+    producer = EventProducer(kafka, client_id="loadtest", linger_ms=5)
+    await producer.start()
+    replicas_started = start_signers(replicas, env, lint, work_dir)
+    procs = [p for p, _ in replicas_started]
+    breakdown: dict[str, Any] = {}
+    try:
+        # Warm-up (not measured): lets every replica join the group, import pkilint and build validators.
+        warm = build_requests(max(8, 2 * args.partitions), parse_mix(args.mix), args.csr_keys, "warmup")
+        await _drive(producer, kafka_bootstrap, topics.of("cert"), warm, timeout=180)
+        requests = build_requests(args.requests, parse_mix(args.mix), args.csr_keys, "loadtest")
+        seen: dict[str, list[tuple[float, str, str]]] = {}
+        cpu_before = cpu_snapshot([p.pid for p in procs])
+        sent_at, finished = await _drive(
+            producer, kafka_bootstrap, topics.of("cert"), requests, timeout=args.timeout, seen=seen
+        )
+        cpu_after = cpu_snapshot([p.pid for p in procs])
+        breakdown["cpu_ms_per_request"] = {
+            k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(seen)), 2) for k in cpu_before
+        }
+        breakdown.update(await asyncio.to_thread(stage_breakdown, [port for _, port in replicas_started]))
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        await producer.stop()
+    issued = {
+        r for r, answers in seen.items() if any(t == "org.cacert.cert.issued.v1" for _, t, _ in answers)
+    }
+    rejected = {r for r, answers in seen.items() if r not in issued}
+    # A duplicate is a request answered by more than one distinct certificate (serial), or a serial
+    # given to two requests; the same cert.issued delivered twice is at-least-once delivery, not a duplicate.
+    serial_owners = Counter(s for answers in seen.values() for s in {s for _, t, s in answers if s})
+    duplicates = sum(1 for answers in seen.values() if len({s for _, _, s in answers if s}) > 1) + sum(
+        1 for n in serial_owners.values() if n > 1
+    )
+    latencies = sorted((seen[r][0][0] - sent_at[r]) * 1000 for r in seen)
+    first = min(sent_at.values())
+    elapsed = (finished - first) if seen else float("nan")
+    return {
+        "replicas": replicas,
+        "lint": lint,
+        "requests": args.requests,
+        "issued": len(issued),
+        "rejected": len(rejected),
+        "duplicates": duplicates,
+        "missing": args.requests - len(seen),
+        "throughput_per_s": round(len(seen) / elapsed, 1) if seen else 0.0,
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
+        if latencies
+        else None,
+        **breakdown,
+    }
+
+
+async def _drive(
+    producer: EventProducer,
+    bootstrap: str,
+    topic: str,
+    requests: list[CloudEvent],
+    *,
+    timeout: float,
+    seen: dict[str, list[tuple[float, str, str]]] | None = None,
+) -> tuple[dict[str, float], float]:
+    seen = {} if seen is None else seen
+    expected = {e.data["request_id"] for e in requests}
+    done = asyncio.Event()
+    collector = asyncio.create_task(collect(bootstrap, topic, expected, timeout, seen, done))
+    await asyncio.sleep(0.5)  # the collector is positioned before the first answer can arrive
+    sent_at: dict[str, float] = {}
+    chunk = 100
+    for start in range(0, len(requests), chunk):
+        part = requests[start : start + chunk]
+        now = time.perf_counter()
+        for event in part:
+            sent_at[event.data["request_id"]] = now
+        await producer.publish_many(part)
+    await collector
+    last = max((answers[0][0] for answers in seen.values()), default=time.perf_counter())
+    return sent_at, last
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.signer.loadtest", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--replicas", default="1", help="comma list, e.g. 1,2: one run per value")
+    parser.add_argument("--lint", choices=["on", "off", "both"], default="both")
+    parser.add_argument("--ca-algorithm", default="rsa4096", choices=["rsa4096", "rsa2048", "p256", "p384"])
+    parser.add_argument("--ca-dir", type=Path, help="use this CA (passphrase in CACERT_CA_PASSPHRASE)")
+    parser.add_argument("--mix", default="server=6,client=3,codesign=1", help="profile weights")
+    parser.add_argument("--csr-keys", default="p256,rsa2048", type=lambda s: s.split(","))
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--baseline-seconds", type=float, default=5)
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (default: start/reuse the local devstack)")
+    parser.add_argument("--mongo-url", help="MongoDB URL (default: the local devstack)")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    parser.add_argument("--log-dir", type=Path, help="keep the signer replicas' logs here")
+    args = parser.parse_args(argv)
+
+    if args.bootstrap and args.mongo_url:
+        bootstrap_servers, mongo_url = args.bootstrap, args.mongo_url
+    else:
+        import devstack
+
+        env = devstack.ensure_up(("kafka", "mongo"))
+        bootstrap_servers, mongo_url = env["CACERT_KAFKA_BOOTSTRAP"], env["CACERT_MONGO_URL"]
+
+    with tempfile.TemporaryDirectory(prefix="signer-load-") as tmp:
+        work = Path(tmp)
+        log_dir = args.log_dir or work
+        log_dir.mkdir(parents=True, exist_ok=True)
+        ca_dir = args.ca_dir
+        if ca_dir is None:
+            ca_dir = work / "ca"
+            ca_dir.mkdir()
+            bootstrap(ca_dir, PASSPHRASE, args.ca_algorithm, class1_urls=CAUrls.under(PUBLIC_URL, "class1"))
+        baseline = measure_baseline(ca_dir, args.baseline_seconds)
+        runs = []
+        lint_modes = {"on": [True], "off": [False], "both": [False, True]}[args.lint]
+        for replicas in [int(r) for r in args.replicas.split(",")]:
+            for lint in lint_modes:
+                result = asyncio.run(
+                    run_once(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, log_dir)
+                )
+                result["ratio"] = round(result["throughput_per_s"] / baseline, 3)
+                runs.append(result)
+                print(json.dumps(result), file=sys.stderr)
+    report: dict[str, Any] = {
+        "ca_algorithm": args.ca_algorithm,
+        "requests": args.requests,
+        "mix": args.mix,
+        "csr_keys": args.csr_keys,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "baseline_sign_per_s": round(baseline, 1),
+    }
+    report.update(
+        {
+            k: runs[0][k]
+            for k in ("issued", "duplicates", "missing", "throughput_per_s", "p50_ms", "p99_ms", "ratio")
+        }
+    )
+    report["runs"] = runs
+    one = [r for r in runs if r["replicas"] == 1]
+    for r in runs:
+        match = next((o for o in one if o["lint"] == r["lint"]), None)
+        if match and r["replicas"] > 1 and match["throughput_per_s"]:
+            r["scaling_vs_one_replica"] = round(r["throughput_per_s"] / match["throughput_per_s"], 2)
+    text = json.dumps(report, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+    failed = any(r["missing"] or r["duplicates"] for r in runs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
