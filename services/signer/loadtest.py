@@ -158,14 +158,15 @@ def _pids_matching(needle: str) -> list[int]:
     return pids
 
 
-def cpu_snapshot(signer_pids: list[int]) -> dict[str, float]:
+def system_pids(signer_pids: list[int]) -> dict[str, list[int]]:
+    """The processes of the system under test, found once so before/after compare the same ones."""
+    return {"signer": signer_pids, "kafka": _pids_matching("kafka.Kafka"), "ferretdb": _pids_matching("ferretdb"),
+            "load_generator": [os.getpid()]}
+
+
+def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds used so far by each part of the system under test (where the time goes)."""
-    return {
-        "signer": sum(_cpu_seconds(p) for p in signer_pids),
-        "kafka": sum(_cpu_seconds(p) for p in _pids_matching("kafka.Kafka")),
-        "ferretdb": sum(_cpu_seconds(p) for p in _pids_matching("ferretdb")),
-        "load_generator": _cpu_seconds(os.getpid()),
-    }
+    return {part: sum(_cpu_seconds(p) for p in group) for part, group in pids.items()}
 
 
 def _free_port() -> int:
@@ -284,11 +285,12 @@ async def run_once(
         await _drive(producer, kafka_bootstrap, topics.of("cert"), warm, timeout=180)
         requests = build_requests(args.requests, parse_mix(args.mix), args.csr_keys, "loadtest")
         seen: dict[str, list[tuple[float, str, str]]] = {}
-        cpu_before = cpu_snapshot([p.pid for p in procs])
+        pids = system_pids([p.pid for p in procs])
+        cpu_before = cpu_snapshot(pids)
         sent_at, finished = await _drive(
             producer, kafka_bootstrap, topics.of("cert"), requests, timeout=args.timeout, seen=seen
         )
-        cpu_after = cpu_snapshot([p.pid for p in procs])
+        cpu_after = cpu_snapshot(pids)
         breakdown["cpu_ms_per_request"] = {
             k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(seen)), 2) for k in cpu_before
         }
