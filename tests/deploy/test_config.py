@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -64,7 +65,7 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
     settings_class = _settings_class(workload)
     environ = _environment_with_secret_files(objects, workload, tmp_path)
     try:
-        settings = load(settings_class, environ)
+        settings: Any = load(settings_class, environ)
     except ConfigError as exc:
         pytest.fail(f"overlays/{name} {workload}: {exc}")
     assert settings.common.http.host == "0.0.0.0"  # noqa: S104 (pods listen on their pod IP)

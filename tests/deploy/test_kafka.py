@@ -16,7 +16,7 @@ from tests.deploy.manifests import (
 )
 
 PREFIX = next(f.default for f in KafkaSettings.__dataclass_fields__.values() if f.name == "topic_prefix")
-TOPIC_NAMES = Topics(prefix=PREFIX)
+TOPIC_NAMES = Topics(prefix=str(PREFIX))
 
 
 def _kafka_user_name(service: str) -> str:

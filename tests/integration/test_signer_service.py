@@ -87,7 +87,7 @@ def openssl(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
-REQUESTS = [
+REQUESTS: list[tuple[str, int, dict[str, Any]]] = [
     ("server", 1, {"dns": ["www.example.org", "example.org"], "subject": {"CN": "www.example.org"}}),
     ("server", 3, {"dns": ["shop.example.org"], "subject": {"CN": "shop.example.org"}}),
     ("client", 1, {"emails": ["ada@example.org"], "subject": {}}),
