@@ -4,7 +4,9 @@
 * FerretDB v1.24.2 (SQLite backend, MongoDB wire protocol) built with Go, on 127.0.0.1:27018
 * an SMTP server storing mail in a Maildir, with a JSON API to read it, on 127.0.0.1:2525 / :8025
 
-Command line: `python -m devstack up|down|status|env|logs` (see devstack/__main__.py).
+Command line: `python -m devstack up|down|status|env|logs` (see devstack/__main__.py);
+`python -m devstack up --system` (what `./dev up` runs) also creates the CA and the support accounts
+on first run and starts the five service processes (devstack/system.py).
 From Python (pytest fixtures, fault tests):
 
     env = devstack.ensure_up()          # {"CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:19092", ...}

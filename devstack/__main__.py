@@ -1,4 +1,4 @@
-"""`python -m devstack up|down|status|env|logs`: the local stack from a shell (used by ./dev)."""
+"""`python -m devstack up [--system]|down|status|env|logs`: the local stack from a shell (used by ./dev)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 
-from devstack import endpoints, paths, stack
+from devstack import endpoints, paths, stack, system
 from devstack.errors import StackError
 
 
@@ -15,8 +15,19 @@ def _only(value: str) -> list[str]:
     return [part for part in value.split(",") if part.strip()]
 
 
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    if args.system:
+        if args.only:
+            raise StackError("--system starts everything; it cannot be combined with --only")
+        system.up(_say)
+        print(system.table())
+        print(f"the system is up ({time.monotonic() - started:.1f}s)", file=sys.stderr)
+        return 0
     stack.up(args.only)
     print(f"stack is up ({time.monotonic() - started:.1f}s); `python -m devstack env` prints its settings",
           file=sys.stderr)  # fmt: skip
@@ -24,6 +35,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_down(args: argparse.Namespace) -> int:
+    if not args.only:
+        system.down(_say)  # the services first: they hold connections to Kafka and FerretDB
     stack.down(args.only, wipe=args.wipe)
     return 0
 
@@ -32,9 +45,20 @@ def _cmd_status(args: argparse.Namespace) -> int:
     rows = stack.status(args.only)
     for row in rows:
         pid = f"pid {row.pid}" if row.pid else "-"
-        print(f"{row.name:<6} {row.state:<10} {pid:<11} {row.address}")
+        print(f"{row.name:<14} {row.state:<10} {pid:<11} {row.address}")
+    ok = all(row.state == "running" for row in rows)
+    if not args.only:
+        services = system.status()
+        for svc in services:
+            pid = f"pid {svc.pid}" if svc.pid else "-"
+            print(f"{svc.name:<14} {svc.state:<10} {pid:<11} {svc.url}")
+        states = {svc.state for svc in services}
+        if states == {"stopped"}:
+            print("services are not running (`./dev up` starts them)")
+        else:
+            ok = ok and states == {"running"}
     print(f"state: {paths.state_dir()}  cache: {paths.cache_dir()}")
-    return 0 if all(row.state == "running" for row in rows) else 1
+    return 0 if ok else 1
 
 
 def _cmd_env(args: argparse.Namespace) -> int:
@@ -44,10 +68,13 @@ def _cmd_env(args: argparse.Namespace) -> int:
 
 
 def _cmd_logs(args: argparse.Namespace) -> int:
-    comp = stack.component(args.name)
-    path = comp.log_file
+    if args.name in system.BY_NAME:
+        name, path = args.name, paths.log_file(args.name)
+    else:
+        comp = stack.component(args.name)
+        name, path = comp.name, comp.log_file
     if not path.exists():
-        print(f"no log yet for {comp.name} ({path})", file=sys.stderr)
+        print(f"no log yet for {name} ({path})", file=sys.stderr)
         return 1
     with path.open("rb") as f:
         lines = f.read().decode("utf-8", "replace").splitlines()[-args.lines :]
@@ -77,9 +104,12 @@ def parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="start (idempotent) and wait until everything answers")
     up.add_argument("--only", type=_only, default=None, help=only_help)
+    up.add_argument("--system", action="store_true",
+                    help="the whole CA: also create the CA and support accounts on first run and start "
+                         "registration, domain_verify, signer (issue, status) and notifier")  # fmt: skip
     up.set_defaults(func=_cmd_up)
 
-    down = sub.add_parser("down", help="stop (idempotent)")
+    down = sub.add_parser("down", help="stop the services and the stack (idempotent)")
     down.add_argument("--only", type=_only, default=None, help=only_help)
     down.add_argument("--wipe", action="store_true", help="also delete data and logs (the cache is kept)")
     down.set_defaults(func=_cmd_down)
@@ -92,7 +122,9 @@ def parser() -> argparse.ArgumentParser:
     env.set_defaults(func=_cmd_env)
 
     logs = sub.add_parser("logs", help="print a component's log")
-    logs.add_argument("name", help="kafka, mongo (ferretdb) or smtp (mailbox)")
+    logs.add_argument(
+        "name", help="kafka, mongo (ferretdb), smtp (mailbox), or a service: " + ", ".join(system.BY_NAME)
+    )
     logs.add_argument("-n", "--lines", type=int, default=200, help="how many last lines (default 200)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     logs.set_defaults(func=_cmd_logs)

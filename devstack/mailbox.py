@@ -323,7 +323,7 @@ class MailboxClient:
     async def wait_for(
         self,
         predicate: Callable[[Message], bool] | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109 (a polling deadline, not a cancellation scope)
+        timeout: float = 10.0,
         *,
         to: str | None = None,
         subject: str | None = None,

@@ -144,6 +144,9 @@ class KafkaSettings:
     bootstrap: str = setting("CACERT_KAFKA_BOOTSTRAP", help="Kafka bootstrap servers, host:port[,host:port]")
     topic_prefix: str = setting("CACERT_KAFKA_TOPIC_PREFIX", "cacert.",
                                 help="prefix of every topic (lets several stacks share a broker)")
+    group_prefix: str = setting("CACERT_KAFKA_GROUP_PREFIX", "",
+                                help="prefix of every consumer group id (groups are broker-wide, so a "
+                                     "second stack on a shared broker needs one, like topic_prefix)")
     security_protocol: str = setting("CACERT_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT")
     sasl_mechanism: str = setting("CACERT_KAFKA_SASL_MECHANISM", "")
     sasl_username: str = setting("CACERT_KAFKA_USERNAME", "")

@@ -83,6 +83,15 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
         return response
 
 
+def _problem(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, unless it would only echo (a truncated copy of) a huge input value."""
+    if len(error.message) <= 300:
+        return error.message
+    if error.validator == "maxLength":
+        return f"is longer than {error.validator_value} characters"
+    return f"does not satisfy {error.validator} {str(error.validator_value)[:200]}"
+
+
 async def read_json(request: web.Request, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The request body as a JSON object, validated against `schema`; 4xx with details otherwise."""
     if request.content_type != "application/json":
@@ -102,7 +111,7 @@ async def read_json(request: web.Request, schema: Mapping[str, Any] | None = Non
     if schema is not None:
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
         if errors:
-            details = [{"field": "/".join(str(p) for p in e.absolute_path) or "(body)", "problem": e.message[:300]}
+            details = [{"field": "/".join(str(p) for p in e.absolute_path) or "(body)", "problem": _problem(e)}
                        for e in errors[:20]]
             raise ApiError(422, "validation_failed", "the request body is not valid", details)
     return body

@@ -116,6 +116,7 @@ class ConsumerRunner:
         retry: RetryPolicy | None = None,
         max_batch: int = 200,
     ) -> None:
+        group_id = settings.group_prefix + group_id
         self.group_id = group_id
         self._topics = Topics(settings.topic_prefix)
         self._routes: dict[str, dict[str, Handler]] = {}

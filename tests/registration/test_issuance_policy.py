@@ -142,7 +142,7 @@ def test_codesign_only_for_assurers_with_code_signing_activated() -> None:
 @pytest.mark.parametrize(
     "key, expected",
     [
-        (rsa.generate_private_key(65537, 1024), "RSA key of 1024 bits is too weak"),  # noqa: S505
+        (rsa.generate_private_key(65537, 1024), "RSA key of 1024 bits is too weak"),
         (rsa.generate_private_key(3, 2048), "RSA public exponent 3 is not allowed"),
         (ec.generate_private_key(ec.SECP256K1()), "elliptic curve secp256k1 is not allowed"),
         (ec.generate_private_key(ec.SECP521R1()), "elliptic curve secp521r1 is not allowed"),

@@ -1,0 +1,139 @@
+"""Thin clients for the public interfaces the demo uses: the member API, mailed links, the mailbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html.parser
+import re
+import time
+import urllib.parse
+from typing import Any
+
+import aiohttp
+
+from devstack.mailbox import MailboxClient, Message
+
+LINK = re.compile(r"https?://[^\s<>\"']+")
+
+
+class DemoError(Exception):
+    """A step failed; the message says which and what the system answered."""
+
+
+class Api:
+    """The registration API as one member (or Assurer) sees it: JSON in, JSON out, a bearer token."""
+
+    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
+        self._session = session
+        self.base_url = base_url.rstrip("/")
+        self.token: str | None = None
+
+    async def call(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, ok: tuple[int, ...] = ()
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        async with self._session.request(method, self.base_url + path, json=body, headers=headers) as response:
+            text = await response.text()
+            if response.status >= 400 and response.status not in ok:
+                raise DemoError(f"{method} {path} answered {response.status}: {text[:2000]}")
+            if not text:
+                return None
+            return await response.json(content_type=None) if text[:1] in "{[" else text
+
+    async def login(self, email: str, password: str) -> None:
+        session = await self.call("POST", "/v1/sessions", {"email": email, "password": password})
+        self.token = session["token"]
+
+
+class _FormFinder(html.parser.HTMLParser):
+    """The first <form> of a page: its action and its hidden inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.action: str | None = None
+        self.fields: dict[str, str] = {}
+        self._in_form = False
+        self.found = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        values = {k: v or "" for k, v in attrs}
+        if tag == "form" and not self.found:
+            self.found = self._in_form = True
+            self.action = values.get("action", "")
+        elif tag == "input" and self._in_form and values.get("name"):
+            self.fields[values["name"]] = values.get("value", "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "form":
+            self._in_form = False
+
+
+async def follow_confirmation_link(session: aiohttp.ClientSession, link: str) -> str:
+    """What a person does with a mailed link: open it (a page that changes nothing), press the button.
+
+    Returns the text of the page shown after the button.
+    """
+    async with session.get(link) as page:
+        body = await page.text()
+        if page.status != 200:
+            raise DemoError(f"GET {link} answered {page.status}: {body[:500]}")
+    form = _FormFinder()
+    form.feed(body)
+    if not form.found:
+        raise DemoError(f"the page behind {link} has no form to confirm with")
+    target = urllib.parse.urljoin(link, form.action or link)
+    async with session.post(target, data=form.fields) as answer:
+        text = await answer.text()
+        if answer.status != 200:
+            raise DemoError(f"POST {target} answered {answer.status}: {text[:500]}")
+    return text
+
+
+class Mail:
+    """The mailbox, remembering which messages the demo has already used."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = MailboxClient(base_url)
+        self.seen: set[str] = set()
+        self.subjects: list[dict[str, str]] = []
+
+    async def next(self, *, to: str, subject: str, timeout: float = 30.0) -> Message:
+        """The first unseen mail to `to` whose subject contains `subject`, waiting for it."""
+        message = await self.client.wait_for(
+            lambda m: m["id"] not in self.seen, timeout=timeout, to=to, subject=subject, interval=0.05
+        )
+        self.seen.add(message["id"])
+        self.subjects.append({"to": to, "subject": message["subject"], "delivered": message["delivered"]})
+        return message
+
+    @staticmethod
+    def link(message: Message, contains: str) -> str:
+        for link in LINK.findall(message.get("text") or ""):
+            if contains in link:
+                return link.rstrip(".,;)")
+        raise DemoError(f"no link containing {contains!r} in the mail {message['subject']!r}")
+
+    @staticmethod
+    def delivered_at(message: Message) -> float:
+        """When the mailbox stored the message (epoch seconds)."""
+        return dt.datetime.fromisoformat(message["delivered"]).timestamp()
+
+
+async def wait_until(check: Any, what: str, timeout: float = 30.0, interval: float = 0.05) -> Any:
+    """Poll the async `check()` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await _sleep(interval)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
