@@ -11,29 +11,66 @@ import asyncio
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    ProducerClosed,
+    ProducerFenced,
+    UnknownProducerId,
+)
 
 from shared.config import KafkaSettings
 from shared.events.catalog import BY_TYPE, Topics
 from shared.events.envelope import CloudEvent, Headers
 from shared.kafka.connection import client_kwargs
 from shared.kafka.metrics import EVENTS_PUBLISHED
+from shared.logging import get_logger
+
+log = get_logger("shared.kafka.producer")
+
+# After these, an idempotent producer's sequence state no longer matches the broker's (typically after
+# a broker restart): the client never recovers by itself, so it is replaced by a new one (new producer id).
+# Re-sending is safe: every consumer de-duplicates on the CloudEvent id.
+FATAL_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, InvalidProducerEpoch, InvalidProducerIdMapping, ProducerFenced,
+                         UnknownProducerId, ProducerClosed)
 
 
 class EventProducer:
     def __init__(self, settings: KafkaSettings, *, client_id: str, linger_ms: int = 2) -> None:
         self.topics = Topics(settings.topic_prefix)
-        self._producer = AIOKafkaProducer(
-            **client_kwargs(settings),
-            client_id=client_id,
+        self._settings = settings
+        self._client_id = client_id
+        self._linger_ms = linger_ms
+        self._producer = self._new_client()
+        self._replacing = asyncio.Lock()
+
+    def _new_client(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **client_kwargs(self._settings),
+            client_id=self._client_id,
             acks="all",
             enable_idempotence=True,
-            linger_ms=linger_ms,
+            linger_ms=self._linger_ms,
             max_request_size=4 * 1024 * 1024,
             request_timeout_ms=30000,
         )
 
     async def start(self) -> None:
         await self._producer.start()
+
+    async def _replace_client(self, broken: AIOKafkaProducer, error: Exception) -> None:
+        async with self._replacing:
+            if self._producer is not broken:
+                return  # another publisher already replaced it
+            log.warning("producer state lost by the broker; replacing the producer", error=type(error).__name__)
+            try:
+                await broken.stop()
+            except Exception as exc:  # it is broken already; what matters is the new one
+                log.info("stopping the broken producer failed", error=type(exc).__name__)
+            fresh = self._new_client()
+            await fresh.start()
+            self._producer = fresh
 
     async def stop(self) -> None:
         await self._producer.stop()
@@ -49,18 +86,36 @@ class EventProducer:
 
     async def publish_many(self, events: Iterable[CloudEvent]) -> None:
         """Send all, then wait for all: lets the client batch them into few requests."""
+        batch = list(events)
+        for attempt in (1, 2):
+            producer = self._producer
+            try:
+                await self._send_all(producer, batch)
+                return
+            except FATAL_PRODUCER_ERRORS as exc:
+                if attempt == 2:
+                    raise
+                await self._replace_client(producer, exc)
+
+    async def _send_all(self, producer: AIOKafkaProducer, events: list[CloudEvent]) -> None:
         pending = []
         for event in events:
             topic = self.topic_for(event)
             key, value, headers = event.to_kafka()
-            pending.append(await self._producer.send(topic, value=value, key=key, headers=headers))
-            EVENTS_PUBLISHED.labels(topic, event.type).inc()
+            pending.append(await producer.send(topic, value=value, key=key, headers=headers))
         if pending:
             await asyncio.gather(*pending)
+        for event in events:
+            EVENTS_PUBLISHED.labels(self.topic_for(event), event.type).inc()
 
     async def send_raw(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
         """Forward a message as-is (dead-lettering keeps the original bytes)."""
-        await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        producer = self._producer
+        try:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        except FATAL_PRODUCER_ERRORS as exc:
+            await self._replace_client(producer, exc)
+            await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def ping(self) -> bool:
         """True when the producer's client can reach a broker (readiness)."""
