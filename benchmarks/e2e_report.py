@@ -1,0 +1,1044 @@
+"""End-to-end throughput and latency report: CSR submitted over HTTP -> `cert.issued` seen on Kafka.
+
+    python -m benchmarks.e2e_report [--requests-per-level N] [--replicas 1,2] [--out docs/benchmarks.md]
+
+Uses the local devstack (Kafka + FerretDB), fresh topics (prefix `bench<id>.`) and databases, and a
+throw-away P-256 CA whose CRL/OCSP URLs name http://pki.example.net (pkilint refuses loopback URLs).
+Starts the registration service (`python -m services.registration`, a free port) and the signer
+replicas (`python -m services.signer issue`, linting on as in production, one consumer group) as
+subprocesses; signs members up through the public API (confirmation token read from the
+`mail.send_requested` command, domain verified by a `domain.verified` event as domain_verify would
+publish it) and pre-generates the CSRs. Then, per replica count:
+
+1. saturation: a closed loop of `--concurrency` clients, each submitting a CSR and waiting for its
+   `cert.issued` before the next; the steady completion rate is the saturation rate;
+2. for each level (10 %, 50 %, 90 % of that rate): open-loop submission at a constant rate
+   (request i is sent at t0 + i / rate whatever happened to the others); latency runs from the
+   scheduled send time to the moment the `cert.issued` carrying the request id is read.
+
+Finally it runs the signer-only load test (`services.signer.loadtest`, same CA) for the signer's
+ratio to the bare signing baseline measured in the same run, and writes the Markdown report and a
+PNG of latency against offered load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime as dt
+import json
+import os
+import platform
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import NameOID
+
+from services.signer import loadtest
+from services.signer.ca.hierarchy import bootstrap as bootstrap_ca
+from services.signer.ca.urls import CAUrls
+from shared.config import KafkaSettings
+from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
+from shared.kafka import EventProducer, ensure_topics
+
+CA_ALGORITHM = "p256"
+PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of a throw-away run
+DEFAULT_LEVELS = (0.1, 0.5, 0.9)
+REPORT_KEYS = ("machine", "setup", "configs", "signer_only", "started_at", "duration_s")
+
+
+@dataclasses.dataclass
+class Options:
+    requests_per_level: int = 200
+    replicas: tuple[int, ...] = (1, 2)
+    levels: tuple[float, ...] = DEFAULT_LEVELS
+    saturation_requests: int = 0  # 0: max(2 x requests_per_level, 300)
+    concurrency: int = 32
+    max_level_seconds: float = 40.0  # a level sends min(N, offered rate x this) requests (bounds the 10 % level)
+    members: int = 4
+    partitions: int = 8
+    lint: bool = True
+    signer_requests: int = 500
+    signer_lint: str = "both"  # the loadtest's --lint: the headline ratio is always the lint-off run
+    baseline_seconds: float = 5.0
+    timeout: float = 120.0  # waiting for the last answer of a phase
+    bootstrap: str | None = None
+    mongo_url: str | None = None
+    out: Path = Path("docs/benchmarks.md")
+    plot: Path | None = None  # default: <out dir>/benchmarks/e2e_latency.png
+    command: str = ""
+
+    @property
+    def saturation_count(self) -> int:
+        return self.saturation_requests or max(2 * self.requests_per_level, 300)
+
+    @property
+    def plot_path(self) -> Path:
+        return self.plot or self.out.parent / "benchmarks" / "e2e_latency.png"
+
+
+# ---------------------------------------------------------------------------------------------- machine
+
+
+def _loadavg() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine() -> dict[str, Any]:
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
+    mem_kb = next(
+        (int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")),
+        0,
+    )
+    try:
+        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
+    except (OSError, ValueError, subprocess.CalledProcessError):
+        nproc = len(os.sched_getaffinity(0))
+    return {
+        "nproc": nproc,
+        "cpu_model": model,
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": sys.version.split()[0],
+        "kernel": platform.release(),
+        "loadavg_start": _loadavg(),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+class Watcher:
+    """One consumer on the cert, domain and mail.commands topics: answers by request id, tokens, requests."""
+
+    def __init__(self, bootstrap: str, topics: Topics) -> None:
+        self._bootstrap = bootstrap
+        self._topics = topics
+        self.answered: dict[str, float] = {}  # request id -> first time its cert.issued/rejected was read
+        self.rejected: dict[str, str] = {}
+        self.serials: dict[str, set[str]] = {}
+        self.links: dict[str, list[str]] = {}  # address -> confirmation links
+        self.domain_requests: dict[str, dict[str, Any]] = {}  # domain -> verification_requested data
+        self._waiters: dict[str, list[asyncio.Future[float]]] = {}
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._consumer = AIOKafkaConsumer(
+            self._topics.of("cert"),
+            self._topics.of("domain"),
+            self._topics.of("mail.commands"),
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            fetch_max_wait_ms=20,
+        )
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._run(), name="bench-watcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._consumer:
+            await self._consumer.stop()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    try:
+                        event = CloudEvent.from_kafka(record.key, record.value, record.headers)
+                    except Exception:  # noqa: S112 - not ours to judge; the services dead-letter it
+                        continue
+                    self._handle(event, now)
+
+    def _handle(self, event: CloudEvent, now: float) -> None:
+        kind = event.type.removeprefix("org.cacert.").rsplit(".", 1)[0]
+        data = event.data
+        if kind in ("cert.issued", "cert.rejected"):
+            request_id = data.get("request_id")
+            if not request_id:
+                return
+            if kind == "cert.issued":
+                self.serials.setdefault(request_id, set()).add(str(data.get("serial", "")))
+            else:
+                self.rejected[request_id] = str(data.get("reason", "?"))
+            if request_id not in self.answered:
+                self.answered[request_id] = now
+                for waiter in self._waiters.pop(request_id, []):
+                    if not waiter.done():
+                        waiter.set_result(now)
+        elif kind == "mail.send_requested" and data.get("template") == "email_confirmation":
+            self.links.setdefault(data["to"], []).append(data["params"]["link"])
+        elif kind == "domain.verification_requested":
+            self.domain_requests[data["domain"]] = data
+
+    async def answer(self, request_id: str, timeout: float) -> float | None:
+        """When the answer to `request_id` was read (perf_counter), or None after `timeout`."""
+        if request_id in self.answered:
+            return self.answered[request_id]
+        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(request_id, []).append(waiter)
+        try:
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+
+    async def until(self, probe: Any, timeout: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            value = probe()
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+        raise RuntimeError(f"timed out waiting for {what}")
+
+
+# ---------------------------------------------------------------------------------------------- members
+
+
+@dataclasses.dataclass
+class Member:
+    member_id: str
+    token: str
+    domain: str
+
+
+class Api:
+    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
+        self.base = base
+        self.http = http
+
+    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        async with self.http.request(method, self.base + path, json=body, headers=headers) as response:
+            return response.status, await response.json(content_type=None)
+
+
+async def sign_up(api: Api, watcher: Watcher, producer: EventProducer, index: int, run_id: str) -> Member:
+    """A member through the public API, with one domain verified as domain_verify would announce it."""
+    address = f"bench-{run_id}-{index}@example.org"
+    status, body = await api.call(
+        "POST",
+        "/v1/members",
+        {"name": f"Bench Member {index}", "date_of_birth": "1990-05-17", "email": address, "password": PASSWORD},
+    )
+    if status != 201:
+        raise RuntimeError(f"sign-up answered {status}: {body}")
+    member_id = body["member_id"]
+    link = (await watcher.until(lambda: watcher.links.get(address), 30, f"confirmation mail to {address}"))[0]
+    status, body = await api.call("POST", "/v1/emails/confirm", {"token": parse_qs(urlparse(link).query)["token"][0]})
+    if status != 200:
+        raise RuntimeError(f"email confirmation answered {status}: {body}")
+    status, body = await api.call("POST", "/v1/sessions", {"email": address, "password": PASSWORD})
+    if status != 201:
+        raise RuntimeError(f"login answered {status}: {body}")
+    token = body["token"]
+    domain = f"m{index}-{run_id}.example.org"
+    status, body = await api.call("POST", "/v1/domains", {"domain": domain, "contact": f"hostmaster@{domain}"}, token)
+    if status != 201:
+        raise RuntimeError(f"adding {domain} answered {status}: {body}")
+    claim_id = body["id"]
+    request = await watcher.until(lambda: watcher.domain_requests.get(domain), 30, f"verification of {domain}")
+    now = utcnow()
+    await producer.publish(
+        make_event(
+            "domain.verified",
+            {
+                "request_id": request["request_id"],
+                "member_id": member_id,
+                "domain": request["domain"],
+                "method": "email",
+                "contact": request["contact"],
+                "verified_at": isoformat(now),
+                "valid_until": isoformat(now + dt.timedelta(days=390)),
+            },
+            source="domain_verify",
+        )
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        status, body = await api.call("GET", f"/v1/domains/{claim_id}", token=token)
+        if status == 200 and body.get("status") == "verified":
+            return Member(member_id, token, domain)
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"{domain} never became verified")
+
+
+class CsrFactory:
+    """Server CSRs for names under the members' verified domains; keys from a small P-256/RSA-2048 pool."""
+
+    def __init__(self, members: list[Member]) -> None:
+        self._members = members
+        self._rng = random.Random(7)
+        self._keys: list[Any] = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
+        self._keys += [rsa.generate_private_key(65537, 2048) for _ in range(2)]
+        self._count = 0
+
+    def make(self, n: int) -> list[tuple[str, str]]:
+        """(session token, PEM) pairs, members taken in turn."""
+        out = []
+        for _ in range(n):
+            member = self._members[self._count % len(self._members)]
+            name = f"h{self._count}.{member.domain}"
+            self._count += 1
+            pem = (
+                x509.CertificateSigningRequestBuilder()
+                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+                .sign(self._rng.choice(self._keys), hashes.SHA256())
+                .public_bytes(serialization.Encoding.PEM)
+                .decode()
+            )
+            out.append((member.token, pem))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+
+@dataclasses.dataclass
+class Sample:
+    start: float  # scheduled (open loop) or actual (closed loop) submission time
+    http_done: float
+    status: int
+    request_id: str | None
+    answered: float | None = None
+
+
+async def submit(api: Api, token: str, pem: str, start: float) -> Sample:
+    try:
+        status, body = await api.call("POST", "/v1/requests", {"csr_pem": pem, "profile": "server"}, token)
+    except (aiohttp.ClientError, TimeoutError):
+        return Sample(start, time.perf_counter(), 0, None)
+    request_id = body.get("id") if status == 202 and isinstance(body, dict) else None
+    return Sample(start, time.perf_counter(), status, request_id)
+
+
+async def closed_loop(
+    api: Api, watcher: Watcher, csrs: list[tuple[str, str]], concurrency: int, timeout: float
+) -> list[Sample]:
+    """Each client submits, waits for the answer, submits the next; nothing new after `timeout` s."""
+    pending = iter(csrs)
+    samples: list[Sample] = []
+    deadline = time.monotonic() + timeout
+
+    async def client() -> None:
+        for token, pem in pending:
+            if time.monotonic() > deadline:
+                return
+            sample = await submit(api, token, pem, time.perf_counter())
+            if sample.request_id:
+                sample.answered = await watcher.answer(sample.request_id, max(0.1, deadline - time.monotonic()))
+            samples.append(sample)
+
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return samples
+
+
+async def open_loop(
+    api: Api, watcher: Watcher, csrs: list[tuple[str, str]], rate: float, timeout: float
+) -> list[Sample]:
+    t0 = time.perf_counter() + 0.1
+    tasks = []
+    for i, (token, pem) in enumerate(csrs):
+        scheduled = t0 + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(submit(api, token, pem, scheduled)))
+    samples = list(await asyncio.gather(*tasks))
+    deadline = time.monotonic() + timeout
+    for sample in samples:
+        if sample.request_id:
+            sample.answered = await watcher.answer(sample.request_id, max(0.1, deadline - time.monotonic()))
+    return samples
+
+
+def _pct(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not sorted_values:
+        return None
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * q))]
+
+
+def summarize(samples: list[Sample], watcher: Watcher, offered: float | None = None) -> dict[str, Any]:
+    answered = [s for s in samples if s.request_id and s.answered is not None]
+    issued = [s for s in answered if s.request_id not in watcher.rejected]
+    latencies = sorted((s.answered - s.start) * 1000 for s in issued)  # type: ignore[operator]
+    http = sorted((s.http_done - s.start) * 1000 for s in samples if s.status == 202)
+    first = min((s.start for s in samples), default=0.0)
+    last = max((s.answered for s in issued), default=first)  # type: ignore[type-var]
+    duplicates = sum(1 for s in issued if len(watcher.serials.get(s.request_id or "", ())) > 1)
+    result: dict[str, Any] = {
+        "requests": len(samples),
+        "issued": len(issued),
+        "rejected": len(answered) - len(issued),
+        "http_errors": sum(1 for s in samples if s.status != 202),
+        "missing": sum(1 for s in samples if s.request_id and s.answered is None),
+        "duplicates": duplicates,
+        "achieved_per_s": round(len(issued) / (last - first), 1) if last > first else 0.0,
+        "p50_ms": _round(_pct(latencies, 0.5)),
+        "p99_ms": _round(_pct(latencies, 0.99)),
+        "max_ms": _round(latencies[-1] if latencies else None),
+        "http_p50_ms": _round(_pct(http, 0.5)),
+        "http_p99_ms": _round(_pct(http, 0.99)),
+        "duration_s": round(last - first, 2),
+    }
+    if offered is not None:
+        result["offered_per_s"] = round(offered, 1)
+    return result
+
+
+def steady_rate(samples: list[Sample]) -> float:
+    """Completions per second between the 10th and the 90th percentile completion (no ramp-up/down)."""
+    done = sorted(s.answered for s in samples if s.answered is not None)
+    if len(done) < 10:
+        return len(done) / max(1e-3, (done[-1] - min(s.start for s in samples))) if done else 0.0
+    lo, hi = int(len(done) * 0.1), int(len(done) * 0.9)
+    return (hi - lo) / max(1e-3, done[hi] - done[lo])
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+# ---------------------------------------------------------------------------------------------- processes
+
+
+def _signer_batches(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return sum(
+        float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("cacert_signer_batch_size_count")
+    )
+
+
+async def wait_ready(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}")
+            try:
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.2)
+    raise RuntimeError(f"{what} not ready after {timeout} s")
+
+
+def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list[int]]:
+    """The processes of the system under test; the devstack's Kafka and FerretDB by their pid files."""
+    pids = {"signer": signer_pids, "registration": [registration_pid], "kafka": [], "ferretdb": [],
+            "load_generator": [os.getpid()]}  # fmt: skip
+    try:
+        from devstack.process import running_pid
+
+        for part, name in (("kafka", "kafka"), ("ferretdb", "mongo")):
+            pid = running_pid(name)
+            pids[part] = [pid] if pid else []
+    except Exception as exc:  # an external stack: its servers are not ours to watch
+        print(f"devstack pids unknown ({exc}); Kafka/FerretDB CPU not measured", file=sys.stderr)
+    return pids
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class StackDisturbedError(RuntimeError):
+    """The devstack's Kafka or FerretDB was restarted during the run (e.g. by a fault test): numbers void."""
+
+
+class StackGuard:
+    """Remembers the devstack's Kafka and FerretDB pids; `check()` raises if either changed."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._pids = self._current() if enabled else {}
+
+    @staticmethod
+    def _current() -> dict[str, int | None]:
+        from devstack.process import running_pid
+
+        return {name: running_pid(name) for name in ("kafka", "mongo")}
+
+    def check(self) -> None:
+        if not self._pids:
+            return
+        now = self._current()
+        if now != self._pids:
+            raise StackDisturbedError(
+                f"the devstack was restarted during the run (pids {self._pids} -> {now}), probably by a fault "
+                "test on the same machine; the numbers would be meaningless, run the command again"
+            )
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
+
+
+def start_registration(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "services.registration"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------- the run
+
+
+async def run_config(
+    opts: Options,
+    replicas: int,
+    base_env: dict[str, str],
+    run_id: str,
+    api: Api,
+    watcher: Watcher,
+    factory: CsrFactory,
+    registration_pid: int,
+    work: Path,
+    guard: StackGuard,
+) -> dict[str, Any]:
+    env = dict(base_env, CACERT_MONGO_DATABASE=f"bench_signer_{run_id}_{replicas}")
+    started = loadtest.start_signers(replicas, env, opts.lint, work)
+    procs = [p for p, _ in started]
+    ports = [port for _, port in started]
+    config: dict[str, Any] = {"replicas": replicas, "loadavg_before": _loadavg()}
+    try:
+        for (proc, port), i in zip(started, range(replicas), strict=True):
+            await wait_ready(port, proc, f"signer replica {i}")
+        # Warm-up (not measured): every replica has joined the group and issued at least one batch.
+        deadline = time.monotonic() + 120
+        warmed = 0
+        while True:
+            warm = factory.make(2 * opts.partitions)
+            samples = await closed_loop(api, watcher, warm, len(warm), opts.timeout)
+            warmed += len(samples)
+            batches = [await asyncio.to_thread(_signer_batches, p) for p in ports]
+            if all(b > 0 for b in batches):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"signer replicas never all got work during warm-up: {batches}")
+        config["warmup_requests"] = warmed
+
+        guard.check()
+        pids = system_pids([p.pid for p in procs], registration_pid)
+        before = loadtest.cpu_snapshot(pids)
+        burst = await closed_loop(api, watcher, factory.make(opts.saturation_count), opts.concurrency, opts.timeout)
+        after = loadtest.cpu_snapshot(pids)
+        saturation = summarize(burst, watcher)
+        saturation["concurrency"] = opts.concurrency
+        saturation["steady_per_s"] = round(steady_rate(burst), 1)
+        issued = max(1, saturation["issued"])
+        saturation["cpu_ms_per_cert"] = {k: round((after[k] - before[k]) * 1000 / issued, 2) for k in before}
+        saturation["cpu_busy_cores"] = round(
+            sum(after[k] - before[k] for k in before) / max(1e-3, saturation["duration_s"]), 2
+        )
+        config["saturation"] = saturation
+        print(f"[{replicas} replica(s)] saturation: {json.dumps(saturation)}", file=sys.stderr)
+
+        rate = saturation["steady_per_s"]
+        levels = []
+        for fraction in opts.levels:
+            offered = max(0.5, rate * fraction)
+            await asyncio.sleep(1.0)  # let the previous phase drain
+            guard.check()
+            count = max(5, min(opts.requests_per_level, round(offered * opts.max_level_seconds)))
+            samples = await open_loop(api, watcher, factory.make(count), offered, opts.timeout)
+            level = {"fraction": fraction, **summarize(samples, watcher, offered)}
+            levels.append(level)
+            print(f"[{replicas} replica(s)] {fraction:.0%}: {json.dumps(level)}", file=sys.stderr)
+        config["levels"] = levels
+        guard.check()
+        config.update(await asyncio.to_thread(loadtest.stage_breakdown, ports))
+    except Exception:
+        for i in range(replicas):
+            print(f"--- signer-{i}.log\n{_tail(work / f'signer-{i}.log')}", file=sys.stderr)
+        raise
+    finally:
+        stop_processes(procs)
+    config["loadavg_after"] = _loadavg()
+    return config
+
+
+async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: str, work: Path) -> dict[str, Any]:
+    """The signer's stand-alone load test against the same CA: ratio to bare signing in the same run."""
+    out = work / "signer-loadtest.json"
+    args = [
+        sys.executable, "-m", "services.signer.loadtest",
+        "--requests", str(opts.signer_requests), "--lint", opts.signer_lint, "--replicas", "1",
+        "--ca-dir", str(ca_dir), "--ca-algorithm", CA_ALGORITHM, "--bootstrap", bootstrap, "--mongo-url", mongo_url,
+        "--baseline-seconds", str(opts.baseline_seconds), "--out", str(out), "--timeout", str(opts.timeout),
+    ]  # fmt: skip
+    env = dict(os.environ, CACERT_CA_PASSPHRASE=loadtest.PASSPHRASE.decode(), CACERT_LOG_LEVEL="WARNING")
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await proc.communicate()
+    if not out.exists():
+        raise RuntimeError(f"signer load test failed ({proc.returncode}): {stderr.decode()[-2000:]}")
+    report: dict[str, Any] = json.loads(out.read_text())
+    report["command"] = (
+        f"python -m services.signer.loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
+        f"--replicas 1 --ca-dir <this run's CA> --ca-algorithm {CA_ALGORITHM} "
+        f"--baseline-seconds {opts.baseline_seconds:g}"
+    )
+    report["exit_code"] = proc.returncode
+    return report
+
+
+async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, guard: StackGuard) -> dict[str, Any]:
+    """One replica configuration on its own topics, databases, registration process and members."""
+    assert opts.bootstrap and opts.mongo_url
+    run_id = uuid.uuid4().hex[:8]
+    prefix = f"bench{run_id}."
+    topics = Topics(prefix)
+    kafka = KafkaSettings(bootstrap=opts.bootstrap, topic_prefix=prefix)
+    await ensure_topics(kafka, partitions=opts.partitions)
+    reg_db = f"bench_registration_{run_id}"
+    base_env = dict(
+        os.environ,
+        CACERT_KAFKA_BOOTSTRAP=opts.bootstrap,
+        CACERT_KAFKA_TOPIC_PREFIX=prefix,
+        CACERT_KAFKA_CREATE_TOPICS="false",
+        CACERT_MONGO_URL=opts.mongo_url,
+        CACERT_CA_DIR=str(ca_dir),
+        CACERT_CA_PASSPHRASE=loadtest.PASSPHRASE.decode(),
+        CACERT_SIGNER_PUBLIC_URL=loadtest.PUBLIC_URL,
+        CACERT_LOG_LEVEL="WARNING",
+    )
+    reg_port = free_port()
+    reg_log = work / f"registration-{run_id}.log"
+    registration = start_registration(
+        dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port)), reg_log
+    )
+    watcher = Watcher(opts.bootstrap, topics)
+    producer = EventProducer(kafka, client_id="e2e-bench")
+    try:
+        await wait_ready(reg_port, registration, "registration")
+        await watcher.start()
+        await producer.start()
+        connector = aiohttp.TCPConnector(limit=512)
+        timeout = aiohttp.ClientTimeout(total=opts.timeout)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            api = Api(f"http://127.0.0.1:{reg_port}", http)
+            t = time.perf_counter()
+            members = list(
+                await asyncio.gather(*(sign_up(api, watcher, producer, i, run_id) for i in range(opts.members)))
+            )
+            prepared_s = time.perf_counter() - t
+            config = await run_config(
+                opts, replicas, base_env, run_id, api, watcher, CsrFactory(members), registration.pid, work, guard
+            )
+            config["members_prepared_s"] = round(prepared_s, 1)
+            return config
+    except Exception:
+        print(f"--- registration.log\n{_tail(reg_log)}", file=sys.stderr)
+        raise
+    finally:
+        await producer.stop()
+        await watcher.stop()
+        stop_processes([registration])
+        await _clean_up(opts, topics, [reg_db, f"bench_signer_{run_id}_{replicas}"])
+
+
+async def measure(opts: Options) -> dict[str, Any]:
+    """Everything measured, as a JSON-able dict (see REPORT_KEYS); no files written."""
+    started_wall = time.monotonic()
+    devstack_used = not (opts.bootstrap and opts.mongo_url)
+    if devstack_used:
+        import devstack
+
+        stack = devstack.ensure_up(("kafka", "mongo"))
+        opts.bootstrap = opts.bootstrap or stack["CACERT_KAFKA_BOOTSTRAP"]
+        opts.mongo_url = opts.mongo_url or stack["CACERT_MONGO_URL"]
+    assert opts.bootstrap and opts.mongo_url
+    report: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine(),
+        "command": opts.command,
+        "revision": git_revision(),
+    }
+    guard = StackGuard(devstack_used)
+    with tempfile.TemporaryDirectory(prefix="e2e-bench-") as tmp:
+        work = Path(tmp)
+        ca_dir = work / "ca"
+        ca_dir.mkdir()
+        bootstrap_ca(ca_dir, loadtest.PASSPHRASE, CA_ALGORITHM, class1_urls=CAUrls.under(loadtest.PUBLIC_URL, "class1"))
+        report["configs"] = [await fresh_system(opts, r, ca_dir, work, guard) for r in opts.replicas]
+        report["signer_only"] = await signer_only(opts, ca_dir, opts.bootstrap, opts.mongo_url, work)
+        guard.check()
+    report["setup"] = {
+        "ca_algorithm": CA_ALGORITHM,
+        "ca_public_url": loadtest.PUBLIC_URL,
+        "lint": opts.lint,
+        "partitions": opts.partitions,
+        "members": opts.members,
+        "requests_per_level": opts.requests_per_level,
+        "saturation_requests": opts.saturation_count,
+        "concurrency": opts.concurrency,
+        "max_level_seconds": opts.max_level_seconds,
+        "database": "FerretDB 1.24 (SQLite backend), the devstack" if devstack_used else "external MongoDB",
+        "levels": list(opts.levels),
+        "replicas": list(opts.replicas),
+        "profile": "server (1 DNS name under a verified domain), CSR keys P-256 / RSA-2048 (3:1)",
+    }
+    report["machine"]["loadavg_end"] = _loadavg()
+    report["duration_s"] = round(time.monotonic() - started_wall, 1)
+    return report
+
+
+async def _clean_up(opts: Options, topics: Topics, databases: list[str]) -> None:
+    """Drop this run's databases and topics (best effort: a leftover is harmless, just untidy)."""
+    from aiokafka.admin import AIOKafkaAdminClient
+    from pymongo import AsyncMongoClient
+
+    try:
+        client: AsyncMongoClient[Any] = AsyncMongoClient(opts.mongo_url, serverSelectionTimeoutMS=5000)
+        try:
+            for name in databases:
+                await client.drop_database(name)
+        finally:
+            await client.close()
+    except Exception as exc:
+        print(f"clean-up of databases failed: {exc}", file=sys.stderr)
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=opts.bootstrap, client_id="e2e-bench-cleanup")
+        await admin.start()
+        try:
+            await admin.delete_topics(topics.all())
+        finally:
+            await admin.close()
+    except Exception as exc:
+        print(f"clean-up of topics failed: {exc}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------------------------------------- output
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
+    for i, config in enumerate(report["configs"]):
+        color = colors[i % len(colors)]
+        xs = [lv["offered_per_s"] for lv in config["levels"]]
+        label = f"{config['replicas']} signer replica{'s' if config['replicas'] > 1 else ''}"
+        ax.plot(xs, [lv["p50_ms"] for lv in config["levels"]], "o-", color=color, label=f"{label}: p50")
+        ax.plot(xs, [lv["p99_ms"] for lv in config["levels"]], "s--", color=color, label=f"{label}: p99")
+        ax.axvline(config["saturation"]["steady_per_s"], color=color, linestyle=":", linewidth=1)
+    ax.set_xlabel("offered load (certificate requests / s); dotted: measured saturation")
+    ax.set_ylabel("CSR POST → cert.issued (ms)")
+    ax.set_yscale("log")
+    ax.set_xlim(left=0)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.set_title(
+        f"End-to-end latency vs offered load ({report['machine']['nproc']} CPUs, {report['started_at']})", fontsize=10
+    )
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def where_the_time_goes(report: dict[str, Any]) -> str:
+    signer = report["signer_only"]
+    run = next((r for r in signer["runs"] if not r["lint"]), signer["runs"][0])
+    cpu = run.get("cpu_ms_per_request", {})
+    total = sum(cpu.values()) or 1.0
+    bare_ms = 1000 / signer["baseline_sign_per_s"]
+    stages = run.get("stage_seconds", {})
+    stage_total = sum(stages.values()) or 1.0
+    parts = ", ".join(f"{k} {v:g} ms ({v / total:.0%})" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
+    text = [
+        f"In the signer-only run (1 replica, linting off) one certificate cost {total:.2f} ms of CPU across the "
+        f"processes the load test watches: {parts}. Building and signing the certificate itself costs "
+        f"{bare_ms:.3f} ms (the bare baseline), {bare_ms / total:.1%} of that; the rest is the event pipeline "
+        f"around it: Kafka fetch and acks=all publish, CloudEvent decoding and schema validation, the CSR "
+        f"re-check, and the claim and store writes to FerretDB."
+    ]
+    if stages:
+        stage_text = ", ".join(f"{k} {v / stage_total:.0%}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+        text.append(
+            f"Inside the signer the batch stages split their wall time as {stage_text} "
+            f"(mean batch {run.get('mean_batch_size')} requests)."
+        )
+    lint_run = next((r for r in signer["runs"] if r["lint"]), None)
+    if lint_run and lint_run.get("cpu_ms_per_request", {}).get("signer"):
+        text.append(
+            f"With pkilint on, as in the end-to-end runs, the signer's own CPU per certificate goes from "
+            f"{cpu.get('signer', 0):g} to {lint_run['cpu_ms_per_request']['signer']:g} ms."
+        )
+    for config in report["configs"]:
+        sat = config["saturation"]
+        e2e = sat.get("cpu_ms_per_cert", {})
+        e2e_total = sum(e2e.values())
+        if not e2e_total:
+            continue
+        top = sorted(e2e.items(), key=lambda kv: -kv[1])
+        text.append(
+            f"End to end at saturation with {config['replicas']} signer replica(s) a certificate cost "
+            f"{e2e_total:.1f} ms of CPU: " + ", ".join(f"{k} {v:g}" for k, v in top) + " ms. "
+            f"At that cost CPU alone caps {report['machine']['nproc']} cores at about "
+            f"{1000 * report['machine']['nproc'] / e2e_total:.0f} certificates/s; during the burst these processes "
+            f"used {sat['cpu_busy_cores']:g} cores on average (the rest went to other work on the machine or to "
+            f"waiting)."
+        )
+    return " ".join(text)
+
+
+def render(report: dict[str, Any], plot_rel: str) -> str:
+    m, s = report["machine"], report["setup"]
+    signer = report["signer_only"]
+    lines = [
+        "# Benchmarks: end-to-end throughput and latency",
+        "",
+        f"Produced by `{report.get('command') or 'python -m benchmarks.e2e_report'}` on {report['started_at']} "
+        f"(took {report['duration_s']:g} s) at revision {report.get('revision', '?')}. Re-running the command "
+        "rewrites this page and the figure.",
+        "",
+        "## Machine",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| CPUs (`nproc`) | {m['nproc']} |",
+        f"| CPU model (/proc/cpuinfo) | {m['cpu_model']} |",
+        f"| memory | {m['memory_gib']:g} GiB |",
+        f"| Python | {m['python']} |",
+        f"| kernel | {m['kernel']} |",
+        f"| load average at start (1/5/15 min) | {' / '.join(f'{x:g}' for x in m['loadavg_start'])} |",
+        f"| load average at end | {' / '.join(f'{x:g}' for x in m.get('loadavg_end', []))} |",
+        "",
+        "Everything (Kafka, FerretDB, registration, the signer replicas and the load generator) shares these "
+        "cores. The machine is shared with other engineers' test suites: a load average above 0 at the start "
+        "means something else was already competing, and the numbers below are lower and noisier than on an "
+        "idle machine.",
+        "",
+        "## What is measured",
+        "",
+        "* **Path**: `POST /v1/requests` to registration (HTTP 202, CSR policy checked, request stored with its "
+        "`csr.approved` in the outbox) → Kafka `csr` → a signer replica (claim, re-check, pkilint, sign, store) → "
+        "`cert.issued` on the `cert` topic, read by the load generator and matched by request id.",
+        f"* **Setup**: throw-away CA with **{s['ca_algorithm'].upper()}** keys (CRL/OCSP URLs under "
+        f"`{s['ca_public_url']}`), pre-issuance linting **{'on' if s['lint'] else 'off'}**, {s['partitions']} "
+        f"partitions per topic, {s['database']}; for each replica count fresh topics and databases, "
+        f"registration as one `python -m services.registration` "
+        f"process, signer replicas as `python -m services.signer issue` processes in one consumer group. "
+        f"{s['members']} members signed up through the API, each with a domain verified by a `domain.verified` "
+        f"event; requests are {s['profile']}; CSRs pre-generated.",
+        f"* **Saturation**: closed loop of {s['concurrency']} clients, each submitting and waiting for its "
+        f"`cert.issued` before the next, {s['saturation_requests']} requests; the saturation rate is the completion "
+        f"rate between the 10th and 90th percentile completion.",
+        f"* **Levels**: open-loop submission at a constant {', '.join(f'{x:.0%}' for x in s['levels'])} of that rate, "
+        f"{s['requests_per_level']} requests each (fewer when that would take more than "
+        f"{s['max_level_seconds']:g} s at "
+        f"the offered rate: see the requests column); latency runs from the *scheduled* send time (no coordinated "
+        f"omission) to reading `cert.issued`; achieved = certificates / (last `cert.issued` - first submission); "
+        f"p50/p99 are nearest-rank.",
+        "",
+        "## End-to-end results",
+        "",
+        "| signer replicas | load | offered (req/s) | achieved (certs/s) | p50 (ms) | p99 (ms) | HTTP 202 p50 (ms) "
+        "| issued / requests | missing |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for config in report["configs"]:
+        sat = config["saturation"]
+        lines.append(
+            f"| {config['replicas']} | saturation (closed loop, {sat['concurrency']} clients) | - | "
+            f"**{_fmt(sat['steady_per_s'])}** | {_fmt(sat['p50_ms'])} | {_fmt(sat['p99_ms'])} | "
+            f"{_fmt(sat['http_p50_ms'])} | {sat['issued']} / {sat['requests']} | {sat['missing']} |"
+        )
+        for lv in config["levels"]:
+            kept_up = lv["achieved_per_s"] >= 0.9 * lv["offered_per_s"]
+            lines.append(
+                f"| {config['replicas']} | {lv['fraction']:.0%}{'' if kept_up else ' (not sustained)'} | "
+                f"{_fmt(lv['offered_per_s'])} | "
+                f"{_fmt(lv['achieved_per_s'])} | **{_fmt(lv['p50_ms'])}** | **{_fmt(lv['p99_ms'])}** | "
+                f"{_fmt(lv['http_p50_ms'])} | {lv['issued']} / {lv['requests']} | {lv['missing']} |"
+            )
+    lines += ["", f"![latency against offered load]({plot_rel})", ""]
+    behind = [
+        f"{c['replicas']} replica(s) at {lv['fraction']:.0%}"
+        for c in report["configs"]
+        for lv in c["levels"]
+        if lv["achieved_per_s"] < 0.9 * lv["offered_per_s"]
+    ]
+    if behind:
+        lines += [
+            "**Not sustained** (achieved < 90 % of offered): " + ", ".join(behind) + ". The system did not keep up "
+            "with a rate below the one the closed-loop burst reached earlier in the same configuration, so "
+            "capacity fell during the run (as the run's databases grew, or because other work on the machine took "
+            "the CPU); latency at those points is queueing time.",
+            "",
+        ]
+    scaling = [c["saturation"]["steady_per_s"] for c in report["configs"]]
+    if len(scaling) > 1 and scaling[0]:
+        lines += [
+            f"Saturation with {report['configs'][-1]['replicas']} replicas is {scaling[-1] / scaling[0]:.2f} times the "
+            f"one-replica rate.",
+            "",
+        ]
+    lines += [
+        "## Signer alone against bare signing",
+        "",
+        f"`{signer.get('command', 'python -m services.signer.loadtest')}` (same CA, same run):",
+        "",
+        "| lint | signer replicas | requests | certs/s | p50 (ms) | p99 (ms) | bare signing (certs/s, 1 thread) "
+        "| ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in signer["runs"]:
+        lines.append(
+            f"| {'on' if run['lint'] else 'off'} | {run['replicas']} | {run['requests']} | "
+            f"{_fmt(run['throughput_per_s'])} "
+            f"| {_fmt(run['p50_ms'])} | {_fmt(run['p99_ms'])} | {_fmt(signer['baseline_sign_per_s'])} | "
+            f"**{_fmt(run['ratio'])}** |"
+        )
+    lines += [
+        "",
+        f"The signer's ratio to the bare `cryptography` build-and-sign rate measured in the same run is "
+        f"**{_fmt(signer['ratio'])}** (linting off, one replica). Bare signing with a P-256 key is very cheap, so "
+        f"the ratio is dominated by everything around the signature.",
+        "",
+        "## Where the time goes",
+        "",
+        where_the_time_goes(report),
+        "",
+        "<details><summary>Raw results (JSON)</summary>",
+        "",
+        "```json",
+        json.dumps(report, indent=1),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write(report: dict[str, Any], opts: Options) -> None:
+    png = opts.plot_path
+    plot(report, png)
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    rel = os.path.relpath(png.resolve(), opts.out.parent.resolve())
+    opts.out.write_text(render(report, rel))
+
+
+def run(opts: Options) -> dict[str, Any]:
+    report = asyncio.run(measure(opts))
+    write(report, opts)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests-per-level", type=int, default=200)
+    parser.add_argument("--replicas", default="1,2", help="comma list of signer replica counts")
+    parser.add_argument("--levels", default="0.1,0.5,0.9", help="fractions of the saturation rate")
+    parser.add_argument("--saturation-requests", type=int, default=0, help="default max(2 x per level, 300)")
+    parser.add_argument(
+        "--concurrency", type=int, default=Options.concurrency, help="closed-loop clients for saturation"
+    )
+    parser.add_argument("--members", type=int, default=4)
+    parser.add_argument("--signer-requests", type=int, default=500, help="requests of the signer-only run")
+    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks.md"))
+    parser.add_argument("--plot", type=Path, help="PNG path (default: <out dir>/benchmarks/e2e_latency.png)")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--bootstrap", help="Kafka bootstrap (default: the local devstack)")
+    parser.add_argument("--mongo-url", help="MongoDB URL (default: the local devstack)")
+    args = parser.parse_args(argv)
+    shown = ["python -m benchmarks.e2e_report"] + [a for a in (argv if argv is not None else sys.argv[1:])]
+    opts = Options(
+        requests_per_level=args.requests_per_level,
+        replicas=tuple(int(r) for r in args.replicas.split(",")),
+        levels=tuple(float(x) for x in args.levels.split(",")),
+        saturation_requests=args.saturation_requests,
+        concurrency=args.concurrency,
+        members=args.members,
+        signer_requests=args.signer_requests,
+        out=args.out,
+        plot=args.plot,
+        bootstrap=args.bootstrap,
+        mongo_url=args.mongo_url,
+        command=" ".join(shown),
+    )
+    try:
+        report = run(opts)
+    except StackDisturbedError as exc:
+        print(f"e2e_report: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {opts.out} and {opts.plot_path} in {report['duration_s']:g} s", file=sys.stderr)
+    bad = any(
+        phase["missing"] or phase["duplicates"] for c in report["configs"] for phase in [c["saturation"], *c["levels"]]
+    )
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Smoke test of the end-to-end benchmark report: the whole pipeline with a tiny load (one replica, one level)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from benchmarks import e2e_report
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_path: Path) -> None:
+    out = tmp_path / "benchmarks.md"
+    opts = e2e_report.Options(
+        requests_per_level=5,
+        replicas=(1,),
+        levels=(0.5,),
+        saturation_requests=10,
+        concurrency=5,
+        members=1,
+        partitions=2,
+        signer_requests=10,
+        signer_lint="off",
+        baseline_seconds=0.5,
+        timeout=60,
+        bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"],
+        mongo_url=stack_env["CACERT_MONGO_URL"],
+        out=out,
+        command="smoke",
+    )
+    report = e2e_report.run(opts)
+
+    assert set(e2e_report.REPORT_KEYS) <= report.keys()
+    (config,) = report["configs"]
+    assert config["replicas"] == 1
+    assert config["saturation"]["issued"] == 10 and config["saturation"]["steady_per_s"] > 0
+    (level,) = config["levels"]
+    assert level["fraction"] == 0.5 and level["issued"] == level["requests"] == 5
+    assert level["missing"] == level["duplicates"] == level["http_errors"] == 0
+    for key in ("offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"):
+        assert level[key] is not None and level[key] > 0, key
+    assert report["signer_only"]["baseline_sign_per_s"] > 0 and report["signer_only"]["ratio"] > 0
+    assert report["machine"]["nproc"] >= 1 and report["machine"]["loadavg_start"]
+
+    text = out.read_text()
+    for heading in (
+        "## Machine",
+        "## End-to-end results",
+        "## Signer alone against bare signing",
+        "## Where the time goes",
+    ):
+        assert heading in text
+    assert "p50 (ms)" in text and "p99 (ms)" in text and "ratio" in text
+    png = tmp_path / "benchmarks" / "e2e_latency.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](benchmarks/e2e_latency.png)" in text
