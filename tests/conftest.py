@@ -38,7 +38,9 @@ def unique() -> str:
 
 @pytest.fixture
 def kafka_settings(stack_env: dict[str, str], unique: str) -> KafkaSettings:
-    return KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.")
+    # Consumer groups are broker-wide: without their own prefix, tests would join each other's groups.
+    return KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.",
+                         group_prefix=f"t{unique}.")
 
 
 @pytest.fixture

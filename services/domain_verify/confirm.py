@@ -27,6 +27,7 @@ from services.domain_verify.ratelimit import AttemptLimiter
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import ChallengeStore
 from services.domain_verify.tokens import looks_like_token, token_hash
+from shared.audit import AuditLog
 from shared.events import utcnow
 from shared.logging import bound, get_logger
 from shared.outbox import Outbox
@@ -86,12 +87,13 @@ def display_domain(domain: str) -> str:
 
 class ConfirmEndpoint:
     def __init__(self, store: ChallengeStore, outbox: Outbox, settings: DomainVerifySettings,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, audit: AuditLog | None = None) -> None:
         self._store = store
         self._outbox = outbox
         self._settings = settings
         self._clock = clock
         self._limiter = AttemptLimiter(settings.rate_limit_attempts, settings.rate_limit_window_seconds)
+        self._audit = audit
 
     def install(self, app: web.Application) -> None:
         app.router.add_get("/confirm/{token}", self._guarded(self.show))
@@ -173,4 +175,8 @@ class ConfirmEndpoint:
                 # The confirmation is durable with its event in the outbox; the outbox sweep publishes it.
                 log.warning("publishing domain.verified deferred to the outbox sweep",
                             error=type(exc).__name__)
+            if self._audit is not None:
+                await self._audit.append(actor=challenge.contact, action="domain.verified", subject=challenge.domain,
+                                         details={"member_id": challenge.member_id,
+                                                  "request_id": challenge.request_id})
             return outcome_page("confirmed")

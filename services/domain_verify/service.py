@@ -23,6 +23,7 @@ from services.domain_verify.issuer import ChallengeIssuer
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import INDEXES, ChallengeStore
 from services.domain_verify.sweep import ExpirySweep
+from shared.audit import AuditLog
 from shared.events import BY_NAME, utcnow
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
@@ -77,7 +78,8 @@ class DomainVerifyService:
 
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
-        ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock).install(app)
+        ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock,
+                        audit=AuditLog(self.db, clock=self._clock)).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
         self.http_port = self._http.addresses[0][1]
         log.info("domain_verify started", port=self.http_port)

@@ -63,6 +63,14 @@ async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
 <body><main><h1>{title}</h1><p>{text}</p>{form}</main></body></html>"""
+# The page is opened from a mail and its URL holds the token: no scripts, no framing, no referrer, no cache.
+HTML_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 class AccountRoutes:
@@ -182,6 +190,7 @@ class AccountRoutes:
 
     async def confirm(self, request: web.Request) -> web.Response:
         body = await read_json(request, schema("ConfirmEmailRequest"))
+        await self._limiter.hit("confirm:client", client_address(request))
         return web.json_response(await self._emails.confirm(body["token"]))
 
     async def confirm_page(self, request: web.Request) -> web.Response:
@@ -196,7 +205,7 @@ class AccountRoutes:
             text="Press the button to confirm that this address is yours.",
             form=form,
         )
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=page, content_type="text/html", headers=HTML_HEADERS)
 
     async def confirm_form(self, request: web.Request) -> web.Response:
         try:
@@ -206,14 +215,15 @@ class AccountRoutes:
         token = form.get("token") if form else None
         if not isinstance(token, str):
             token = ""
+        await self._limiter.hit("confirm:client", client_address(request))
         try:
             result = await self._emails.confirm(token)
         except ApiError as exc:
             page = _PAGE.format(title="Not confirmed", text=html.escape(exc.message), form="")
-            return web.Response(text=page, content_type="text/html", status=exc.status)
+            return web.Response(text=page, content_type="text/html", status=exc.status, headers=HTML_HEADERS)
         page = _PAGE.format(
             title="Address confirmed",
             text=f"{html.escape(result['email'])} is now verified. You can close this page.",
             form="",
         )
-        return web.Response(text=page, content_type="text/html")
+        return web.Response(text=page, content_type="text/html", headers=HTML_HEADERS)

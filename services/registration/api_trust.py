@@ -63,8 +63,9 @@ class TrustRoutes:
         return web.json_response(result, status=201)
 
     async def admin_view(self, request: web.Request) -> web.Response:
-        await self._auth.admin(request)
+        admin = await self._auth.admin(request)
         member = await self._target(request.match_info["member_id"])
+        await self._members.audit(admin.id, "admin.member_viewed", member.id)
         return web.json_response(await member_view(member, self._assurances))
 
     async def grant_assurer(self, request: web.Request) -> web.Response:
@@ -89,6 +90,7 @@ class TrustRoutes:
             changed_by=admin.id,
             extra={"assurer_test_passed": True},
         )
+        await self._members.audit(admin.id, "admin.assurer_granted", member.id, roles=roles, points=points)
         return web.json_response(await member_view(updated, self._assurances))
 
     async def set_codesign(self, request: web.Request) -> web.Response:
@@ -101,4 +103,5 @@ class TrustRoutes:
         updated = await self._members.change_roles(
             member, roles=list(member.roles), codesign=enabled, changed_by=admin.id
         )
+        await self._members.audit(admin.id, "admin.codesign_changed", member.id, codesign_enabled=enabled)
         return web.json_response(await member_view(updated, self._assurances))

@@ -76,6 +76,8 @@ class Assurances:
             await self._collection.insert_one(doc)
         except DuplicateKeyError:
             raise ApiError(409, "already_assured", "you have already assured this member") from None
+        await self._ctx.audit(assurer.id, "assurance.recorded", member.id, points=points, total_points=total,
+                              location=location, date=met_on.isoformat())
         await self._ctx.announce(self._collection, doc_id)
         return {
             "assurer_id": assurer.id,

@@ -44,6 +44,7 @@ async def bootstrap_member(
     ctx = Context(db, settings, utcnow)
     members = Members(ctx)
     existing = await members.by_address(email)
+    await ctx.audit("bootstrap", "member.bootstrapped", email, roles=list(roles), existing=existing is not None)
     if existing is not None:
         merged = [*existing.roles, *(r for r in roles if r not in existing.roles)]
         return await members.change_roles(

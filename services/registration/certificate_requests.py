@@ -116,6 +116,10 @@ class CertificateRequests:
             )
         doc["_outbox"] = outbox.pending([event])["_outbox"]["$each"]
         await self._collection.insert_one(doc)
+        await self._ctx.audit(member.id, f"csr.{doc['status']}", request_id, profile=profile,
+                              **({"dns_names": list(decision.dns_names), "emails": list(decision.emails),
+                                  "cert_class": decision.cert_class} if decision.approved
+                                 else {"reasons": list(decision.reasons)}))
         await self._ctx.announce(self._collection, request_id)
         if not decision.approved:
             raise ApiError(

@@ -178,5 +178,7 @@ class Certificates:
                 "$push": outbox.pending([event]),
             },
         )
+        await self._ctx.audit(member.id, "revocation.requested", doc["_id"], reason=reason,
+                              owner=doc["member_id"], by_admin=member.id != doc["member_id"])
         await self._ctx.announce(self._collection, doc["_id"])
         return public_view(await self._find(member, serial, any_member=True))

@@ -19,6 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from services.registration.settings import RegistrationSettings
 from shared import outbox
+from shared.audit import AuditLog
 from shared.events import CloudEvent, make_event
 from shared.logging import get_logger
 from shared.outbox import Outbox
@@ -62,6 +63,7 @@ class Context:
     settings: RegistrationSettings
     clock: Callable[[], datetime]
     outbox: Outbox | None = None
+    audit_log: AuditLog | None = None
 
     def collection(self, name: str) -> AsyncCollection[Document]:
         return self.db[name]
@@ -72,6 +74,12 @@ class Context:
 
     def event(self, name: str, data: dict[str, Any], *, event_id: str | None = None) -> CloudEvent:
         return make_event(name, data, source=SOURCE, event_id=event_id)
+
+    async def audit(self, actor: str, action: str, subject: str, **details: Any) -> None:
+        """Append one entry to the hash-chained audit log (collection `audit`, see shared/audit.py)."""
+        if self.audit_log is None:
+            self.audit_log = AuditLog(self.db, clock=self.clock)
+        await self.audit_log.append(actor=actor, action=action, subject=subject, details=details)
 
     async def announce(self, collection: AsyncCollection[Document], document_id: Any) -> None:
         """Publish what the last write queued; on failure leave it to the sweep."""

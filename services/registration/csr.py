@@ -109,6 +109,8 @@ def parse_csr(pem: str) -> SubmittedCsr:
         san = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
         san = None
+    except x509.DuplicateExtension as exc:  # not a ValueError: it would otherwise escape as a 500
+        raise CsrProblem([f"the CSR contains extension {exc.oid.dotted_string} more than once"]) from None
     except ValueError as exc:
         raise CsrProblem([f"the CSR extensions cannot be read: {exc}"]) from None
     if san is not None:

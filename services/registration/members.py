@@ -91,6 +91,10 @@ class Members:
         self._members = context.members
         self._addresses = context.collection("addresses")
 
+    async def audit(self, actor: str, action: str, subject: str, **details: Any) -> None:
+        """An audit-log entry for an action on a member (support actions record their admin as actor)."""
+        await self._ctx.audit(actor, action, subject, **details)
+
     async def get(self, member_id: str) -> Member | None:
         doc = await self._members.find_one({"_id": member_id}, {"_outbox": 0})
         return Member.from_document(doc) if doc else None

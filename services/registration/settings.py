@@ -49,6 +49,9 @@ class RegistrationSettings:
     login_per_client: int = setting(
         "CACERT_RATE_LOGIN_PER_CLIENT", 100, help="login attempts per client IP per 15 minutes"
     )
+    confirm_per_client: int = setting(
+        "CACERT_RATE_CONFIRM_PER_CLIENT", 30, help="email confirmation attempts per client IP per 15 minutes"
+    )
     mail_per_account: int = setting(
         "CACERT_RATE_MAIL_PER_ACCOUNT", 10, help="mail-triggering calls per member per hour"
     )
@@ -78,6 +81,7 @@ class RegistrationSettings:
             "signup:client": RateLimit(self.signup_per_client, 3600),
             "login:account": RateLimit(self.login_per_account, 900),
             "login:client": RateLimit(self.login_per_client, 900),
+            "confirm:client": RateLimit(self.confirm_per_client, 900),
             "mail:account": RateLimit(self.mail_per_account, 3600),
             "mail:address": RateLimit(self.mail_per_address, 3600),
         }

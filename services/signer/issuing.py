@@ -40,6 +40,7 @@ from services.signer.ca.serials import new_serial_number, serial_hex
 from services.signer.ca.urls import CAUrls
 from services.signer.store import CertificateStore
 from shared import outbox
+from shared.audit import AuditLog, Pending
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import Batch, EventProducer, TransientError
 from shared.logging import bound, get_logger
@@ -86,6 +87,7 @@ class CertificateIssuer:
         lint_profiles: Iterable[str],
         linter: PreIssuanceLinter | None,
         profiles: Mapping[str, CertificateProfile] | None = None,
+        audit: AuditLog | None = None,
     ) -> None:
         self._hierarchy = hierarchy
         self._store = store
@@ -94,6 +96,7 @@ class CertificateIssuer:
         self._lint_profiles = frozenset(lint_profiles)
         self._linter = linter
         self._profiles = profiles
+        self._audit = audit
         self._instance = uuid.uuid4().hex  # owner of this process's claims
         # One signing thread: a replica signs on one core; replicas scale out (see module docstring).
         self._signing = ThreadPoolExecutor(max_workers=1, thread_name_prefix="signing")
@@ -146,6 +149,12 @@ class CertificateIssuer:
             if collisions:
                 # A serial collision (2^-127): the outcome stands without a status; fail loudly, retry repairs.
                 raise RuntimeError(f"serial collision for {sorted(collisions)}")
+        if self._audit is not None:
+            await self._audit.append_many(
+                Pending("signer", "certificate.issued", d["serial"],
+                        {"request_id": d["_id"], "member_id": d["member_id"], "issuer": d["issuer"],
+                         "profile": d["profile"], "fingerprint_sha256": d["event"]["data"]["fingerprint_sha256"]})
+                for d in stored if d["kind"] == "issued")
         with STAGE_SECONDS.labels("publish").time():
             await self._producer.publish_many([outbox.stored_event(d["event"]) for d in stored] + republish)
         for doc in stored:

@@ -19,6 +19,7 @@ from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
 from services.signer.store import CertificateStore
 from shared import outbox
+from shared.audit import AuditLog
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import EventProducer, PermanentError
 from shared.logging import get_logger
@@ -93,10 +94,12 @@ class Revoker:
     the certificate revoked and re-publishes the stored event.
     """
 
-    def __init__(self, store: CertificateStore, producer: EventProducer, crls: CRLPublisher) -> None:
+    def __init__(self, store: CertificateStore, producer: EventProducer, crls: CRLPublisher,
+                 audit: AuditLog | None = None) -> None:
         self._store = store
         self._producer = producer
         self._crls = crls
+        self._audit = audit
 
     async def handle(self, event: CloudEvent) -> None:
         serial = event.data["serial"]
@@ -123,7 +126,7 @@ class Revoker:
             revoked = make_event(
                 "cert.revoked", data, source="signer", event_id=deterministic_event_id("cert.revoked", serial)
             )
-            await self._store.statuses.update_one(
+            flipped = await self._store.statuses.update_one(
                 {"_id": serial, "status": "issued"},
                 {
                     "$set": {
@@ -136,6 +139,11 @@ class Revoker:
             )
             status = await self._store.status(serial) or status
             log.info("certificate revoked", serial=serial, reason=status.get("revocation_reason"))
+            if flipped.modified_count and self._audit is not None:
+                await self._audit.append(actor="signer", action="certificate.revoked", subject=serial, details={
+                    "reason": event.data["reason"], "member_id": status["member_id"],
+                    "request_id": status["request_id"], "issuer": status["issuer"],
+                    "requested_by": event.data["requested_by"]})
             await self._crls.regenerate(status["issuer"])
         # The stored event, also on redelivery or after losing a race: always the same id and time.
         await self._producer.publish(outbox.stored_event(status["revoked_event"]))

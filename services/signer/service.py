@@ -19,6 +19,7 @@ from services.signer.issuing import CertificateIssuer
 from services.signer.revoking import CRLPublisher, Revoker
 from services.signer.settings import SignerSettings
 from services.signer.status import StatusEndpoints
+from shared.audit import AuditLog
 from shared.events import BY_NAME
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
@@ -73,6 +74,7 @@ class SignerService:
 
             linter = PreIssuanceLinter()
             linter.warm_up([hierarchy.issuing_ca(1).key_algorithm])
+        audit = AuditLog(self.store.db)
         self.issuer = CertificateIssuer(
             hierarchy,
             self.store,
@@ -80,6 +82,7 @@ class SignerService:
             public_base_url=self.settings.public_base_url,
             lint_profiles=self.settings.lint_profiles,
             linter=linter,
+            audit=audit,
         )
         self.crls = CRLPublisher(
             hierarchy,
@@ -89,7 +92,7 @@ class SignerService:
         )
         await self.crls.refresh_due()
         self.crls.start()
-        revoker = Revoker(self.store, self.producer, self.crls)
+        revoker = Revoker(self.store, self.producer, self.crls, audit)
         approved = BY_NAME["csr.approved"].type
         self.runner = ConsumerRunner(
             common.kafka,

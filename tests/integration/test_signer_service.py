@@ -254,3 +254,31 @@ async def test_status_mode_runs_without_the_ca_key_files(
             assert x509.load_der_x509_certificate(await response.read()).subject.rfc4514_string()
     finally:
         await status.stop()
+
+
+async def test_issuance_and_revocation_are_in_the_verified_audit_chain(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer) -> None:
+    from shared.audit import AuditLog
+
+    service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
+    await service.start()
+    try:
+        request = approved("server", 1, make_csr(["audit.example.org"]), dns=["audit.example.org"],
+                           subject={"CN": "audit.example.org"})
+        await producer.publish(request)
+        (issued,) = await cert_events(kafka_settings, 1)
+        await producer.publish(request)  # a redelivery adds no second issuance entry
+        await producer.publish(make_event("cert.revoke_requested", {
+            "serial": issued.data["serial"], "member_id": "member-1", "reason": "superseded",
+            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test"))
+        for _ in range(100):  # the redelivery and the revocation travel on different topics: wait for both
+            events = await cert_events(kafka_settings, 3)
+            if sum(e.type == "org.cacert.cert.revoked.v1" for e in events) and len(events) >= 3:
+                break
+        audit = AuditLog(service.store.db)
+        entries = await audit.collection.find({}).sort("_id", 1).to_list()
+        assert [(e["action"], e["subject"]) for e in entries] == [
+            ("certificate.issued", issued.data["serial"]), ("certificate.revoked", issued.data["serial"])]
+        assert (await audit.verify()).ok
+    finally:
+        await service.stop()

@@ -1,0 +1,119 @@
+"""The hash-chained audit log: what registration and domain_verify record, concurrent appends, tampering."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from urllib.parse import urlparse
+
+import pytest
+
+from shared.audit import AuditLog
+from shared.config import KafkaSettings, MongoSettings
+from shared.mongo import connect
+from tests.integration.test_registration_certificates import verify_domain
+from tests.registration.csrs import build_csr
+from tests.registration.harness import running
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
+
+
+def verify_cli(mongo: MongoSettings) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "shared.audit", "verify", "--mongo-url", mongo.url,
+                           "--database", str(mongo.database)], capture_output=True, text=True, timeout=60,
+                          check=False, env=dict(os.environ))
+
+
+async def test_registration_actions_are_audited_and_tampering_is_found(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    async with running(kafka_settings, mongo_settings) as stack:
+        api = stack.api
+        member_id, member = await stack.member("Ann Audit", "ann@example.org")
+        assurer_id, assurer = await stack.founder("Abe Assurer", "abe@example.org", ("member", "assurer"))
+        admin_id, admin = await stack.founder("Ada Admin", "ada@example.net", ("member", "admin"))
+        await verify_domain(stack, member_id, member, "example.org")
+        assured = await api.call("POST", "/v1/assurances", token=assurer, json_body={
+            "member": member_id, "points": 35, "location": "Paris", "date": "2026-01-02"})
+        assert assured.status == 201
+        assert (await api.call("GET", f"/v1/admin/members/{member_id}", token=admin)).status == 200
+        refused = await api.call("POST", f"/v1/admin/members/{assurer_id}/assurer", token=admin,
+                                 json_body={"assurer_test_passed": True})
+        assert refused.status == 409  # not audited: nothing changed
+        codesign = await api.call("POST", f"/v1/admin/members/{assurer_id}/codesign", token=admin,
+                                  json_body={"enabled": True})
+        assert codesign.status == 200
+        approved = await api.call("POST", "/v1/requests", token=member,
+                                  json_body={"csr_pem": build_csr(dns=["www.example.org"]), "profile": "server"})
+        rejected = await api.call("POST", "/v1/requests", token=member,
+                                  json_body={"csr_pem": build_csr(dns=["www.example.com"]), "profile": "server"})
+        assert approved.status == 202 and rejected.status == 422
+
+        audit = AuditLog(stack.service.db)  # type: ignore[arg-type]
+        entries = await audit.collection.find({}).sort("_id", 1).to_list()
+        actions = [(e["actor"], e["action"], e["subject"]) for e in entries]
+        assert ("bootstrap", "member.bootstrapped", "abe@example.org") in actions
+        assert (assurer_id, "assurance.recorded", member_id) in actions
+        assert (admin_id, "admin.member_viewed", member_id) in actions
+        assert (admin_id, "admin.codesign_changed", assurer_id) in actions
+        assert (member_id, "csr.approved", approved.body["id"]) in actions
+        rejected_id = rejected.body["error"]["details"]["request_id"]
+        assert (member_id, "csr.rejected", rejected_id) in actions
+        assert not [a for a in actions if a[1] == "admin.assurer_granted"]
+        assert [e["_id"] for e in entries] == list(range(1, len(entries) + 1))
+        assert (await audit.verify()).ok
+        ok = verify_cli(mongo_settings)
+        assert ok.returncode == 0 and f"{len(entries)} entries" in ok.stdout, ok.stdout + ok.stderr
+
+        # Tamper with the assurance entry (points 35 -> 5): verification fails exactly there.
+        target = next(e for e in entries if e["action"] == "assurance.recorded")
+        await audit.collection.update_one({"_id": target["_id"]}, {"$set": {"details.points": 5}})
+        result = await audit.verify()
+        assert not result.ok and result.broken_seq == target["_id"] and "altered" in (result.problem or "")
+        broken = verify_cli(mongo_settings)
+        assert broken.returncode == 1 and f"BROKEN at seq {target['_id']}" in broken.stdout, broken.stdout
+
+        # Re-hashing the altered entry to hide it breaks the link to the next one instead.
+        from shared.audit import entry_hash
+
+        doc = await audit.collection.find_one({"_id": target["_id"]})
+        assert doc is not None
+        await audit.collection.update_one({"_id": target["_id"]}, {"$set": {"hash": entry_hash(doc)}})
+        result = await audit.verify()
+        assert not result.ok and result.broken_seq == target["_id"] + 1 and "prev_hash" in (result.problem or "")
+
+        # Deleting an entry is found as a gap.
+        await audit.collection.delete_one({"_id": 2})
+        assert (await audit.verify()).broken_seq == 2
+
+
+async def test_concurrent_appenders_never_fork_the_chain(mongo_settings: MongoSettings) -> None:
+    client, db = connect(mongo_settings, service="audit-test")
+    try:
+        replicas = [AuditLog(db) for _ in range(3)]  # three "replicas" racing on one collection
+        await asyncio.gather(*(log.append(actor=f"r{i}", action="test.append", subject=str(n), details={"n": n})
+                               for n in range(20) for i, log in enumerate(replicas)))
+        entries = await replicas[0].collection.find({}).sort("_id", 1).to_list()
+        assert [e["_id"] for e in entries] == list(range(1, 61))
+        assert (await replicas[0].verify()).ok
+    finally:
+        await client.drop_database(str(mongo_settings.database))
+        await client.close()
+
+
+async def test_domain_verify_audits_a_verified_domain(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    from tests.domain_verify.harness import running as domain_verify
+
+    async with domain_verify(kafka_settings, mongo_settings) as harness:
+        await harness.request(member_id="m-7", domain="example.org", contact="webmaster@example.org")
+        (mail,) = await harness.mail_commands(1)
+        reply = await harness.http.post(harness.base_url + urlparse(mail.data["params"]["link"]).path)
+        assert reply.status == 200
+        audit = AuditLog(harness.service.db)  # type: ignore[arg-type]
+        (entry,) = await audit.collection.find({}).to_list()
+        assert (entry["actor"], entry["action"], entry["subject"]) == (
+            "webmaster@example.org", "domain.verified", "example.org")
+        assert entry["details"]["member_id"] == "m-7"
+        assert (await audit.verify()).ok

@@ -1,0 +1,108 @@
+"""Brute-force limits on the login and token endpoints, and security headers on every HTML page.
+
+A limited caller gets 429 with Retry-After, and while the window lasts even the *right* password or
+token is refused: otherwise a guesser would learn which guess was right from the one 2xx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from urllib.parse import urlparse
+
+import pytest
+
+from shared.config import KafkaSettings, MongoSettings
+from tests.registration.harness import PASSWORD, Stack, running
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
+LIMIT = 5
+
+
+@pytest.fixture
+async def stack(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> AsyncIterator[Stack]:
+    async with running(kafka_settings, mongo_settings, login_per_account=LIMIT, confirm_per_client=LIMIT) as s:
+        yield s
+
+
+async def test_login_is_limited_per_account_and_the_right_password_waits_too(stack: Stack) -> None:
+    await stack.member("Bruno", "bruno@example.org")  # logs in once: that attempt counts
+    api = stack.api
+    for _ in range(LIMIT - 1):
+        wrong = await api.call("POST", "/v1/sessions", json_body={"email": "bruno@example.org", "password": "nope" * 4})
+        assert wrong.status == 401 and wrong.body["error"]["code"] == "invalid_credentials"
+    limited = await api.call("POST", "/v1/sessions", json_body={"email": "bruno@example.org", "password": "x" * 16})
+    assert limited.status == 429 and limited.body["error"]["code"] == "rate_limited"
+    assert 0 < int(limited.headers["Retry-After"]) <= 900
+    right = await api.call("POST", "/v1/sessions", json_body={"email": "bruno@example.org", "password": PASSWORD})
+    assert right.status == 429, "the right password is refused while the window lasts"
+    stack.clock.advance(timedelta(seconds=int(limited.headers["Retry-After"]) + 1))
+    assert (await api.call("POST", "/v1/sessions",
+                           json_body={"email": "bruno@example.org", "password": PASSWORD})).status == 201
+
+
+async def test_email_confirmation_tokens_are_limited_per_client(stack: Stack) -> None:
+    api = stack.api
+    signed_up = await api.call("POST", "/v1/members", json_body={
+        "name": "Tess", "date_of_birth": "1990-01-01", "email": "tess@example.org", "password": PASSWORD})
+    assert signed_up.status == 201
+    token = await stack.confirmation_token("tess@example.org")
+    for n in range(LIMIT):
+        guess = await api.call("POST", "/v1/emails/confirm", json_body={"token": f"{n:043d}"})
+        assert guess.status == 404, guess.body
+    limited = await api.call("POST", "/v1/emails/confirm", json_body={"token": "0" * 43})
+    assert limited.status == 429 and int(limited.headers["Retry-After"]) > 0
+    form = await api.call("POST", "/confirm-email", data=f"token={token}",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status == 429, "the right token is refused while the window lasts (HTML form too)"
+    right = await api.call("POST", "/v1/emails/confirm", json_body={"token": token})
+    assert right.status == 429
+    stack.clock.advance(timedelta(seconds=int(limited.headers["Retry-After"]) + 1))
+    assert (await api.call("POST", "/v1/emails/confirm", json_body={"token": token})).status == 200
+
+
+def assert_locked_down(headers: object, where: str) -> None:
+    get = headers.get  # type: ignore[attr-defined]
+    csp = get("Content-Security-Policy") or ""
+    assert "default-src 'none'" in csp and "frame-ancestors 'none'" in csp, (where, csp)
+    assert "script-src" not in csp or "'unsafe-inline'" not in csp, (where, csp)
+    assert get("X-Content-Type-Options") == "nosniff", where
+    assert get("X-Frame-Options") == "DENY", where
+    assert get("Referrer-Policy") == "no-referrer", where  # the URL holds a token
+    assert "no-store" in (get("Cache-Control") or ""), where
+    assert (get("Content-Type") or "").startswith("text/html"), where
+
+
+async def test_registration_confirm_email_pages_carry_security_headers(stack: Stack) -> None:
+    page = await stack.api.call("GET", "/confirm-email?token=abc")
+    assert page.status == 200
+    assert_locked_down(page.headers, "GET /confirm-email")
+    refused = await stack.api.call("POST", "/confirm-email", data="token=abc",
+                                   headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert refused.status == 404
+    assert_locked_down(refused.headers, "POST /confirm-email (refused)")
+
+
+async def test_domain_verify_limits_link_guessing_and_its_pages_carry_security_headers(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    from tests.domain_verify.harness import running as domain_verify
+
+    async with domain_verify(kafka_settings, mongo_settings, rate_limit_attempts=LIMIT,
+                             rate_limit_window_seconds=2.0) as harness:
+        await harness.request(domain="example.org", contact="hostmaster@example.org")
+        (mail,) = await harness.mail_commands(1)
+        path = urlparse(mail.data["params"]["link"]).path
+        page = await harness.http.get(harness.base_url + path)
+        assert page.status == 200 and "example.org" in await page.text()
+        assert_locked_down(page.headers, "GET /confirm/{token}")
+        for n in range(LIMIT - 1):
+            guess = await harness.http.post(f"{harness.base_url}/confirm/{n:043d}")
+            assert guess.status == 404
+            assert_locked_down(guess.headers, "POST /confirm/{wrong token}")
+        limited = await harness.http.post(harness.base_url + path)  # the right link, over the limit
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+        assert_locked_down(limited.headers, "429 page")
+        await asyncio.sleep(2.5)
+        confirmed = await harness.http.post(harness.base_url + path)
+        assert confirmed.status == 200
