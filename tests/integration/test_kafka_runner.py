@@ -98,7 +98,7 @@ async def test_poison_messages_go_to_dlq_with_reason_and_next_message_is_handled
     assert any("refusal list" in r for r in reasons)
     for message in dead:
         assert dict(message.headers)["dlq_source_topic"].decode() == topic
-        assert dict(message.headers)["dlq_consumer_group"] == b"g-poison"
+        assert dict(message.headers)["dlq_consumer_group"] == (kafka_settings.group_prefix + "g-poison").encode()
 
 
 async def test_transient_failure_is_retried_and_offset_stays_uncommitted_until_success(
@@ -116,8 +116,8 @@ async def test_transient_failure_is_retried_and_offset_stays_uncommitted_until_s
         await wait_until(lambda: len(attempts) >= 3)
     # Stopped mid-outage: the message was retried, never dead-lettered, and its offset is not committed.
     assert set(attempts) == {sent.id}
-    probe = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap, group_id="g-retry",
-                             enable_auto_commit=False)
+    probe = AIOKafkaConsumer(bootstrap_servers=kafka_settings.bootstrap,
+                             group_id=kafka_settings.group_prefix + "g-retry", enable_auto_commit=False)
     await probe.start()
     try:
         partitions = probe.partitions_for_topic(topic) or set()
