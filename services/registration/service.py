@@ -33,6 +33,8 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.settings import RegistrationSettings
+from services.registration.web import WebPortal, WebSettings
+from shared.config import load
 from shared.events import utcnow
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
@@ -83,8 +85,15 @@ class ExpirySweep:
 
 
 class RegistrationService:
-    def __init__(self, settings: RegistrationSettings, *, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self,
+        settings: RegistrationSettings,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        web_settings: WebSettings | None = None,
+    ) -> None:
         self.settings = settings
+        self.web_settings = web_settings if web_settings is not None else load(WebSettings)
         self._clock = clock
         self.http_port: int | None = None
         self.client: AsyncMongoClient[dict[str, Any]] | None = None
@@ -115,6 +124,7 @@ class RegistrationService:
         requests = CertificateRequests(ctx, assurances, domains)
         certificates = Certificates(ctx)
         sessions = Sessions(ctx, members)
+        emails = EmailAddresses(ctx, members)
         auth = Authenticator(sessions)
         limiter = RateLimiter(ctx)
 
@@ -137,12 +147,22 @@ class RegistrationService:
         )
         app.middlewares.append(rate_limit_answers)
         app.router.add_get("/openapi.json", _openapi)
-        AccountRoutes(
-            ctx, members, EmailAddresses(ctx, members), sessions, assurances, auth, limiter
-        ).install(app)
+        AccountRoutes(ctx, members, emails, sessions, assurances, auth, limiter).install(app)
         TrustRoutes(members, assurances, auth).install(app)
         DomainRoutes(domains, auth, limiter).install(app)
         CertificateRoutes(requests, certificates, auth).install(app)
+        WebPortal(
+            ctx,
+            members=members,
+            emails=emails,
+            sessions=sessions,
+            assurances=assurances,
+            domains=domains,
+            requests=requests,
+            certificates=certificates,
+            limiter=limiter,
+            settings=self.web_settings,
+        ).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
         self.http_port = self._http.addresses[0][1]
         log.info("registration started", port=self.http_port)

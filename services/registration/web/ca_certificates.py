@@ -1,0 +1,122 @@
+"""The public CA certificates for the relying-party page, fetched from the signer's status endpoint.
+
+The registration service holds no CA files. It fetches `/class1.crt` and
+`/class3.crt` (DER) from CACERT_CA_CERTS_URL, the signer's public status base
+URL, keeps them for CACERT_CA_CERTS_CACHE_SECONDS, and keeps serving the last
+good copy if a refresh fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import aiohttp
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from shared.logging import get_logger
+
+log = get_logger("registration.web.ca")
+LABELS = ("class1", "class3")
+MAX_BYTES = 64 * 1024
+
+
+class CaUnavailable(Exception):
+    """The CA certificates could not be fetched and none is cached."""
+
+
+def _colon_hex(data: bytes) -> str:
+    return ":".join(f"{b:02X}" for b in data)
+
+
+@dataclasses.dataclass(frozen=True)
+class CaCertificate:
+    label: str
+    der: bytes
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        return x509.load_der_x509_certificate(self.der)
+
+    @property
+    def pem(self) -> bytes:
+        return self.certificate.public_bytes(Encoding.PEM)
+
+    @property
+    def sha256(self) -> str:
+        return _colon_hex(self.certificate.fingerprint(hashes.SHA256()))
+
+    @property
+    def sha1(self) -> str:
+        return _colon_hex(self.certificate.fingerprint(hashes.SHA1()))  # noqa: S303 (shown, as browsers do)
+
+    @property
+    def subject(self) -> str:
+        return self.certificate.subject.rfc4514_string()
+
+    @property
+    def issuer(self) -> str:
+        return self.certificate.issuer.rfc4514_string()
+
+    @property
+    def not_after(self) -> str:
+        return self.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+
+    @property
+    def self_signed(self) -> bool:
+        return self.certificate.issuer == self.certificate.subject
+
+
+def parse(label: str, body: bytes) -> CaCertificate:
+    """A CA certificate from DER or PEM bytes; ValueError if it is neither."""
+    if body.lstrip().startswith(b"-----BEGIN"):
+        body = x509.load_pem_x509_certificate(body).public_bytes(Encoding.DER)
+    x509.load_der_x509_certificate(body)
+    return CaCertificate(label, body)
+
+
+class CaCertificates:
+    def __init__(self, base_url: str, cache_seconds: float) -> None:
+        self._base = base_url.rstrip("/")
+        self._ttl = cache_seconds
+        self._cached: dict[str, CaCertificate] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def all(self) -> dict[str, CaCertificate]:
+        """Both CA certificates; CaUnavailable if they cannot be fetched and none is cached."""
+        if self._cached and time.monotonic() - self._fetched_at < self._ttl:
+            return self._cached
+        async with self._lock:
+            if self._cached and time.monotonic() - self._fetched_at < self._ttl:
+                return self._cached
+            try:
+                self._cached = await self._fetch()
+                self._fetched_at = time.monotonic()
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                log.warning("CA certificates not fetched", url=self._base, error=f"{type(exc).__name__}: {exc}")
+                if not self._cached:
+                    raise CaUnavailable(str(exc)) from None
+        return self._cached
+
+    async def get(self, label: str) -> CaCertificate:
+        found = (await self.all()).get(label)
+        if found is None:
+            raise CaUnavailable(f"no {label} certificate")
+        return found
+
+    async def _fetch(self) -> dict[str, CaCertificate]:
+        timeout = aiohttp.ClientTimeout(total=5)
+        result = {}
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            for label in LABELS:
+                async with http.get(f"{self._base}/{label}.crt") as response:
+                    response.raise_for_status()
+                    body = await response.content.read(MAX_BYTES + 1)
+                    if len(body) > MAX_BYTES:
+                        raise ValueError(f"{label}.crt is larger than {MAX_BYTES} bytes")
+                    result[label] = parse(label, body)
+        return result

@@ -1,0 +1,49 @@
+"""Settings of the member web portal (read from the environment like every other setting)."""
+
+from __future__ import annotations
+
+import dataclasses
+from urllib.parse import urlparse
+
+from shared.config import ConfigError, setting
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclasses.dataclass(frozen=True)
+class WebSettings:
+    ca_certs_url: str = setting(
+        "CACERT_CA_CERTS_URL",
+        "http://127.0.0.1:8083",
+        help="base URL serving the public CA certificates /class1.crt and /class3.crt (the signer's status "
+        "endpoint); fetched for the relying-party page and cached",
+    )
+    ca_certs_cache_seconds: float = setting(
+        "CACERT_CA_CERTS_CACHE_SECONDS", 3600.0, help="how long fetched CA certificates are cached"
+    )
+    cookie_secure: str = setting(
+        "CACERT_WEB_COOKIE_SECURE",
+        "auto",
+        help="true | false | auto: auto marks cookies Secure unless CACERT_PUBLIC_URL is plain http on loopback",
+    )
+    csrf_secret: str = setting(
+        "CACERT_WEB_CSRF_SECRET",
+        "",
+        secret=True,
+        help="HMAC key for CSRF tokens; give every replica the same value (empty: random per process)",
+    )
+
+    def validate(self) -> None:
+        if self.cookie_secure not in ("auto", "true", "false"):
+            raise ConfigError(f"CACERT_WEB_COOKIE_SECURE must be auto, true or false, got {self.cookie_secure!r}")
+        if not self.ca_certs_url.startswith(("http://", "https://")):
+            raise ConfigError("CACERT_CA_CERTS_URL must start with http:// or https://")
+        if self.ca_certs_cache_seconds <= 0:
+            raise ConfigError("CACERT_CA_CERTS_CACHE_SECONDS must be positive")
+
+    def secure_cookies(self, public_url: str) -> bool:
+        """Whether cookies carry the Secure flag (auto: off only for http:// on a loopback host)."""
+        if self.cookie_secure != "auto":
+            return self.cookie_secure == "true"
+        parsed = urlparse(public_url)
+        return not (parsed.scheme == "http" and (parsed.hostname or "") in LOOPBACK_HOSTS)

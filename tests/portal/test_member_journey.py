@@ -1,0 +1,215 @@
+"""A member's whole journey through the web portal in a real browser (Debian's Chromium via Playwright).
+
+Sign up, confirm the address from the mail, log in, add and verify a domain through the mail to its
+hostmaster, paste a CSR, check the preview (names kept, other subject attributes dropped), confirm,
+wait for the certificate page, download the certificate, download the Class 1 root from the
+relying-party page and verify the certificate against it with `openssl verify`. Screenshots of the
+main pages land in artifacts/screenshots/ (see services/registration/README.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from devstack.mailbox import MailboxClient
+from services.registration.bootstrap import bootstrap_member
+from shared.config import KafkaSettings, MongoSettings
+from tests.portal.stack import System, running_system
+from tests.registration.harness import PASSWORD
+
+playwright_api = pytest.importorskip("playwright.async_api")
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+pytestmark = [
+    pytest.mark.usefixtures("topics"),
+    pytest.mark.integration,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
+]
+
+
+@pytest.fixture
+async def system(kafka_settings: KafkaSettings, mongo_settings: MongoSettings, stack_env: dict[str, str],
+                 tmp_path: Path) -> AsyncIterator[System]:
+    async with running_system(kafka_settings, mongo_settings, stack_env, tmp_path / "ca") as running:
+        yield running
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    async with playwright_api.async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield launched
+        await launched.close()
+
+
+def make_csr(domain: str) -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([
+        x509.NameAttribute(NameOID.COMMON_NAME, f"www.{domain}"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Injected Org"),
+        x509.NameAttribute(NameOID.LOCALITY_NAME, "Nowhere"),
+    ])
+    san = x509.SubjectAlternativeName([x509.DNSName(f"www.{domain}"), x509.DNSName(domain)])
+    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).add_extension(san, critical=False)
+    return csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def mailed_link(mailbox: MailboxClient, to: str, pattern: str) -> str:
+    message = await mailbox.wait_for(lambda m: re.search(pattern, m["text"] or "") is not None, to=to, timeout=30)
+    match = re.search(pattern, message["text"] or "")
+    assert match is not None
+    return match.group(0)
+
+
+async def shot(page: Any, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+async def test_member_gets_a_server_certificate_that_verifies_against_the_downloaded_root(
+    system: System, browser: Any, stack_env: dict[str, str], unique: str, tmp_path: Path
+) -> None:
+    async with asyncio.timeout(120):  # a hard deadline even where pytest-timeout is not installed
+        await journey(system, browser, stack_env, unique, tmp_path)
+
+
+async def journey(system: System, browser: Any, stack_env: dict[str, str], unique: str, tmp_path: Path) -> None:
+    expect = playwright_api.expect
+    address = f"ada-{unique}@example.org"
+    domain = f"site{unique}.example.org"
+    mailbox = MailboxClient(stack_env["CACERT_MAILBOX_URL"])
+    context = await browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    page = await context.new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(str(e)))
+    page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status == 404 else None)
+
+    # Sign up.
+    await page.goto(system.portal + "/")
+    await shot(page, "01-home")
+    await page.get_by_role("link", name="Join").first.click()
+    await page.get_by_label("Full name").fill("Ada Lovelace")
+    await page.get_by_label("Date of birth").fill("1990-12-10")
+    await page.get_by_label("Email address").fill(address)
+    await page.get_by_label("Password (at least").fill(PASSWORD)
+    await page.get_by_label("Password again").fill(PASSWORD)
+    await shot(page, "02-signup")
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.get_by_role("status")).to_contain_text("We sent a confirmation link")
+
+    # Confirm the address from the mail (registration's /confirm-email page), then log in.
+    link = await mailed_link(mailbox, address, r"https?://\S+/confirm-email\?token=\S+")
+    await page.goto(system.local(link))
+    await page.get_by_role("button", name="Confirm this address").click()
+    await expect(page.locator("body")).to_contain_text("is now verified")
+    await page.goto(system.portal + "/login")
+    await page.get_by_label("Email address").fill(address)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await shot(page, "03-login")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(system.portal + "/account")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("My account")
+    await shot(page, "04-account")
+
+    # Add the domain and verify it through the mail to its hostmaster.
+    await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Domains").click()
+    await page.get_by_label("Domain name").fill(domain)
+    await page.get_by_role("button", name="Add domain").click()
+    await page.get_by_label(f"hostmaster@{domain}").check()
+    await page.get_by_role("button", name="Send verification mail").click()
+    await expect(page.get_by_role("status")).to_contain_text("We sent the verification mail")
+    await shot(page, "05-domain-pending")
+    domain_page = page.url
+    link = await mailed_link(mailbox, f"hostmaster@{domain}", r"https?://\S+/confirm/\S+")
+    await page.goto(system.local(link))
+    await page.get_by_role("button", name=re.compile("^Confirm that")).click()
+    await expect(page.locator("h1")).to_have_text("Domain confirmed")
+    for _ in range(60):
+        await page.goto(domain_page)
+        if (await page.locator("#domain-status").inner_text()) == "verified":
+            break
+        await page.wait_for_timeout(500)
+    await expect(page.locator("#domain-status")).to_have_text("verified")
+    await shot(page, "06-domain-verified")
+
+    # Paste the CSR, check the preview, confirm.
+    await page.get_by_role("link", name="Request a server certificate").click()
+    await page.get_by_label("Paste the CSR").fill(make_csr(domain))
+    await shot(page, "07-new-server-certificate")
+    await page.get_by_role("button", name="Preview").click()
+    await expect(page.locator("#names")).to_contain_text(f"www.{domain}")
+    await expect(page.locator("#names")).to_contain_text(domain)
+    await expect(page.locator("#dropped")).to_contain_text("organizationName = Injected Org")
+    await expect(page.locator("#dropped")).to_contain_text("localityName = Nowhere")
+    await expect(page.locator("#subject")).to_contain_text(f"commonName = www.{domain}")
+    await shot(page, "08-preview")
+    await page.get_by_role("button", name="Confirm and request the certificate").click()
+    await page.wait_for_url(re.compile(r"/account/certificates/[0-9a-f]+$"), timeout=60_000)
+    await expect(page.locator("#certificate")).to_contain_text("valid")
+    await shot(page, "09-certificate")
+    async with page.expect_download() as pending:
+        await page.get_by_role("link", name="Certificate with chain (PEM)").click()
+    leaf = tmp_path / "leaf.pem"
+    await (await pending.value).save_as(str(leaf))
+    issued = x509.load_pem_x509_certificate(leaf.read_bytes())
+    assert issued.subject.rfc4514_string() == f"CN=www.{domain}"
+
+    # The relying-party page: the Class 1 root, its fingerprint, and openssl verify.
+    await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Root certificates").click()
+    await shot(page, "10-roots")
+    async with page.expect_download() as pending:
+        await page.get_by_role("link", name="Download class1 (PEM)").click()
+    root = tmp_path / "class1.pem"
+    await (await pending.value).save_as(str(root))
+    class1 = x509.load_pem_x509_certificate((system.ca_dir / "class1.crt.pem").read_bytes())
+    assert x509.load_pem_x509_certificate(root.read_bytes()) == class1  # the signer's root, fetched and served
+    shown = await page.locator("#class1-sha256").inner_text()
+    fingerprint = subprocess.run(["openssl", "x509", "-in", str(root), "-noout", "-fingerprint", "-sha256"],
+                                 capture_output=True, text=True, check=True).stdout.strip().split("=", 1)[1]
+    assert shown == fingerprint
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(root), str(leaf)], capture_output=True,
+                              text=True, check=False)
+    assert verified.returncode == 0 and verified.stdout.strip().endswith(": OK"), verified.stdout + verified.stderr
+
+    # The other main pages, for the screenshots.
+    for path, name in (("/account/server-certs", "11-server-certificates"),
+                       ("/account/client-certs/new", "12-new-client-certificate"),
+                       ("/account/assurance", "13-assurance")):
+        await page.goto(system.portal + path)
+        await shot(page, name)
+
+    # Support staff see the admin page for this member.
+    assert system.registration.db is not None
+    await bootstrap_member(system.registration.db, system.registration.settings, email=f"support-{unique}@example.org",
+                           name="CA Support", date_of_birth=date(1970, 1, 1), password=PASSWORD,
+                           roles=("member", "admin", "assurer"))
+    admin = await (await browser.new_context(viewport={"width": 1200, "height": 900})).new_page()
+    await admin.goto(system.portal + "/login")
+    await admin.get_by_label("Email address").fill(f"support-{unique}@example.org")
+    await admin.get_by_label("Password").fill(PASSWORD)
+    await admin.get_by_role("button", name="Log in").click()
+    await admin.get_by_role("link", name="Support (admin)").click()
+    await admin.get_by_label("Find a member").fill(address)
+    await admin.get_by_role("button", name="Find").click()
+    await expect(admin.get_by_role("heading", level=2).first).to_have_text("Ada Lovelace")
+    await shot(admin, "14-admin")
+    # No CSP violations, script errors or missing resources (domain_verify's page has no icon: not ours).
+    verify_icon = f"http://127.0.0.1:{system.domain_verify.http_port}/favicon.ico"
+    assert not [p for p in problems if verify_icon not in p], problems
+    shutil.copy(leaf, SCREENSHOTS / "issued-certificate.pem")

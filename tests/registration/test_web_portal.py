@@ -1,0 +1,341 @@
+"""The member web portal over HTTP (no browser): CSRF, cookie flags, security headers, 404 isolation, preview.
+
+Registration runs in-process against the real stack (tests/registration/harness.py); a cookie-keeping
+aiohttp client plays the browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from http.cookies import SimpleCookie
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from services.registration.web.settings import WebSettings
+from shared.config import KafkaSettings, MongoSettings
+from shared.events import isoformat
+from tests.registration.csrs import build_csr, self_signed
+from tests.registration.harness import PASSWORD, Stack, running
+
+pytestmark = pytest.mark.usefixtures("topics")
+CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+
+
+@pytest.fixture
+async def stack(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> AsyncIterator[Stack]:
+    async with running(kafka_settings, mongo_settings) as s:
+        yield s
+
+
+class Browser:
+    """Keeps cookies like a browser (also for 127.0.0.1) and never follows redirects."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True))
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def get(self, path: str) -> tuple[int, str, Any]:
+        async with self.http.get(self.base + path, allow_redirects=False) as response:
+            return response.status, await response.text(), response.headers
+
+    async def csrf(self, path: str) -> str:
+        status, text, _ = await self.get(path)
+        assert status == 200, (path, status)
+        match = CSRF.search(text)
+        assert match, f"no CSRF token on {path}"
+        return match.group(1)
+
+    async def post(self, path: str, data: dict[str, str]) -> tuple[int, str, Any]:
+        async with self.http.post(self.base + path, data=data, allow_redirects=False) as response:
+            return response.status, await response.text(), response.headers
+
+    async def login(self, address: str) -> None:
+        token = await self.csrf("/login")
+        status, _, headers = await self.post("/login", {"csrf": token, "email": address, "password": PASSWORD})
+        assert status == 303 and headers["Location"] == "/account", status
+
+
+@pytest.fixture
+async def browsers(stack: Stack) -> AsyncIterator[list[Browser]]:
+    made = [Browser(stack.api.base) for _ in range(2)]
+    yield made
+    for b in made:
+        await b.close()
+
+
+async def _verified_domain(stack: Stack, member_id: str, token: str, domain: str) -> None:
+    """Add a domain and answer for domain_verify (its events), as tests/integration do."""
+    added = await stack.api.call(
+        "POST", "/v1/domains", token=token, json_body={"domain": domain, "contact": f"hostmaster@{domain}"}
+    )
+    assert added.status == 201, added.body
+    (request,) = [e for e in await stack.events("domain", "domain.verification_requested")
+                  if e.data["domain"] == domain]
+    now = datetime.now(UTC)
+    await stack.publish("domain.verified", {
+        "request_id": request.data["request_id"], "member_id": member_id, "domain": domain, "method": "email",
+        "contact": request.data["contact"], "verified_at": isoformat(now),
+        "valid_until": isoformat(now + timedelta(days=390)),
+    }, source="domain_verify")
+    for _ in range(200):
+        if (await stack.api.call("GET", f"/v1/domains/{added.body['id']}", token=token)).body["status"] == "verified":
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("domain not verified")
+
+
+def test_secure_cookie_setting() -> None:
+    auto = WebSettings()
+    assert not auto.secure_cookies("http://127.0.0.1:8081") and not auto.secure_cookies("http://localhost:8081")
+    assert auto.secure_cookies("https://ca.example.org") and auto.secure_cookies("http://ca.example.org")
+    assert WebSettings(cookie_secure="true").secure_cookies("http://127.0.0.1:8081")
+    assert not WebSettings(cookie_secure="false").secure_cookies("https://ca.example.org")
+
+
+async def test_security_headers_and_cookie_flags(stack: Stack, browsers: list[Browser]) -> None:
+    browser = browsers[0]
+    await stack.member("Ada Headers", "ada@example.org")
+    for path in ("/", "/login", "/signup", "/roots", "/confirm-email?token=x"):
+        status, text, headers = await browser.get(path)
+        assert headers["Content-Type"].startswith("text/html"), path
+        csp = headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in csp and _no_script(csp), (path, csp)
+        if not path.startswith("/confirm-email"):  # the API's own page sets a stricter default-src 'none'
+            assert csp.startswith("default-src 'self'; script-src 'none';"), csp
+        assert headers["X-Content-Type-Options"] == "nosniff"
+        assert headers["Referrer-Policy"] == "no-referrer" and headers["X-Frame-Options"] == "DENY"
+        assert "<script" not in text.lower() and " style=" not in text and "<style" not in text
+    async with aiohttp.ClientSession() as fresh, fresh.get(browser.base + "/login") as first:
+        anonymous = _set_cookies(first)["cacert_csrf"]
+    assert anonymous["httponly"] and anonymous["samesite"] == "Strict" and not anonymous["secure"]
+    token = await browser.csrf("/login")
+    async with browser.http.post(browser.base + "/login", allow_redirects=False,
+                                 data={"csrf": token, "email": "ada@example.org", "password": PASSWORD}) as reply:
+        session = _set_cookies(reply)["cacert_session"]
+    assert session["httponly"] and session["samesite"] == "Strict" and session["path"] == "/"
+    assert int(session["max-age"]) == 12 * 3600
+    # The cookie carries the registration's own session token: the bearer API accepts it.
+    me = await stack.api.call("GET", "/v1/me", token=session.value)
+    assert me.status == 200 and me.body["primary_email"] == "ada@example.org"
+    status, text, headers = await browser.get("/account")
+    assert status == 200 and "Ada Headers" in text and headers["Cache-Control"] == "no-store"
+
+
+async def test_cookies_are_secure_host_cookies_outside_development(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CACERT_WEB_COOKIE_SECURE", "true")
+    async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar()
+    ) as http:
+        await stack.member("Bo Secure", "bo@example.org")
+        async with http.get(stack.api.base + "/login") as page:
+            anonymous = _set_cookies(page)["__Host-cacert_csrf"]
+            token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
+        assert anonymous["secure"] and anonymous["httponly"] and anonymous["samesite"] == "Strict"
+        async with http.post(stack.api.base + "/login", allow_redirects=False,
+                             headers={"Cookie": f"__Host-cacert_csrf={anonymous.value}"},
+                             data={"csrf": token, "email": "bo@example.org", "password": PASSWORD}) as reply:
+            assert reply.status == 303
+            session = _set_cookies(reply)["__Host-cacert_session"]
+        assert session["secure"] and session["httponly"] and session["samesite"] == "Strict"
+
+
+def _no_script(csp: str) -> bool:
+    directives = {}
+    for directive in filter(None, (d.strip() for d in csp.split(";"))):
+        name, _, value = directive.partition(" ")
+        directives[name] = value
+    return directives.get("script-src", directives.get("default-src")) == "'none'"
+
+
+def _set_cookies(response: aiohttp.ClientResponse) -> SimpleCookie:
+    jar: SimpleCookie = SimpleCookie()
+    for header in response.headers.getall("Set-Cookie", []):
+        jar.load(header)
+    return jar
+
+
+async def test_forms_without_a_valid_csrf_token_are_refused(stack: Stack, browsers: list[Browser]) -> None:
+    alice, mallory = browsers
+    member_id, api_token = await stack.member("Alice Csrf", "alice@example.org")
+    await stack.member("Mallory Csrf", "mallory@example.org")
+    # Anonymous forms: no token, a forged token, or a token without the cookie it is bound to.
+    login = {"email": "alice@example.org", "password": PASSWORD}
+    assert (await alice.post("/login", login))[0] == 403
+    assert (await alice.post("/login", {**login, "csrf": "forged"}))[0] == 403
+    anonymous_token = await alice.csrf("/login")
+    async with aiohttp.ClientSession() as cookieless:
+        async with cookieless.post(stack.api.base + "/login", data={**login, "csrf": anonymous_token},
+                                   allow_redirects=False) as reply:
+            assert reply.status == 403
+    signup = {"name": "Eve", "date_of_birth": "1990-01-01", "email": "eve@example.org",
+              "password": PASSWORD, "password_again": PASSWORD}
+    status, text, _ = await alice.post("/signup", signup)
+    assert status == 403 and "security token" in text
+    assert await stack.service.db["addresses"].find_one({"_id": "eve@example.org"}) is None  # type: ignore[index]
+
+    await alice.login("alice@example.org")
+    await mallory.login("mallory@example.org")
+    # Logged in: the token is bound to the session; the pre-login token and another member's are refused.
+    assert (await alice.post("/account/domains", {"domain": "alice.example"}))[0] == 403
+    assert (await alice.post("/account/domains", {"domain": "alice.example", "csrf": anonymous_token}))[0] == 403
+    malloys = await mallory.csrf("/account/domains")
+    assert (await alice.post("/account/domains", {"domain": "alice.example", "csrf": malloys}))[0] == 403
+    assert (await alice.post("/logout", {}))[0] == 403
+    assert (await stack.api.call("GET", "/v1/domains", token=api_token)).body["domains"] == []
+    token = await alice.csrf("/account/domains")
+    status, _, headers = await alice.post("/account/domains", {"domain": "alice.example", "csrf": token})
+    assert status == 303 and headers["Location"].startswith("/account/domains/")
+    (claim,) = (await stack.api.call("GET", "/v1/domains", token=api_token)).body["domains"]
+    assert claim["domain"] == "alice.example" and headers["Location"] == f"/account/domains/{claim['id']}"
+    # Logging out with the token ends the session (the cookie no longer opens member pages).
+    status, _, headers = await alice.post("/logout", {"csrf": await alice.csrf("/account")})
+    assert status == 303 and headers["Location"] == "/login?notice=logged_out"
+    status, _, headers = await alice.get("/account")
+    assert status == 303 and headers["Location"] == "/login?next=/account"
+    assert member_id
+
+
+async def test_another_members_certificate_page_is_404(stack: Stack, browsers: list[Browser]) -> None:
+    owner, other = browsers
+    owner_id, owner_token = await stack.member("Owen Owner", "owen@example.org")
+    await stack.member("Olga Other", "olga@example.org")
+    leaf_pem, leaf = self_signed("www.example.org", serial=0x5EC0DE)
+    serial = format(leaf.serial_number, "x")
+    now = datetime.now(UTC)
+    await stack.publish("cert.issued", {
+        "request_id": "req-owen", "member_id": owner_id, "serial": serial, "issuer": "class1", "cert_class": 1,
+        "profile": "server", "subject": "CN=www.example.org", "dns_names": ["www.example.org"],
+        "ip_addresses": [], "emails": [], "not_before": isoformat(leaf.not_valid_before_utc),
+        "not_after": isoformat(leaf.not_valid_after_utc),
+        "fingerprint_sha256": hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+        "certificate_pem": leaf_pem, "chain_pem": "", "trust_anchors": ["class1"], "issued_at": isoformat(now),
+    }, source="signer")
+    for _ in range(200):
+        if (await stack.api.call("GET", "/v1/certificates", token=owner_token)).body["certificates"]:
+            break
+        await asyncio.sleep(0.1)
+    await owner.login("owen@example.org")
+    await other.login("olga@example.org")
+    status, text, _ = await owner.get(f"/account/certificates/{serial}")
+    assert status == 200 and serial in text and "ssl_certificate " in text and "SSLCertificateFile" in text
+    status, body, headers = await owner.get(f"/account/certificates/{serial}/download/pem")
+    assert status == 200 and body.startswith("-----BEGIN CERTIFICATE-----")
+    assert headers["Content-Disposition"] == f'attachment; filename="{serial}.pem"'
+    for path in (f"/account/certificates/{serial}", f"/account/certificates/{serial}/download/pem",
+                 f"/account/certificates/{serial}/download/der", "/account/certificates/ffff"):
+        status, text, _ = await other.get(path)
+        assert status == 404 and "no such certificate" in text and "www.example.org" not in text, path
+    token = await other.csrf("/account")
+    assert (await other.post(f"/account/certificates/{serial}/revoke", {"csrf": token}))[0] == 404
+    owners_view = (await stack.api.call("GET", f"/v1/certificates/{serial}", token=owner_token)).body
+    assert owners_view["status"] == "valid"
+    async with aiohttp.ClientSession() as anonymous:
+        async with anonymous.get(f"{stack.api.base}/account/certificates/{serial}", allow_redirects=False) as r:
+            assert r.status == 303 and r.headers["Location"] == f"/login?next=/account/certificates/{serial}"
+
+
+async def test_preview_shows_names_and_dropped_attributes_before_anything_is_submitted(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    browser = browsers[0]
+    member_id, token = await stack.member("Pia Preview", "pia@example.org")
+    await _verified_domain(stack, member_id, token, "pia.example")
+    await browser.login("pia@example.org")
+    csr = build_csr(subject=[("CN", "www.pia.example"), ("O", "Injected Org"), ("L", "Nowhere")],
+                    dns=["www.pia.example", "pia.example"])
+    form = {"csrf": await browser.csrf("/account/server-certs/new"), "profile": "server", "csr_pem": csr}
+    status, text, _ = await browser.post("/account/server-certs/new", form)
+    assert status == 200, text
+    names = re.search(r'<ul id="names">(.*?)</ul>', text, re.S).group(1)  # type: ignore[union-attr]
+    dropped = re.search(r'<ul id="dropped">(.*?)</ul>', text, re.S).group(1)  # type: ignore[union-attr]
+    assert "www.pia.example" in names and "pia.example" in names
+    assert "organizationName = <code>Injected Org</code>" in dropped and "localityName" in dropped
+    assert "commonName" not in dropped  # the CN is kept: it is the first approved name
+    assert (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"] == []
+
+    weak = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    bad = build_csr(subject=[("CN", "www.pia.example")], dns=["www.pia.example", "evil.example.com"], key=weak)
+    status, text, _ = await browser.post("/account/server-certs/new", {**form, "csr_pem": bad})
+    assert status == 422
+    assert "evil.example.com is not within a domain you have verified" in text and 'href="/account/domains"' in text
+    assert "RSA key of 1024 bits is too weak" in text and "openssl req -new" in text
+    assert "Confirm and request" not in text
+    status, text, _ = await browser.post("/account/server-certs/new", {**form, "csr_pem": "hello"})
+    assert status == 422 and "not PEM" in text and "BEGIN and END lines" in text
+    assert (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"] == []
+
+    # Confirming submits exactly the previewed CSR; the request page waits for the signer.
+    submit = {"csrf": form["csrf"], "profile": "server", "csr_pem": csr}
+    status, _, headers = await browser.post("/account/server-certs/submit", submit)
+    assert status == 303 and headers["Location"].startswith("/account/requests/")
+    (request,) = (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"]
+    assert request["status"] == "approved" and request["dns_names"] == ["www.pia.example", "pia.example"]
+    assert request["subject"] == {"CN": "www.pia.example"}
+    status, text, _ = await browser.get(headers["Location"])
+    assert status == 200 and '<meta http-equiv="refresh"' in text and "approved" in text
+
+
+def _ca_cert(name: str, serial: int) -> x509.Certificate:
+    return self_signed(name, serial=serial)[1]
+
+
+async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class1, class3 = _ca_cert("Test Class 1 Root", 1), _ca_cert("Test Class 3", 3)
+    fetched: list[str] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        fetched.append(request.path)
+        cert = class1 if request.path == "/class1.crt" else class3
+        return web.Response(body=cert.public_bytes(Encoding.DER), content_type="application/pkix-cert")
+
+    app = web.Application()
+    app.router.add_get("/{name:class[13]}.crt", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    monkeypatch.setenv("CACERT_CA_CERTS_URL", f"http://127.0.0.1:{port}")
+    try:
+        async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:
+            async with http.get(stack.api.base + "/roots") as page:
+                text = await page.text()
+                assert page.status == 200
+            for label, cert in (("class1", class1), ("class3", class3)):
+                sha256 = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+                sha1 = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA1()))  # noqa: S303
+                assert f'id="{label}-sha256">{sha256}<' in text and f'id="{label}-sha1">{sha1}<' in text
+                async with http.get(f"{stack.api.base}/roots/{label}.pem") as pem:
+                    assert await pem.read() == cert.public_bytes(Encoding.PEM)
+                    assert pem.headers["Content-Disposition"] == f'attachment; filename="cacert-{label}.pem"'
+                async with http.get(f"{stack.api.base}/roots/{label}.der") as der:
+                    assert await der.read() == cert.public_bytes(Encoding.DER)
+            assert "update-ca-certificates" in text and "certutil -addstore" in text
+            assert fetched == ["/class1.crt", "/class3.crt"]  # cached after the first fetch
+    finally:
+        await runner.cleanup()
+
+    monkeypatch.setenv("CACERT_CA_CERTS_URL", "http://127.0.0.1:9")  # nothing listens there
+    async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:
+        async with http.get(stack.api.base + "/roots") as page:
+            assert page.status == 503 and "cannot be fetched" in await page.text()
+        async with http.get(stack.api.base + "/roots/class1.pem") as download:
+            assert download.status == 503
