@@ -12,8 +12,6 @@ the CloudEvent id.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +21,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.events.envelope import CloudEvent
 from shared.kafka.producer import EventProducer
 from shared.logging import get_logger
+from shared.periodic import Periodic
 
 FIELD = "_outbox"
 INDEX = IndexModel([(f"{FIELD}.id", 1)], name="outbox_pending", sparse=True)
@@ -55,8 +54,7 @@ class Outbox:
                  *, sweep_every: float = 5.0) -> None:
         self._producer = producer
         self._collections = {c.name: c for c in collections}
-        self._sweep_every = sweep_every
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every)
 
     async def flush(self, collection: AsyncCollection[Document], document_id: Any) -> None:
         """Publish a document's pending events now, then remove them from it."""
@@ -82,20 +80,12 @@ class Outbox:
         return count
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._sweep_forever(), name="outbox-sweep")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._periodic.stop()
 
-    async def _sweep_forever(self) -> None:
-        while True:
-            try:
-                swept = await self.sweep()
-                if swept:
-                    log.info("outbox sweep published pending events", documents=swept)
-            except Exception as exc:
-                log.warning("outbox sweep failed; will retry", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._sweep_every)
+    async def _sweep_and_report(self) -> None:
+        swept = await self.sweep()
+        if swept:
+            log.info("outbox sweep published pending events", documents=swept)

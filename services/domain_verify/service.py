@@ -8,8 +8,6 @@ arrive while the consumer drains.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -49,7 +47,6 @@ class DomainVerifyService:
         self._producer: EventProducer | None = None
         self._outbox: Outbox | None = None
         self._runner: ConsumerRunner | None = None
-        self._runner_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -69,8 +66,7 @@ class DomainVerifyService:
             common.kafka, group_id=NAME, producer=self._producer,
             subscriptions=[Subscription("domain", {REQUESTED: issuer.handle})],
         )
-        self._runner_task = asyncio.create_task(self._runner.run(), name="domain-verify-consumer")
-        await self._wait_started(self._runner, self._runner_task)
+        await self._runner.start()
 
         self.sweep = ExpirySweep(self.store, self._outbox, every=self.settings.sweep_seconds,
                                  clock=self._clock)
@@ -84,24 +80,13 @@ class DomainVerifyService:
         self.http_port = self._http.addresses[0][1]
         log.info("domain_verify started", port=self.http_port)
 
-    @staticmethod
-    async def _wait_started(runner: ConsumerRunner, task: asyncio.Task[None]) -> None:
-        started = asyncio.create_task(runner.started.wait())
-        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            started.cancel()
-            task.result()  # re-raise why the consumer could not start
-
     async def stop(self) -> None:
         if self._http:
             await self._http.cleanup()
         if self.sweep:
             await self.sweep.stop()
-        if self._runner and self._runner_task:
-            if not self._runner_task.done():
-                await self._runner.stop()
-            with contextlib.suppress(Exception):
-                await self._runner_task
+        if self._runner:
+            await self._runner.stop()
         if self._outbox:
             await self._outbox.stop()
         if self._producer:

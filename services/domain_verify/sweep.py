@@ -11,8 +11,6 @@ crash between the write and the flush.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 
@@ -22,6 +20,7 @@ from services.domain_verify.store import ChallengeStore
 from shared.events import utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
+from shared.periodic import Periodic
 
 log = get_logger("domain_verify.sweep")
 
@@ -35,7 +34,7 @@ class ExpirySweep:
         self._outbox = outbox
         self._every = every
         self._clock = clock
-        self._task: asyncio.Task[None] | None = None
+        self._periodic: Periodic | None = None
 
     async def run_once(self) -> int:
         """Expire what ran out; returns how many challenges this run closed."""
@@ -54,18 +53,9 @@ class ExpirySweep:
         return closed
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="domain-verify-expiry-sweep")
+        self._periodic = Periodic("domain-verify-expiry-sweep", self.run_once, self._every)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("expiry sweep failed; will retry", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._every)
+        if self._periodic is not None:
+            await self._periodic.stop()

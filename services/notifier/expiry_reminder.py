@@ -11,8 +11,6 @@ injected so tests move time instead of waiting.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -22,6 +20,7 @@ from services.notifier.notices import Notice
 from services.notifier.outgoing import MailQueue, OutgoingMail
 from shared.events import deterministic_event_id, isoformat
 from shared.logging import get_logger
+from shared.periodic import Periodic
 
 SOURCE_TYPE = "org.cacert.notifier.expiry_reminder"
 TEMPLATE = "expiry_reminder"
@@ -42,7 +41,7 @@ class ExpiryReminder:
         self._every = every
         self._clock = clock
         self._on_queued = on_queued
-        self._task: asyncio.Task[None] | None = None
+        self._periodic: Periodic | None = None
 
     async def run_once(self) -> int:
         """Queue every reminder due now; returns how many were newly queued."""
@@ -75,18 +74,9 @@ class ExpiryReminder:
         return Notice(template=TEMPLATE, context=context, member_id=cert.member_id)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="notifier-expiry-reminder")
+        self._periodic = Periodic("notifier-expiry-reminder", self.run_once, self._every)
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _forever(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("expiry reminder run failed; will retry", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._every)
+        if self._periodic is not None:
+            await self._periodic.stop()

@@ -9,8 +9,6 @@ finish.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -58,7 +56,6 @@ class NotifierService:
         self._producer: EventProducer | None = None
         self._outbox: Outbox | None = None
         self._runner: ConsumerRunner | None = None
-        self._runner_task: asyncio.Task[None] | None = None
         self._http: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -83,8 +80,7 @@ class NotifierService:
         intake = MailIntake(self.queue, self.members, self.schedule, clock=self._clock, wake=self.sender.wake)
         self._runner = ConsumerRunner(common.kafka, group_id=NAME, producer=self._producer,
                                       subscriptions=intake.subscriptions())
-        self._runner_task = asyncio.create_task(self._runner.run(), name="notifier-consumer")
-        await self._wait_started(self._runner, self._runner_task)
+        await self._runner.start()
 
         self.reminders = ExpiryReminder(self.schedule, self.queue, thresholds=self.settings.reminder_days,
                                         every=self.settings.reminder_check_seconds, clock=self._clock,
@@ -98,24 +94,13 @@ class NotifierService:
         log.info("notifier started", port=self.http_port, smtp_host=self.settings.smtp_host,
                  smtp_port=self.settings.smtp_port, tls=self.settings.smtp_tls)
 
-    @staticmethod
-    async def _wait_started(runner: ConsumerRunner, task: asyncio.Task[None]) -> None:
-        started = asyncio.create_task(runner.started.wait())
-        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            started.cancel()
-            task.result()  # re-raise why the consumer could not start
-
     async def stop(self) -> None:
         if self._http:
             await self._http.cleanup()
         if self.reminders:
             await self.reminders.stop()
-        if self._runner and self._runner_task:
-            if not self._runner_task.done():
-                await self._runner.stop()
-            with contextlib.suppress(Exception):
-                await self._runner_task
+        if self._runner:
+            await self._runner.stop()
         if self.sender:
             await self.sender.stop()
         if self._outbox:

@@ -7,8 +7,6 @@ then HTTP. Stop runs the other way round.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -41,6 +39,7 @@ from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
+from shared.periodic import Periodic
 from shared.service import start_http
 
 NAME = "registration"
@@ -56,7 +55,7 @@ class ExpirySweep:
 
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("registration-expiry-sweep", self.run_once, context.settings.sweep_seconds)
 
     async def run_once(self) -> int:
         now = self._ctx.clock()
@@ -67,21 +66,10 @@ class ExpirySweep:
         return removed
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._forever(), name="registration-expiry-sweep")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _forever(self) -> None:
-        while True:
-            await asyncio.sleep(self._ctx.settings.sweep_seconds)
-            try:
-                await self.run_once()
-            except Exception as exc:
-                log.warning("expiry sweep failed; will retry", error=f"{type(exc).__name__}: {exc}")
+        await self._periodic.stop()
 
 
 class RegistrationService:
@@ -102,7 +90,6 @@ class RegistrationService:
         self._producer: EventProducer | None = None
         self._outbox: Outbox | None = None
         self._runner: ConsumerRunner | None = None
-        self._runner_task: asyncio.Task[None] | None = None
         self._sweep: ExpirySweep | None = None
         self._http: web.AppRunner | None = None
 
@@ -134,8 +121,7 @@ class RegistrationService:
             producer=self._producer,
             subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates)),
         )
-        self._runner_task = asyncio.create_task(self._runner.run(), name="registration-consumer")
-        await self._wait_started(self._runner, self._runner_task)
+        await self._runner.start()
         self._sweep = ExpirySweep(ctx)
         self._sweep.start()
 
@@ -167,24 +153,13 @@ class RegistrationService:
         self.http_port = self._http.addresses[0][1]
         log.info("registration started", port=self.http_port)
 
-    @staticmethod
-    async def _wait_started(runner: ConsumerRunner, task: asyncio.Task[None]) -> None:
-        started = asyncio.create_task(runner.started.wait())
-        await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            started.cancel()
-            task.result()
-
     async def stop(self) -> None:
         if self._http:
             await self._http.cleanup()
         if self._sweep:
             await self._sweep.stop()
-        if self._runner and self._runner_task:
-            if not self._runner_task.done():
-                await self._runner.stop()
-            with contextlib.suppress(Exception):
-                await self._runner_task
+        if self._runner:
+            await self._runner.stop()
         if self._outbox:
             await self._outbox.stop()
         if self._producer:

@@ -10,7 +10,6 @@ the CA keys. The status mode only serves what is stored.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 
 from services.signer.ca.crl import build_crl
@@ -23,6 +22,7 @@ from shared.audit import AuditLog
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import EventProducer, PermanentError
 from shared.logging import get_logger
+from shared.periodic import Periodic
 
 log = get_logger("services.signer.revoking")
 
@@ -43,8 +43,7 @@ class CRLPublisher:
         self._store = store
         self._validity = validity
         self._refresh_before = refresh_before
-        self._check_every = check_every
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("crl-refresh", self.refresh_due, check_every)
         self._lock = asyncio.Lock()
 
     async def regenerate(self, issuer: str) -> int:
@@ -69,21 +68,10 @@ class CRLPublisher:
                 await self.regenerate(ca.label)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="crl-refresh")
+        self._periodic.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh_due()
-            except Exception as exc:
-                log.warning("crl refresh failed; will retry", error=f"{type(exc).__name__}: {exc}")
-            await asyncio.sleep(self._check_every)
+        await self._periodic.stop()
 
 
 class Revoker:

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from typing import Any
 
@@ -103,15 +102,13 @@ class SignerService:
                 Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle}),
             ],
         )
-        self._runner_task = asyncio.create_task(self.runner.run(), name="signer-consumer")
-        await asyncio.wait_for(self.runner.started.wait(), timeout=60)
+        await self.runner.start()
 
     async def stop(self) -> None:
         if getattr(self, "_http", None):
             await self._http.cleanup()
         if self.mode == "issuing" and getattr(self, "runner", None):
             await self.runner.stop()
-            await self._runner_task
             await self.crls.stop()
             self.issuer.close()
             await self.producer.stop()

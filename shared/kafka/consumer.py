@@ -20,6 +20,7 @@ The contract every service relies on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -141,14 +142,24 @@ class ConsumerRunner:
         )
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
         self.started = asyncio.Event()
+
+    async def start(self) -> None:
+        """Consume in the background; return once the consumer has started, or raise why it could not."""
+        self._task = asyncio.create_task(self.run(), name=f"{self.group_id}-consumer")
+        started = asyncio.create_task(self.started.wait())
+        await asyncio.wait({started, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        if self._task.done():
+            started.cancel()
+            self._task.result()  # re-raises why the consumer could not start
 
     async def run(self) -> None:
         """Consume until stop(); always leaves the group cleanly."""
-        await self._consumer.start()
-        self.started.set()
-        log.info("consumer started", group=self.group_id, topics=sorted(self._routes))
         try:
+            await self._consumer.start()
+            self.started.set()
+            log.info("consumer started", group=self.group_id, topics=sorted(self._routes))
             while not self._stopping.is_set():
                 batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
                 if not batch:
@@ -164,13 +175,19 @@ class ConsumerRunner:
                 if offsets:
                     await self._commit(offsets)
         finally:
-            await self._consumer.stop()
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
             self._stopped.set()
             log.info("consumer stopped", group=self.group_id)
 
     async def stop(self) -> None:
+        """Finish the batch in hand, commit, leave the group (a no-op if the consumer already ended)."""
         self._stopping.set()
-        await self._stopped.wait()
+        if self._task is not None:
+            with contextlib.suppress(Exception):  # a consumer that crashed has already said why in the log
+                await self._task
+        else:
+            await self._stopped.wait()
 
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
