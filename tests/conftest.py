@@ -37,10 +37,21 @@ def unique() -> str:
 
 
 @pytest.fixture
-def kafka_settings(stack_env: dict[str, str], unique: str) -> KafkaSettings:
-    # Consumer groups are broker-wide: without their own prefix, tests would join each other's groups.
-    return KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.",
-                         group_prefix=f"t{unique}.")
+async def kafka_settings(stack_env: dict[str, str], unique: str) -> AsyncIterator[KafkaSettings]:
+    """A topic and consumer-group prefix of the test's own; its topics are deleted afterwards.
+
+    Groups are broker-wide, so they get the prefix too. Deleting the topics keeps a long-lived
+    development broker from piling up thousands of them over many test runs.
+    """
+    from shared.kafka.topics import delete_topics_with_prefix
+
+    settings = KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.",
+                             group_prefix=f"t{unique}.")
+    yield settings
+    try:
+        await delete_topics_with_prefix(settings, settings.topic_prefix)
+    except Exception as exc:  # cleanup must never fail a test
+        print(f"could not delete test topics {settings.topic_prefix}*: {exc}")
 
 
 @pytest.fixture

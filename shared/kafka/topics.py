@@ -6,16 +6,42 @@ configured not to create topics there (CACERT_KAFKA_CREATE_TOPICS=false).
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from shared.config import KafkaSettings
 from shared.events.catalog import Topics
 from shared.kafka.connection import client_kwargs
 
 
-async def ensure_topics(settings: KafkaSettings, partitions: int = 4, names: list[str] | None = None) -> None:
-    names = names or Topics(settings.topic_prefix).all()
+async def ensure_topics(settings: KafkaSettings, partitions: int = 4, names: list[str] | None = None,
+                        attempts: int = 5) -> None:
+    """Create missing topics; a broker that is still starting (or busy) gets a few tries before we give up."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await _create_missing(settings, partitions, names or Topics(settings.topic_prefix).all())
+            return
+        except KafkaError:
+            if attempt == attempts:
+                raise
+            await asyncio.sleep(attempt)
+
+
+async def delete_topics_with_prefix(settings: KafkaSettings, prefix: str) -> None:
+    """Remove a test run's topics so a long-lived development broker does not pile them up."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="cacert-topic-cleanup")
+    await admin.start()
+    try:
+        doomed = [t for t in await admin.list_topics() if t.startswith(prefix)]
+        if doomed:
+            await admin.delete_topics(doomed)
+    finally:
+        await admin.close()
+
+
+async def _create_missing(settings: KafkaSettings, partitions: int, names: list[str]) -> None:
     admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="cacert-topic-setup")
     await admin.start()
     try:

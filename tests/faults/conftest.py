@@ -12,7 +12,6 @@ import pytest
 
 from services.signer.ca.hierarchy import bootstrap
 from services.signer.ca.urls import CAUrls
-from shared.config import KafkaSettings
 from tests.faults.cluster import PASSPHRASE, PUBLIC_URL
 
 
@@ -27,9 +26,3 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
-@pytest.fixture
-def kafka_settings(stack_env: dict[str, str], unique: str) -> KafkaSettings:
-    """Own consumer groups too: groups are broker-wide, and sharing `signer` etc. with other suites (or the
-    running system) on the same broker makes their rebalances ours."""
-    return KafkaSettings(bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"], topic_prefix=f"t{unique}.",
-                         group_prefix=f"t{unique}.")
