@@ -260,19 +260,18 @@ def seed_accounts(say: Say) -> None:
           for n, email in enumerate(ASSURER_EMAILS, 1)),
     ]  # fmt: skip
     env = _base_env()
-    procs = []
+    # One after the other: concurrent first runs race to create the same indexes, which FerretDB v1
+    # answers by dropping the connection.
     for person in people:
         argv = [sys.executable, "-m", "services.registration", "create-admin", "--email", person["email"],
                 "--name", person["name"], *(["--assurer"] if person["role"] == "assurer" else [])]  # fmt: skip
-        procs.append((person, subprocess.Popen(
+        proc = subprocess.run(
             argv, cwd=ROOT, env={**env, "CACERT_ADMIN_PASSWORD": person["password"]},
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )))  # fmt: skip
-    for person, proc in procs:
-        out, _ = proc.communicate(timeout=120)
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
+        )  # fmt: skip
         if proc.returncode != 0:
-            raise StackError(f"create-admin {person['email']} failed (exit {proc.returncode}):\n{out}")
-        say(f"seed   {out.strip()}")
+            raise StackError(f"create-admin {person['email']} failed (exit {proc.returncode}):\n{proc.stdout}")
+        say(f"seed   {proc.stdout.strip()}")
     data = {"admin": people[0], "assurers": people[1:]}
     _write_secret(accounts_file(), json.dumps(data, indent=2) + "\n")
 

@@ -8,13 +8,14 @@ done by sweeps), no change streams.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import AutoReconnect, DuplicateKeyError
 
 from shared.config import MongoSettings
 
@@ -43,10 +44,20 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequ
     for collection, models in indexes.items():
         if not models:
             continue
-        existing = {index["name"] async for index in await db[collection].list_indexes()}
-        missing = [m for m in models if m.document["name"] not in existing]
-        if missing:
-            await db[collection].create_indexes(missing)
+        for attempt in (1, 2, 3):
+            existing = {index["name"] async for index in await db[collection].list_indexes()}
+            missing = [m for m in models if m.document["name"] not in existing]
+            if not missing:
+                break
+            try:
+                await db[collection].create_indexes(missing)
+                break
+            except AutoReconnect:
+                # FerretDB v1 drops the connection instead of answering (another process may have just
+                # created the same index): look again at what exists, then create only what is missing.
+                if attempt == 3:
+                    raise
+                await asyncio.sleep(0.5 * attempt)
 
 
 async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:
