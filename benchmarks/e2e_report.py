@@ -388,10 +388,11 @@ def _pct(sorted_values: list[float], q: float) -> float | None:
 def summarize(samples: list[Sample], watcher: Watcher, offered: float | None = None) -> dict[str, Any]:
     answered = [s for s in samples if s.request_id and s.answered is not None]
     issued = [s for s in answered if s.request_id not in watcher.rejected]
-    latencies = sorted((s.answered - s.start) * 1000 for s in issued)  # type: ignore[operator]
+    answer_times = [s.answered for s in issued if s.answered is not None]
+    latencies = sorted((s.answered - s.start) * 1000 for s in issued if s.answered is not None)
     http = sorted((s.http_done - s.start) * 1000 for s in samples if s.status == 202)
     first = min((s.start for s in samples), default=0.0)
-    last = max((s.answered for s in issued), default=first)  # type: ignore[type-var]
+    last: float = max(answer_times, default=first)
     duplicates = sum(1 for s in issued if len(watcher.serials.get(s.request_id or "", ())) > 1)
     result: dict[str, Any] = {
         "requests": len(samples),
