@@ -8,7 +8,8 @@ from services.registration.api_accounts import member_view
 from services.registration.api_common import Authenticator, email_field, parse_date, schema
 from services.registration.assurance import Assurances
 from services.registration.issuance_policy import ASSURED_POINTS
-from services.registration.members import ASSURER_POINTS, Member, Members
+from services.registration.members import Member, Members
+from services.registration.staff_actions import StaffActions
 from shared.http import ApiError, read_json
 
 
@@ -72,36 +73,16 @@ class TrustRoutes:
         admin = await self._auth.admin(request)
         body = await read_json(request, schema("GrantAssurerRequest"))
         member = await self._target(request.match_info["member_id"])
-        if body["assurer_test_passed"] is not True:
-            raise ApiError(409, "assurer_test_required", "the member must have passed the assurer test")
-        points = await self._assurances.points_of(member.id)
-        if points < ASSURER_POINTS:
-            raise ApiError(
-                409,
-                "insufficient_points",
-                f"an Assurer needs at least {ASSURER_POINTS} points; this member has {points}",
-                {"points": points, "required": ASSURER_POINTS},
-            )
-        roles = list(member.roles) if member.is_assurer else [*member.roles, "assurer"]
-        updated = await self._members.change_roles(
-            member,
-            roles=roles,
-            codesign=member.codesign_enabled,
-            changed_by=admin.id,
-            extra={"assurer_test_passed": True},
+        updated = await StaffActions(self._members, self._assurances).grant_assurer(
+            admin, member, test_passed=body["assurer_test_passed"] is True
         )
-        await self._members.audit(admin.id, "admin.assurer_granted", member.id, roles=roles, points=points)
         return web.json_response(await member_view(updated, self._assurances))
 
     async def set_codesign(self, request: web.Request) -> web.Response:
         admin = await self._auth.admin(request)
         body = await read_json(request, schema("CodesignRequest"))
         member = await self._target(request.match_info["member_id"])
-        enabled = bool(body["enabled"])
-        if enabled and not member.is_assurer:
-            raise ApiError(409, "not_an_assurer", "code signing can only be activated for an Assurer")
-        updated = await self._members.change_roles(
-            member, roles=list(member.roles), codesign=enabled, changed_by=admin.id
+        updated = await StaffActions(self._members, self._assurances).set_codesign(
+            admin, member, enabled=bool(body["enabled"])
         )
-        await self._members.audit(admin.id, "admin.codesign_changed", member.id, codesign_enabled=enabled)
         return web.json_response(await member_view(updated, self._assurances))

@@ -32,6 +32,7 @@ from services.registration.members import ASSURER_POINTS, Member, Members, new_m
 from services.registration.passwords import password_problem
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
+from services.registration.staff_actions import StaffActions
 from services.registration.web import preview as previews
 from services.registration.web.ca_certificates import LABELS, CaCertificates, CaUnavailable
 from services.registration.web.rendering import error_page, favicon, favicon_ico, render, see_other, stylesheet
@@ -612,38 +613,17 @@ class WebPortal:
         )
 
     async def admin_grant_assurer(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
-        # Same checks as POST /v1/admin/members/{id}/assurer (api_trust.TrustRoutes.grant_assurer).
-        admin = _member(visitor)
         member = await self._target(request.match_info["member_id"])
-        if _text(form, "assurer_test_passed") != "yes":
-            raise ApiError(409, "assurer_test_required", "The member must have passed the assurer test.")
-        points = await self._assurances.points_of(member.id)
-        if points < ASSURER_POINTS:
-            raise ApiError(
-                409,
-                "insufficient_points",
-                f"An Assurer needs at least {ASSURER_POINTS} points; this member has {points}.",
-            )
-        roles = list(member.roles) if member.is_assurer else [*member.roles, "assurer"]
-        await self._members.change_roles(
-            member,
-            roles=roles,
-            codesign=member.codesign_enabled,
-            changed_by=admin.id,
-            extra={"assurer_test_passed": True},
+        await StaffActions(self._members, self._assurances).grant_assurer(
+            _member(visitor), member, test_passed=_text(form, "assurer_test_passed") == "yes"
         )
-        await self._members.audit(admin.id, "admin.assurer_granted", member.id, roles=roles, points=points)
         return see_other(f"/account/admin?member={quote(member.id)}&notice=roles_changed")
 
     async def admin_codesign(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
-        # Same checks as POST /v1/admin/members/{id}/codesign.
-        admin = _member(visitor)
         member = await self._target(request.match_info["member_id"])
-        enabled = _text(form, "enabled") == "yes"
-        if enabled and not member.is_assurer:
-            raise ApiError(409, "not_an_assurer", "Code signing can only be activated for an Assurer.")
-        await self._members.change_roles(member, roles=list(member.roles), codesign=enabled, changed_by=admin.id)
-        await self._members.audit(admin.id, "admin.codesign_changed", member.id, codesign_enabled=enabled)
+        await StaffActions(self._members, self._assurances).set_codesign(
+            _member(visitor), member, enabled=_text(form, "enabled") == "yes"
+        )
         return see_other(f"/account/admin?member={quote(member.id)}&notice=roles_changed")
 
     async def admin_revoke(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
