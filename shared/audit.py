@@ -4,7 +4,7 @@ Every security-relevant action (issuance, revocation, assurance, role change,
 admin action, RA decision, domain verification) is one entry in the
 collection `audit`:
 
-    {_id: seq, seq, at, actor, action, subject, details, prev_hash, hash}
+    {_id: "000000000000042", seq: 42, at, actor, action, subject, details, prev_hash, hash}
 
 `hash` = SHA-256 (hex) over the canonical JSON (sorted keys, no spaces,
 UTF-8) of `{seq, at, actor, action, subject, details, prev_hash}`, and
@@ -14,9 +14,15 @@ entry, and `verify` names the first broken link.
 
 Concurrent writers (several replicas) cannot fork the chain: `_id` is the
 sequence number, an entry is inserted with `_id = last seq + 1`, and the
-loser of a race gets a duplicate-key error, re-reads the head and retries.
-This uses only single-document inserts on `_id`, which MongoDB and FerretDB
-both enforce atomically.
+loser of a race gets a duplicate-key error, follows the chain from its head
+and retries. This uses only inserts and lookups on `_id`, which MongoDB and
+FerretDB both enforce atomically.
+
+The `_id` is the sequence number as a zero-padded *string* (`entry_key`):
+FerretDB v1 answers a lookup by a string `_id` from its primary key but scans
+the whole collection for a numeric one, which made every append O(entries).
+The happy path does no lookup at all: a writer keeps the head it last wrote
+and only reads when an insert says another writer got there first.
 
 Use from a service:
 
@@ -49,6 +55,7 @@ from shared.events import isoformat, utcnow
 
 COLLECTION = "audit"
 GENESIS = "0" * 64
+KEY_DIGITS = 15
 HASHED_FIELDS = ("seq", "at", "actor", "action", "subject", "details", "prev_hash")
 Document = dict[str, Any]
 
@@ -62,6 +69,11 @@ def _plain(details: Mapping[str, Any] | None) -> dict[str, Any]:
     """Details as plain JSON types (datetimes as ISO strings), exactly as they will be stored."""
     return json.loads(json.dumps(dict(details or {}), default=lambda v: isoformat(v) if isinstance(v, datetime)
                                  else str(v)))
+
+
+def entry_key(seq: int) -> str:
+    """The `_id` of entry `seq`: zero-padded, so string order is sequence order."""
+    return f"{seq:0{KEY_DIGITS}d}"
 
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
@@ -101,21 +113,44 @@ class AuditLog:
         self._max_attempts = max_attempts
         self._head: tuple[int, str] | None = None
 
-    async def _current_head(self) -> tuple[int, str]:
-        """The last entry's (seq, hash).
+    async def _current_head(self, *, follow: bool) -> tuple[int, str]:
+        """The last entry's (seq, hash) as far as this writer knows; `follow` catches up with other writers.
 
-        Found by a sorted query once per process, then kept and only followed forward by `_id`
-        lookups (entries other writers appended since): FerretDB scans the whole collection for a
-        sort, so doing that on every append made each append slower than the last.
+        Found by a sorted query once per process, then kept; after a lost race it is followed
+        forward by `_id` lookups (the entries other writers appended since). FerretDB scans the
+        whole collection for a sort, so doing that on every append made each append slower than
+        the last.
         """
         if self._head is None:
             head = await self.collection.find_one({}, sort=[("_id", DESCENDING)])
-            self._head = (int(head["_id"]), str(head["hash"])) if head else (0, GENESIS)
-        seq, prev = self._head
-        while (following := await self.collection.find_one({"_id": seq + 1}, {"hash": 1})) is not None:
-            seq, prev = seq + 1, str(following["hash"])
-        self._head = (seq, prev)
+            self._head = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
+        if follow:
+            self._head = await self._follow(*self._head)
         return self._head
+
+    async def _follow(self, seq: int, prev: str) -> tuple[int, str]:
+        """The head after entry `seq`, found with O(log k) `_id` lookups when others appended k entries.
+
+        Other writers append whole batches, so stepping one entry at a time cost a lookup per entry
+        they wrote. Only the last entry's hash is needed: gallop forward (seq+1, +2, +4, ...) to an
+        entry that does not exist, then bisect between the last one that does and that one.
+        """
+        async def entry(n: int) -> Document | None:
+            return await self.collection.find_one({"_id": entry_key(n)}, {"hash": 1})
+
+        last, last_hash = seq, prev  # the furthest entry known to exist, and its hash
+        step = 1
+        while (found := await entry(last + step)) is not None:
+            last, last_hash = last + step, str(found["hash"])
+            step *= 2
+        missing = last + step  # known not to exist (entries are contiguous)
+        while missing - last > 1:
+            middle = (last + missing) // 2
+            if (found := await entry(middle)) is not None:
+                last, last_hash = middle, str(found["hash"])
+            else:
+                missing = middle
+        return last, last_hash
 
     async def append(self, *, actor: str, action: str, subject: str,
                      details: Mapping[str, Any] | None = None) -> Document:
@@ -128,10 +163,12 @@ class AuditLog:
         todo = [dataclasses.replace(p, details=_plain(p.details)) for p in pending]
         written: list[Document] = []
         async with self._lock:
+            lost_race = False
             for _ in range(self._max_attempts):
                 if not todo:
                     return written
-                seq, prev = await self._current_head()
+                seq, prev = await self._current_head(follow=lost_race)
+                lost_race = True  # from here on, every retry follows the chain first
                 at = isoformat(self._clock())
                 docs = []
                 for item in todo:
@@ -139,13 +176,13 @@ class AuditLog:
                     entry: Document = {"seq": seq, "at": at, "actor": item.actor, "action": item.action,
                                        "subject": item.subject, "details": item.details, "prev_hash": prev}
                     entry["hash"] = prev = entry_hash(entry)
-                    docs.append({"_id": seq, **entry})
+                    docs.append({"_id": entry_key(seq), **entry})
                 try:
                     if len(docs) == 1:
                         await self.collection.insert_one(docs[0])
                     else:
                         await self.collection.insert_many(docs, ordered=True)
-                    self._head = (docs[-1]["_id"], docs[-1]["hash"])
+                    self._head = (docs[-1]["seq"], docs[-1]["hash"])
                     return written + docs
                 except DuplicateKeyError:
                     continue  # another writer took this seq: follow the chain from there and retry
@@ -154,7 +191,7 @@ class AuditLog:
                     written += docs[:inserted]
                     todo = todo[inserted:]
                     if inserted:
-                        self._head = (docs[inserted - 1]["_id"], docs[inserted - 1]["hash"])
+                        self._head = (docs[inserted - 1]["seq"], docs[inserted - 1]["hash"])
         raise RuntimeError(f"audit append lost the race {self._max_attempts} times in a row")
 
     async def verify(self) -> Verification:
@@ -162,11 +199,10 @@ class AuditLog:
         expected_seq, prev, count = 1, GENESIS, 0
         async for doc in self.collection.find({}).sort("_id", 1):
             count += 1
-            seq = doc.get("_id")
             problem = None
-            if seq != expected_seq or doc.get("seq") != seq:
-                problem = f"expected entry {expected_seq} here, found _id {seq!r} seq {doc.get('seq')!r} " \
-                          "(an entry was removed or inserted)"
+            if doc.get("_id") != entry_key(expected_seq) or doc.get("seq") != expected_seq:
+                problem = f"expected entry {expected_seq} here, found _id {doc.get('_id')!r} " \
+                          f"seq {doc.get('seq')!r} (an entry was removed or inserted)"
             elif any(field not in doc for field in (*HASHED_FIELDS, "hash")):
                 problem = "fields are missing"
             elif doc["prev_hash"] != prev:

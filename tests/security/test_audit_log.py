@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from shared.audit import AuditLog
+from shared.audit import AuditLog, Pending, entry_hash, entry_key
 from shared.config import KafkaSettings, MongoSettings
 from shared.mongo import connect
 from tests.integration.test_registration_certificates import verify_domain
@@ -61,7 +61,8 @@ async def test_registration_actions_are_audited_and_tampering_is_found(
         rejected_id = rejected.body["error"]["details"]["request_id"]
         assert (member_id, "csr.rejected", rejected_id) in actions
         assert not [a for a in actions if a[1] == "admin.assurer_granted"]
-        assert [e["_id"] for e in entries] == list(range(1, len(entries) + 1))
+        assert [e["seq"] for e in entries] == list(range(1, len(entries) + 1))
+        assert [e["_id"] for e in entries] == [entry_key(n) for n in range(1, len(entries) + 1)]
         assert (await audit.verify()).ok
         ok = verify_cli(mongo_settings)
         assert ok.returncode == 0 and f"{len(entries)} entries" in ok.stdout, ok.stdout + ok.stderr
@@ -70,21 +71,19 @@ async def test_registration_actions_are_audited_and_tampering_is_found(
         target = next(e for e in entries if e["action"] == "assurance.recorded")
         await audit.collection.update_one({"_id": target["_id"]}, {"$set": {"details.points": 5}})
         result = await audit.verify()
-        assert not result.ok and result.broken_seq == target["_id"] and "altered" in (result.problem or "")
+        assert not result.ok and result.broken_seq == target["seq"] and "altered" in (result.problem or "")
         broken = verify_cli(mongo_settings)
-        assert broken.returncode == 1 and f"BROKEN at seq {target['_id']}" in broken.stdout, broken.stdout
+        assert broken.returncode == 1 and f"BROKEN at seq {target['seq']}" in broken.stdout, broken.stdout
 
         # Re-hashing the altered entry to hide it breaks the link to the next one instead.
-        from shared.audit import entry_hash
-
         doc = await audit.collection.find_one({"_id": target["_id"]})
         assert doc is not None
         await audit.collection.update_one({"_id": target["_id"]}, {"$set": {"hash": entry_hash(doc)}})
         result = await audit.verify()
-        assert not result.ok and result.broken_seq == target["_id"] + 1 and "prev_hash" in (result.problem or "")
+        assert not result.ok and result.broken_seq == target["seq"] + 1 and "prev_hash" in (result.problem or "")
 
         # Deleting an entry is found as a gap.
-        await audit.collection.delete_one({"_id": 2})
+        await audit.collection.delete_one({"_id": entry_key(2)})
         assert (await audit.verify()).broken_seq == 2
 
 
@@ -95,7 +94,7 @@ async def test_concurrent_appenders_never_fork_the_chain(mongo_settings: MongoSe
         await asyncio.gather(*(log.append(actor=f"r{i}", action="test.append", subject=str(n), details={"n": n})
                                for n in range(20) for i, log in enumerate(replicas)))
         entries = await replicas[0].collection.find({}).sort("_id", 1).to_list()
-        assert [e["_id"] for e in entries] == list(range(1, 61))
+        assert [e["seq"] for e in entries] == list(range(1, 61))
         assert (await replicas[0].verify()).ok
     finally:
         await client.drop_database(str(mongo_settings.database))
@@ -117,3 +116,38 @@ async def test_domain_verify_audits_a_verified_domain(
             "webmaster@example.org", "domain.verified", "example.org")
         assert entry["details"]["member_id"] == "m-7"
         assert (await audit.verify()).ok
+
+
+async def test_a_lone_writer_appends_without_reading_the_chain(mongo_settings: MongoSettings) -> None:
+    """Appends stay cheap: a writer that loses no race only inserts; one that lost follows in O(log k) lookups."""
+    from pymongo import AsyncMongoClient, monitoring
+
+    commands: list[str] = []
+
+    class Recorder(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            commands.append(event.command_name)
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[Recorder()])
+    db = client[str(mongo_settings.database)]
+    try:
+        log = AuditLog(db)  # type: ignore[arg-type]
+        await log.append(actor="a", action="test.append", subject="0")
+        commands.clear()
+        for n in range(1, 6):
+            await log.append(actor="a", action="test.append", subject=str(n))
+        assert commands == ["insert"] * 5
+        other = AuditLog(db)  # type: ignore[arg-type]  # a second writer: the first must now follow it
+        await other.append_many(Pending("b", "test.append", str(n), {}) for n in range(6, 43))
+        commands.clear()
+        await log.append(actor="a", action="test.append", subject="43")
+        # one lost insert, then a gallop and a bisection over the 37 new entries (not 37 lookups), one insert
+        assert commands.count("insert") == 2 and commands.count("find") <= 2 * 6 + 1, commands
+        assert (await log.verify()).ok and (await log.verify()).entries == 44
+    finally:
+        await client.drop_database(str(mongo_settings.database))
+        await client.close()
