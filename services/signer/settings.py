@@ -32,6 +32,11 @@ class SignerSettings:
         ["server", "client", "codesign"],
         help="profiles linted with pkilint before signing (comma list; empty: none)",
     )
+    signing_workers: int = setting(
+        "CACERT_SIGNER_WORKERS",
+        1,
+        help="signing processes per replica (CSR checks, lint, signatures); up to the cores it may use",
+    )
     crl_validity_hours: int = setting("CACERT_CRL_VALIDITY_HOURS", 24)
     crl_refresh_before_hours: int = setting(
         "CACERT_CRL_REFRESH_BEFORE_HOURS", 6, help="regenerate a CRL this long before its nextUpdate"
@@ -46,6 +51,8 @@ class SignerSettings:
         unknown = [p for p in self.lint_profiles if p not in PROFILES]
         if unknown:
             raise ConfigError(f"CACERT_LINT_PROFILES has unknown profiles: {', '.join(unknown)}")
+        if not 1 <= self.signing_workers <= 64:
+            raise ConfigError(f"CACERT_SIGNER_WORKERS must be between 1 and 64, got {self.signing_workers}")
         if not self.ca_passphrase:
             raise ConfigError("CACERT_CA_PASSPHRASE must not be empty")
         if self.crl_refresh_before_hours >= self.crl_validity_hours:

@@ -1,0 +1,80 @@
+"""Signing in worker processes: what a pool decides, and what happens when a worker dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.signer.settings import SignerSettings
+from services.signer.signing import SigningConfig, SigningPool
+from shared.config import ConfigError, load
+from shared.events import isoformat, utcnow
+from shared.kafka import TransientError
+
+PUBLIC_URL = "http://pki.example.net"
+
+
+def payload(csr_pem: str, name: str) -> dict[str, Any]:
+    return {
+        "request_id": str(uuid.uuid4()), "member_id": "member-1", "cert_class": 3, "profile": "server",
+        "csr_pem": csr_pem, "subject": {"CN": name}, "dns_names": [name], "ip_addresses": [], "emails": [],
+        "validity_days": 90, "approved_at": isoformat(utcnow()),
+    }
+
+
+@pytest.fixture
+def config(ca_dir: Path, passphrase: bytes) -> SigningConfig:
+    return SigningConfig(ca_dir=ca_dir, passphrase=passphrase, public_base_url=PUBLIC_URL,
+                         lint_profiles=frozenset({"server"}), lint=True, log_level="WARNING")
+
+
+async def test_workers_sign_in_processes_of_their_own(config: SigningConfig,
+                                                      make_csr: Callable[..., str]) -> None:
+    pool = SigningPool(config, workers=2)
+    await pool.start()
+    try:
+        requests = [(str(uuid.uuid4()), payload(make_csr(ec.generate_private_key(ec.SECP256R1())), f"h{i}.example.org"))
+                    for i in range(3)]
+        outcomes = await pool.decide_all(requests, utcnow())
+        assert [o["_id"] for o in outcomes] == [p["request_id"] for _, p in requests]
+        for outcome, (_, request) in zip(outcomes, requests, strict=True):
+            assert outcome["kind"] == "issued", outcome
+            cert = x509.load_der_x509_certificate(outcome["der"])
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            assert san.get_values_for_type(x509.DNSName) == request["dns_names"]
+            assert outcome["event"]["data"]["serial"] == outcome["serial"]
+        assert os.getpid() not in pool.worker_pids() and len(pool.worker_pids()) == 2
+    finally:
+        pool.close()
+
+
+async def test_a_killed_worker_fails_the_batch_transiently_and_the_next_batch_is_signed(
+        config: SigningConfig, make_csr: Callable[..., str]) -> None:
+    pool = SigningPool(config, workers=1)
+    await pool.start()
+    try:
+        (victim,) = pool.worker_pids()
+        os.kill(victim, signal.SIGKILL)  # out of memory, say: nothing it held was stored or published
+        request = [(str(uuid.uuid4()), payload(make_csr(ec.generate_private_key(ec.SECP256R1())), "k.example.org"))]
+        with pytest.raises(TransientError):  # the consumer retries the batch; it is not dead-lettered
+            await pool.decide_all(request, utcnow())
+        (outcome,) = await pool.decide_all(request, utcnow())
+        assert outcome["kind"] == "issued" and victim not in pool.worker_pids()
+    finally:
+        pool.close()
+
+
+def test_signing_workers_setting_is_checked_at_start_up(ca_dir: Path) -> None:
+    environ = {"CACERT_CA_DIR": str(ca_dir), "CACERT_CA_PASSPHRASE": "x", "CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+               "CACERT_MONGO_URL": "mongodb://127.0.0.1:9", "CACERT_MONGO_DATABASE": "signer"}
+    with pytest.raises(ConfigError, match="CACERT_SIGNER_WORKERS"):
+        load(SignerSettings, dict(environ, CACERT_SIGNER_WORKERS="0"))
+    assert load(SignerSettings, dict(environ, CACERT_SIGNER_WORKERS="3")).signing_workers == 3
