@@ -12,7 +12,9 @@ profile and CSR-key mix, waits for every answer on the cert topic, and prints:
 
 `baseline_sign_per_s` is the bare `cryptography` rate of building and signing
 the same kind of leaf with the same CA key, single-threaded, measured in the
-same run; `ratio` = throughput / baseline. Latency is from publishing a
+same run (right before and right after each measured run, averaged); `ratio`
+= throughput / baseline. Top-level figures are those of the first run; `runs`
+has every run, each with its own baseline and ratio. Latency is from publishing a
 request to receiving its `cert.issued`. Throughput counts from the first
 publish to the last answer.
 """
@@ -48,6 +50,7 @@ from services.signer.ca.urls import CAUrls
 from shared.config import KafkaSettings
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.kafka import EventProducer, ensure_topics
+from shared.kafka.topics import delete_topics_with_prefix
 
 PASSPHRASE = b"loadtest-only-passphrase"
 PUBLIC_URL = "http://pki.example.net"
@@ -171,10 +174,25 @@ def _pid_listening_on(port: int) -> list[int]:
     return []
 
 
+def _children(pids: list[int]) -> list[int]:
+    """The direct children of `pids` (a replica's signing workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid in pids:
+            found.append(int(entry.name))
+    return found
+
+
 def system_pids(signer_pids: list[int], kafka_port: int, mongo_port: int) -> dict[str, list[int]]:
     """The processes of the system under test, found once so before/after compare the same ones."""
-    return {"signer": signer_pids, "kafka": _pid_listening_on(kafka_port), "ferretdb": _pid_listening_on(mongo_port),
-            "load_generator": [os.getpid()]}
+    return {"signer": signer_pids, "signing_workers": _children(signer_pids), "kafka": _pid_listening_on(kafka_port),
+            "ferretdb": _pid_listening_on(mongo_port), "load_generator": [os.getpid()]}
 
 
 def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -224,6 +242,45 @@ def stage_breakdown(ports: list[int]) -> dict[str, Any]:
     }
 
 
+def assigned_partitions(port: int, topic: str) -> int | None:
+    """Partitions of `topic` a replica holds, from its /metrics (None while it cannot answer)."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("cacert_kafka_assigned_partitions{") and f'topic="{topic}"' in line:
+            return int(float(line.rsplit(" ", 1)[1]))
+    return 0
+
+
+async def wait_for_group(
+    replicas: list[tuple[subprocess.Popen[bytes], int]], topic: str, partitions: int, timeout: float = 180
+) -> None:
+    """Until every replica holds its share of the input topic's partitions, unchanged for 2 s."""
+    deadline = time.monotonic() + timeout
+    stable_since: float | None = None
+    last: list[int | None] = []
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p, _ in replicas):
+            raise SystemExit("a signer replica exited during start-up; see its log (--log-dir)")
+        held = [await asyncio.to_thread(assigned_partitions, port, topic) for _, port in replicas]
+        settled = None not in held and sum(h or 0 for h in held) == partitions and all(
+            h for h in held[: min(len(held), partitions)])
+        if settled and held == last:
+            stable_since = stable_since or time.monotonic()
+            if time.monotonic() - stable_since >= 2:
+                return
+        else:
+            stable_since = None
+        last = held
+        await asyncio.sleep(0.5)
+    raise SystemExit(f"the signer replicas did not split {topic}'s {partitions} partitions in {timeout:.0f}s")
+
+
 async def collect(
     bootstrap: str,
     topic: str,
@@ -238,7 +295,8 @@ async def collect(
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
-        fetch_max_wait_ms=50,
+        fetch_min_bytes=64 * 1024,  # fewer, fuller fetches: the collector's own load on the broker stays small
+        fetch_max_wait_ms=20,
     )
     await consumer.start()
     try:
@@ -268,6 +326,7 @@ async def run_once(
     mongo_url: str,
     lint: bool,
     replicas: int,
+    workers: int,
     work_dir: Path,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
@@ -278,12 +337,14 @@ async def run_once(
         os.environ,
         CACERT_KAFKA_BOOTSTRAP=kafka_bootstrap,
         CACERT_KAFKA_TOPIC_PREFIX=prefix,
+        CACERT_KAFKA_GROUP_PREFIX=prefix,  # this run's replicas form a group of their own
         CACERT_MONGO_URL=mongo_url,
         CACERT_MONGO_DATABASE=f"signer_load_{run_id}",
         CACERT_CA_DIR=str(ca_dir),
         CACERT_CA_PASSPHRASE=PASSPHRASE.decode(),
         CACERT_SIGNER_PUBLIC_URL=PUBLIC_URL,
         CACERT_KAFKA_CREATE_TOPICS="false",
+        CACERT_SIGNER_WORKERS=str(workers),
         CACERT_LOG_LEVEL=os.environ.get("CACERT_LOG_LEVEL", "WARNING"),
     )
     topics = Topics(prefix)
@@ -293,7 +354,10 @@ async def run_once(
     procs = [p for p, _ in replicas_started]
     breakdown: dict[str, Any] = {}
     try:
-        # Warm-up (not measured): lets every replica join the group, import pkilint and build validators.
+        # Every replica in the group before anything is measured: a late joiner would trigger a
+        # rebalance mid-run, and the redelivered batches would be measured as throughput lost.
+        await wait_for_group(replicas_started, topics.of("csr"), args.partitions)
+        # Warm-up (not measured): the first batches through every replica.
         warm = build_requests(max(8, 2 * args.partitions), parse_mix(args.mix), args.csr_keys, "warmup")
         await _drive(producer, kafka_bootstrap, topics.of("cert"), warm, timeout=180)
         requests = build_requests(args.requests, parse_mix(args.mix), args.csr_keys, "loadtest")
@@ -321,6 +385,7 @@ async def run_once(
             except subprocess.TimeoutExpired:
                 proc.kill()
         await producer.stop()
+        await delete_topics_with_prefix(kafka, prefix)
     issued = {
         r for r, answers in seen.items() if any(t == "org.cacert.cert.issued.v1" for _, t, _ in answers)
     }
@@ -336,6 +401,7 @@ async def run_once(
     elapsed = (finished - first) if seen else float("nan")
     return {
         "replicas": replicas,
+        "workers_per_replica": workers,
         "lint": lint,
         "requests": args.requests,
         "issued": len(issued),
@@ -384,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--replicas", default="1", help="comma list, e.g. 1,2: one run per value")
+    parser.add_argument("--workers", default="1",
+                        help="signing processes per replica (CACERT_SIGNER_WORKERS), comma list: one run per value")
     parser.add_argument("--lint", choices=["on", "off", "both"], default="both")
     parser.add_argument("--ca-algorithm", default="rsa4096", choices=["rsa4096", "rsa2048", "p256", "p384"])
     parser.add_argument("--ca-dir", type=Path, help="use this CA (passphrase in CACERT_CA_PASSPHRASE)")
@@ -415,14 +483,19 @@ def main(argv: list[str] | None = None) -> int:
             ca_dir = work / "ca"
             ca_dir.mkdir()
             bootstrap(ca_dir, PASSPHRASE, args.ca_algorithm, class1_urls=CAUrls.under(PUBLIC_URL, "class1"))
-        baseline = measure_baseline(ca_dir, args.baseline_seconds)
         runs = []
         lint_modes = {"on": [True], "off": [False], "both": [False, True]}[args.lint]
-        for replicas in [int(r) for r in args.replicas.split(",")]:
+        shapes = [(int(r), int(w)) for r in args.replicas.split(",") for w in args.workers.split(",")]
+        for replicas, workers in shapes:
             for lint in lint_modes:
+                # The baseline right before and right after each run, so both see the same machine
+                # (a shared host's speed drifts by 10-20% over minutes).
+                before = measure_baseline(ca_dir, args.baseline_seconds / 2)
                 result = asyncio.run(
-                    run_once(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, log_dir)
+                    run_once(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, workers, log_dir)
                 )
+                baseline = (before + measure_baseline(ca_dir, args.baseline_seconds / 2)) / 2
+                result["baseline_sign_per_s"] = round(baseline, 1)
                 result["ratio"] = round(result["throughput_per_s"] / baseline, 3)
                 runs.append(result)
                 print(json.dumps(result), file=sys.stderr)
@@ -432,18 +505,20 @@ def main(argv: list[str] | None = None) -> int:
         "mix": args.mix,
         "csr_keys": args.csr_keys,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "baseline_sign_per_s": round(baseline, 1),
     }
     report.update(
         {
             k: runs[0][k]
-            for k in ("issued", "duplicates", "missing", "throughput_per_s", "p50_ms", "p99_ms", "ratio")
+            for k in ("issued", "duplicates", "missing", "throughput_per_s", "p50_ms", "p99_ms", "baseline_sign_per_s",
+                      "ratio")
         }
     )
     report["runs"] = runs
     one = [r for r in runs if r["replicas"] == 1]
     for r in runs:
-        match = next((o for o in one if o["lint"] == r["lint"]), None)
+        match = next(
+            (o for o in one if o["lint"] == r["lint"] and o["workers_per_replica"] == r["workers_per_replica"]), None
+        )
         if match and r["replicas"] > 1 and match["throughput_per_s"]:
             r["scaling_vs_one_replica"] = round(r["throughput_per_s"] / match["throughput_per_s"], 2)
     text = json.dumps(report, indent=2)
