@@ -24,6 +24,7 @@ import hashlib
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -228,8 +229,16 @@ def _start_worker(config: SigningConfig) -> None:
     # SIGTERM sent to the whole process group must not kill a signature half-way.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="parent-watch", daemon=True).start()
     configure("signer-signing", config.log_level)
     _signatory = config.signatory()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """A worker whose signer was killed (SIGKILL, OOM) must not live on holding the CA keys."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
 
 
 def _decide_in_worker(requests: list[Request], now: dt.datetime) -> list[Document]:

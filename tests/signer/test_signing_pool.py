@@ -78,3 +78,47 @@ def test_signing_workers_setting_is_checked_at_start_up(ca_dir: Path) -> None:
     with pytest.raises(ConfigError, match="CACERT_SIGNER_WORKERS"):
         load(SignerSettings, dict(environ, CACERT_SIGNER_WORKERS="0"))
     assert load(SignerSettings, dict(environ, CACERT_SIGNER_WORKERS="3")).signing_workers == 3
+
+
+def test_workers_do_not_outlive_a_killed_signer(tmp_path: Path, ca_dir: Path, passphrase: bytes) -> None:
+    """A SIGKILLed signer (OOM killer, kubelet) must not leave orphaned processes holding the CA keys."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from services.signer.signing import SigningConfig, SigningPool\n"
+        "async def main():\n"
+        f"    pool = SigningPool(SigningConfig(Path({str(ca_dir)!r}), {passphrase!r}, 'http://x.example', "
+        "frozenset(), False, 'WARNING'), workers=2)\n"
+        "    await pool.start()\n"
+        "    print('PIDS', *pool.worker_pids(), flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n")
+    root = str(Path(__file__).resolve().parents[2])
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
+                              env=dict(os.environ, PYTHONPATH=root))
+    assert parent.stdout is not None
+    line = ""
+    while not line.startswith("PIDS"):  # after the pool's own log lines
+        line = parent.stdout.readline()
+        assert line, "the signer stand-in exited before starting its workers"
+    workers = [int(p) for p in line.split()[1:]]
+    assert len(workers) == 2
+    parent.kill()
+    parent.wait()
+
+    def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped by init) counts as gone
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if alive(p)], "signing workers outlived their signer"
