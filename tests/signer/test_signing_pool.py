@@ -102,15 +102,17 @@ def test_workers_do_not_outlive_a_killed_signer(tmp_path: Path, ca_dir: Path, pa
     root = str(Path(__file__).resolve().parents[2])
     parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=root,
                               env=dict(os.environ, PYTHONPATH=root))
-    assert parent.stdout is not None
-    line = ""
-    while not line.startswith("PIDS"):  # after the pool's own log lines
-        line = parent.stdout.readline()
-        assert line, "the signer stand-in exited before starting its workers"
-    workers = [int(p) for p in line.split()[1:]]
-    assert len(workers) == 2
-    parent.kill()
-    parent.wait()
+    try:
+        assert parent.stdout is not None
+        line = ""
+        while not line.startswith("PIDS"):  # after the pool's own log lines
+            line = parent.stdout.readline()
+            assert line, "the signer stand-in exited before starting its workers"
+        workers = [int(p) for p in line.split()[1:]]
+        assert len(workers) == 2
+    finally:
+        parent.kill()
+        parent.wait()
 
     def alive(pid: int) -> bool:  # a zombie (exited, not yet reaped by init) counts as gone
         try:
