@@ -66,6 +66,13 @@ def _rejection_reason(exc: issuance.IssuanceRefused) -> str:
     return "policy"
 
 
+def _answer(name: str, request: issuance.ApprovedRequest, data: dict[str, Any]) -> dict[str, Any]:
+    """The stored form of the event answering `request`; its id is derived from the request, so a
+    re-run of the same request re-creates the same event (consumers de-duplicate on it)."""
+    event = make_event(name, data, source=SOURCE, event_id=deterministic_event_id(name, request.request_id))
+    return outbox.entry(event)
+
+
 class Signatory:
     """Decides each approved request: a signed certificate, or a refusal with its reason."""
 
@@ -154,12 +161,6 @@ class Signatory:
             "trust_anchors": self._anchors[request.cert_class],
             "issued_at": isoformat(now),
         }
-        event = make_event(
-            "cert.issued",
-            data,
-            source=SOURCE,
-            event_id=deterministic_event_id("cert.issued", request.request_id),
-        )
         return {
             "_id": request.request_id,
             "kind": "issued",
@@ -170,7 +171,7 @@ class Signatory:
             "not_after": cert.not_valid_after_utc,
             "der": der,
             "issued_at": now,
-            "event": outbox.entry(event),
+            "event": _answer("cert.issued", request, data),
         }
 
     def _refusal(self, request: issuance.ApprovedRequest, reason: str, details: list[str]) -> Document:
@@ -181,18 +182,12 @@ class Signatory:
             "details": [d[:500] for d in details[:50]],
             "rejected_at": isoformat(utcnow()),
         }
-        event = make_event(
-            "cert.rejected",
-            data,
-            source=SOURCE,
-            event_id=deterministic_event_id("cert.rejected", request.request_id),
-        )
         return {
             "_id": request.request_id,
             "kind": "rejected",
             "member_id": request.member_id,
             "reason": reason,
-            "event": outbox.entry(event),
+            "event": _answer("cert.rejected", request, data),
         }
 
 
