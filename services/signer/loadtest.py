@@ -219,16 +219,20 @@ def start_signers(
     return procs
 
 
-def stage_breakdown(ports: list[int]) -> dict[str, Any]:
-    """Sum the replicas' stage histograms: seconds spent per stage, and the mean batch size."""
+def metrics_text(port: int) -> str:
+    """A replica's Prometheus /metrics page (raises OSError while it cannot answer)."""
     import urllib.request
 
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        return str(response.read().decode())
+
+
+def stage_breakdown(ports: list[int]) -> dict[str, Any]:
+    """Sum the replicas' stage histograms: seconds spent per stage, and the mean batch size."""
     totals: dict[str, float] = {}
     batches = requests = 0.0
     for port in ports:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
-        for line in text.splitlines():
+        for line in metrics_text(port).splitlines():
             if line.startswith("cacert_signer_stage_seconds_sum"):
                 stage = line.split('stage="')[1].split('"')[0]
                 totals[stage] = totals.get(stage, 0.0) + float(line.rsplit(" ", 1)[1])
@@ -244,11 +248,8 @@ def stage_breakdown(ports: list[int]) -> dict[str, Any]:
 
 def assigned_partitions(port: int, topic: str) -> int | None:
     """Partitions of `topic` a replica holds, from its /metrics (None while it cannot answer)."""
-    import urllib.request
-
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            text = response.read().decode()
+        text = metrics_text(port)
     except OSError:
         return None
     for line in text.splitlines():
