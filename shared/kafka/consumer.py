@@ -12,7 +12,11 @@ The contract every service relies on:
   retried with capped exponential backoff for as long as they last, because
   dead-lettering a good message only because the database was down would
   lose work;
-* partitions are processed concurrently, each partition strictly in order;
+* partitions are processed concurrently, each partition strictly in order
+  (unless its subscription says its events are independent, `ordered=False`:
+  then up to `max_in_flight` fetches are handled at once, a pipeline);
+* an offset is committed only once every message before it is handled, so
+  fetches finishing out of order never commit past unfinished work;
 * `stop()` (wired to SIGTERM) finishes the batch in hand, commits, and leaves
   the group so its partitions move to another replica at once.
 """
@@ -20,6 +24,7 @@ The contract every service relies on:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import time
@@ -28,7 +33,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from pymongo.errors import AutoReconnect, ConnectionFailure, ExecutionTimeout, NetworkTimeout
 
 from shared.config import KafkaSettings
@@ -59,16 +64,20 @@ class Batch:
 BatchHandler = Callable[[Batch], Awaitable[None]]
 
 
-class _AssignmentGauge(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Publishes how many partitions of each topic this replica holds (load tests wait for a stable split)."""
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions are given up, the work in hand is finished and committed (so the next owner
+    does not redo it); after assignment, publishes how many partitions of each topic this replica
+    holds (load tests wait for a stable split)."""
 
-    def __init__(self, group: str, topics: list[str]) -> None:
+    def __init__(self, group: str, topics: list[str], drain: Callable[[], Awaitable[None]]) -> None:
         self._group = group
         self._topics = topics
+        self._drain = drain
 
-    def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
         for topic in self._topics:
             ASSIGNED_PARTITIONS.labels(self._group, topic).set(0)
+        await self._drain()
 
     def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         assigned = list(assigned)
@@ -107,11 +116,16 @@ class Subscription:
     round trip and one producer flush for many events). If a batch keeps
     failing, the runner falls back to the single-event handler for each event,
     so one poison event is isolated and dead-lettered alone.
+
+    `ordered=False` says the topic's events are independent of each other (and
+    their handlers idempotent): a partition's next fetch may then be handled
+    while an earlier one still is, so the stages of consecutive batches overlap.
     """
 
     topic: str
     handlers: dict[str, Handler]
     batch_handlers: dict[str, BatchHandler] = dataclasses.field(default_factory=dict)
+    ordered: bool = True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,6 +136,17 @@ class RetryPolicy:
 
     def delay(self, attempt: int) -> float:
         return float(min(self.max_delay, self.first_delay * (2 ** (attempt - 1))))
+
+
+@dataclasses.dataclass
+class _Span:
+    """One partition's share of one fetch: committable once it and every span before it are done."""
+
+    end: int  # the offset to commit once this span is handled
+    handled: bool | None = None  # None while in hand, False if handed back (never committed)
+
+
+REVOKE_DRAIN_SECONDS = 60.0
 
 
 class ConsumerRunner:
@@ -136,21 +161,37 @@ class ConsumerRunner:
         max_batch: int = 200,
         fetch_min_bytes: int = 1,
         fetch_max_wait_ms: int = 200,
+        max_in_flight: int = 1,
     ) -> None:
         """`fetch_min_bytes` > 1 lets the broker gather a fuller batch (up to `fetch_max_wait_ms`)
         instead of answering every fetch with the one or two records that just arrived: for a
-        busy consumer that is far fewer requests for the broker and fewer, larger batches here."""
+        busy consumer that is far fewer requests for the broker and fewer, larger batches here.
+
+        `max_in_flight` > 1 handles up to that many fetches at once: for `ordered=False`
+        subscriptions a pipeline (one fetch is being stored while the next is computed), for
+        ordered ones only partitions that are not busy go ahead."""
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         group_id = settings.group_prefix + group_id
         self.group_id = group_id
         self._topics = Topics(settings.topic_prefix)
         self._routes: dict[str, dict[str, Handler]] = {}
         self._batch_routes: dict[str, dict[str, BatchHandler]] = {}
+        self._unordered: set[str] = set()
         for sub in subscriptions:
             self._routes[self._topics.of(sub.topic)] = sub.handlers
             self._batch_routes[self._topics.of(sub.topic)] = sub.batch_handlers
+            if not sub.ordered:
+                self._unordered.add(self._topics.of(sub.topic))
         self._producer = producer
         self._retry = retry or RetryPolicy()
         self._max_batch = max_batch
+        self._max_in_flight = max_in_flight
+        self._spans: dict[TopicPartition, collections.deque[_Span]] = {}
+        self._tails: dict[TopicPartition, asyncio.Task[bool]] = {}  # an ordered partition's latest span
+        self._fetches: set[asyncio.Task[None]] = set()
+        self._failure: BaseException | None = None
+        self._commit_lock = asyncio.Lock()
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(settings),
             group_id=group_id,
@@ -163,7 +204,7 @@ class ConsumerRunner:
             fetch_min_bytes=fetch_min_bytes,
             fetch_max_wait_ms=fetch_max_wait_ms,
         )
-        self._consumer.subscribe(list(self._routes), listener=_AssignmentGauge(group_id, list(self._routes)))
+        self._consumer.subscribe(list(self._routes), listener=_Rebalance(group_id, list(self._routes), self._drain))
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -185,24 +226,85 @@ class ConsumerRunner:
             self.started.set()
             log.info("consumer started", group=self.group_id, topics=sorted(self._routes))
             while not self._stopping.is_set():
-                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
-                if not batch:
+                if self._failure is not None:
+                    raise self._failure
+                if len(self._fetches) >= self._max_in_flight:
+                    await asyncio.wait(self._fetches, return_when=asyncio.FIRST_COMPLETED)
                     continue
-                try:
-                    results = await asyncio.gather(
-                        *(self._process_partition(tp, msgs) for tp, msgs in batch.items())
-                    )
-                except _HandBack:
-                    log.warning("stopping during an outage; uncommitted work is handed back")
-                    break
-                offsets = {tp: offset for tp, offset in results if offset is not None}
-                if offsets:
-                    await self._commit(offsets)
+                batch = await self._consumer.getmany(timeout_ms=500, max_records=self._max_batch)
+                if batch:
+                    self._launch(batch)
+            await self._drain(timeout=None)
+            if self._failure is not None:
+                raise self._failure
         finally:
             with contextlib.suppress(Exception):
                 await self._consumer.stop()
             self._stopped.set()
             log.info("consumer stopped", group=self.group_id)
+
+    def _launch(self, batch: dict[TopicPartition, list[ConsumerRecord[Any, Any]]]) -> None:
+        """Start handling one fetch: a task per partition, chained after that partition's previous
+        one unless its topic is unordered; the fetch commits what it finished when all are done."""
+        spans = []
+        for tp, messages in batch.items():
+            span = _Span(end=messages[-1].offset + 1)
+            self._spans.setdefault(tp, collections.deque()).append(span)
+            previous = None if tp.topic in self._unordered else self._tails.get(tp)
+            task = asyncio.create_task(self._handle_span(tp, messages, span, previous))
+            if tp.topic not in self._unordered:
+                self._tails[tp] = task
+            spans.append(task)
+        fetch = asyncio.create_task(self._finish_fetch(spans))
+        self._fetches.add(fetch)
+        fetch.add_done_callback(self._fetch_done)
+
+    def _fetch_done(self, fetch: asyncio.Task[None]) -> None:
+        self._fetches.discard(fetch)
+        if not fetch.cancelled() and fetch.exception() is not None and self._failure is None:
+            self._failure = fetch.exception()
+
+    async def _handle_span(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]], span: _Span,
+                           previous: asyncio.Task[bool] | None) -> bool:
+        span.handled = False
+        if previous is not None:
+            await asyncio.wait([previous])
+            if previous.cancelled() or previous.exception() is not None or not previous.result():
+                return False  # the earlier span was handed back: nothing after it may be committed
+        try:
+            await self._process_partition(tp, messages)
+        except _HandBack:
+            log.warning("stopping during an outage; uncommitted work is handed back", partition=str(tp))
+            return False
+        span.handled = True
+        return True
+
+    async def _finish_fetch(self, spans: list[asyncio.Task[bool]]) -> None:
+        results = await asyncio.gather(*spans, return_exceptions=True)
+        await self._commit_finished()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+
+    async def _commit_finished(self) -> None:
+        """Commit, per partition, up to the first span still in hand (or handed back)."""
+        async with self._commit_lock:  # in order: a later commit never goes out before an earlier one
+            offsets = {}
+            for tp, spans in self._spans.items():
+                while spans and spans[0].handled:
+                    offsets[tp] = spans.popleft().end
+            if offsets:
+                await self._commit(offsets)
+
+    async def _drain(self, timeout: float | None = REVOKE_DRAIN_SECONDS) -> None:
+        """Let the fetches in hand finish (and commit); then forget what is left."""
+        if self._fetches:
+            await asyncio.wait(set(self._fetches), timeout=timeout)
+        if self._fetches:
+            log.warning("partitions revoked with work still in hand; it will be redelivered",
+                        in_hand=len(self._fetches))
+        self._spans.clear()
+        self._tails.clear()
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit, leave the group (a no-op if the consumer already ended)."""
@@ -216,13 +318,11 @@ class ConsumerRunner:
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
-        except CommitFailedError as exc:
+        except (CommitFailedError, IllegalStateError) as exc:
             # The group rebalanced while we worked: the new owner re-delivers, handlers are idempotent.
             log.warning("offset commit failed after rebalance; messages will be redelivered", error=str(exc))
 
-    async def _process_partition(
-        self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]
-    ) -> tuple[TopicPartition, int | None]:
+    async def _process_partition(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]]) -> None:
         batch_handlers = self._batch_routes.get(tp.topic, {})
         pending: list[tuple[ConsumerRecord[Any, Any], CloudEvent]] = []
         for message in messages:
@@ -242,7 +342,6 @@ class ConsumerRunner:
                 await self._handle_with_retry(message, decoded, self._routes[tp.topic][decoded.type])
         if pending:
             await self._handle_batch(pending, batch_handlers[pending[0][1].type])
-        return tp, (messages[-1].offset + 1) if messages else None
 
     async def _decode(self, message: ConsumerRecord[Any, Any]) -> CloudEvent | None:
         """The event if this consumer acts on it; None if skipped or dead-lettered."""

@@ -190,3 +190,88 @@ async def test_batch_handler_gets_many_events_and_a_poison_event_is_isolated(
         await task
     assert max(batches) > 1
     assert len(dead) == 1 and b"poison member" in dict(dead[0].headers)["dlq_reason"]
+
+
+async def committed_offsets(kafka_settings: KafkaSettings, group: str, topic: str) -> int:
+    """The sum of a group's committed offsets on `topic`, read without joining the group."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(kafka_settings.group_prefix + group)
+    finally:
+        await admin.close()
+    return sum(meta.offset for tp, meta in offsets.items() if tp.topic == topic and meta.offset > 0)
+
+
+def same_member(count: int) -> list[CloudEvent]:
+    """`count` events with one partition key: they land in one partition, in this order."""
+    return [make_event("member.registered", dict(registered("m-same").data, name=f"n{i}"), source="test")
+            for i in range(count)]
+
+
+async def test_unordered_fetches_overlap_but_the_commit_never_passes_unfinished_work(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        if event.data["name"] == "n0":
+            await release.wait()
+        handled.append(event.data["name"])
+
+    runner = ConsumerRunner(
+        kafka_settings, group_id="g-unordered", producer=producer,
+        subscriptions=[Subscription("member", {"org.cacert.member.registered.v1": handler}, ordered=False)],
+        max_batch=1, max_in_flight=3,
+    )
+    await producer.publish_many(same_member(3))
+    task = asyncio.create_task(runner.run())
+    try:
+        # The two later fetches are handled while the first is still in hand ...
+        await wait_until(lambda: handled == ["n1", "n2"], what="later fetches handled")
+        await asyncio.sleep(1)
+        # ... but nothing is committed past the unfinished first message.
+        assert await committed_offsets(kafka_settings, "g-unordered", topic) == 0
+        release.set()
+        await wait_until(lambda: len(handled) == 3)
+        for _ in range(100):
+            if await committed_offsets(kafka_settings, "g-unordered", topic) == 3:
+                break
+            await asyncio.sleep(0.1)
+        assert await committed_offsets(kafka_settings, "g-unordered", topic) == 3
+    finally:
+        release.set()
+        await runner.stop()
+        await task
+
+
+async def test_an_ordered_partition_waits_for_its_earlier_fetch_even_with_several_in_flight(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    release = asyncio.Event()
+    started: list[str] = []
+
+    async def handler(event: CloudEvent) -> None:
+        started.append(event.data["name"])
+        if event.data["name"] == "n0":
+            await release.wait()
+
+    runner = ConsumerRunner(
+        kafka_settings, group_id="g-ordered", producer=producer,
+        subscriptions=[Subscription("member", {"org.cacert.member.registered.v1": handler})],
+        max_batch=1, max_in_flight=3,
+    )
+    await producer.publish_many(same_member(3))
+    task = asyncio.create_task(runner.run())
+    try:
+        await wait_until(lambda: started == ["n0"])
+        await asyncio.sleep(1)
+        assert started == ["n0"]
+        release.set()
+        await wait_until(lambda: started == ["n0", "n1", "n2"])
+    finally:
+        release.set()
+        await runner.stop()
+        await task
