@@ -12,14 +12,19 @@ Exactly once rests on three facts:
   *and* published: a crash after the write is repaired by redelivery (the
   lookup finds the outcome), a crash before it leaves nothing behind.
 
-Work is batched (one insert and one producer flush per batch), and the
-CPU-bound part (CSR checks, linting, signing) runs in signing worker
-processes (`signing.SigningPool`), so the event loop keeps Kafka and MongoDB
-I/O going while batches from different partitions are signed in parallel.
+Work is done in passes: the batches the runner hands over in one event-loop
+turn (one per partition) are answered together, with one claim insert, one
+signing call per worker, one insert per collection and one producer flush.
+The CPU-bound part (CSR checks, linting, signing) runs in signing worker
+processes (`signing.SigningPool`). The runner overlaps fetches of the
+`csr.approved` topic, so one pass is stored and published while the next is
+signed; a request that an earlier pass of this process still has in hand is
+retried rather than signed again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from typing import Any
@@ -65,33 +70,106 @@ class CertificateIssuer:
         self._producer = producer
         self._audit = audit
         self._instance = uuid.uuid4().hex  # owner of this process's claims
+        self._gathered: list[tuple[list[CloudEvent], asyncio.Future[None]]] = []
+        self._passes: set[asyncio.Task[None]] = set()
+        self._in_hand: set[str] = set()  # request ids some pass of this process is answering now
 
     async def handle(self, event: CloudEvent) -> None:
-        await self._answer([event])
+        """One event alone: the runner's fallback that isolates a poison event never shares a pass."""
+        (failure,) = await self._answer([[event]])
+        if failure is not None:
+            raise failure
 
     async def handle_batch(self, batch: Batch) -> None:
-        await self._answer(batch.events)
+        """Batches handed over in the same event-loop turn (the runner gives each partition's batch
+        separately, but all at once) share one pass: one claim insert, one signing call per worker,
+        one insert per collection and one producer flush for all of them, instead of one each per
+        partition. Per-command costs in FerretDB, Kafka and the pool dominate at small batch sizes."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._gathered.append((batch.events, done))
+        if len(self._gathered) == 1:
+            loop.call_soon(self._start_pass)  # after every partition task of this turn has handed over
+        await done
 
-    async def _answer(self, events: list[CloudEvent]) -> None:
+    def _start_pass(self) -> None:
+        gathered, self._gathered = self._gathered, []
+        task = asyncio.ensure_future(self._pass(gathered))
+        self._passes.add(task)
+        task.add_done_callback(self._passes.discard)
+
+    async def _pass(self, gathered: list[tuple[list[CloudEvent], asyncio.Future[None]]]) -> None:
+        try:
+            failures = await self._answer([events for events, _ in gathered])
+        except BaseException as exc:  # a failure of the shared work is every batch's failure
+            for _, done in gathered:
+                if not done.done():
+                    done.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for (_, done), failure in zip(gathered, failures, strict=True):
+            if done.done():  # the caller was cancelled meanwhile
+                continue
+            if failure is None:
+                done.set_result(None)
+            else:
+                done.set_exception(failure)
+
+    async def _answer(self, groups: list[list[CloudEvent]]) -> list[Exception | None]:
+        """Answer every request of `groups` (batches); returns, per batch, why it must be retried, or None.
+
+        A batch holding a request another live signer is answering is retried on its own; the
+        other batches of the pass go on."""
         by_request: dict[str, CloudEvent] = {}
-        for event in events:
-            by_request.setdefault(event.data["request_id"], event)  # a batch may hold the same request twice
-        ids = list(by_request)
+        groups_of: dict[str, set[int]] = {}
+        for index, events in enumerate(groups):
+            for event in events:
+                request_id = event.data["request_id"]
+                by_request.setdefault(request_id, event)  # a batch may hold the same request twice
+                groups_of.setdefault(request_id, set()).add(index)
+        failures: list[Exception | None] = [None] * len(groups)
+        for request_id in by_request.keys() & self._in_hand:
+            # Passes overlap (the runner pipelines): an earlier one is answering this request right now.
+            busy = TransientError(f"request {request_id} is being answered by this signer; retrying")
+            for index in groups_of[request_id]:
+                failures[index] = busy
+        ids = [r for r in by_request if not any(failures[i] for i in groups_of[r])]
         BATCH_SIZE.observe(len(ids))
+        self._in_hand.update(ids)
+        try:
+            await self._answer_requests(ids, by_request, groups_of, failures)
+        finally:
+            self._in_hand.difference_update(ids)
+        return failures
 
+    async def _answer_requests(
+        self,
+        ids: list[str],
+        by_request: dict[str, CloudEvent],
+        groups_of: dict[str, set[int]],
+        failures: list[Exception | None],
+    ) -> None:
         now = utcnow()
         with STAGE_SECONDS.labels("claim").time():
             seen_before = await self._store.claim(ids, self._instance, now)
             known = await self._store.outcomes_of(list(seen_before)) if seen_before else {}
-        republish = [outbox.stored_event(doc["event"]) for doc in known.values()]
-        for doc in known.values():
-            log.info("request already answered; re-publishing the original outcome", request_id=doc["_id"])
-            if doc["kind"] == "issued":
-                await self._store.ensure_status(_status_of(doc))
         for request_id in seen_before - known.keys():
-            await self._take_over_or_wait(request_id, now)
+            try:
+                await self._take_over_or_wait(request_id, now)
+            except TransientError as exc:
+                for index in groups_of[request_id]:
+                    failures[index] = exc
+        active = [r for r in ids if not any(failures[i] for i in groups_of[r])]
 
-        fresh = [by_request[r] for r in ids if r not in known]
+        republish = [outbox.stored_event(known[r]["event"]) for r in active if r in known]
+        for request_id in active:
+            if request_id in known:
+                log.info("request already answered; re-publishing the original outcome", request_id=request_id)
+                if known[request_id]["kind"] == "issued":
+                    await self._store.ensure_status(_status_of(known[request_id]))
+
+        fresh = [by_request[r] for r in active if r not in known]
         outcomes: list[Document] = []
         if fresh:
             with STAGE_SECONDS.labels("check_lint_sign").time():
@@ -114,7 +192,7 @@ class CertificateIssuer:
             await self._audit.append_many(
                 Pending("signer", "certificate.issued", d["serial"],
                         {"request_id": d["_id"], "member_id": d["member_id"], "issuer": d["issuer"],
-                         "profile": d["profile"], "fingerprint_sha256": d["event"]["data"]["fingerprint_sha256"]})
+                         "profile": d["profile"], "fingerprint_sha256": d["fingerprint_sha256"]})
                 for d in stored if d["kind"] == "issued")
         with STAGE_SECONDS.labels("publish").time():
             await self._producer.publish_many([outbox.stored_event(d["event"]) for d in stored] + republish)

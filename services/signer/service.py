@@ -99,7 +99,10 @@ class SignerService:
             group_id=GROUP_ID,
             producer=self.producer,
             subscriptions=[
-                Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch}),
+                # Requests are independent and answered idempotently: consecutive fetches overlap
+                # (one is stored and published while the next is signed).
+                Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch},
+                             ordered=False),
                 Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle}),
             ],
             # Under load, wait up to 50 ms for about 20 requests per fetch rather than fetching them
@@ -107,6 +110,7 @@ class SignerService:
             max_batch=500,
             fetch_min_bytes=32 * 1024,
             fetch_max_wait_ms=50,
+            max_in_flight=3,
         )
         await self.runner.start()
 

@@ -21,7 +21,7 @@ from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
-from shared.kafka import EventProducer
+from shared.kafka import Batch, EventProducer, TransientError
 from shared.mongo import connect
 from shared.settings import CommonSettings
 from tests.eventlog import read_topic
@@ -154,6 +154,34 @@ async def test_redelivered_request_yields_one_certificate_across_restarts(
     try:
         assert await db.outcomes.count_documents({}) == 1
         assert await db.statuses.count_documents({}) == 1
+    finally:
+        await client.close()
+
+
+async def test_overlapping_passes_with_the_same_request_sign_it_once(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path) -> None:
+    """The runner pipelines fetches, so a duplicate of a request can arrive while a pass is still
+    answering it: the later pass must wait, not sign a second certificate."""
+    event = approved("server", 1, make_csr(["overlap.example.org"]), dns=["overlap.example.org"],
+                     subject={"CN": "overlap.example.org"})
+    topic = Topics(kafka_settings.topic_prefix).of("csr")
+    service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
+    await service.start()
+    try:
+        first = asyncio.create_task(service.issuer.handle_batch(Batch(topic, 0, [event], [0])))
+        for _ in range(3):  # the first pass starts and is waiting on the database
+            await asyncio.sleep(0)
+        with pytest.raises(TransientError, match="being answered by this signer"):
+            await service.issuer.handle_batch(Batch(topic, 1, [event], [0]))
+        await first
+        await service.issuer.handle_batch(Batch(topic, 1, [event], [0]))  # the runner's retry
+        answers = await cert_events(kafka_settings, 2)
+    finally:
+        await service.stop()
+    assert len(answers) == 2 and len({a.data["serial"] for a in answers}) == 1
+    client, db = connect(mongo_settings, service="signer")
+    try:
+        assert await db.outcomes.count_documents({}) == 1
     finally:
         await client.close()
 
