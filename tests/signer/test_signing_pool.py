@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.signer.settings import SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
+from shared import outbox
 from shared.config import ConfigError, load
 from shared.events import isoformat, utcnow
 from shared.kafka import TransientError
@@ -50,7 +51,7 @@ async def test_workers_sign_in_processes_of_their_own(config: SigningConfig,
             cert = x509.load_der_x509_certificate(outcome["der"])
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert san.get_values_for_type(x509.DNSName) == request["dns_names"]
-            assert outcome["event"]["data"]["serial"] == outcome["serial"]
+            assert outbox.stored_event(outcome["event"]).data["serial"] == outcome["serial"]
         assert os.getpid() not in pool.worker_pids() and len(pool.worker_pids()) == 2
     finally:
         pool.close()
