@@ -143,7 +143,7 @@ class _Span:
     """One partition's share of one fetch: committable once it and every span before it are done."""
 
     end: int  # the offset to commit once this span is handled
-    handled: bool | None = None  # None while in hand, False if handed back (never committed)
+    handled: bool | None = None  # None while in hand (or failed), False if handed back: never committed
 
 
 REVOKE_DRAIN_SECONDS = 60.0
@@ -266,15 +266,16 @@ class ConsumerRunner:
 
     async def _handle_span(self, tp: TopicPartition, messages: list[ConsumerRecord[Any, Any]], span: _Span,
                            previous: asyncio.Task[bool] | None) -> bool:
-        span.handled = False
         if previous is not None:
             await asyncio.wait([previous])
             if previous.cancelled() or previous.exception() is not None or not previous.result():
-                return False  # the earlier span was handed back: nothing after it may be committed
+                span.handled = False  # the earlier span was not handled: nothing after it may be committed
+                return False
         try:
             await self._process_partition(tp, messages)
         except _HandBack:
             log.warning("stopping during an outage; uncommitted work is handed back", partition=str(tp))
+            span.handled = False
             return False
         span.handled = True
         return True
