@@ -564,20 +564,32 @@ def main(argv: list[str] | None = None) -> int:
         lint_modes = {"on": [True], "off": [False], "both": [False, True]}[args.lint]
         shapes = [(int(r), int(w)) for r in args.replicas.split(",") for w in args.workers.split(",")]
         sample = build_requests(200, parse_mix(args.mix), args.csr_keys, "baseline")
-        for replicas, workers in shapes:
-            for lint in lint_modes:
-                repeats = [
+        cases = [(replicas, workers, lint) for replicas, workers in shapes for lint in lint_modes]
+        # Rounds, not blocks: every case runs once per round, so each sees the host in the same
+        # states (its speed drifts by 10-30% over minutes) and the cases stay comparable.
+        repeats: dict[tuple[int, int, bool], list[dict[str, Any]]] = {case: [] for case in cases}
+        for _ in range(args.repeat):
+            for replicas, workers, lint in cases:
+                repeats[(replicas, workers, lint)].append(
                     measured_run(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, workers, log_dir, sample)
-                    for _ in range(args.repeat)
-                ]
-                # The median run stands for the shape (a shared host's speed drifts between runs);
-                # every run's ratio is kept beside it, and a failed run fails the whole test.
-                result = dict(sorted(repeats, key=lambda r: r["ratio"])[len(repeats) // 2])
-                if len(repeats) > 1:
-                    result["repeat_ratios"] = [r["ratio"] for r in repeats]
-                    result["missing"] = max(r["missing"] for r in repeats)
-                    result["duplicates"] = max(r["duplicates"] for r in repeats)
-                runs.append(result)
+                )
+        for case in cases:
+            # The median run (by ratio) stands for the case; every run's ratio is kept beside it,
+            # and a run with a missing or duplicate answer fails the whole test.
+            result = dict(sorted(repeats[case], key=lambda r: r["ratio"])[len(repeats[case]) // 2])
+            if args.repeat > 1:
+                result["repeat_ratios"] = [r["ratio"] for r in repeats[case]]
+                result["missing"] = max(r["missing"] for r in repeats[case])
+                result["duplicates"] = max(r["duplicates"] for r in repeats[case])
+            one = repeats.get((1, case[1], case[2]))
+            if case[0] > 1 and one:
+                # Throughput against the one-replica run of the same round, median over the rounds.
+                scaling = [r["throughput_per_s"] / o["throughput_per_s"]
+                           for r, o in zip(repeats[case], one, strict=True) if o["throughput_per_s"]]
+                if scaling:
+                    result["scaling_vs_one_replica"] = round(sorted(scaling)[len(scaling) // 2], 2)
+                    result["scaling_per_round"] = [round(x, 2) for x in scaling]
+            runs.append(result)
     report: dict[str, Any] = {
         "ca_algorithm": args.ca_algorithm,
         "requests": args.requests,
@@ -593,13 +605,6 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     report["runs"] = runs
-    one = [r for r in runs if r["replicas"] == 1]
-    for r in runs:
-        match = next(
-            (o for o in one if o["lint"] == r["lint"] and o["workers_per_replica"] == r["workers_per_replica"]), None
-        )
-        if match and r["replicas"] > 1 and match["throughput_per_s"]:
-            r["scaling_vs_one_replica"] = round(r["throughput_per_s"] / match["throughput_per_s"], 2)
     text = json.dumps(report, indent=2)
     print(text)
     if args.out:
