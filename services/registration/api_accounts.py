@@ -7,22 +7,15 @@ from typing import Any
 
 from aiohttp import web
 
-from services.registration.api_common import (
-    SESSION_KEY,
-    Authenticator,
-    client_address,
-    email_field,
-    parse_date,
-    schema,
-)
+from services.registration.api_common import SESSION_KEY, Authenticator, client_address, email_field, schema
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member, Members, new_member_id
-from services.registration.passwords import password_problem
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
+from services.registration.signup import Rule, SignupProblem, SignupRefused, parse_signup
 from shared.events import isoformat
 from shared.http import ApiError, read_json
 
@@ -59,6 +52,22 @@ async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
         "codesign_enabled": member.codesign_enabled,
         "emails": email_views(member),
     }
+
+
+# The API answers one problem per sign-up; when several fields are bad it has always named the first
+# of these (the rules themselves live in services/registration/signup.py, shared with the portal).
+SIGNUP_PRECEDENCE: tuple[Rule, ...] = (
+    "unusable_email",
+    "not_a_date",
+    "blank_name",
+    "implausible_date",
+    "weak_password",
+)
+
+
+def first_for_api(refused: SignupRefused) -> SignupProblem:
+    """The problem the JSON API answers with for a refused sign-up (the same one as before the rules moved)."""
+    return min(refused.problems, key=lambda p: SIGNUP_PRECEDENCE.index(p.rule))
 
 
 _PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
@@ -106,32 +115,26 @@ class AccountRoutes:
 
     async def signup(self, request: web.Request) -> web.Response:
         body = await read_json(request, schema("SignupRequest"))
-        address = email_field(body["email"])
-        born = parse_date(body["date_of_birth"], "date_of_birth")
-        name = " ".join(body["name"].split())
-        if not name:
-            raise ApiError(
-                422, "validation_failed", "name must not be blank", [{"field": "name", "problem": "blank"}]
+        try:
+            signup = parse_signup(
+                name=body["name"],
+                email=body["email"],
+                date_of_birth=body["date_of_birth"],
+                password=body["password"],
+                today=self._ctx.clock().date(),
             )
-        if born >= self._ctx.clock().date() or born.year < 1900:
-            raise ApiError(
-                422,
-                "validation_failed",
-                "date_of_birth is not plausible",
-                [{"field": "date_of_birth", "problem": "must be after 1900 and in the past"}],
-            )
-        problem = password_problem(body["password"])
-        if problem:
-            raise ApiError(422, "weak_password", problem, [{"field": "password", "problem": problem}])
+        except SignupRefused as refused:
+            raise first_for_api(refused).error from None
+        address, name = signup.email, signup.name
         await self._limiter.hit("signup:client", client_address(request))
         await self._limiter.hit("signup:address", address)
         member_id = new_member_id()
         mail = await self._emails.confirmation_mail(member_id, address, name)
         member = await self._members.create(
             name=name,
-            date_of_birth=born,
+            date_of_birth=signup.date_of_birth,
             address=address,
-            password=body["password"],
+            password=signup.password,
             member_id=member_id,
             pending_events=[mail],
         )

@@ -20,7 +20,7 @@ from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
 from services.registration.api_accounts import member_view
-from services.registration.api_common import client_address, email_field, parse_date
+from services.registration.api_common import client_address, email_field
 from services.registration.assurance import MAX_POINTS, Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import FORMATS, REVOCATION_REASONS, Certificates
@@ -29,9 +29,9 @@ from services.registration.domains import DomainClaims
 from services.registration.email_addresses import EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import ASSURER_POINTS, Member, Members, new_member_id
-from services.registration.passwords import password_problem
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
+from services.registration.signup import Signup, SignupProblem, SignupRefused, parse_signup
 from services.registration.staff_actions import StaffActions
 from services.registration.web import preview as previews
 from services.registration.web.ca_certificates import LABELS, CaCertificates, CaUnavailable
@@ -203,30 +203,26 @@ class WebPortal:
 
     async def signup(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         values = {k: _text(form, k, 256) for k in ("name", "date_of_birth", "email")}
-        errors: list[str] = []
-        name = " ".join(values["name"].split())
-        if not name:
-            errors.append("Enter your name as it appears on your identity documents.")
-        address = ""
-        born: date | None = None
-        try:
-            address = email_field(values["email"])
-        except ApiError as exc:
-            errors.append(f"Email: {'; '.join(_detail_lines(exc.details)) or exc.message}")
-        try:
-            born = parse_date(values["date_of_birth"], "date of birth")
-            if born >= self._ctx.clock().date() or born.year < 1900:
-                errors.append("Date of birth: it must be after 1900 and in the past.")
-        except ApiError:
-            errors.append("Date of birth: use the form YYYY-MM-DD.")
         password = _text(form, "password", 1024)
-        problem = password_problem(password)
-        if problem:
-            errors.append(f"Password: {problem}")
-        elif password != _text(form, "password_again", 1024):
+        signup: Signup | None = None
+        problems: tuple[SignupProblem, ...] = ()
+        try:
+            signup = parse_signup(
+                name=values["name"],
+                email=values["email"],
+                date_of_birth=values["date_of_birth"],
+                password=password,
+                today=self._ctx.clock().date(),
+            )
+        except SignupRefused as refused:
+            problems = refused.problems
+        errors = [signup_error_line(p) for p in problems]
+        # Typing the password twice is a form concern only (the API takes it once).
+        if not any(p.field == "password" for p in problems) and password != _text(form, "password_again", 1024):
             errors.append("The two passwords differ.")
-        if errors or born is None:
+        if errors or signup is None:
             return render(visitor, "signup.html", title="Join", values=values, errors=errors, status=422)
+        address, name = signup.email, signup.name
         await self._limiter.hit("signup:client", client_address(request))
         await self._limiter.hit("signup:address", address)
         member_id = new_member_id()
@@ -234,9 +230,9 @@ class WebPortal:
             mail = await self._emails.confirmation_mail(member_id, address, name)
             await self._members.create(
                 name=name,
-                date_of_birth=born,
+                date_of_birth=signup.date_of_birth,
                 address=address,
-                password=password,
+                password=signup.password,
                 member_id=member_id,
                 pending_events=[mail],
             )
@@ -640,6 +636,19 @@ class WebPortal:
 def _member(visitor: Visitor) -> Member:
     assert visitor.member is not None  # guaranteed by the access check in WebPortal._run
     return visitor.member
+
+
+def signup_error_line(problem: SignupProblem) -> str:
+    """The portal's wording of a refused sign-up field; the JSON API answers the same problem as `problem.error`."""
+    if problem.rule == "blank_name":
+        return "Enter your name as it appears on your identity documents."
+    if problem.rule == "unusable_email":
+        return f"Email: {'; '.join(_detail_lines(problem.error.details)) or problem.error.message}"
+    if problem.rule == "not_a_date":
+        return "Date of birth: use the form YYYY-MM-DD."
+    if problem.rule == "implausible_date":
+        return f"Date of birth: it {problem.problem}."
+    return f"Password: {problem.problem}"
 
 
 def _detail_lines(details: Any) -> list[str]:
