@@ -5,16 +5,20 @@ record, approved or not, so the member can list what they asked for and
 why it was refused; the decision event (`csr.approved` / `csr.rejected`)
 is queued in the same insert (outbox). The signer's outcome
 (`cert.issued` / `cert.rejected`) later updates the record's status.
+The one exception: a CSR over the subjectAltName cap (csr.MAX_SUBJECT_ALT_NAMES)
+is refused before anything is stored or announced, so oversized requests
+cost no records, events or audit entries.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from services.registration.assurance import Assurances
 from services.registration.context import Context, Document
-from services.registration.csr import CsrProblem, parse_csr
+from services.registration.csr import CsrProblem, TooManySubjectAltNames, parse_csr
 from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
@@ -30,6 +34,14 @@ def public_view(doc: Document) -> Document:
         if key in out and hasattr(out[key], "isoformat"):
             out[key] = isoformat(out[key])
     return out
+
+
+def _refused(reasons: Sequence[str], request_id: str | None = None) -> ApiError:
+    """The 422 every CSR refusal answers; `request_id` only when the refusal was stored."""
+    details: dict[str, Any] = {"reasons": list(reasons)}
+    if request_id is not None:
+        details = {"request_id": request_id, **details}
+    return ApiError(422, "csr_rejected", "the certificate request was refused: " + "; ".join(reasons), details)
 
 
 class CertificateRequests:
@@ -55,11 +67,16 @@ class CertificateRequests:
         )
 
     async def submit(self, member: Member, csr_pem: str, profile: str) -> Document:
-        """Decide; store the request with its event queued; 422 with every reason when refused."""
+        """Decide; store the request with its event queued; 422 with every reason when refused.
+
+        A CSR over the subjectAltName cap gets the same 422 (without a request id) and is not stored.
+        """
         request_id = uuid.uuid4().hex
         now = self._ctx.clock()
         try:
             csr = parse_csr(csr_pem)
+        except TooManySubjectAltNames as exc:
+            raise _refused(exc.reasons) from None
         except CsrProblem as exc:
             decision = Decision(profile, tuple(exc.reasons))
             pem = None
@@ -122,12 +139,7 @@ class CertificateRequests:
                                  else {"reasons": list(decision.reasons)}))
         await self._ctx.announce(self._collection, request_id)
         if not decision.approved:
-            raise ApiError(
-                422,
-                "csr_rejected",
-                "the certificate request was refused: " + "; ".join(decision.reasons),
-                {"request_id": request_id, "reasons": list(decision.reasons)},
-            )
+            raise _refused(decision.reasons, request_id)
         return public_view(doc)
 
     async def get(self, member: Member, request_id: str) -> Document:

@@ -3,8 +3,9 @@
 Everything that can be wrong with the file itself is found here and
 reported as a list of reasons (never an exception escaping to HTTP): not
 PEM, not a CSR, a bad self-signature, a weak or unsupported key, SAN types
-the CA never issues. Names are returned raw; the policy normalises and
-judges them against the member's verified domains and addresses.
+the CA never issues, more than MAX_SUBJECT_ALT_NAMES subjectAltNames. Names
+are returned raw; the policy normalises and judges them against the member's
+verified domains and addresses.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ MIN_RSA_BITS = 2048
 MAX_RSA_BITS = 8192
 RSA_EXPONENT = 65537
 ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
+# At most this many subjectAltNames per request, counting every entry together (DNS names, IP addresses,
+# email addresses, and the types refused anyway).
+# Why: it keeps certificates, and the records kept about them for OCSP and CRLs, small, and it bounds the
+# work one request can cost (every name is normalised and checked against the member's domains);
+# capping at 100 is common CA practice.
+MAX_SUBJECT_ALT_NAMES = 100
 
 
 class CsrProblem(Exception):
@@ -29,6 +36,19 @@ class CsrProblem(Exception):
     def __init__(self, reasons: list[str]) -> None:
         super().__init__("; ".join(reasons))
         self.reasons = reasons
+
+
+class TooManySubjectAltNames(CsrProblem):
+    """More subjectAltNames than MAX_SUBJECT_ALT_NAMES: refused before any name is looked at.
+
+    A separate class so that the RA can refuse it without storing or announcing anything.
+    """
+
+    def __init__(self, count: int) -> None:
+        super().__init__(
+            [f"the CSR carries {count} subjectAltNames; at most {MAX_SUBJECT_ALT_NAMES} are allowed per request"]
+        )
+        self.count = count
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +133,8 @@ def parse_csr(pem: str) -> SubmittedCsr:
         raise CsrProblem([f"the CSR contains extension {exc.oid.dotted_string} more than once"]) from None
     except ValueError as exc:
         raise CsrProblem([f"the CSR extensions cannot be read: {exc}"]) from None
+    if san is not None and len(san) > MAX_SUBJECT_ALT_NAMES:
+        raise TooManySubjectAltNames(len(san))
     if san is not None:
         for general_name in san:
             if isinstance(general_name, x509.DNSName):

@@ -14,7 +14,7 @@ import dataclasses
 from cryptography import x509
 
 from services.registration.certificate_requests import CertificateRequests
-from services.registration.csr import MAX_PEM_CHARS, CsrProblem, parse_csr
+from services.registration.csr import MAX_PEM_CHARS, MAX_SUBJECT_ALT_NAMES, CsrProblem, parse_csr
 from services.registration.issuance_policy import Decision
 from services.registration.members import Member
 
@@ -26,6 +26,11 @@ KEY_HINT = (
 )
 # (text that occurs in a policy reason, what the member can do about it, a page that helps)
 HINTS: tuple[tuple[str, str, str | None], ...] = (
+    (
+        "subjectAltNames; at most",
+        f"Split the names over several CSRs of at most {MAX_SUBJECT_ALT_NAMES} names each.",
+        None,
+    ),
     (
         "not within a domain you have verified",
         "Add the domain under Domains and confirm the mail sent to one of its official contacts, "
