@@ -357,6 +357,12 @@ def test_issuance_rechecks_the_csr(issue, h) -> None:
         (
             3,
             "server",
+            {"dns_names": [f"h{i}.example.org" for i in range(100)], "ip_addresses": ["192.0.2.1"]},
+            "101 subjectAltNames approved; at most 100 are issued",
+        ),
+        (
+            3,
+            "server",
             {"dns_names": ["x" * 64 + ".org"]},
             "dns name is not a lower-case A-label host name: '" + "x" * 64 + ".org'",
         ),
@@ -511,3 +517,11 @@ def test_p384_ca_signs_leaves_with_sha384(tmp_path: Path, h, ec_key) -> None:
     result = lint.PreIssuanceLinter().lint_tbs(tbs, prof, ca.key_algorithm)
     assert result.errors == []
     assert getattr(issuance.sign_certificate(tbs, ca).signature_hash_algorithm, "name", None) == "sha384"
+
+
+def test_a_hundred_subject_alt_names_are_issued(issue) -> None:
+    names = [f"h{i}.example.org" for i in range(100)]
+    issued = issue(3, "server", dns_names=names, subject={"CN": names[0]})
+    san = issued.certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == names
+    assert not issued.lint_result.errors

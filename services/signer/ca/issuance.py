@@ -51,6 +51,9 @@ BACKDATE: Final = dt.timedelta(minutes=1)
 """notBefore lies this far before signing, for relying parties with slightly slow clocks (BR 7.1.2.7
 allows up to 48 hours; keep it small so the certificate's stated life is its real life)."""
 CN_MAX_LENGTH: Final = 64  # RFC 5280 ub-common-name
+MAX_SUBJECT_ALT_NAMES: Final = 100
+"""The RA refuses CSRs with more (services/registration/csr.py); checked again here because the
+signer trusts no approval blindly, and an oversized certificate is a cost for every relying party."""
 
 _DNS_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
 _DNS_NAME: Final = re.compile(rf"^(\*\.)?({_DNS_LABEL}\.)+{_DNS_LABEL}$")
@@ -165,6 +168,9 @@ def public_key_problem(public_key: object) -> str | None:
 
 
 def _san_entries(req: ApprovedRequest) -> list[x509.GeneralName]:
+    count = len(req.dns_names) + len(req.ip_addresses) + len(req.emails)
+    if count > MAX_SUBJECT_ALT_NAMES:
+        raise RequestRejected(f"{count} subjectAltNames approved; at most {MAX_SUBJECT_ALT_NAMES} are issued")
     entries: list[x509.GeneralName] = []
     seen: set[str] = set()
     for name in req.dns_names:
