@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -237,18 +238,20 @@ def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
     return {part: sum(_cpu_seconds(p) for p in group) for part, group in pids.items()}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct free ports (all held open while choosing, so no two replicas get the same)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
 
 
 def start_signers(
     count: int, env: dict[str, str], lint: bool, log_dir: Path
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     procs = []
-    for i in range(count):
-        port = _free_port()
+    for i, port in enumerate(_free_ports(count)):
         replica_env = dict(env, CACERT_HTTP_PORT=str(port))
         args = [sys.executable, "-m", "services.signer", "issue"] + ([] if lint else ["--no-lint"])
         log = (log_dir / f"signer-{i}.log").open("wb")
@@ -297,15 +300,19 @@ def assigned_partitions(port: int, topic: str) -> int | None:
 
 
 async def wait_for_group(
-    replicas: list[tuple[subprocess.Popen[bytes], int]], topic: str, partitions: int, timeout: float = 180
+    replicas: list[tuple[subprocess.Popen[bytes], int]], topic: str, partitions: int, log_dir: Path,
+    timeout: float = 180,
 ) -> None:
     """Until every replica holds its share of the input topic's partitions, unchanged for 2 s."""
     deadline = time.monotonic() + timeout
     stable_since: float | None = None
     last: list[int | None] = []
     while time.monotonic() < deadline:
-        if any(p.poll() is not None for p, _ in replicas):
-            raise SystemExit("a signer replica exited during start-up; see its log (--log-dir)")
+        for index, (proc, _) in enumerate(replicas):
+            if proc.poll() is not None:
+                log_file = log_dir / f"signer-{index}.log"
+                tail = log_file.read_text(errors="replace")[-2000:] if log_file.is_file() else "(no log)"
+                raise SystemExit(f"signer replica {index} exited during start-up (exit {proc.returncode}):\n{tail}")
         held = [await asyncio.to_thread(assigned_partitions, port, topic) for _, port in replicas]
         settled = None not in held and sum(h or 0 for h in held) == partitions and all(
             h for h in held[: min(len(held), partitions)])
@@ -399,7 +406,7 @@ async def run_once(
     try:
         # Every replica in the group before anything is measured: a late joiner would trigger a
         # rebalance mid-run, and the redelivered batches would be measured as throughput lost.
-        await wait_for_group(replicas_started, topics.of("csr"), args.partitions)
+        await wait_for_group(replicas_started, topics.of("csr"), args.partitions, work_dir)
         # Warm-up (not measured): the first batches through every replica.
         warm = build_requests(max(8, 2 * args.partitions), parse_mix(args.mix), args.csr_keys, "warmup")
         await _drive(producer, kafka_bootstrap, topics, encode(warm), timeout=180)
