@@ -432,13 +432,7 @@ async def run_once(
         except OSError as exc:  # a replica that cannot answer /metrics costs the breakdown, not the run
             breakdown["stage_seconds_error"] = str(exc)
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_replicas(procs)
         await producer.stop()
         await delete_topics_with_prefix(kafka, prefix)
     issued = {
@@ -511,15 +505,20 @@ async def _drive(
 _REPLICAS: list[subprocess.Popen[bytes]] = []  # every signer this process started
 
 
-def _terminate(signum: int, frame: object) -> None:
-    """SIGTERM (a CI timeout, `kill`): stop the signer replicas, then exit; nothing else matters now."""
-    for proc in _REPLICAS:
+def stop_replicas(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM all (each finishes its batch in hand), then wait; kill what is still there after 30 s."""
+    for proc in procs:
         proc.terminate()
-    for proc in _REPLICAS:
+    for proc in procs:
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (a CI timeout, `kill`): stop the signer replicas, then exit; nothing else matters now."""
+    stop_replicas(_REPLICAS)
     os._exit(128 + signum)
 
 
