@@ -49,6 +49,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from devstack.process import stop_processes
 from services.signer import loadtest
 from services.signer.ca.hierarchy import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
@@ -518,18 +519,6 @@ def start_registration(env: dict[str, str], log_path: Path) -> subprocess.Popen[
         return subprocess.Popen(
             [sys.executable, "-m", "services.registration"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-
-
-def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
-    for proc in procs:
-        if proc.poll() is None:
-            proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _tail(path: Path, lines: int = 20) -> str:

@@ -186,3 +186,17 @@ def stack_lock() -> Iterator[None]:
                 fcntl.flock(_lock_file, fcntl.LOCK_UN)
                 os.close(_lock_file)
                 _lock_file = None
+
+
+def stop_processes(procs: Sequence[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every child still running (each finishes what it has in hand), then wait for all;
+    kill what is still there after `timeout` seconds."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

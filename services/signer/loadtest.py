@@ -51,6 +51,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from devstack.process import stop_processes
 from services.signer.ca import issuance, keys
 from services.signer.ca.hierarchy import bootstrap, load_hierarchy
 from services.signer.ca.profiles import get_profile
@@ -432,7 +433,7 @@ async def run_once(
         except OSError as exc:  # a replica that cannot answer /metrics costs the breakdown, not the run
             breakdown["stage_seconds_error"] = str(exc)
     finally:
-        stop_replicas(procs)
+        stop_processes(procs)
         await producer.stop()
         await delete_topics_with_prefix(kafka, prefix)
     issued = {
@@ -505,20 +506,9 @@ async def _drive(
 _REPLICAS: list[subprocess.Popen[bytes]] = []  # every signer this process started
 
 
-def stop_replicas(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM all (each finishes its batch in hand), then wait; kill what is still there after 30 s."""
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-
-
 def _terminate(signum: int, frame: object) -> None:
     """SIGTERM (a CI timeout, `kill`): stop the signer replicas, then exit; nothing else matters now."""
-    stop_replicas(_REPLICAS)
+    stop_processes(_REPLICAS)
     os._exit(128 + signum)
 
 
