@@ -12,10 +12,10 @@ from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
-from services.registration.members import Member, Members, new_member_id
+from services.registration.members import Member, Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
-from services.registration.signup import Rule, SignupProblem, SignupRefused, parse_signup
+from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
 from shared.events import isoformat
 from shared.http import ApiError, read_json
 
@@ -125,19 +125,10 @@ class AccountRoutes:
             )
         except SignupRefused as refused:
             raise first_for_api(refused).error from None
-        address, name = signup.email, signup.name
+        address = signup.email
         await self._limiter.hit("signup:client", client_address(request))
         await self._limiter.hit("signup:address", address)
-        member_id = new_member_id()
-        mail = await self._emails.confirmation_mail(member_id, address, name)
-        member = await self._members.create(
-            name=name,
-            date_of_birth=signup.date_of_birth,
-            address=address,
-            password=signup.password,
-            member_id=member_id,
-            pending_events=[mail],
-        )
+        member = await enrol(signup, self._members, self._emails)
         return web.json_response(
             {
                 "member_id": member.id,

@@ -13,6 +13,8 @@ from datetime import date
 from typing import Literal
 
 from services.registration.api_common import email_field, parse_date
+from services.registration.email_addresses import EmailAddresses
+from services.registration.members import Member, Members, new_member_id
 from services.registration.passwords import password_problem
 from shared.http import ApiError
 
@@ -95,3 +97,18 @@ def parse_signup(*, name: str, email: str, date_of_birth: str, password: str, to
     if problems or born is None:
         raise SignupRefused(problems)
     return Signup(name=name, email=address, date_of_birth=born, password=password)
+
+
+async def enrol(signup: Signup, members: Members, emails: EmailAddresses) -> Member:
+    """The new member, with the confirmation mail for its address queued in the same insert (the
+    outbox), so a member never exists without its mail on the way. Both front ends enrol this way."""
+    member_id = new_member_id()
+    mail = await emails.confirmation_mail(member_id, signup.email, signup.name)
+    return await members.create(
+        name=signup.name,
+        date_of_birth=signup.date_of_birth,
+        address=signup.email,
+        password=signup.password,
+        member_id=member_id,
+        pending_events=[mail],
+    )

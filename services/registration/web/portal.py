@@ -28,10 +28,10 @@ from services.registration.context import Context
 from services.registration.domains import DomainClaims
 from services.registration.email_addresses import EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
-from services.registration.members import ASSURER_POINTS, Member, Members, new_member_id
+from services.registration.members import ASSURER_POINTS, Member, Members
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
-from services.registration.signup import Signup, SignupProblem, SignupRefused, parse_signup
+from services.registration.signup import Signup, SignupProblem, SignupRefused, enrol, parse_signup
 from services.registration.staff_actions import StaffActions
 from services.registration.web import preview as previews
 from services.registration.web.ca_certificates import LABELS, CaCertificates, CaUnavailable
@@ -222,20 +222,10 @@ class WebPortal:
             errors.append("The two passwords differ.")
         if errors or signup is None:
             return render(visitor, "signup.html", title="Join", values=values, errors=errors, status=422)
-        address, name = signup.email, signup.name
         await self._limiter.hit("signup:client", client_address(request))
-        await self._limiter.hit("signup:address", address)
-        member_id = new_member_id()
+        await self._limiter.hit("signup:address", signup.email)
         try:
-            mail = await self._emails.confirmation_mail(member_id, address, name)
-            await self._members.create(
-                name=name,
-                date_of_birth=signup.date_of_birth,
-                address=address,
-                password=signup.password,
-                member_id=member_id,
-                pending_events=[mail],
-            )
+            await enrol(signup, self._members, self._emails)
         except ApiError as exc:
             return render(visitor, "signup.html", title="Join", values=values, errors=[exc.message], status=exc.status)
         return see_other("/login?notice=signed_up")
