@@ -20,6 +20,7 @@ import devstack
 from tests.faults.cluster import (
     GRACE_SECONDS,
     RequestStream,
+    RunResult,
     SignerCluster,
     check_exact,
     fault_rate,
@@ -81,7 +82,10 @@ async def test_sigterm_under_load_exits_0_within_grace_and_another_replica_finis
     check_exact(result, await cluster.database_counts(), cluster.logs())
 
 
-async def test_kafka_broker_stopped_and_restarted_mid_stream(cluster: SignerCluster) -> None:
+async def restart_mid_stream(
+        cluster: SignerCluster, component: str) -> tuple[RunResult, dict[str, object], RequestStream]:
+    """Stop `component` of the devstack a third of the way into the stream, for 3 s, then start it
+    again; the signer replica must ride it out. Returns the run's result, the outage facts and the stream."""
     replica = cluster.start()
     await cluster.wait_healthy(replica)
     stream = RequestStream(cluster, N, fault_rate())
@@ -92,46 +96,29 @@ async def test_kafka_broker_stopped_and_restarted_mid_stream(cluster: SignerClus
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
-            await asyncio.to_thread(devstack.stop, "kafka")
+            await asyncio.to_thread(devstack.stop, component)
             outage["answers_when_stopped"] = s.progress
             await asyncio.sleep(3)
         finally:
-            await asyncio.to_thread(devstack.start, "kafka")  # waits until the broker answers again
+            await asyncio.to_thread(devstack.start, component)  # waits until it answers again
         outage["outage_seconds"] = round(loop.time() - began, 1)
 
     try:
         result = await stream.run(fault, run_timeout(N))
     finally:
         await asyncio.to_thread(devstack.ensure_up)
-    report("kafka restart", {**result.summary(), **outage, "publish_retries": stream.publish_retries})
     assert int(outage["answers_when_stopped"]) < N, "the outage must hit the stream in the middle"  # type: ignore[call-overload]
     assert replica.process.poll() is None, "the signer must ride out the outage, not exit"
+    return result, outage, stream
+
+
+async def test_kafka_broker_stopped_and_restarted_mid_stream(cluster: SignerCluster) -> None:
+    result, outage, stream = await restart_mid_stream(cluster, "kafka")
+    report("kafka restart", {**result.summary(), **outage, "publish_retries": stream.publish_retries})
     check_exact(result, await cluster.database_counts(), cluster.logs())
 
 
 async def test_ferretdb_stopped_and_restarted_mid_stream(cluster: SignerCluster) -> None:
-    replica = cluster.start()
-    await cluster.wait_healthy(replica)
-    stream = RequestStream(cluster, N, fault_rate())
-    outage: dict[str, object] = {}
-
-    async def fault(s: RequestStream) -> None:
-        await s.wait_answered(N // 3)
-        loop = asyncio.get_running_loop()
-        began = loop.time()
-        try:
-            await asyncio.to_thread(devstack.stop, "mongo")
-            outage["answers_when_stopped"] = s.progress
-            await asyncio.sleep(3)
-        finally:
-            await asyncio.to_thread(devstack.start, "mongo")
-        outage["outage_seconds"] = round(loop.time() - began, 1)
-
-    try:
-        result = await stream.run(fault, run_timeout(N))
-    finally:
-        await asyncio.to_thread(devstack.ensure_up)
+    result, outage, _ = await restart_mid_stream(cluster, "mongo")
     report("ferretdb restart", {**result.summary(), **outage})
-    assert int(outage["answers_when_stopped"]) < N, "the outage must hit the stream in the middle"  # type: ignore[call-overload]
-    assert replica.process.poll() is None, "the signer must ride out the outage, not exit"
     check_exact(result, await cluster.database_counts(), cluster.logs())
