@@ -13,15 +13,12 @@ from __future__ import annotations
 import dataclasses
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID
+
+from shared.key_policy import check_public_key
 
 MAX_PEM_CHARS = 65536
 PEM_MARKERS = ("-----BEGIN CERTIFICATE REQUEST-----", "-----BEGIN NEW CERTIFICATE REQUEST-----")
-MIN_RSA_BITS = 2048
-MAX_RSA_BITS = 8192
-RSA_EXPONENT = 65537
-ALLOWED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384"}
 # At most this many subjectAltNames per request, counting every entry together (DNS names, IP addresses,
 # email addresses, and the types refused anyway).
 # Why: it keeps certificates, and the records kept about them for OCSP and CRLs, small, and it bounds the
@@ -61,33 +58,9 @@ class SubmittedCsr:
     emails: tuple[str, ...]  # rfc822Name SANs
     subject_emails: tuple[str, ...]  # emailAddress attributes in the subject (legacy S/MIME CSRs)
     key_description: str
-    key_problems: tuple[str, ...]
+    key_problems: tuple[str, ...]  # messages of shared.key_policy, in the order of key_problem_codes
     san_problems: tuple[str, ...]
-
-
-def key_problems(key: object) -> tuple[str, list[str]]:
-    """(description, problems) of a public key against the CA's key policy."""
-    if isinstance(key, rsa.RSAPublicKey):
-        bits = key.key_size
-        exponent = key.public_numbers().e
-        problems = []
-        if bits < MIN_RSA_BITS:
-            problems.append(f"RSA key of {bits} bits is too weak: at least {MIN_RSA_BITS} bits are required")
-        if bits > MAX_RSA_BITS:
-            problems.append(f"RSA key of {bits} bits is larger than the supported {MAX_RSA_BITS} bits")
-        if exponent != RSA_EXPONENT:
-            problems.append(f"RSA public exponent {exponent} is not allowed: it must be {RSA_EXPONENT}")
-        return f"RSA-{bits}", problems
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = key.curve.name
-        if curve in ALLOWED_CURVES:
-            return f"EC {ALLOWED_CURVES[curve]}", []
-        return f"EC {curve}", [f"elliptic curve {curve} is not allowed: use P-256 or P-384"]
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return "EdDSA", ["EdDSA keys are not supported: use RSA (>= 2048 bits) or EC P-256/P-384"]
-    if isinstance(key, dsa.DSAPublicKey):
-        return "DSA", ["DSA keys are not allowed: use RSA (>= 2048 bits) or EC P-256/P-384"]
-    return "unknown", ["unsupported key type: use RSA (>= 2048 bits) or EC P-256/P-384"]
+    key_problem_codes: tuple[str, ...] = ()
 
 
 def _attribute_values(name: x509.Name, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
@@ -115,7 +88,7 @@ def parse_csr(pem: str) -> SubmittedCsr:
         public_key = csr.public_key()
     except Exception as exc:
         raise CsrProblem([f"the CSR public key cannot be read: {exc}"]) from None
-    description, problems = key_problems(public_key)
+    verdict = check_public_key(public_key)  # the one key policy, shared with the signer
     try:
         subject = csr.subject
         common_names = _attribute_values(subject, NameOID.COMMON_NAME)
@@ -151,7 +124,8 @@ def parse_csr(pem: str) -> SubmittedCsr:
         dns_names=tuple(dns_names),
         emails=tuple(emails),
         subject_emails=subject_emails,
-        key_description=description,
-        key_problems=tuple(problems),
+        key_description=verdict.description,
+        key_problems=verdict.messages,
+        key_problem_codes=verdict.codes,
         san_problems=tuple(san_problems),
     )

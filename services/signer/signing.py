@@ -59,10 +59,7 @@ def _pem(cert: x509.Certificate) -> str:
 
 def _rejection_reason(exc: issuance.IssuanceRefused) -> str:
     if isinstance(exc, issuance.CSRRejected):
-        text = exc.reason.lower()
-        if any(word in text for word in ("key", "exponent", "curve", "bits")):
-            return "weak_key"
-        return "csr_invalid"
+        return exc.code  # set by check_csr from the shared key policy's verdict, never from the text
     return "policy"
 
 

@@ -5,6 +5,7 @@ exactly what was approved, nothing taken from the CSR but the key."""
 from __future__ import annotations
 
 import datetime as dt
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from services.signer.ca import issuance, profiles
 from services.signer.ca.issuance import ApprovedRequest, CSRRejected, RequestRejected
+from shared.key_policy import ProblemCode
 
 CASES: dict[tuple[str, int], dict[str, Any]] = {
     ("server", 1): {"subject": {"CN": "www.example.org"}, "dns_names": ["www.example.org", "example.org"]},
@@ -253,15 +255,22 @@ def test_check_csr_accepts_good_keys(h, ec_key, rsa_key) -> None:
         assert csr.is_signature_valid
 
 
+KEY_POLICY_CODES = set(typing.get_args(ProblemCode))
+
+
 @pytest.mark.parametrize(
     ("make", "reason"),
     [
-        (lambda h: h.csr(rsa.generate_private_key(65537, 1024)), "rsa key too small: 1024 bits"),
-        (lambda h: h.csr(rsa.generate_private_key(3, 2048)), "rsa public exponent not allowed: 3"),
+        (lambda h: h.csr(rsa.generate_private_key(65537, 1024)),
+         "rsa_too_small: RSA key of 1024 bits is too weak: at least 2048 bits are required"),
+        (lambda h: h.csr(rsa.generate_private_key(3, 2048)),
+         "rsa_exponent: RSA public exponent 3 is not allowed: it must be 65537"),
         (lambda h: _tampered(h.csr(rsa.generate_private_key(65537, 2048))), "csr signature invalid"),
         (lambda h: _tampered(h.csr(ec.generate_private_key(ec.SECP256R1()))), "csr signature invalid"),
-        (lambda h: h.csr(ec.generate_private_key(ec.SECP521R1())), "ec curve not allowed: secp521r1"),
-        (lambda h: h.csr(ed25519.Ed25519PrivateKey.generate()), "key type not allowed: ed25519"),
+        (lambda h: h.csr(ec.generate_private_key(ec.SECP521R1())),
+         "ec_curve: elliptic curve secp521r1 is not allowed: use P-256 or P-384"),
+        (lambda h: h.csr(ed25519.Ed25519PrivateKey.generate()),
+         "key_type: EdDSA keys are not supported: use RSA (2048..8192 bits, a multiple of 8) or EC P-256/P-384"),
         (
             lambda h: (
                 "-----BEGIN CERTIFICATE REQUEST-----\nZ2FyYmFnZQ==\n-----END CERTIFICATE REQUEST-----\n"
@@ -290,6 +299,8 @@ def test_check_csr_rejects_with_a_precise_reason(make, reason: str, h) -> None:
         issuance.check_csr(make(h))
     assert caught.value.reason == reason
     assert str(caught.value) == reason
+    # the cert.rejected reason comes from the key policy's verdict, not from words in the text
+    assert caught.value.code == ("weak_key" if reason.split(":")[0] in KEY_POLICY_CODES else "csr_invalid")
 
 
 def test_a_certificate_is_not_a_csr(ca_pems) -> None:
@@ -299,7 +310,7 @@ def test_a_certificate_is_not_a_csr(ca_pems) -> None:
 
 def test_issuance_rechecks_the_csr(issue, h) -> None:
     weak = h.csr(rsa.generate_private_key(65537, 1024))
-    with pytest.raises(CSRRejected, match="rsa key too small: 1024 bits"):
+    with pytest.raises(CSRRejected, match="rsa_too_small: RSA key of 1024 bits"):
         issue(3, "server", csr=weak, dns_names=["www.example.org"])
 
 

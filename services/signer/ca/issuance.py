@@ -29,6 +29,7 @@ from services.signer.ca.hierarchy import IssuingCA, authority_information_access
 from services.signer.ca.profiles import SUBJECT_ATTRIBUTE_OIDS, CertificateProfile, SanType
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
+from shared.key_policy import check_public_key
 
 __all__ = [
     "ApprovedRequest",
@@ -43,10 +44,6 @@ __all__ = [
 ]
 
 MAX_CSR_PEM_BYTES: Final = 65536
-MIN_RSA_BITS: Final = 2048
-MAX_RSA_BITS: Final = 8192
-RSA_EXPONENT: Final = 65537
-ALLOWED_CURVES: Final = frozenset({"secp256r1", "secp384r1"})
 BACKDATE: Final = dt.timedelta(minutes=1)
 """notBefore lies this far before signing, for relying parties with slightly slow clocks (BR 7.1.2.7
 allows up to 48 hours; keep it small so the certificate's stated life is its real life)."""
@@ -69,7 +66,15 @@ class IssuanceRefused(Exception):
 
 
 class CSRRejected(IssuanceRefused):
-    """The CSR is unusable: unparseable, badly signed, or carrying a key we do not certify."""
+    """The CSR is unusable: unparseable, badly signed, or carrying a key we do not certify.
+
+    ``code`` is the ``cert.rejected`` reason: ``weak_key`` only when the shared key policy refused
+    the key (shared/key_policy.py), ``csr_invalid`` for everything else.
+    """
+
+    def __init__(self, reason: str, *, code: str = "csr_invalid") -> None:
+        super().__init__(reason)
+        self.code = code
 
 
 class RequestRejected(IssuanceRefused):
@@ -116,7 +121,7 @@ class ApprovedRequest:
 
 def check_csr(csr_pem: str) -> x509.CertificateSigningRequest:
     """Parse the CSR and prove it is acceptable: self-signature valid (the requester holds the
-    key), RSA 2048..8192 bits with exponent 65537, or EC on P-256 / P-384. Raises ``CSRRejected``."""
+    key) and the key acceptable to the CA's one key policy (shared/key_policy.py). Raises ``CSRRejected``."""
     if not isinstance(csr_pem, str):
         raise CSRRejected("csr must be PEM text")
     data = csr_pem.encode("utf-8", errors="replace")
@@ -136,32 +141,11 @@ def check_csr(csr_pem: str) -> x509.CertificateSigningRequest:
         signature_ok = False
     if not signature_ok:
         raise CSRRejected("csr signature invalid")
-    problem = public_key_problem(public_key)
-    if problem:
-        raise CSRRejected(problem)
+    verdict = check_public_key(public_key)
+    if not verdict.acceptable:
+        # The policy's codes lead the text, so `cert.rejected` details name the exact rule.
+        raise CSRRejected("; ".join(f"{p.code}: {p.message}" for p in verdict.problems), code="weak_key")
     return csr
-
-
-def public_key_problem(public_key: object) -> str | None:
-    """Why a subject public key is not certifiable, or None."""
-    if isinstance(public_key, rsa.RSAPublicKey):
-        bits = public_key.key_size
-        exponent = public_key.public_numbers().e
-        if bits < MIN_RSA_BITS:
-            return f"rsa key too small: {bits} bits"
-        if bits > MAX_RSA_BITS:
-            return f"rsa key too large: {bits} bits"
-        if bits % 8:
-            return f"rsa key size not a multiple of 8: {bits} bits"
-        if exponent != RSA_EXPONENT:
-            return f"rsa public exponent not allowed: {exponent}"
-        return None
-    if isinstance(public_key, ec.EllipticCurvePublicKey):
-        if public_key.curve.name not in ALLOWED_CURVES:
-            return f"ec curve not allowed: {public_key.curve.name}"
-        return None
-    kind = type(public_key).__name__.removesuffix("PublicKey").lower() or "unknown"
-    return f"key type not allowed: {kind}"
 
 
 # ----------------------------------------------------------------------------- the request

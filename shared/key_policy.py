@@ -1,0 +1,110 @@
+"""The CA's one key policy: which subject public keys it certifies.
+
+Registration (the RA), the signer (defence in depth) and the ACME front end all ask
+`check_public_key()`; none of them keeps a rule of its own, so what the RA approves is exactly
+what the signer will sign (Boulder keeps one `goodkey` for the same reason).
+
+The rules, and where they come from:
+
+* RSA: modulus of 2048..8192 bits and a multiple of 8 (Baseline Requirements 6.1.5: at least 2048
+  bits and divisible by 8), public exponent 65537 (BR 6.1.6 allows any odd exponent from 65537;
+  this CA takes the one every library generates, so a bad exponent is a sign of a broken tool).
+* ECDSA: the NIST curves P-256 and P-384 (BR 6.1.5). P-521 is refused: BR 7.1.3.1.2 names no
+  signature algorithm for it and several relying parties reject it.
+* Everything else (EdDSA, DSA, unknown types) is refused: the BRs allow none of them for TLS.
+
+The answer is a machine-readable `code` (what the signer publishes in `cert.rejected` details and
+the RA in its refusal) with a sentence for the person who made the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Final, Literal
+
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+
+MIN_RSA_BITS: Final = 2048
+MAX_RSA_BITS: Final = 8192
+RSA_EXPONENT: Final = 65537
+ALLOWED_CURVES: Final = {"secp256r1": "P-256", "secp384r1": "P-384"}
+_WHAT_TO_USE: Final = f"use RSA ({MIN_RSA_BITS}..{MAX_RSA_BITS} bits, a multiple of 8) or EC P-256/P-384"
+
+ProblemCode = Literal[
+    "rsa_too_small",
+    "rsa_too_large",
+    "rsa_size_not_multiple_of_8",
+    "rsa_exponent",
+    "ec_curve",
+    "key_type",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyProblem:
+    """One reason a key is refused: `code` for machines, `message` for people."""
+
+    code: ProblemCode
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyVerdict:
+    """The policy's answer for one key: what it is (e.g. "RSA-2048", "EC P-256") and every problem."""
+
+    description: str
+    problems: tuple[KeyProblem, ...]
+
+    @property
+    def acceptable(self) -> bool:
+        return not self.problems
+
+    @property
+    def codes(self) -> tuple[str, ...]:
+        return tuple(p.code for p in self.problems)
+
+    @property
+    def messages(self) -> tuple[str, ...]:
+        return tuple(p.message for p in self.problems)
+
+
+def check_public_key(key: object) -> KeyVerdict:
+    """Judge a `cryptography` public key object against the CA's key policy."""
+    if isinstance(key, rsa.RSAPublicKey):
+        return _check_rsa(key)
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = key.curve.name
+        if curve in ALLOWED_CURVES:
+            return KeyVerdict(f"EC {ALLOWED_CURVES[curve]}", ())
+        return KeyVerdict(f"EC {curve}", (KeyProblem("ec_curve", f"elliptic curve {curve} is not allowed: "
+                                                                 "use P-256 or P-384"),))
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        kind = "EdDSA"
+    elif isinstance(key, dsa.DSAPublicKey):
+        kind = "DSA"
+    else:
+        kind = "unknown"
+    noun = {"unknown": "unsupported key type", "EdDSA": "EdDSA keys are not supported"}.get(
+        kind, f"{kind} keys are not allowed")
+    return KeyVerdict(kind, (KeyProblem("key_type", f"{noun}: {_WHAT_TO_USE}"),))
+
+
+def _check_rsa(key: rsa.RSAPublicKey) -> KeyVerdict:
+    bits = key.key_size
+    exponent = key.public_numbers().e
+    problems: list[KeyProblem] = []
+    if bits < MIN_RSA_BITS:
+        problems.append(KeyProblem("rsa_too_small", f"RSA key of {bits} bits is too weak: "
+                                                    f"at least {MIN_RSA_BITS} bits are required"))
+    elif bits > MAX_RSA_BITS:
+        problems.append(KeyProblem("rsa_too_large", f"RSA key of {bits} bits is larger than the "
+                                                    f"supported {MAX_RSA_BITS} bits"))
+    elif bits % 8:
+        # BR 6.1.5: "the modulus size, when encoded, is at least 2048 bits, and the modulus size, in
+        # bits, is evenly divisible by 8".
+        problems.append(KeyProblem("rsa_size_not_multiple_of_8", f"RSA key of {bits} bits is not allowed: "
+                                                                 "the size must be a multiple of 8 bits"))
+    if exponent != RSA_EXPONENT:
+        problems.append(KeyProblem("rsa_exponent", f"RSA public exponent {exponent} is not allowed: "
+                                                   f"it must be {RSA_EXPONENT}"))
+    return KeyVerdict(f"RSA-{bits}", tuple(problems))
