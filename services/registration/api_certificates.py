@@ -30,7 +30,9 @@ class CertificateRoutes:
     async def submit(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
         body = await read_json(request, schema("CsrRequest"))
-        result = await self._requests.submit(member, body["csr_pem"], body["profile"])
+        result = await self._requests.submit(
+            member, body["csr_pem"], body["profile"], cert_class=body.get("cert_class")
+        )
         return web.json_response(result, status=202)
 
     async def list_requests(self, request: web.Request) -> web.Response:

@@ -66,8 +66,10 @@ class CertificateRequests:
             verified_domains=await self._domains.verified_domains(member.id),
         )
 
-    async def submit(self, member: Member, csr_pem: str, profile: str) -> Document:
+    async def submit(self, member: Member, csr_pem: str, profile: str, *, cert_class: int | None = None) -> Document:
         """Decide; store the request with its event queued; 422 with every reason when refused.
+
+        `cert_class` is the root the member asked for (1 or 3); None means the highest they may have.
 
         A CSR over the subjectAltName cap gets the same 422 (without a request id) and is not stored.
         """
@@ -81,7 +83,7 @@ class CertificateRequests:
             decision = Decision(profile, tuple(exc.reasons))
             pem = None
         else:
-            decision = self.policy.decide(profile, csr, await self.standing(member))
+            decision = self.policy.decide(profile, csr, await self.standing(member), cert_class)
             pem = csr.pem
         doc: Document = {
             "_id": request_id,

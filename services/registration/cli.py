@@ -162,7 +162,8 @@ def run(args: argparse.Namespace, client: Client) -> None:
             _print(client.call("POST", f"/v1/domains/{q(domain_id)}/verify", {"contact": contact}))
     elif command == "csr":
         pem = Path(args.file).read_text()
-        _print(client.call("POST", "/v1/requests", {"csr_pem": pem, "profile": args.profile}))
+        chosen = {"cert_class": args.cert_class} if args.cert_class is not None else {}
+        _print(client.call("POST", "/v1/requests", {"csr_pem": pem, "profile": args.profile, **chosen}))
     elif command == "requests":
         if args.request_id:
             _print(client.call("GET", f"/v1/requests/{q(args.request_id)}"))
@@ -253,6 +254,8 @@ def parser() -> argparse.ArgumentParser:
     submit = c.add_parser("submit")
     submit.add_argument("file")
     submit.add_argument("--profile", choices=["server", "client", "codesign"], default="server")
+    submit.add_argument("--class", dest="cert_class", type=int, choices=[1, 3],
+                        help="the root to issue under (default: the highest you may have; Assured members may pick 1)")
     s = sub.add_parser("requests")
     r = s.add_subparsers(dest="action", required=True)
     r.add_parser("list").add_argument("request_id", nargs="?")

@@ -17,6 +17,7 @@ from services.registration.csr import SubmittedCsr
 from shared import dns_names
 
 PROFILES = ("server", "client", "codesign")
+CLASSES = (1, 3)
 ASSURED_POINTS = 50
 MAX_CN_LENGTH = 64
 
@@ -59,12 +60,17 @@ class IssuancePolicy:
     client_validity_days: int = 365
     codesign_validity_days: int = 365
 
-    def decide(self, profile: str, csr: SubmittedCsr, member: MemberStanding) -> Decision:
-        """Approve with the exact certificate content, or refuse listing every reason."""
+    def decide(
+        self, profile: str, csr: SubmittedCsr, member: MemberStanding, requested_class: int | None = None
+    ) -> Decision:
+        """Approve with the exact certificate content, or refuse listing every reason.
+
+        `requested_class` is the root the member asked for (None: the highest they may have).
+        """
         if profile not in PROFILES:
             return Decision(profile, (f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}",))
         reasons = [*csr.key_problems, *csr.san_problems]
-        cert_class = self.class_for(profile, member)
+        cert_class = self.class_for(profile, member, requested_class, reasons)
         if profile == "server":
             names = self._server_names(csr, member, reasons)
             emails: tuple[str, ...] = ()
@@ -88,9 +94,31 @@ class IssuancePolicy:
         return Decision(profile, (), cert_class, subject, names, emails, validity)
 
     @staticmethod
-    def class_for(profile: str, member: MemberStanding) -> int:
-        """Class 3 (the Assured root) only for Assured members; everyone else gets Class 1."""
-        return 3 if member.assured else 1
+    def class_for(
+        profile: str, member: MemberStanding, requested: int | None = None, reasons: list[str] | None = None
+    ) -> int:
+        """Class 3 (the Assured root) only for Assured members; everyone else gets Class 1.
+
+        The seed: Assured members may still choose the Class 1 root (for relying parties that
+        trust only Class 1), so a request may ask for 1 or 3; without a choice a member gets the
+        highest class they may have. Asking for Class 3 without being Assured is refused (the
+        reason goes into `reasons`), never silently downgraded.
+        """
+        highest = 3 if member.assured else 1
+        if requested is None:
+            return highest
+        if requested not in CLASSES:
+            if reasons is not None:
+                reasons.append(f"class {requested!r} does not exist: ask for class 1 or 3")
+            return highest
+        if requested > highest:
+            if reasons is not None:
+                reasons.append(
+                    f"Class 3 certificates are only issued to Assured members ({ASSURED_POINTS} assurance points "
+                    "or more): ask for Class 1, or collect assurance points first"
+                )
+            return highest
+        return requested
 
     @staticmethod
     def subject_for(

@@ -221,3 +221,26 @@ def test_arbitrary_bytes_in_a_pem_wrapper_never_escape_as_other_exceptions(blob:
         parse_csr(pem)
     except CsrProblem as exc:
         assert exc.reasons
+
+
+def test_an_assured_member_may_choose_class_1_and_gets_the_highest_by_default() -> None:
+    pem = build_csr(dns=["www.example.org"])
+    assert POLICY.decide("server", parse_csr(pem), ASSURED).cert_class == 3
+    chosen = POLICY.decide("server", parse_csr(pem), ASSURED, requested_class=1)
+    assert chosen.approved and chosen.cert_class == 1
+    assert POLICY.decide("server", parse_csr(pem), ASSURED, requested_class=3).cert_class == 3
+
+
+def test_an_unassured_member_asking_for_class_3_is_refused_not_downgraded() -> None:
+    pem = build_csr(dns=["www.example.org"])
+    decision = POLICY.decide("server", parse_csr(pem), MEMBER, requested_class=3)
+    assert not decision.approved
+    assert any("only issued to Assured members" in r for r in decision.reasons)
+    assert POLICY.decide("server", parse_csr(pem), MEMBER, requested_class=1).cert_class == 1
+    assert not POLICY.decide("server", parse_csr(pem), MEMBER, requested_class=2).approved
+
+
+def test_an_assured_member_choosing_class_1_for_a_client_certificate_gets_no_name() -> None:
+    pem = build_csr(emails=["ada@example.org"])
+    decision = POLICY.decide("client", parse_csr(pem), ASSURED, requested_class=1)
+    assert decision.approved and decision.cert_class == 1 and decision.subject == {}

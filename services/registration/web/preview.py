@@ -103,7 +103,9 @@ def _requested_subject(pem: str) -> list[tuple[str, str]]:
     return [(attr.oid._name, str(attr.value)) for attr in csr.subject]
 
 
-async def preview(requests: CertificateRequests, member: Member, pem: str, profile: str) -> Preview:
+async def preview(
+    requests: CertificateRequests, member: Member, pem: str, profile: str, cert_class: int | None = None
+) -> Preview:
     """What submitting `pem` for `profile` would give this member now (or every reason it would not)."""
     pem = pem.strip()
     if len(pem) > MAX_PEM_CHARS:
@@ -112,7 +114,7 @@ async def preview(requests: CertificateRequests, member: Member, pem: str, profi
         csr = parse_csr(pem)
     except CsrProblem as exc:
         return Preview(profile, pem, tuple(refusal(r) for r in exc.reasons))
-    decision: Decision = requests.policy.decide(profile, csr, await requests.standing(member))
+    decision: Decision = requests.policy.decide(profile, csr, await requests.standing(member), cert_class)
     requested = _requested_subject(csr.pem)
     final = [(SUBJECT_LABELS.get(k, k), v) for k, v in decision.subject.items()]
     kept = [(k, v) for k, v in requested if (k, v) in final]
