@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from services.registration.api_accounts import first_for_api
+from services.registration.api.accounts import first_for_api
 from services.registration.signup import SignupProblem, SignupRefused, parse_signup
 from services.registration.web.portal import signup_error_line
 from shared.config import KafkaSettings, MongoSettings

@@ -19,8 +19,8 @@ from urllib.parse import quote
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
 
-from services.registration.api_accounts import member_view
-from services.registration.api_common import client_address, email_field
+from services.registration.api.accounts import member_view
+from services.registration.api.common import client_address, email_field
 from services.registration.assurance import MAX_POINTS, Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import FORMATS, REVOCATION_REASONS, Certificates

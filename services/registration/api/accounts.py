@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.registration.api_common import SESSION_KEY, Authenticator, client_address, email_field, schema
+from services.registration.api.common import SESSION_KEY, Authenticator, client_address, email_field, schema
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
