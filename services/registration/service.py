@@ -31,7 +31,8 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.settings import RegistrationSettings
-from services.registration.web import WebPortal, WebSettings
+from services.registration.web.portal import WebPortal
+from services.registration.web.settings import WebSettings
 from shared.config import load
 from shared.events import utcnow
 from shared.http import create_app

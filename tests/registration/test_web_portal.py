@@ -114,7 +114,7 @@ async def test_security_headers_and_cookie_flags(stack: Stack, browsers: list[Br
         assert headers["Content-Type"].startswith("text/html"), path
         csp = headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and _no_script(csp), (path, csp)
-        if not path.startswith("/confirm-email"):  # the API's own page sets a stricter default-src 'none'
+        if not path.startswith("/confirm-email"):  # the mailed-link page sets a stricter default-src 'none'
             assert csp.startswith("default-src 'self'; script-src 'none';"), csp
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer" and headers["X-Frame-Options"] == "DENY"

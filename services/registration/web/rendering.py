@@ -8,7 +8,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from services.registration.web.security import CSRF_FIELD, Visitor
+from services.registration.web.security import CSRF_FIELD, LINK_PAGE_HEADERS, Visitor
 
 HERE = Path(__file__).parent
 STYLESHEET = HERE / "static" / "portal.css"
@@ -48,6 +48,16 @@ def render(
         **context,
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def render_link_page(template: str, *, title: str, status: int = 200, **context: Any) -> web.Response:
+    """A page opened from a mailed link whose URL holds a secret: no visitor, no menu, the strict headers."""
+    body = _templates.get_template(template).render(
+        title=title, section="", member=None, menu=(), csrf_field=CSRF_FIELD, csrf="", **context
+    )
+    return web.Response(
+        text=body, status=status, content_type="text/html", charset="utf-8", headers=LINK_PAGE_HEADERS
+    )
 
 
 def error_page(
