@@ -16,7 +16,7 @@ import pytest
 
 from services.registration.api.accounts import first_for_api
 from services.registration.signup import SignupProblem, SignupRefused, parse_signup
-from services.registration.web.portal import signup_error_line
+from services.registration.web.pages_accounts import signup_error_line
 from shared.config import KafkaSettings, MongoSettings
 from tests.registration.harness import PASSWORD, Stack, running
 from tests.registration.test_web_portal import Browser
