@@ -120,7 +120,7 @@ class CertificatePages:
         return render(
             visitor,
             "csr_form.html",
-            title=f"Renew certificate {renewing['serial']}" if renewing else f"New {KIND_TITLES[kind][:-1].lower()}",
+            title="Renew a certificate" if renewing else f"New {KIND_TITLES[kind][:-1].lower()}",
             section=kind,
             kind=kind,
             profiles=profiles,
