@@ -15,11 +15,11 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.registration.api_accounts import AccountRoutes
-from services.registration.api_certificates import CertificateRoutes
-from services.registration.api_common import Authenticator, openapi_document, rate_limit_answers
-from services.registration.api_domains import DomainRoutes
-from services.registration.api_trust import TrustRoutes
+from services.registration.api.accounts import AccountRoutes
+from services.registration.api.certificates import CertificateRoutes
+from services.registration.api.common import Authenticator, openapi_document, rate_limit_answers
+from services.registration.api.domains import DomainRoutes
+from services.registration.api.trust import TrustRoutes
 from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
@@ -31,7 +31,8 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.settings import RegistrationSettings
-from services.registration.web import WebPortal, WebSettings
+from services.registration.web.portal import WebPortal
+from services.registration.web.settings import WebSettings
 from shared.config import load
 from shared.events import utcnow
 from shared.http import create_app

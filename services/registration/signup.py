@@ -12,7 +12,7 @@ import dataclasses
 from datetime import date
 from typing import Literal
 
-from services.registration.api_common import email_field, parse_date
+from services.registration.api.common import email_field, parse_date
 from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Member, Members, new_member_id
 from services.registration.passwords import password_problem

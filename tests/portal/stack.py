@@ -19,7 +19,7 @@ from services.domain_verify.settings import DomainVerifySettings
 from services.notifier.service import NotifierService
 from services.notifier.settings import NotifierSettings
 from services.registration.service import RegistrationService
-from services.registration.web import WebSettings
+from services.registration.web.settings import WebSettings
 from services.signer.ca.hierarchy import bootstrap
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService

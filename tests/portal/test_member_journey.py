@@ -169,6 +169,15 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await (await pending.value).save_as(str(leaf))
     issued = x509.load_pem_x509_certificate(leaf.read_bytes())
     assert issued.subject.rfc4514_string() == f"CN=www.{domain}"
+    await expect(page.locator("#apache-client-auth")).to_contain_text("SSLVerifyClient require")
+    await expect(page.locator("#root-advice")).to_contain_text("assured members only")
+
+    # Renew opens the new-request form for the same names.
+    certificate_page = page.url
+    await page.get_by_role("link", name="Renew", exact=True).click()
+    await expect(page.locator("#renewing")).to_contain_text(f"www.{domain}")
+    await shot(page, "15-renew")
+    await page.goto(certificate_page)
 
     # The relying-party page: the Class 1 root, its fingerprint, and openssl verify.
     await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Root certificates").click()
@@ -186,11 +195,19 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     verified = subprocess.run(["openssl", "verify", "-CAfile", str(root), str(leaf)], capture_output=True,
                               text=True, check=False)
     assert verified.returncode == 0 and verified.stdout.strip().endswith(": OK"), verified.stdout + verified.stderr
+    async with page.expect_download() as pending:
+        await page.get_by_role("link", name="Both roots (PKCS#7, .p7b)").click()
+    bundle = tmp_path / "cacert-roots.p7b"
+    await (await pending.value).save_as(str(bundle))
+    printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(bundle), "-print_certs"],
+                             capture_output=True, text=True, check=True).stdout
+    assert printed.count("subject=") == 2, printed
 
     # The other main pages, for the screenshots.
     for path, name in (("/account/server-certs", "11-server-certificates"),
                        ("/account/client-certs/new", "12-new-client-certificate"),
-                       ("/account/assurance", "13-assurance")):
+                       ("/account/assurance", "13-assurance"),
+                       ("/account/code-signing", "16-code-signing")):
         await page.goto(system.portal + path)
         await shot(page, name)
 

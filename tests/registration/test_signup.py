@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
-from services.registration.api_accounts import first_for_api
+from services.registration.api.accounts import first_for_api
 from services.registration.signup import SignupProblem, SignupRefused, parse_signup
-from services.registration.web.portal import signup_error_line
+from services.registration.web.pages_accounts import signup_error_line
 from shared.config import KafkaSettings, MongoSettings
+from tests.integration.test_registration_web_portal import Browser
 from tests.registration.harness import PASSWORD, Stack, running
-from tests.registration.test_web_portal import Browser
 
 TODAY = date(2026, 1, 15)
 GOOD = {"name": "Ada Lovelace", "email": "ada@example.org", "date_of_birth": "1990-05-17", "password": PASSWORD}

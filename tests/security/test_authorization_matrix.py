@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from services.registration.api_common import openapi_document
+from services.registration.api.common import openapi_document
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import isoformat
 from tests.integration.test_registration_certificates import verify_domain

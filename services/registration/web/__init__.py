@@ -1,10 +1,7 @@
 """The member web portal of the registration service (server-rendered HTML, no JavaScript).
 
-`WebPortal(...).install(app)` mounts it on the registration's aiohttp app;
-see the registration README ("The web portal") for pages, settings and tests.
+`web.portal.WebPortal(...).install(app)` mounts it on the registration's aiohttp app; the pages live
+in one module per area (`pages_*.py`). See the registration README ("The web portal") for pages,
+settings and tests. Nothing is imported here, so the JSON API can use `web.rendering` for its one
+HTML page without pulling in the portal.
 """
-
-from services.registration.web.portal import WebPortal
-from services.registration.web.settings import WebSettings
-
-__all__ = ["WebPortal", "WebSettings"]

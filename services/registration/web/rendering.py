@@ -8,7 +8,8 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from services.registration.web.security import CSRF_FIELD, Visitor
+from services.registration.members import Member
+from services.registration.web.security import CSRF_FIELD, LINK_PAGE_HEADERS, Visitor
 
 HERE = Path(__file__).parent
 STYLESHEET = HERE / "static" / "portal.css"
@@ -30,14 +31,22 @@ MENU = (
     ("client", "Client Certificates", "/account/client-certs"),
     ("assurance", "Assurance", "/account/assurance"),
 )
+CODESIGN_MENU = (("codesign", "Code Signing", "/account/code-signing"),)  # once support activated it
 ADMIN_MENU = (("admin", "Support (admin)", "/account/admin"),)
+
+
+def menu_for(member: Member | None) -> tuple[tuple[str, str, str], ...]:
+    if member is None:
+        return ()
+    codesign = CODESIGN_MENU if member.is_assurer and member.codesign_enabled else ()
+    return MENU + codesign + (ADMIN_MENU if member.is_admin else ())
 
 
 def render(
     visitor: Visitor, template: str, *, title: str, section: str = "", status: int = 200, **context: Any
 ) -> web.Response:
     member = visitor.member
-    menu = (MENU + (ADMIN_MENU if member and member.is_admin else ())) if member else ()
+    menu = menu_for(member)
     body = _templates.get_template(template).render(
         title=title,
         section=section,
@@ -48,6 +57,16 @@ def render(
         **context,
     )
     return web.Response(text=body, status=status, content_type="text/html", charset="utf-8")
+
+
+def render_link_page(template: str, *, title: str, status: int = 200, **context: Any) -> web.Response:
+    """A page opened from a mailed link whose URL holds a secret: no visitor, no menu, the strict headers."""
+    body = _templates.get_template(template).render(
+        title=title, section="", member=None, menu=(), csrf_field=CSRF_FIELD, csrf="", **context
+    )
+    return web.Response(
+        text=body, status=status, content_type="text/html", charset="utf-8", headers=LINK_PAGE_HEADERS
+    )
 
 
 def error_page(

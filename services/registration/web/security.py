@@ -10,7 +10,9 @@
   random anonymous cookie (a signed double-submit cookie). A POST whose token
   does not match is refused with 403 before its handler runs.
 * HTML responses carry a CSP without any script, no framing, nosniff and no
-  referrer (pages may sit behind mailed links carrying tokens).
+  referrer (pages may sit behind mailed links carrying tokens). Pages whose URL
+  holds a secret (the mailed confirmation link) get `LINK_PAGE_HEADERS`, whose
+  CSP starts from `default-src 'none'`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,12 @@ HTML_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
+# Opened from a mail with the token in the URL: nothing but the stylesheet, the icon and a form to this site.
+LINK_PAGE_CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
+    "base-uri 'none'"
+)
+LINK_PAGE_HEADERS = {**HTML_HEADERS, "Content-Security-Policy": LINK_PAGE_CSP}
 
 
 @dataclasses.dataclass

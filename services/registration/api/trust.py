@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.registration.api_accounts import member_view
-from services.registration.api_common import Authenticator, email_field, parse_date, schema
+from services.registration.api.accounts import member_view
+from services.registration.api.common import Authenticator, email_field, parse_date, schema
 from services.registration.assurance import Assurances
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member, Members

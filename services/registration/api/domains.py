@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.registration.api_common import Authenticator, query_text, schema
+from services.registration.api.common import Authenticator, query_text, schema
 from services.registration.domains import DomainClaims, checked_domain
 from services.registration.ratelimit import RateLimiter
 from shared import dns_names

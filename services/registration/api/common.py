@@ -1,7 +1,7 @@
 """HTTP plumbing shared by the registration routes: request schemas, bearer auth, rate-limit answers.
 
-Request-body schemas are read from the OpenAPI document kept beside this
-module, so the document served at /openapi.json and the validation the
+Request-body schemas are read from the OpenAPI document (`services/registration/openapi.json`,
+beside this package), so the document served at /openapi.json and the validation the
 service applies can never disagree.
 """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.registration.api_common import Authenticator, query_text, schema
+from services.registration.api.common import Authenticator, query_text, schema
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
 from shared.http import read_json

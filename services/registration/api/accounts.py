@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any
 
 from aiohttp import web
 
-from services.registration.api_common import SESSION_KEY, Authenticator, client_address, email_field, schema
+from services.registration.api.common import SESSION_KEY, Authenticator, client_address, email_field, schema
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
@@ -16,6 +15,7 @@ from services.registration.members import Member, Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
+from services.registration.web.rendering import render_link_page
 from shared.events import isoformat
 from shared.http import ApiError, read_json
 
@@ -68,18 +68,6 @@ SIGNUP_PRECEDENCE: tuple[Rule, ...] = (
 def first_for_api(refused: SignupRefused) -> SignupProblem:
     """The problem the JSON API answers with for a refused sign-up (the same one as before the rules moved)."""
     return min(refused.problems, key=lambda p: SIGNUP_PRECEDENCE.index(p.rule))
-
-
-_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{title}</title></head>
-<body><main><h1>{title}</h1><p>{text}</p>{form}</main></body></html>"""
-# The page is opened from a mail and its URL holds the token: no scripts, no framing, no referrer, no cache.
-HTML_HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
 
 
 class AccountRoutes:
@@ -190,16 +178,9 @@ class AccountRoutes:
     async def confirm_page(self, request: web.Request) -> web.Response:
         """The link in the mail: a page with a button, so link scanners that fetch it confirm nothing."""
         token = request.query.get("token", "")[:256]
-        form = (
-            f'<form method="post" action="{CONFIRM_PATH}"><input type="hidden" name="token" '
-            f'value="{html.escape(token)}"><button type="submit">Confirm this address</button></form>'
+        return render_link_page(
+            "confirm_email.html", title="Confirm your email address", action=CONFIRM_PATH, token=token
         )
-        page = _PAGE.format(
-            title="Confirm your email address",
-            text="Press the button to confirm that this address is yours.",
-            form=form,
-        )
-        return web.Response(text=page, content_type="text/html", headers=HTML_HEADERS)
 
     async def confirm_form(self, request: web.Request) -> web.Response:
         try:
@@ -213,11 +194,9 @@ class AccountRoutes:
         try:
             result = await self._emails.confirm(token)
         except ApiError as exc:
-            page = _PAGE.format(title="Not confirmed", text=html.escape(exc.message), form="")
-            return web.Response(text=page, content_type="text/html", status=exc.status, headers=HTML_HEADERS)
-        page = _PAGE.format(
-            title="Address confirmed",
-            text=f"{html.escape(result['email'])} is now verified. You can close this page.",
-            form="",
+            return render_link_page(
+                "email_confirmed.html", title="Not confirmed", status=exc.status, message=exc.message, address=None
+            )
+        return render_link_page(
+            "email_confirmed.html", title="Address confirmed", message=None, address=result["email"]
         )
-        return web.Response(text=page, content_type="text/html", headers=HTML_HEADERS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
@@ -114,7 +115,7 @@ async def test_security_headers_and_cookie_flags(stack: Stack, browsers: list[Br
         assert headers["Content-Type"].startswith("text/html"), path
         csp = headers["Content-Security-Policy"]
         assert "frame-ancestors 'none'" in csp and _no_script(csp), (path, csp)
-        if not path.startswith("/confirm-email"):  # the API's own page sets a stricter default-src 'none'
+        if not path.startswith("/confirm-email"):  # the mailed-link page sets a stricter default-src 'none'
             assert csp.startswith("default-src 'self'; script-src 'none';"), csp
         assert headers["X-Content-Type-Options"] == "nosniff"
         assert headers["Referrer-Policy"] == "no-referrer" and headers["X-Frame-Options"] == "DENY"
@@ -329,6 +330,15 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
                 async with http.get(f"{stack.api.base}/roots/{label}.der") as der:
                     assert await der.read() == cert.public_bytes(Encoding.DER)
             assert "update-ca-certificates" in text and "certutil -addstore" in text
+            assert 'href="/roots/cacert-roots.p7b"' in text and 'href="/roots/cacert-roots.pem"' in text
+            async with http.get(f"{stack.api.base}/roots/cacert-roots.p7b") as p7b:
+                assert p7b.content_type == "application/pkcs7-mime"
+                bundle = await p7b.read()
+            printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-print_certs"], input=bundle,
+                                     capture_output=True, check=True).stdout.decode()
+            assert "subject=CN = Test Class 1 Root" in printed and "subject=CN = Test Class 3" in printed, printed
+            async with http.get(f"{stack.api.base}/roots/cacert-roots.pem") as pem:
+                assert await pem.read() == class1.public_bytes(Encoding.PEM) + class3.public_bytes(Encoding.PEM)
             assert fetched == ["/class1.crt", "/class3.crt"]  # cached after the first fetch
     finally:
         await runner.cleanup()
@@ -339,3 +349,182 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
             assert page.status == 503 and "cannot be fetched" in await page.text()
         async with http.get(stack.api.base + "/roots/class1.pem") as download:
             assert download.status == 503
+
+
+def _assurance(member: str, points: int) -> dict[str, object]:
+    return {"member": member, "points": points, "location": "Berlin", "date": "2026-01-10"}
+
+
+async def assured_member(stack: Stack, name: str, address: str) -> tuple[str, str]:
+    """A member with 70 points from two bootstrapped Assurers (Assured: may have Class 3)."""
+    member_id, token = await stack.member(name, address)
+    for n in range(2):
+        _, assurer = await stack.founder(f"Assurer {n} of {name}", f"a{n}.{address}", ("member", "assurer"))
+        given = await stack.api.call("POST", "/v1/assurances", token=assurer, json_body=_assurance(address, 35))
+        assert given.status == 201, given.body
+    return member_id, token
+
+
+async def issued_server_certificate(stack: Stack, member_id: str, token: str, names: list[str], cert_class: int) -> str:
+    """A certificate of this member as the signer would announce it (cert.issued); its serial."""
+    leaf_pem, leaf = self_signed(names[0], serial=0x5EC000 + cert_class)
+    serial = format(leaf.serial_number, "x")
+    await stack.publish("cert.issued", {
+        "request_id": f"req-{serial}", "member_id": member_id, "serial": serial, "issuer": f"class{cert_class}",
+        "cert_class": cert_class, "profile": "server", "subject": f"CN={names[0]}", "dns_names": names,
+        "ip_addresses": [], "emails": [], "not_before": isoformat(leaf.not_valid_before_utc),
+        "not_after": isoformat(leaf.not_valid_after_utc),
+        "fingerprint_sha256": hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+        "certificate_pem": leaf_pem, "chain_pem": "", "trust_anchors": ["class1"],
+        "issued_at": isoformat(datetime.now(UTC)),
+    }, source="signer")
+    for _ in range(200):
+        if (await stack.api.call("GET", f"/v1/certificates/{serial}", token=token)).status == 200:
+            return serial
+        await asyncio.sleep(0.1)
+    raise AssertionError("certificate not recorded")
+
+
+async def test_assured_members_choose_the_class_and_unassured_members_see_no_choice(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    assured, unassured = browsers
+    member_id, token = await assured_member(stack, "Ava Assured", "ava@example.org")
+    await _verified_domain(stack, member_id, token, "ava.example")
+    other_id, other_token = await stack.member("Una Unassured", "una@example.org")
+    await _verified_domain(stack, other_id, other_token, "una.example")
+    await assured.login("ava@example.org")
+    await unassured.login("una@example.org")
+
+    status, text, _ = await assured.get("/account/server-certs/new")
+    assert status == 200 and 'id="cert-class"' in text
+    assert "Class 3: trusted by relying parties that accept assured members only" in text
+    assert "Class 1: for relying parties that trust only the Class 1 root" in text
+    assert re.search(r'id="class-3" name="cert_class" value="3" checked', text), "the default is the highest"
+    assert not re.search(r'id="class-1"[^>]* checked', text)
+    csr = build_csr(subject=[("CN", "www.ava.example")], dns=["www.ava.example"])
+    form = {"csrf": await assured.csrf("/account/server-certs/new"), "profile": "server", "csr_pem": csr}
+    status, text, _ = await assured.post("/account/server-certs/new", {**form, "cert_class": "1"})
+    assert status == 200 and "Server (TLS)</dd>" not in text and "Server (TLS), Class 1" in text
+    assert 'name="cert_class" value="1"' in text  # the confirm form carries the choice
+    status, text, _ = await assured.post("/account/server-certs/new", {**form, "cert_class": "3"})
+    assert status == 200 and "Server (TLS), Class 3" in text
+    status, _, headers = await assured.post("/account/server-certs/submit", {**form, "cert_class": "1"})
+    assert status == 303, headers
+    (request,) = (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"]
+    assert request["cert_class"] == 1
+    (approved,) = [e for e in await stack.events("csr", "csr.approved") if e.data["member_id"] == member_id]
+    assert approved.data["cert_class"] == 1
+
+    status, text, _ = await unassured.get("/account/server-certs/new")
+    assert status == 200 and 'id="cert-class"' not in text and 'name="cert_class"' not in text
+    csr = build_csr(subject=[("CN", "www.una.example")], dns=["www.una.example"])
+    form = {"csrf": await unassured.csrf("/account/server-certs/new"), "profile": "server", "csr_pem": csr}
+    status, text, _ = await unassured.post("/account/server-certs/new", form)
+    assert status == 200 and "Server (TLS), Class 1" in text
+    status, text, _ = await unassured.post("/account/server-certs/new", {**form, "cert_class": "3"})
+    assert status == 422 and "Class 3 certificates are only issued to Assured members" in text
+
+
+async def test_certificate_page_shows_server_and_client_certificate_snippets_and_renew(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    owner, other = browsers
+    member_id, token = await stack.member("Sam Snippet", "sam@example.org")
+    await stack.member("Olga Other", "olga@example.org")
+    await _verified_domain(stack, member_id, token, "sam.example")
+    serial = await issued_server_certificate(stack, member_id, token, ["www.sam.example", "sam.example"], 1)
+    await owner.login("sam@example.org")
+    await other.login("olga@example.org")
+
+    status, text, _ = await owner.get(f"/account/certificates/{serial}")
+    assert status == 200
+    assert "ServerName www.sam.example" in text and "ServerAlias sam.example" in text
+    assert "server_name www.sam.example sam.example;" in text
+    assert "SSLCACertificateFile /etc/ssl/certs/cacert-class3-root.pem" in text and "SSLVerifyClient require" in text
+    assert "ssl_client_certificate /etc/ssl/certs/cacert-class3-root.pem;" in text and "ssl_verify_client" in text
+    assert "assured members only" in text and "everyone with a certificate from this CA" in text
+    assert f'href="/account/certificates/{serial}/renew"' in text
+    status, text, _ = await owner.get(f"/account/certificates/{serial}?client_root=1")
+    assert "SSLCACertificateFile /etc/ssl/certs/cacert-class1-root.pem" in text
+    assert "ssl_client_certificate /etc/ssl/certs/cacert-class1-root.pem;" in text
+
+    status, text, _ = await owner.get(f"/account/certificates/{serial}/renew")
+    assert status == 200 and f'name="renew" value="{serial}"' in text and "www.sam.example, sam.example" in text
+    assert 'name="profile" value="server"' in text
+    status, text, _ = await other.get(f"/account/certificates/{serial}/renew")
+    assert status == 404 and "www.sam.example" not in text
+
+    csrf = await owner.csrf(f"/account/certificates/{serial}/renew")
+    same = build_csr(subject=[("CN", "sam.example")], dns=["sam.example", "www.sam.example"])
+    form = {"csrf": csrf, "profile": "server", "renew": serial, "csr_pem": same}
+    status, text, _ = await owner.post("/account/server-certs/new", form)
+    assert status == 200 and "The names match the certificate you renew." in text
+    fewer = build_csr(subject=[("CN", "www.sam.example")], dns=["www.sam.example", "new.sam.example"])
+    status, text, _ = await owner.post("/account/server-certs/new", {**form, "csr_pem": fewer})
+    assert status == 200 and "The names differ" in text
+    assert "new: <code>new.sam.example</code>" in text and "missing: <code>sam.example</code>" in text
+    other_csrf = await other.csrf("/account")
+    status, _, _ = await other.post("/account/server-certs/new", {**form, "csrf": other_csrf})
+    assert status == 404, "renewing another member's certificate shows nothing of it"
+    assert (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"] == []
+
+
+async def test_member_adds_a_second_address_sees_it_pending_and_resends_the_link(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    browser = browsers[0]
+    await stack.member("Eve Emails", "eve@example.org")
+    await browser.login("eve@example.org")
+    assert (await browser.post("/account/emails", {"email": "eve@work.example"}))[0] == 403  # no CSRF token
+    csrf = await browser.csrf("/account")
+    status, _, headers = await browser.post("/account/emails", {"csrf": csrf, "email": "Eve@Work.Example"})
+    assert status == 303 and headers["Location"] == "/account?notice=email_added"
+    status, text, _ = await browser.get("/account?notice=email_added")
+    assert "We sent a confirmation link to the new address" in text
+    row = re.search(r"<tr><td>eve@work\.example</td>(.*?)</tr>", text, re.S)
+    assert row and "pending" in row.group(1), text
+    resend = re.search(r'action="(/account/emails/[^"]+/resend)"', text)
+    assert resend, "a pending address offers to resend its link"
+    status, text, _ = await browser.post("/account/emails", {"csrf": csrf, "email": "eve@work.example"})
+    assert status == 409, "the same address twice"
+    status, text, _ = await browser.post("/account/emails", {"csrf": csrf, "email": "not an address"})
+    assert status == 422 and 'id="add-email"' in text
+
+    status, _, headers = await browser.post(resend.group(1), {"csrf": csrf})
+    assert status == 303 and headers["Location"] == "/account?notice=confirmation_resent"
+    second = await stack.confirmation_token("eve@work.example", nth=2)
+    confirmed = await stack.api.call("POST", "/v1/emails/confirm", json_body={"token": second})
+    assert confirmed.status == 200
+    status, text, _ = await browser.get("/account")
+    row = re.search(r"<tr><td>eve@work\.example</td>(.*?)</tr>", text, re.S)
+    assert row and "verified" in row.group(1) and "pending" not in row.group(1) and "resend" not in row.group(1)
+
+
+async def test_code_signing_page_explains_the_rule_until_support_activates_it(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    browser = browsers[0]
+    member_id, _ = await stack.founder("Cody Signer", "cody@example.org", ("member", "assurer"))
+    _, admin = await stack.founder("Sue Support", "sue@example.org", ("member", "admin"))
+    await browser.login("cody@example.org")
+    status, text, _ = await browser.get("/account/code-signing")
+    assert status == 200 and 'id="codesign-rule"' in text and "ask support to activate" in text
+    assert 'name="profile" value="codesign"' not in text
+    status, text, _ = await browser.get("/account")
+    assert 'href="/account/code-signing"' not in text, "the menu shows it only once activated"
+
+    enabled = await stack.api.call(
+        "POST", f"/v1/admin/members/{member_id}/codesign", token=admin, json_body={"enabled": True}
+    )
+    assert enabled.status == 200, enabled.body
+    status, text, _ = await browser.get("/account")
+    assert 'href="/account/code-signing"' in text
+    status, text, _ = await browser.get("/account/code-signing")
+    assert status == 200 and 'id="codesign-active"' in text and 'name="profile" value="codesign"' in text
+    csrf = CSRF.search(text).group(1)  # type: ignore[union-attr]
+    csr = build_csr(subject=[("CN", "Cody")], emails=["cody@example.org"])
+    status, text, _ = await browser.post("/account/client-certs/new", {"csrf": csrf, "profile": "codesign",
+                                                                        "csr_pem": csr})
+    # a bootstrapped Assurer holds no assurance points yet, hence Class 1; the subject is the real name
+    assert status == 200 and "Code signing, Class 1" in text and "commonName = <code>Cody Signer</code>" in text

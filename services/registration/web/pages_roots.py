@@ -1,0 +1,72 @@
+"""The relying parties' page: both CA certificates, their fingerprints, downloads one by one and as bundles."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+
+from services.registration.certificates import FORMATS
+from services.registration.web.ca_certificates import LABELS, CaCertificate, CaCertificates, CaUnavailable
+from services.registration.web.forms import Form, Route
+from services.registration.web.rendering import render
+from services.registration.web.security import Visitor
+
+BUNDLE_NAME = "cacert-roots"
+# The same media type as a member's own .p7b download (certs-only PKCS#7, RFC 8551).
+PKCS7_TYPE = FORMATS["p7b"][0]
+
+
+def pem_bundle(cas: list[CaCertificate]) -> bytes:
+    """Both roots, Class 1 first, concatenated PEM (what `SSLCACertificateFile` and most tools read)."""
+    return b"".join(ca.pem for ca in cas)
+
+
+def pkcs7_bundle(cas: list[CaCertificate]) -> bytes:
+    """Both roots in one DER PKCS#7 certs-only structure (Windows, IIS, Java `keytool -importcert`)."""
+    return pkcs7.serialize_certificates([ca.certificate for ca in cas], Encoding.DER)
+
+
+def _attachment(body: bytes, content_type: str, filename: str) -> web.Response:
+    return web.Response(
+        body=body, content_type=content_type, headers={"Content-Disposition": f'attachment; filename="{filename}"'}
+    )
+
+
+class RootPages:
+    def __init__(self, ca: CaCertificates) -> None:
+        self._ca = ca
+
+    def routes(self) -> list[Route]:
+        return [
+            ("GET", "/roots", self.roots, "public"),
+            ("GET", "/roots/{label:class[13]}.{fmt:pem|der}", self.root_download, "public"),
+            ("GET", f"/roots/{BUNDLE_NAME}.{{fmt:pem|p7b}}", self.bundle_download, "public"),
+        ]
+
+    async def _both(self) -> list[CaCertificate]:
+        certificates = await self._ca.all()
+        return [certificates[label] for label in LABELS if label in certificates]
+
+    async def roots(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        try:
+            cas = await self._both()
+        except CaUnavailable:
+            return render(visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=None, status=503)
+        return render(
+            visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=cas, bundle=BUNDLE_NAME
+        )
+
+    async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        label, fmt = request.match_info["label"], request.match_info["fmt"]
+        ca = await self._ca.get(label)
+        if fmt == "pem":
+            return _attachment(ca.pem, "application/x-pem-file", f"cacert-{label}.pem")
+        return _attachment(ca.der, "application/pkix-cert", f"cacert-{label}.crt")
+
+    async def bundle_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        cas = await self._both()
+        if len(cas) < len(LABELS):
+            raise CaUnavailable("a CA certificate is missing")
+        if request.match_info["fmt"] == "pem":
+            return _attachment(pem_bundle(cas), "application/x-pem-file", f"{BUNDLE_NAME}.pem")
+        return _attachment(pkcs7_bundle(cas), PKCS7_TYPE, f"{BUNDLE_NAME}.p7b")
