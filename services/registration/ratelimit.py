@@ -1,7 +1,8 @@
 """Fixed-window rate limits kept in the store (MongoDB), so every replica shares the same counters.
 
 One counter per (limit, key, window), incremented atomically by the store;
-an over-limit call raises `RateLimited` carrying the seconds until the window ends (the HTTP layer answers 429 with Retry-After).
+an over-limit call raises `RateLimited` carrying the seconds until the window
+ends (the HTTP layer answers 429 with Retry-After).
 Keys are hashed so addresses and IPs are not stored in clear.
 """
 
