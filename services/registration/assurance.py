@@ -1,10 +1,10 @@
 """The web of trust: Assurers award points to members they met; totals derive from the records.
 
-An assurance is one document per (assurer, member) pair (a unique index
-makes "at most once per pair" hold under races). A member's points are
+An assurance is one record per (assurer, member) pair (the store keeps
+"at most once per pair" under races). A member's points are
 always the sum of the records, never a stored counter that could drift.
-The event announcing an assurance travels in the assurance document's own
-outbox, written in the same insert.
+The event announcing an assurance is written with the record, in one
+insert (store.py's outbox rule).
 """
 
 from __future__ import annotations
@@ -12,12 +12,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from services.registration.context import Context, Document
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member
-from shared import outbox
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -27,10 +24,10 @@ MAX_POINTS = 35
 class Assurances:
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._collection = context.collection("assurances")
+        self._store = context.store
 
     async def points_of(self, member_id: str) -> int:
-        docs = await self._collection.find({"member_id": member_id}, {"points": 1}).to_list()
+        docs = await self._store.assurances_received(member_id)
         return sum(int(doc.get("points", 0)) for doc in docs)
 
     async def record(
@@ -70,15 +67,11 @@ class Assurances:
             "location": location,
             "date": met_on.isoformat(),
             "recorded_at": now,
-            "_outbox": outbox.pending([event])["_outbox"]["$each"],
         }
-        try:
-            await self._collection.insert_one(doc)
-        except DuplicateKeyError:
-            raise ApiError(409, "already_assured", "you have already assured this member") from None
+        if not await self._store.insert_assurance_with_event(doc, event):
+            raise ApiError(409, "already_assured", "you have already assured this member")
         await self._ctx.audit(assurer.id, "assurance.recorded", member.id, points=points, total_points=total,
                               location=location, date=met_on.isoformat())
-        await self._ctx.announce(self._collection, doc_id)
         return {
             "assurer_id": assurer.id,
             "member_id": member.id,
@@ -92,14 +85,13 @@ class Assurances:
 
     async def listing(self, member_id: str) -> dict[str, list[Document]]:
         """Assurances a member received and gave."""
-        fields = {"_id": 0, "_outbox": 0}
-        received = await self._collection.find({"member_id": member_id}, fields).to_list()
-        given = await self._collection.find({"assurer_id": member_id}, fields).to_list()
+        received = await self._store.assurances_received(member_id)
+        given = await self._store.assurances_given(member_id)
         return {"received": [_public(d) for d in received], "given": [_public(d) for d in given]}
 
 
 def _public(doc: Document) -> Document:
-    out = dict(doc)
+    out = {k: v for k, v in doc.items() if k != "_id"}
     if "recorded_at" in out and hasattr(out["recorded_at"], "isoformat"):
         out["recorded_at"] = isoformat(out["recorded_at"])
     return out

@@ -19,10 +19,11 @@ from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.registration.context import INDEXES, Context
+from services.registration.context import Context
 from services.registration.members import Member, Members
 from services.registration.passwords import password_problem
 from services.registration.settings import RegistrationSettings
+from services.registration.store import INDEXES, MongoRegistrationStore
 from shared.config import load_or_exit
 from shared.events import utcnow
 from shared.mongo import connect, ensure_indexes
@@ -41,7 +42,7 @@ async def bootstrap_member(
     roles: tuple[str, ...],
 ) -> Member:
     """Create (or promote) a verified account holding `roles`."""
-    ctx = Context(db, settings, utcnow)
+    ctx = Context(MongoRegistrationStore(db, clock=utcnow), settings, utcnow)
     members = Members(ctx)
     existing = await members.by_address(email)
     await ctx.audit("bootstrap", "member.bootstrapped", email, roles=list(roles), existing=existing is not None)

@@ -3,7 +3,7 @@
 Every submission that is a well-formed request body gets a request id and a
 record, approved or not, so the member can list what they asked for and
 why it was refused; the decision event (`csr.approved` / `csr.rejected`)
-is queued in the same insert (outbox). The signer's outcome
+is written with the record in one insert (store.py's outbox rule). The signer's outcome
 (`cert.issued` / `cert.rejected`) later updates the record's status.
 The one exception: a CSR over the subjectAltName cap (csr.MAX_SUBJECT_ALT_NAMES)
 is refused before anything is stored or announced, so oversized requests
@@ -22,7 +22,6 @@ from services.registration.csr import CsrProblem, TooManySubjectAltNames, parse_
 from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
-from shared import outbox
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -47,7 +46,7 @@ def _refused(reasons: Sequence[str], request_id: str | None = None) -> ApiError:
 class CertificateRequests:
     def __init__(self, context: Context, assurances: Assurances, domains: DomainClaims) -> None:
         self._ctx = context
-        self._collection = context.collection("requests")
+        self._store = context.store
         self._assurances = assurances
         self._domains = domains
         settings = context.settings
@@ -133,41 +132,29 @@ class CertificateRequests:
                 },
                 event_id=deterministic_event_id("csr.rejected", request_id),
             )
-        doc["_outbox"] = outbox.pending([event])["_outbox"]["$each"]
-        await self._collection.insert_one(doc)
+        await self._store.insert_request_with_event(doc, event)
         await self._ctx.audit(member.id, f"csr.{doc['status']}", request_id, profile=profile,
                               **({"dns_names": list(decision.dns_names), "emails": list(decision.emails),
                                   "cert_class": decision.cert_class} if decision.approved
                                  else {"reasons": list(decision.reasons)}))
-        await self._ctx.announce(self._collection, request_id)
         if not decision.approved:
             raise _refused(decision.reasons, request_id)
         return public_view(doc)
 
     async def get(self, member: Member, request_id: str) -> Document:
-        doc = await self._collection.find_one({"_id": request_id, "member_id": member.id}, {"_outbox": 0})
+        doc = await self._store.request(request_id, member.id)
         if doc is None:
             raise ApiError(404, "not_found", "no such certificate request on your account")
         return public_view(doc)
 
     async def listing(self, member: Member) -> list[Document]:
-        docs = await self._collection.find({"member_id": member.id}, {"_outbox": 0, "csr_pem": 0}).to_list()
+        docs = await self._store.requests_of(member.id)
         return [public_view(d) for d in sorted(docs, key=lambda d: d["created_at"], reverse=True)]
 
     async def on_issued(self, data: dict[str, Any]) -> None:
-        await self._collection.update_one(
-            {"_id": data["request_id"]},
-            {"$set": {"status": "issued", "serial": data["serial"], "updated_at": self._ctx.clock()}},
-        )
+        await self._store.record_issued(data["request_id"], data["serial"], self._ctx.clock())
 
     async def on_signer_rejected(self, data: dict[str, Any]) -> None:
-        await self._collection.update_one(
-            {"_id": data["request_id"], "status": "approved"},
-            {
-                "$set": {
-                    "status": "failed",
-                    "reasons": [data["reason"], *data.get("details", [])],
-                    "updated_at": self._ctx.clock(),
-                }
-            },
+        await self._store.record_signer_rejected(
+            data["request_id"], [data["reason"], *data.get("details", [])], self._ctx.clock()
         )

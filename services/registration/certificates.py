@@ -17,7 +17,6 @@ from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from services.registration.context import Context, Document
 from services.registration.members import Member
-from shared import outbox
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -75,7 +74,7 @@ def encode(doc: Document, fmt: str) -> bytes:
 class Certificates:
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._collection = context.collection("certificates")
+        self._store = context.store
 
     async def on_issued(self, data: dict[str, Any]) -> None:
         fields = {
@@ -100,33 +99,20 @@ class Certificates:
             not_after=_parse_time(data["not_after"]),
             issued_at=_parse_time(data["issued_at"]),
         )
-        await self._collection.update_one(
-            {"_id": data["serial"]}, {"$setOnInsert": {**fields, "status": "valid"}}, upsert=True
-        )
+        await self._store.record_certificate(data["serial"], {**fields, "status": "valid"})
 
     async def on_revoked(self, data: dict[str, Any]) -> None:
-        await self._collection.update_one(
-            {"_id": data["serial"]},
-            {
-                "$set": {
-                    "status": "revoked",
-                    "revoked_at": _parse_time(data["revoked_at"]),
-                    "revocation_reason": data["reason"],
-                }
-            },
-        )
+        await self._store.record_revoked(data["serial"], _parse_time(data["revoked_at"]), data["reason"])
 
     async def _find(self, member: Member, serial: str, *, any_member: bool = False) -> Document:
-        query: Document = {"_id": serial.lower()}
-        if not (any_member and member.is_admin):
-            query["member_id"] = member.id
-        doc = await self._collection.find_one(query, {"_outbox": 0})
+        owner = None if any_member and member.is_admin else member.id
+        doc = await self._store.certificate(serial.lower(), owner)
         if doc is None:
             raise ApiError(404, "not_found", "no such certificate on your account")
         return doc
 
     async def listing(self, member: Member) -> list[Document]:
-        docs = await self._collection.find({"member_id": member.id}, {"_outbox": 0}).to_list()
+        docs = await self._store.certificates_of(member.id)
         return [public_view(d) for d in sorted(docs, key=lambda d: d["issued_at"], reverse=True)]
 
     async def get(self, member: Member, serial: str) -> Document:
@@ -167,18 +153,10 @@ class Certificates:
             },
             event_id=deterministic_event_id("cert.revoke_requested", doc["_id"], isoformat(now)),
         )
-        await self._collection.update_one(
-            {"_id": doc["_id"], "status": {"$ne": "revoked"}},
-            {
-                "$set": {
-                    "status": "revocation_requested",
-                    "revoke_requested_at": now,
-                    "revocation_reason": reason,
-                },
-                "$push": outbox.pending([event]),
-            },
+        await self._store.record_revocation_request(
+            doc["_id"], {"status": "revocation_requested", "revoke_requested_at": now, "revocation_reason": reason},
+            event,
         )
         await self._ctx.audit(member.id, "revocation.requested", doc["_id"], reason=reason,
                               owner=doc["member_id"], by_admin=member.id != doc["member_id"])
-        await self._ctx.announce(self._collection, doc["_id"])
         return public_view(await self._find(member, serial, any_member=True))

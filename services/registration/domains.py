@@ -14,11 +14,9 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from services.registration.context import Context, Document
 from services.registration.members import Member
-from shared import dns_names, outbox
+from shared import dns_names
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 from shared.logging import get_logger
@@ -71,7 +69,7 @@ def _unicode(name: str) -> str:
 class DomainClaims:
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._collection = context.collection("domains")
+        self._store = context.store
 
     async def add(self, member: Member, raw_domain: str, contact: str | None) -> Document:
         name = checked_domain(raw_domain)
@@ -84,32 +82,28 @@ class DomainClaims:
             "request_ids": [],
             "created_at": now,
         }
-        try:
-            await self._collection.insert_one(doc)
-        except DuplicateKeyError:
-            raise ApiError(409, "domain_exists", f"{name} is already on your account") from None
+        if not await self._store.insert_domain(doc):
+            raise ApiError(409, "domain_exists", f"{name} is already on your account")
         if contact is not None:
             return await self.request_verification(member, doc["_id"], contact)
         return public_view(doc, now)
 
     async def get(self, member: Member, claim_id: str) -> Document:
-        doc = await self._collection.find_one({"_id": claim_id, "member_id": member.id}, {"_outbox": 0})
+        doc = await self._store.domain(claim_id, member.id)
         if doc is None:
             raise ApiError(404, "not_found", "no such domain on your account")
         return doc
 
     async def listing(self, member: Member) -> list[Document]:
         now = self._ctx.clock()
-        docs = await self._collection.find({"member_id": member.id}, {"_outbox": 0}).to_list()
+        docs = await self._store.domains_of(member.id)
         return [public_view(d, now) for d in sorted(docs, key=lambda d: d["domain"])]
 
     async def verified_domains(self, member_id: str) -> frozenset[str]:
         now = self._ctx.clock()
-        docs = self._collection.find(
-            {"member_id": member_id, "status": "verified"}, {"domain": 1, "valid_until": 1}
-        )
         return frozenset(
-            [d["domain"] async for d in docs if d.get("valid_until") is None or d["valid_until"] > now]
+            d["domain"] for d in await self._store.domains_of(member_id)
+            if d.get("status") == "verified" and (d.get("valid_until") is None or d["valid_until"] > now)
         )
 
     async def request_verification(self, member: Member, claim_id: str, contact: str) -> Document:
@@ -142,20 +136,10 @@ class DomainClaims:
             event_id=deterministic_event_id("domain.verification_requested", request_id),
         )
         status = "verified" if doc.get("status") == "verified" else "pending"
-        await self._collection.update_one(
-            {"_id": claim_id},
-            {
-                "$set": {
-                    "status": status,
-                    "contact": address,
-                    "request_id": request_id,
-                    "requested_at": now,
-                    "failure_reason": None,
-                },
-                "$push": {"request_ids": request_id, **outbox.pending([event])},
-            },
+        await self._store.record_verification_request(
+            claim_id, request_id, {"status": status, "contact": address, "requested_at": now, "failure_reason": None},
+            event,
         )
-        await self._ctx.announce(self._collection, claim_id)
         updated = await self.get(member, claim_id)
         return public_view(updated, now)
 
@@ -163,19 +147,14 @@ class DomainClaims:
         data = event.data
         valid_until = datetime.fromisoformat(data["valid_until"].replace("Z", "+00:00"))
         verified_at = datetime.fromisoformat(data["verified_at"].replace("Z", "+00:00"))
-        result = await self._collection.update_one(
-            {"request_ids": data["request_id"], "member_id": data["member_id"], "domain": data["domain"]},
-            {
-                "$set": {
-                    "status": "verified",
-                    "verified_at": verified_at,
-                    "valid_until": valid_until,
-                    "verified_by_request": data["request_id"],
-                    "failure_reason": None,
-                }
-            },
-        )
-        if result.matched_count == 0:
+        fields = {
+            "status": "verified",
+            "verified_at": verified_at,
+            "valid_until": valid_until,
+            "verified_by_request": data["request_id"],
+            "failure_reason": None,
+        }
+        if not await self._store.record_domain_verified(data["request_id"], data["member_id"], data["domain"], fields):
             log.warning(
                 "domain.verified for a request this service does not know; ignored",
                 request_id=data["request_id"],
@@ -184,11 +163,7 @@ class DomainClaims:
     async def on_failed(self, event: CloudEvent) -> None:
         data = event.data
         # Only the current request may fail the claim, and never a claim that is already verified.
-        result = await self._collection.update_one(
-            {"request_id": data["request_id"], "member_id": data["member_id"], "status": "pending"},
-            {"$set": {"status": "failed", "failure_reason": data["reason"]}},
-        )
-        if result.matched_count == 0:
+        if not await self._store.record_domain_failed(data["request_id"], data["member_id"], data["reason"]):
             log.info(
                 "domain.verification_failed for a superseded or settled request; ignored",
                 request_id=data["request_id"],

@@ -1,7 +1,7 @@
 """Email addresses of an account and their confirmation by a single-use, expiring mailed link.
 
 The raw token only travels in the mail command (to the notifier); the
-database keeps its SHA-256 digest in `email_tokens`. Confirming first marks
+store keeps its SHA-256 digest (`email_tokens`). Confirming first marks
 the address verified (guarded by "still unverified", so a replay changes
 nothing), then deletes the token; an expired token is refused and leaves
 everything as it was.
@@ -16,7 +16,6 @@ from urllib.parse import quote
 from services.registration import tokens
 from services.registration.context import Context
 from services.registration.members import Member, Members, email_entry, email_id
-from shared import outbox
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -27,13 +26,13 @@ class EmailAddresses:
     def __init__(self, context: Context, members: Members) -> None:
         self._ctx = context
         self._members = members
-        self._tokens = context.collection("email_tokens")
+        self._store = context.store
 
     async def confirmation_mail(self, member_id: str, address: str, name: str | None = None) -> CloudEvent:
         """Store a fresh token's digest and return the mail command carrying its link."""
         now = self._ctx.clock()
         token = tokens.issue(timedelta(hours=self._ctx.settings.email_token_hours), now)
-        await self._tokens.insert_one(
+        await self._store.insert_email_token(
             {
                 "_id": token.digest,
                 "member_id": member_id,
@@ -71,11 +70,7 @@ class EmailAddresses:
         )
         mail = await self.confirmation_mail(member.id, address, member.name)
         entry = email_entry(address, primary=False, verified=False, now=now)
-        await self._ctx.members.update_one(
-            {"_id": member.id},
-            {"$set": {f"emails.{email_id(address)}": entry}, "$push": outbox.pending([added, mail])},
-        )
-        await self._ctx.announce(self._ctx.members, member.id)
+        await self._store.update_member_with_events(member.id, {f"emails.{email_id(address)}": entry}, [added, mail])
         return {"id": email_id(address), **entry}
 
     async def resend(self, member: Member, eid: str) -> None:
@@ -85,15 +80,14 @@ class EmailAddresses:
         if entry.get("verified"):
             raise ApiError(409, "already_verified", f"{entry['address']} is already verified")
         mail = await self.confirmation_mail(member.id, entry["address"], member.name)
-        await self._ctx.members.update_one({"_id": member.id}, {"$push": outbox.pending([mail])})
-        await self._ctx.announce(self._ctx.members, member.id)
+        await self._store.update_member_with_events(member.id, {}, [mail])
 
     async def confirm(self, raw_token: str) -> dict[str, Any]:
         """Verify the address a token was mailed to; 404 unknown/used, 410 expired."""
         if not tokens.looks_like_token(raw_token):
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")
         digest = tokens.digest(raw_token)
-        stored = await self._tokens.find_one({"_id": digest})
+        stored = await self._store.email_token(digest)
         if stored is None:
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")
         now = self._ctx.clock()
@@ -107,15 +101,8 @@ class EmailAddresses:
             {"member_id": member_id, "email": address, "primary": primary, "verified_at": isoformat(now)},
             event_id=deterministic_event_id("member.email_verified", member_id, address),
         )
-        result = await self._ctx.members.update_one(
-            {"_id": member_id, f"emails.{eid}.verified": False},
-            {
-                "$set": {f"emails.{eid}.verified": True, f"emails.{eid}.verified_at": now},
-                "$push": outbox.pending([event]),
-            },
-        )
-        await self._tokens.delete_one({"_id": digest})
-        if result.modified_count != 1:
+        verified = await self._store.verify_email_with_event(member_id, eid, now, event)
+        await self._store.delete_email_token(digest)
+        if not verified:
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")
-        await self._ctx.announce(self._ctx.members, member_id)
         return {"email": address, "verified": True, "member_id": member_id}

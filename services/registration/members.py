@@ -1,9 +1,9 @@
 """Member accounts: registration, the member record, roles and code-signing activation.
 
-One member is one MongoDB document (its addresses embedded), so every
-change and the event announcing it are a single atomic update with the
-outbox. Global uniqueness of addresses is held by the `addresses`
-collection (`_id` = the address), claimed before the member is written.
+One member is one stored record (its addresses embedded), so every change
+and the event announcing it are written together (store.py's outbox rule).
+An address belongs to one account only: it is claimed in the store before
+the member is written.
 """
 
 from __future__ import annotations
@@ -14,11 +14,8 @@ import uuid
 from datetime import date
 from typing import Any
 
-from pymongo.errors import DuplicateKeyError
-
 from services.registration.context import Context, Document
 from services.registration.passwords import hash_password
-from shared import outbox
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -88,47 +85,27 @@ def email_entry(address: str, *, primary: bool, verified: bool, now: Any) -> Doc
 class Members:
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._members = context.members
-        self._addresses = context.collection("addresses")
+        self._store = context.store
 
     async def audit(self, actor: str, action: str, subject: str, **details: Any) -> None:
         """An audit-log entry for an action on a member (support actions record their admin as actor)."""
         await self._ctx.audit(actor, action, subject, **details)
 
     async def get(self, member_id: str) -> Member | None:
-        doc = await self._members.find_one({"_id": member_id}, {"_outbox": 0})
+        doc = await self._store.member(member_id)
         return Member.from_document(doc) if doc else None
 
     async def by_address(self, address: str) -> Member | None:
-        claim = await self._addresses.find_one({"_id": address})
-        return await self.get(claim["member_id"]) if claim else None
+        holder = await self._store.address_holder(address)
+        return await self.get(holder) if holder else None
 
     async def claim_address(self, address: str, member_id: str) -> None:
         """Reserve an address for one account; 409 if another live account holds it."""
-        now = self._ctx.clock()
-        try:
-            await self._addresses.insert_one({"_id": address, "member_id": member_id, "claimed_at": now})
-            return
-        except DuplicateKeyError:
-            pass
-        claim = await self._addresses.find_one({"_id": address}) or {}
-        holder = claim.get("member_id")
+        holder = await self._store.claim_address(address, email_id(address), member_id, self._ctx.clock())
         if holder == member_id:
             raise ApiError(409, "email_exists", f"{address} is already on your account")
-        holder_doc = await self._members.find_one(
-            {"_id": holder, f"emails.{email_id(address)}": {"$exists": True}}, {"_id": 1}
-        )
-        if holder_doc is not None:
+        if holder is not None:
             raise ApiError(409, "email_taken", f"{address} belongs to another account")
-        # A claim left by a crash between claiming and writing the member: take it over.
-        result = await self._addresses.update_one(
-            {"_id": address, "member_id": holder}, {"$set": {"member_id": member_id, "claimed_at": now}}
-        )
-        if result.modified_count != 1:
-            raise ApiError(409, "email_taken", f"{address} belongs to another account")
-
-    async def release_address(self, address: str, member_id: str) -> None:
-        await self._addresses.delete_one({"_id": address, "member_id": member_id})
 
     async def create(
         self,
@@ -184,11 +161,12 @@ class Members:
             "codesign_enabled": False,
             "created_at": now,
             "emails": {email_id(address): email_entry(address, primary=True, verified=verified, now=now)},
-            "_outbox": outbox.pending(events)["_outbox"]["$each"],
         }
-        await self._members.insert_one(doc)
-        await self._ctx.announce(self._members, member_id)
+        await self._store.insert_member_with_events(doc, events)
         return Member.from_document(doc)
+
+    async def password_hash(self, member_id: str) -> str | None:
+        return await self._store.password_hash(member_id)
 
     def role_event(self, member_id: str, roles: list[str], codesign: bool, changed_by: str) -> Any:
         return self._ctx.event(
@@ -213,14 +191,9 @@ class Members:
     ) -> Member:
         """Set roles / code signing and queue `member.role_changed` in the same update."""
         event = self.role_event(member.id, roles, codesign, changed_by)
-        await self._members.update_one(
-            {"_id": member.id},
-            {
-                "$set": {"roles": roles, "codesign_enabled": codesign, **(extra or {})},
-                "$push": outbox.pending([event]),
-            },
+        await self._store.update_member_with_events(
+            member.id, {"roles": roles, "codesign_enabled": codesign, **(extra or {})}, [event]
         )
-        await self._ctx.announce(self._members, member.id)
         updated = await self.get(member.id)
         assert updated is not None
         return updated

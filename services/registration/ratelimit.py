@@ -1,8 +1,8 @@
-"""Fixed-window rate limits kept in MongoDB, so every replica shares the same counters.
+"""Fixed-window rate limits kept in the store (MongoDB), so every replica shares the same counters.
 
-One document per (limit, key, window) holds a counter incremented
-atomically; an over-limit call raises `RateLimited` carrying the seconds
-until the window ends (the HTTP layer answers 429 with Retry-After).
+One counter per (limit, key, window), incremented atomically by the store;
+an over-limit call raises `RateLimited` carrying the seconds until the window
+ends (the HTTP layer answers 429 with Retry-After).
 Keys are hashed so addresses and IPs are not stored in clear.
 """
 
@@ -11,9 +11,6 @@ from __future__ import annotations
 import hashlib
 import math
 from datetime import timedelta
-
-from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
 
 from services.registration.context import Context
 
@@ -28,7 +25,7 @@ class RateLimited(Exception):
 class RateLimiter:
     def __init__(self, context: Context) -> None:
         self._ctx = context
-        self._collection = context.collection("rate_limits")
+        self._store = context.store
 
     async def hit(self, limit_name: str, key: str) -> None:
         """Count one call against `limit_name` for `key`; raise RateLimited when over the limit."""
@@ -39,18 +36,6 @@ class RateLimiter:
         digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:32]
         doc_id = f"{limit_name}:{digest}:{window_start}"
         expires_at = now + timedelta(seconds=window_start + limit.window_seconds - epoch)
-        for attempt in range(2):
-            try:
-                doc = await self._collection.find_one_and_update(
-                    {"_id": doc_id},
-                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
-                    upsert=True,
-                    return_document=ReturnDocument.AFTER,
-                )
-                break
-            except DuplicateKeyError:  # two first hits raced on the upsert; the second one retries
-                if attempt:
-                    raise
-        if doc and doc.get("count", 0) > limit.limit:
+        if await self._store.count_hit(doc_id, expires_at) > limit.limit:
             retry_after = max(1, math.ceil(window_start + limit.window_seconds - now.timestamp()))
             raise RateLimited(limit_name.split(":")[0], retry_after)

@@ -1,4 +1,4 @@
-"""RegistrationService: wires the database, outbox, consumers, the expiry sweep and the member API.
+"""RegistrationService: wires the store, outbox, consumers, the expiry sweep and the member API.
 
 Start order: database and indexes, producer (and topics in development),
 outbox sweep (republishes what a crash left), consumers, the expiry sweep,
@@ -23,7 +23,7 @@ from services.registration.api.trust import TrustRoutes
 from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
-from services.registration.context import INDEXES, OUTBOX_COLLECTIONS, Context
+from services.registration.context import Context
 from services.registration.domains import DomainClaims
 from services.registration.email_addresses import EmailAddresses
 from services.registration.event_handlers import SignerOutcomes, subscriptions
@@ -31,6 +31,7 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.settings import RegistrationSettings
+from services.registration.store import INDEXES, MongoRegistrationStore
 from services.registration.web.portal import WebPortal
 from services.registration.web.settings import WebSettings
 from shared.config import load
@@ -59,12 +60,7 @@ class ExpirySweep:
         self._periodic = Periodic("registration-expiry-sweep", self.run_once, context.settings.sweep_seconds)
 
     async def run_once(self) -> int:
-        now = self._ctx.clock()
-        removed = 0
-        for name in ("sessions", "email_tokens", "rate_limits"):
-            result = await self._ctx.collection(name).delete_many({"expires_at": {"$lte": now}})
-            removed += result.deleted_count
-        return removed
+        return await self._ctx.store.delete_expired(self._ctx.clock())
 
     def start(self) -> None:
         self._periodic.start()
@@ -102,8 +98,9 @@ class RegistrationService:
             await ensure_topics(common.kafka)
         self._producer = EventProducer(common.kafka, client_id=NAME)
         await self._producer.start()
-        ctx = self.context = Context(self.db, self.settings, self._clock)
-        self._outbox = ctx.outbox = Outbox(self._producer, [self.db[c] for c in OUTBOX_COLLECTIONS])
+        store = MongoRegistrationStore(self.db, clock=self._clock)
+        ctx = self.context = Context(store, self.settings, self._clock)
+        self._outbox = store.outbox = Outbox(self._producer, store.outbox_collections())
         self._outbox.start()
 
         members = Members(ctx)

@@ -22,12 +22,11 @@ class Sessions:
     def __init__(self, context: Context, members: Members) -> None:
         self._ctx = context
         self._members = members
-        self._sessions = context.collection("sessions")
+        self._store = context.store
 
     async def login(self, address: str, password: str) -> dict[str, Any]:
         member = await self._members.by_address(address)
-        doc = await self._ctx.members.find_one({"_id": member.id}, {"password_hash": 1}) if member else None
-        stored = doc["password_hash"] if doc else DUMMY_HASH
+        stored = (await self._members.password_hash(member.id) if member else None) or DUMMY_HASH
         if not verify_password(password, stored) or member is None:
             raise ApiError(401, "invalid_credentials", "unknown address or wrong password")
         if not member.primary_verified():
@@ -36,7 +35,7 @@ class Sessions:
             )
         now = self._ctx.clock()
         token = tokens.issue(timedelta(hours=self._ctx.settings.session_hours), now)
-        await self._sessions.insert_one(
+        await self._store.insert_session(
             {"_id": token.digest, "member_id": member.id, "expires_at": token.expires_at, "created_at": now}
         )
         return {
@@ -51,11 +50,11 @@ class Sessions:
         if not tokens.looks_like_token(raw_token):
             return None
         digest = tokens.digest(raw_token)
-        session = await self._sessions.find_one({"_id": digest})
+        session = await self._store.session(digest)
         if session is None or not tokens.is_live(session["expires_at"], self._ctx.clock()):
             return None
         member = await self._members.get(session["member_id"])
         return (member, digest) if member else None
 
     async def logout(self, digest: str) -> None:
-        await self._sessions.delete_one({"_id": digest})
+        await self._store.delete_session(digest)

@@ -1,14 +1,12 @@
 """Sign-up rules live in one place (services/registration/signup.py) and both front ends answer from it.
 
 Each bad field is refused once, by the shared rule; the JSON API and the portal then word that same
-problem as they always did (the API's error and the portal's line are pinned here), and the last test
-posts the same bad sign-ups to both front ends over HTTP.
+problem as they always did (the API's error and the portal's line are pinned here);
+tests/integration/test_registration_signup.py posts the same bad sign-ups to both front ends over HTTP.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import AsyncIterator
 from datetime import date, timedelta
 from typing import Any
 
@@ -17,9 +15,7 @@ import pytest
 from services.registration.api.accounts import first_for_api
 from services.registration.signup import SignupProblem, SignupRefused, parse_signup
 from services.registration.web.pages_accounts import signup_error_line
-from shared.config import KafkaSettings, MongoSettings
-from tests.integration.test_registration_web_portal import Browser
-from tests.registration.harness import PASSWORD, Stack, running
+from tests.registration.harness import PASSWORD
 
 TODAY = date(2026, 1, 15)
 GOOD = {"name": "Ada Lovelace", "email": "ada@example.org", "date_of_birth": "1990-05-17", "password": PASSWORD}
@@ -109,35 +105,3 @@ def test_every_bad_field_is_reported_and_the_api_answers_the_one_it_always_answe
     assert first_for_api(refused(name=" ", date_of_birth="x", password="short")).rule == "not_a_date"
     assert first_for_api(refused(name=" ", date_of_birth="1800-01-01", password="short")).rule == "blank_name"
     assert first_for_api(refused(date_of_birth="1800-01-01", password="short")).rule == "implausible_date"
-
-
-@pytest.fixture
-async def stack(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> AsyncIterator[Stack]:
-    async with running(kafka_settings, mongo_settings) as s:
-        yield s
-
-
-@pytest.mark.usefixtures("topics")
-async def test_both_front_ends_refuse_the_same_bad_signups_with_their_usual_messages(stack: Stack) -> None:
-    browser = Browser(stack.api.base)
-    try:
-        # (changed field, the API's error message, the portal's line)
-        cases = [
-            ({"name": "  "}, "name must not be blank", "Enter your name as it appears on your identity documents."),
-            ({"email": "not-an-address"}, "email is not a usable email address",
-             "Email: 'not-an-address' is not an email address"),
-            ({"date_of_birth": "1990-02-31"}, "date_of_birth must be a date YYYY-MM-DD",
-             "Date of birth: use the form YYYY-MM-DD."),
-            ({"date_of_birth": "1899-12-31"}, "date_of_birth is not plausible",
-             "Date of birth: it must be after 1900 and in the past."),
-        ]  # a short password never reaches the API's rules: its request schema has the same length bounds
-        for changed, api_message, portal_line in cases:
-            body = {**GOOD, "email": "eve@example.org", **changed}
-            reply = await stack.api.call("POST", "/v1/members", json_body=body)
-            assert reply.status == 422 and reply.body["error"]["message"] == api_message, (changed, reply.body)
-            form = {**body, "password_again": body["password"], "csrf": await browser.csrf("/signup")}
-            status, text, _ = await browser.post("/signup", form)
-            assert status == 422 and f"<li>{portal_line}</li>" in html.unescape(text), (changed, status)
-        assert await stack.service.db["addresses"].find_one({"_id": "eve@example.org"}) is None  # type: ignore[index]
-    finally:
-        await browser.close()

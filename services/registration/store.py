@@ -1,0 +1,369 @@
+"""Registration's database: every query, index, document shape and outbox write of its aggregates.
+
+The domain classes (members.py, assurance.py, domains.py, ...) ask for what they need by name
+(`claim_address`, `insert_request_with_event`, `record_issued`) and get plain documents back;
+`RegistrationStore` is that interface, `MongoRegistrationStore` its MongoDB implementation, and
+tests/registration/memory_store.py an in-memory one for unit tests.
+
+Collections:
+
+* `members` (`_id` = member id): the account with its addresses embedded (`emails.<email id>`).
+* `addresses` (`_id` = the address): which account holds an address; the unique `_id` makes an
+  address belong to one account only. It is claimed before the member is written; a claim left by
+  a crash in between (its holder's record lacks the address) is taken over by the next claimant.
+* `email_tokens`, `sessions` (`_id` = SHA-256 digest of the token), `rate_limits` (one counter per
+  limit, key and window): all carry `expires_at`, and `delete_expired` removes them (FerretDB has
+  no TTL index).
+* `assurances` (`_id` = "assurer:member", and a unique index on the pair): at most one per pair.
+* `domains`: one claim per (member, domain) (unique index); `request_ids` lists every
+  verification request it made, so outcomes are matched on the request id.
+* `requests` (`_id` = request id) and `certificates` (`_id` = serial).
+* `audit`: the hash-chained audit log (shared/audit.py).
+
+The outbox rule, in one place (`_announce`): a change and the events announcing it are written in
+one document update (the `_outbox` array, shared/outbox.py), then the events are published at once;
+if publishing fails the write stands and the outbox sweep publishes later, so an HTTP answer never
+depends on Kafka being reachable at that instant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from shared import outbox
+from shared.audit import AuditLog
+from shared.events import CloudEvent
+from shared.logging import get_logger
+from shared.mongo import insert_once
+from shared.outbox import Outbox
+
+Document = dict[str, Any]
+log = get_logger("registration.store")
+
+INDEXES: dict[str, list[IndexModel]] = {
+    "members": [outbox.INDEX],
+    "addresses": [IndexModel([("member_id", ASCENDING)], name="member")],
+    "email_tokens": [IndexModel([("expires_at", ASCENDING)], name="expiry")],
+    "sessions": [
+        IndexModel([("expires_at", ASCENDING)], name="expiry"),
+        IndexModel([("member_id", ASCENDING)], name="member"),
+    ],
+    "rate_limits": [IndexModel([("expires_at", ASCENDING)], name="expiry")],
+    "assurances": [
+        IndexModel([("assurer_id", ASCENDING), ("member_id", ASCENDING)], unique=True, name="once_per_pair"),
+        IndexModel([("member_id", ASCENDING)], name="member"),
+        outbox.INDEX,
+    ],
+    "domains": [
+        IndexModel([("member_id", ASCENDING), ("domain", ASCENDING)], unique=True, name="member_domain"),
+        IndexModel([("request_ids", ASCENDING)], name="request"),
+        outbox.INDEX,
+    ],
+    "requests": [IndexModel([("member_id", ASCENDING)], name="member"), outbox.INDEX],
+    "certificates": [
+        IndexModel([("member_id", ASCENDING)], name="member"),
+        IndexModel([("request_id", ASCENDING)], name="request"),
+        outbox.INDEX,
+    ],
+}
+OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates")
+EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits")
+HIDDEN = {outbox.FIELD: 0}
+
+
+class RegistrationStore(Protocol):
+    """What registration's domain logic asks of its database. Documents come back without `_outbox`."""
+
+    # members and the addresses they hold
+    async def member(self, member_id: str) -> Document | None: ...
+    async def password_hash(self, member_id: str) -> str | None: ...
+    async def address_holder(self, address: str) -> str | None: ...
+    async def claim_address(self, address: str, email_id: str, member_id: str, now: datetime) -> str | None:
+        """Reserve `address` for `member_id`: None when it is theirs now, else who holds it (`member_id` itself
+        when the account already had it)."""
+    async def insert_member_with_events(self, doc: Document, events: Sequence[CloudEvent]) -> None: ...
+    async def update_member_with_events(self, member_id: str, fields: Document,
+                                        events: Sequence[CloudEvent]) -> None: ...
+    async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
+                                      event: CloudEvent) -> bool:
+        """Mark an unverified address verified with its event; False if it was not (still) unverified."""
+
+    # bearer tokens and rate-limit windows
+    async def insert_email_token(self, doc: Document) -> None: ...
+    async def email_token(self, digest: str) -> Document | None: ...
+    async def delete_email_token(self, digest: str) -> None: ...
+    async def insert_session(self, doc: Document) -> None: ...
+    async def session(self, digest: str) -> Document | None: ...
+    async def delete_session(self, digest: str) -> None: ...
+    async def count_hit(self, window_id: str, expires_at: datetime) -> int:
+        """Add one to a rate-limit window's counter (created at 0 if new); returns the new count."""
+    async def delete_expired(self, now: datetime) -> int: ...
+
+    # the web of trust
+    async def insert_assurance_with_event(self, doc: Document, event: CloudEvent) -> bool:
+        """False (nothing written) if this assurer already assured this member."""
+    async def assurances_received(self, member_id: str) -> list[Document]: ...
+    async def assurances_given(self, assurer_id: str) -> list[Document]: ...
+
+    # domain claims
+    async def insert_domain(self, doc: Document) -> bool:
+        """False (nothing written) if the member already claims this domain."""
+    async def domain(self, claim_id: str, member_id: str) -> Document | None: ...
+    async def domains_of(self, member_id: str) -> list[Document]: ...
+    async def record_verification_request(self, claim_id: str, request_id: str, fields: Document,
+                                          event: CloudEvent) -> None: ...
+    async def record_domain_verified(self, request_id: str, member_id: str, domain: str, fields: Document) -> bool:
+        """Set the verified state on the claim that made this request; False if no claim did."""
+    async def record_domain_failed(self, request_id: str, member_id: str, reason: str) -> bool:
+        """Fail the claim whose *current* request this is, only while it is pending; False otherwise."""
+
+    # certificate requests and certificates
+    async def insert_request_with_event(self, doc: Document, event: CloudEvent) -> None: ...
+    async def request(self, request_id: str, member_id: str) -> Document | None: ...
+    async def requests_of(self, member_id: str) -> list[Document]:
+        """A member's requests, without their CSR PEM."""
+    async def record_issued(self, request_id: str, serial: str, now: datetime) -> None: ...
+    async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
+        """Mark an approved request failed; a request in any other status stays as it is."""
+    async def record_certificate(self, serial: str, fields: Document) -> None:
+        """Store an issued certificate once; a second record of the same serial changes nothing."""
+    async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None: ...
+    async def certificate(self, serial: str, member_id: str | None) -> Document | None:
+        """The certificate with this serial (of this member, unless `member_id` is None)."""
+    async def certificates_of(self, member_id: str) -> list[Document]: ...
+    async def record_revocation_request(self, serial: str, fields: Document, event: CloudEvent) -> None:
+        """Set `fields` and queue the event unless the certificate is revoked already."""
+
+    # the audit log
+    async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None: ...
+
+
+class MongoRegistrationStore:
+    def __init__(self, db: AsyncDatabase[Document], *, clock: Callable[[], datetime]) -> None:
+        self.db = db
+        self.outbox: Outbox | None = None  # set once the producer runs; without it events wait for a sweep
+        self._audit = AuditLog(db, clock=clock)
+        self._members = db["members"]
+        self._addresses = db["addresses"]
+        self._email_tokens = db["email_tokens"]
+        self._sessions = db["sessions"]
+        self._rate_limits = db["rate_limits"]
+        self._assurances = db["assurances"]
+        self._domains = db["domains"]
+        self._requests = db["requests"]
+        self._certificates = db["certificates"]
+
+    def outbox_collections(self) -> list[AsyncCollection[Document]]:
+        return [self.db[name] for name in OUTBOX_COLLECTIONS]
+
+    async def _announce(self, collection: AsyncCollection[Document], document_id: Any) -> None:
+        """Publish what the last write queued; on failure leave it to the sweep."""
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.flush(collection, document_id)
+        except Exception as exc:
+            log.warning("publishing deferred to the outbox sweep", collection=collection.name,
+                        error=f"{type(exc).__name__}: {exc}")
+
+    # members and the addresses they hold
+
+    async def member(self, member_id: str) -> Document | None:
+        return await self._members.find_one({"_id": member_id}, HIDDEN)
+
+    async def password_hash(self, member_id: str) -> str | None:
+        doc = await self._members.find_one({"_id": member_id}, {"password_hash": 1})
+        return str(doc["password_hash"]) if doc else None
+
+    async def address_holder(self, address: str) -> str | None:
+        claim = await self._addresses.find_one({"_id": address})
+        return str(claim["member_id"]) if claim else None
+
+    async def claim_address(self, address: str, email_id: str, member_id: str, now: datetime) -> str | None:
+        if await insert_once(self._addresses, {"_id": address, "member_id": member_id, "claimed_at": now}):
+            return None
+        holder = await self.address_holder(address)
+        if holder is None:  # the claim vanished between insert and read: held by no account we know
+            return ""
+        if holder == member_id:
+            return holder
+        held = await self._members.find_one({"_id": holder, f"emails.{email_id}": {"$exists": True}}, {"_id": 1})
+        if held is not None:
+            return holder
+        # A claim left by a crash between claiming and writing the member: take it over.
+        result = await self._addresses.update_one(
+            {"_id": address, "member_id": holder}, {"$set": {"member_id": member_id, "claimed_at": now}}
+        )
+        return None if result.modified_count == 1 else holder
+
+    async def insert_member_with_events(self, doc: Document, events: Sequence[CloudEvent]) -> None:
+        await self._members.insert_one({**doc, outbox.FIELD: [outbox.entry(e) for e in events]})
+        await self._announce(self._members, doc["_id"])
+
+    async def update_member_with_events(self, member_id: str, fields: Document,
+                                        events: Sequence[CloudEvent]) -> None:
+        change: Document = {"$push": outbox.pending(events)}
+        if fields:
+            change["$set"] = fields
+        await self._members.update_one({"_id": member_id}, change)
+        await self._announce(self._members, member_id)
+
+    async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
+                                      event: CloudEvent) -> bool:
+        result = await self._members.update_one(
+            {"_id": member_id, f"emails.{email_id}.verified": False},
+            {
+                "$set": {f"emails.{email_id}.verified": True, f"emails.{email_id}.verified_at": now},
+                "$push": outbox.pending([event]),
+            },
+        )
+        if result.modified_count != 1:
+            return False
+        await self._announce(self._members, member_id)
+        return True
+
+    # bearer tokens and rate-limit windows
+
+    async def insert_email_token(self, doc: Document) -> None:
+        await self._email_tokens.insert_one(doc)
+
+    async def email_token(self, digest: str) -> Document | None:
+        return await self._email_tokens.find_one({"_id": digest})
+
+    async def delete_email_token(self, digest: str) -> None:
+        await self._email_tokens.delete_one({"_id": digest})
+
+    async def insert_session(self, doc: Document) -> None:
+        await self._sessions.insert_one(doc)
+
+    async def session(self, digest: str) -> Document | None:
+        return await self._sessions.find_one({"_id": digest})
+
+    async def delete_session(self, digest: str) -> None:
+        await self._sessions.delete_one({"_id": digest})
+
+    async def count_hit(self, window_id: str, expires_at: datetime) -> int:
+        for attempt in range(2):
+            try:
+                doc = await self._rate_limits.find_one_and_update(
+                    {"_id": window_id},
+                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": expires_at}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                return int((doc or {}).get("count", 0))
+            except DuplicateKeyError:  # two first hits raced on the upsert; the second one retries
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def delete_expired(self, now: datetime) -> int:
+        removed = 0
+        for name in EXPIRING_COLLECTIONS:
+            result = await self.db[name].delete_many({"expires_at": {"$lte": now}})
+            removed += result.deleted_count
+        return removed
+
+    # the web of trust
+
+    async def insert_assurance_with_event(self, doc: Document, event: CloudEvent) -> bool:
+        if not await insert_once(self._assurances, {**doc, outbox.FIELD: [outbox.entry(event)]}):
+            return False
+        await self._announce(self._assurances, doc["_id"])
+        return True
+
+    async def assurances_received(self, member_id: str) -> list[Document]:
+        return await self._assurances.find({"member_id": member_id}, HIDDEN).to_list()
+
+    async def assurances_given(self, assurer_id: str) -> list[Document]:
+        return await self._assurances.find({"assurer_id": assurer_id}, HIDDEN).to_list()
+
+    # domain claims
+
+    async def insert_domain(self, doc: Document) -> bool:
+        return await insert_once(self._domains, doc)
+
+    async def domain(self, claim_id: str, member_id: str) -> Document | None:
+        return await self._domains.find_one({"_id": claim_id, "member_id": member_id}, HIDDEN)
+
+    async def domains_of(self, member_id: str) -> list[Document]:
+        return await self._domains.find({"member_id": member_id}, HIDDEN).to_list()
+
+    async def record_verification_request(self, claim_id: str, request_id: str, fields: Document,
+                                          event: CloudEvent) -> None:
+        await self._domains.update_one(
+            {"_id": claim_id},
+            {"$set": {**fields, "request_id": request_id},
+             "$push": {"request_ids": request_id, **outbox.pending([event])}},
+        )
+        await self._announce(self._domains, claim_id)
+
+    async def record_domain_verified(self, request_id: str, member_id: str, domain: str, fields: Document) -> bool:
+        result = await self._domains.update_one(
+            {"request_ids": request_id, "member_id": member_id, "domain": domain}, {"$set": fields}
+        )
+        return result.matched_count > 0
+
+    async def record_domain_failed(self, request_id: str, member_id: str, reason: str) -> bool:
+        result = await self._domains.update_one(
+            {"request_id": request_id, "member_id": member_id, "status": "pending"},
+            {"$set": {"status": "failed", "failure_reason": reason}},
+        )
+        return result.matched_count > 0
+
+    # certificate requests and certificates
+
+    async def insert_request_with_event(self, doc: Document, event: CloudEvent) -> None:
+        await self._requests.insert_one({**doc, outbox.FIELD: [outbox.entry(event)]})
+        await self._announce(self._requests, doc["_id"])
+
+    async def request(self, request_id: str, member_id: str) -> Document | None:
+        return await self._requests.find_one({"_id": request_id, "member_id": member_id}, HIDDEN)
+
+    async def requests_of(self, member_id: str) -> list[Document]:
+        return await self._requests.find({"member_id": member_id}, {**HIDDEN, "csr_pem": 0}).to_list()
+
+    async def record_issued(self, request_id: str, serial: str, now: datetime) -> None:
+        await self._requests.update_one(
+            {"_id": request_id}, {"$set": {"status": "issued", "serial": serial, "updated_at": now}}
+        )
+
+    async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
+        await self._requests.update_one(
+            {"_id": request_id, "status": "approved"},
+            {"$set": {"status": "failed", "reasons": reasons, "updated_at": now}},
+        )
+
+    async def record_certificate(self, serial: str, fields: Document) -> None:
+        await self._certificates.update_one({"_id": serial}, {"$setOnInsert": fields}, upsert=True)
+
+    async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None:
+        await self._certificates.update_one(
+            {"_id": serial},
+            {"$set": {"status": "revoked", "revoked_at": revoked_at, "revocation_reason": reason}},
+        )
+
+    async def certificate(self, serial: str, member_id: str | None) -> Document | None:
+        query: Document = {"_id": serial} if member_id is None else {"_id": serial, "member_id": member_id}
+        return await self._certificates.find_one(query, HIDDEN)
+
+    async def certificates_of(self, member_id: str) -> list[Document]:
+        return await self._certificates.find({"member_id": member_id}, HIDDEN).to_list()
+
+    async def record_revocation_request(self, serial: str, fields: Document, event: CloudEvent) -> None:
+        await self._certificates.update_one(
+            {"_id": serial, "status": {"$ne": "revoked"}}, {"$set": fields, "$push": outbox.pending([event])}
+        )
+        await self._announce(self._certificates, serial)
+
+    # the audit log
+
+    async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None:
+        await self._audit.append(actor=actor, action=action, subject=subject, details=details)
