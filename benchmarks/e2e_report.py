@@ -16,7 +16,7 @@ publish it) and pre-generates the CSRs. Then, per replica count:
    (request i is sent at t0 + i / rate whatever happened to the others); latency runs from the
    scheduled send time to the moment the `cert.issued` carrying the request id is read.
 
-Finally it runs the signer-only load test (`services.signer.loadtest`, same CA) for the signer's
+Finally it runs the signer-only load test (`benchmarks.signer_loadtest`, same CA) for the signer's
 ratio to the bare signing baseline measured in the same run, and writes the Markdown report and a
 PNG of latency against offered load.
 """
@@ -49,8 +49,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from benchmarks import signer_loadtest as loadtest
 from devstack.process import stop_processes
-from services.signer import loadtest
 from services.signer.ca.hierarchy import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
 from shared.config import KafkaSettings
@@ -609,7 +609,7 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
     """The signer's stand-alone load test against the same CA: ratio to bare signing in the same run."""
     out = work / "signer-loadtest.json"
     args = [
-        sys.executable, "-m", "services.signer.loadtest",
+        sys.executable, "-m", "benchmarks.signer_loadtest",
         "--requests", str(opts.signer_requests), "--lint", opts.signer_lint, "--replicas", "1",
         "--ca-dir", str(ca_dir), "--ca-algorithm", CA_ALGORITHM, "--bootstrap", bootstrap, "--mongo-url", mongo_url,
         "--baseline-seconds", str(opts.baseline_seconds), "--out", str(out), "--timeout", str(opts.timeout),
@@ -623,7 +623,7 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
         raise RuntimeError(f"signer load test failed ({proc.returncode}): {stderr.decode()[-2000:]}")
     report: dict[str, Any] = json.loads(out.read_text())
     report["command"] = (
-        f"python -m services.signer.loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
+        f"python -m benchmarks.signer_loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
         f"--replicas 1 --ca-dir <this run's CA> --ca-algorithm {CA_ALGORITHM} "
         f"--baseline-seconds {opts.baseline_seconds:g}"
     )
@@ -935,7 +935,7 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
     lines += [
         "## Signer alone against bare signing",
         "",
-        f"`{signer.get('command', 'python -m services.signer.loadtest')}` (same CA, same run):",
+        f"`{signer.get('command', 'python -m benchmarks.signer_loadtest')}` (same CA, same run):",
         "",
         "| lint | signer replicas | requests | certs/s | p50 (ms) | p99 (ms) | bare signing (certs/s, 1 thread) "
         "| ratio |",
