@@ -1,5 +1,5 @@
 """What a certificate mail adds to its template: PEM attachments, file names, the root to trust,
-the client-certificate configuration.
+the client-certificate configuration and the Renew link.
 
 Kept out of the template so the rules (which files, which anchor) are
 plain Python with unit tests, and the template only words them.
@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any
+from urllib.parse import quote
 
 from shared.server_snippets import root_advice, server_snippets
 
@@ -79,6 +80,14 @@ def client_auth(context: dict[str, Any]) -> dict[str, Any] | None:
     snippets = server_snippets(context.get("dns_names") or [], client_root_class=CLIENT_ROOT_CLASS)
     return {"apache": snippets.apache_client_auth, "nginx": snippets.nginx_client_auth,
             "root_class": CLIENT_ROOT_CLASS}
+
+
+def renew_url(registration_url: str, serial: str) -> str:
+    """The portal page that pre-fills a new request with this certificate's names and profile
+    (empty when registration's public URL is not configured)."""
+    if not registration_url:
+        return ""
+    return f"{registration_url.rstrip('/')}/account/certificates/{quote(serial, safe='')}/renew"
 
 
 def extras(context: dict[str, Any]) -> dict[str, Any]:

@@ -289,6 +289,17 @@ def test_expiry_reminder_template() -> None:
     assert renderer.render("expiry_reminder", {**context, "days_left": 1}).subject.endswith("in 1 day")
 
 
+def test_expiry_reminder_links_to_renew_under_registrations_public_url() -> None:
+    context = {"serial": "0abc", "subject": "CN=www.example.org", "profile": "server",
+               "names": ["www.example.org"], "not_after": "2026-03-15T00:00:00Z", "days_left": 3}
+    renew = "https://ca.cacert.test/account/certificates/0abc/renew"
+    assert f"  {renew}\n" in renderer.render("expiry_reminder", context).text
+    with_slash = MailRenderer(account_url="https://ca.cacert.test/")  # one slash between base and path
+    assert renew in with_slash.render("expiry_reminder", context).text
+    unconfigured = MailRenderer().render("expiry_reminder", context).text
+    assert "/renew" not in unconfigured and "Request a new certificate for the same" in unconfigured
+
+
 def test_unknown_or_path_like_template_is_refused() -> None:
     for name in ("nope", "../settings", "_layout"):
         with pytest.raises(TemplateMissing):
