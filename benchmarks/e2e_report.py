@@ -16,9 +16,13 @@ publish it) and pre-generates the CSRs. Then, per replica count:
    (request i is sent at t0 + i / rate whatever happened to the others); latency runs from the
    scheduled send time to the moment the `cert.issued` carrying the request id is read.
 
-Finally it runs the signer-only load test (`services.signer.loadtest`, same CA) for the signer's
+Finally it runs the signer-only load test (`benchmarks.signer_loadtest`, same CA) for the signer's
 ratio to the bare signing baseline measured in the same run, and writes the Markdown report and a
 PNG of latency against offered load.
+
+This module holds the options, the run (`measure`), the summaries, the Markdown (`render`, `write`)
+and the command line; the load itself is `benchmarks/e2e_load.py`, the processes and the host
+`benchmarks/e2e_system.py`, the figure `benchmarks/e2e_plot.py`.
 """
 
 from __future__ import annotations
@@ -29,36 +33,41 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import platform
-import random
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
+from benchmarks import signer_loadtest
+from benchmarks.e2e_load import CsrFactory, Sample, Watcher, closed_loop, open_loop, sign_up
+from benchmarks.e2e_plot import plot
+from benchmarks.e2e_system import (
+    StackDisturbedError,
+    StackGuard,
+    clean_up,
+    free_port,
+    git_revision,
+    loadavg,
+    log_tail,
+    machine,
+    signer_batches,
+    start_registration,
+    system_pids,
+    wait_ready,
+)
+from demo.member_api import MemberApi
 from devstack.process import stop_processes
-from services.signer import loadtest
 from services.signer.ca.hierarchy import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
 from shared.config import KafkaSettings
-from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
+from shared.events import Topics
 from shared.kafka import EventProducer, ensure_topics
 
 CA_ALGORITHM = "p256"
-PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of a throw-away run
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
 REPORT_KEYS = ("machine", "setup", "configs", "signer_only", "started_at", "duration_s")
 
@@ -93,290 +102,7 @@ class Options:
         return self.plot or self.out.parent / "benchmarks" / "e2e_latency.png"
 
 
-# ---------------------------------------------------------------------------------------------- machine
-
-
-def _loadavg() -> list[float]:
-    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
-
-
-def machine() -> dict[str, Any]:
-    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = next((ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")), "?")
-    mem_kb = next(
-        (int(ln.split()[1]) for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")),
-        0,
-    )
-    try:
-        nproc = int(subprocess.run(["nproc"], capture_output=True, text=True, check=True).stdout)
-    except (OSError, ValueError, subprocess.CalledProcessError):
-        nproc = len(os.sched_getaffinity(0))
-    return {
-        "nproc": nproc,
-        "cpu_model": model,
-        "memory_gib": round(mem_kb / 2**20, 1),
-        "python": sys.version.split()[0],
-        "kernel": platform.release(),
-        "loadavg_start": _loadavg(),
-    }
-
-
-# ---------------------------------------------------------------------------------------------- events
-
-
-class Watcher:
-    """One consumer on the cert, domain and mail.commands topics: answers by request id, tokens, requests."""
-
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
-        self._bootstrap = bootstrap
-        self._topics = topics
-        self.answered: dict[str, float] = {}  # request id -> first time its cert.issued/rejected was read
-        self.rejected: dict[str, str] = {}
-        self.serials: dict[str, set[str]] = {}
-        self.links: dict[str, list[str]] = {}  # address -> confirmation links
-        self.domain_requests: dict[str, dict[str, Any]] = {}  # domain -> verification_requested data
-        self._waiters: dict[str, list[asyncio.Future[float]]] = {}
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(
-            self._topics.of("cert"),
-            self._topics.of("domain"),
-            self._topics.of("mail.commands"),
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            fetch_max_wait_ms=20,
-        )
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._run(), name="bench-watcher")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._consumer:
-            await self._consumer.stop()
-
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batch = await self._consumer.getmany(timeout_ms=200)
-            now = time.perf_counter()
-            for records in batch.values():
-                for record in records:
-                    try:
-                        event = CloudEvent.from_kafka(record.key, record.value, record.headers)
-                    except Exception:  # noqa: S112 - not ours to judge; the services dead-letter it
-                        continue
-                    self._handle(event, now)
-
-    def _handle(self, event: CloudEvent, now: float) -> None:
-        kind = event.type.removeprefix("org.cacert.").rsplit(".", 1)[0]
-        data = event.data
-        if kind in ("cert.issued", "cert.rejected"):
-            request_id = data.get("request_id")
-            if not request_id:
-                return
-            if kind == "cert.issued":
-                self.serials.setdefault(request_id, set()).add(str(data.get("serial", "")))
-            else:
-                self.rejected[request_id] = str(data.get("reason", "?"))
-            if request_id not in self.answered:
-                self.answered[request_id] = now
-                for waiter in self._waiters.pop(request_id, []):
-                    if not waiter.done():
-                        waiter.set_result(now)
-        elif kind == "mail.send_requested" and data.get("template") == "email_confirmation":
-            self.links.setdefault(data["to"], []).append(data["params"]["link"])
-        elif kind == "domain.verification_requested":
-            self.domain_requests[data["domain"]] = data
-
-    async def answer(self, request_id: str, timeout: float) -> float | None:
-        """When the answer to `request_id` was read (perf_counter), or None after `timeout`."""
-        if request_id in self.answered:
-            return self.answered[request_id]
-        waiter: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(request_id, []).append(waiter)
-        try:
-            return await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            return None
-
-    async def until(self, probe: Any, timeout: float, what: str) -> Any:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            value = probe()
-            if value:
-                return value
-            await asyncio.sleep(0.05)
-        raise RuntimeError(f"timed out waiting for {what}")
-
-
-# ---------------------------------------------------------------------------------------------- members
-
-
-@dataclasses.dataclass
-class Member:
-    member_id: str
-    token: str
-    domain: str
-
-
-class Api:
-    def __init__(self, base: str, http: aiohttp.ClientSession) -> None:
-        self.base = base
-        self.http = http
-
-    async def call(self, method: str, path: str, body: Any = None, token: str | None = None) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        async with self.http.request(method, self.base + path, json=body, headers=headers) as response:
-            return response.status, await response.json(content_type=None)
-
-
-async def sign_up(api: Api, watcher: Watcher, producer: EventProducer, index: int, run_id: str) -> Member:
-    """A member through the public API, with one domain verified as domain_verify would announce it."""
-    address = f"bench-{run_id}-{index}@example.org"
-    status, body = await api.call(
-        "POST",
-        "/v1/members",
-        {"name": f"Bench Member {index}", "date_of_birth": "1990-05-17", "email": address, "password": PASSWORD},
-    )
-    if status != 201:
-        raise RuntimeError(f"sign-up answered {status}: {body}")
-    member_id = body["member_id"]
-    link = (await watcher.until(lambda: watcher.links.get(address), 30, f"confirmation mail to {address}"))[0]
-    status, body = await api.call("POST", "/v1/emails/confirm", {"token": parse_qs(urlparse(link).query)["token"][0]})
-    if status != 200:
-        raise RuntimeError(f"email confirmation answered {status}: {body}")
-    status, body = await api.call("POST", "/v1/sessions", {"email": address, "password": PASSWORD})
-    if status != 201:
-        raise RuntimeError(f"login answered {status}: {body}")
-    token = body["token"]
-    domain = f"m{index}-{run_id}.example.org"
-    status, body = await api.call("POST", "/v1/domains", {"domain": domain, "contact": f"hostmaster@{domain}"}, token)
-    if status != 201:
-        raise RuntimeError(f"adding {domain} answered {status}: {body}")
-    claim_id = body["id"]
-    request = await watcher.until(lambda: watcher.domain_requests.get(domain), 30, f"verification of {domain}")
-    now = utcnow()
-    await producer.publish(
-        make_event(
-            "domain.verified",
-            {
-                "request_id": request["request_id"],
-                "member_id": member_id,
-                "domain": request["domain"],
-                "method": "email",
-                "contact": request["contact"],
-                "verified_at": isoformat(now),
-                "valid_until": isoformat(now + dt.timedelta(days=390)),
-            },
-            source="domain_verify",
-        )
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        status, body = await api.call("GET", f"/v1/domains/{claim_id}", token=token)
-        if status == 200 and body.get("status") == "verified":
-            return Member(member_id, token, domain)
-        await asyncio.sleep(0.1)
-    raise RuntimeError(f"{domain} never became verified")
-
-
-class CsrFactory:
-    """Server CSRs for names under the members' verified domains; keys from a small P-256/RSA-2048 pool."""
-
-    def __init__(self, members: list[Member]) -> None:
-        self._members = members
-        self._rng = random.Random(7)
-        self._keys: list[Any] = [ec.generate_private_key(ec.SECP256R1()) for _ in range(6)]
-        self._keys += [rsa.generate_private_key(65537, 2048) for _ in range(2)]
-        self._count = 0
-
-    def make(self, n: int) -> list[tuple[str, str]]:
-        """(session token, PEM) pairs, members taken in turn."""
-        out = []
-        for _ in range(n):
-            member = self._members[self._count % len(self._members)]
-            name = f"h{self._count}.{member.domain}"
-            self._count += 1
-            pem = (
-                x509.CertificateSigningRequestBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-                .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-                .sign(self._rng.choice(self._keys), hashes.SHA256())
-                .public_bytes(serialization.Encoding.PEM)
-                .decode()
-            )
-            out.append((member.token, pem))
-        return out
-
-
-# ---------------------------------------------------------------------------------------------- load
-
-
-@dataclasses.dataclass
-class Sample:
-    start: float  # scheduled (open loop) or actual (closed loop) submission time
-    http_done: float
-    status: int
-    request_id: str | None
-    answered: float | None = None
-
-
-async def submit(api: Api, token: str, pem: str, start: float) -> Sample:
-    try:
-        status, body = await api.call("POST", "/v1/requests", {"csr_pem": pem, "profile": "server"}, token)
-    except (aiohttp.ClientError, TimeoutError):
-        return Sample(start, time.perf_counter(), 0, None)
-    request_id = body.get("id") if status == 202 and isinstance(body, dict) else None
-    return Sample(start, time.perf_counter(), status, request_id)
-
-
-async def closed_loop(
-    api: Api, watcher: Watcher, csrs: list[tuple[str, str]], concurrency: int, timeout: float
-) -> list[Sample]:
-    """Each client submits, waits for the answer, submits the next; nothing new after `timeout` s."""
-    pending = iter(csrs)
-    samples: list[Sample] = []
-    deadline = time.monotonic() + timeout
-
-    async def client() -> None:
-        for token, pem in pending:
-            if time.monotonic() > deadline:
-                return
-            sample = await submit(api, token, pem, time.perf_counter())
-            if sample.request_id:
-                sample.answered = await watcher.answer(sample.request_id, max(0.1, deadline - time.monotonic()))
-            samples.append(sample)
-
-    await asyncio.gather(*(client() for _ in range(concurrency)))
-    return samples
-
-
-async def open_loop(
-    api: Api, watcher: Watcher, csrs: list[tuple[str, str]], rate: float, timeout: float
-) -> list[Sample]:
-    t0 = time.perf_counter() + 0.1
-    tasks = []
-    for i, (token, pem) in enumerate(csrs):
-        scheduled = t0 + i / rate
-        delay = scheduled - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(submit(api, token, pem, scheduled)))
-    samples = list(await asyncio.gather(*tasks))
-    deadline = time.monotonic() + timeout
-    for sample in samples:
-        if sample.request_id:
-            sample.answered = await watcher.answer(sample.request_id, max(0.1, deadline - time.monotonic()))
-    return samples
+# ---------------------------------------------------------------------------------------------- summaries
 
 
 def _pct(sorted_values: list[float], q: float) -> float | None:
@@ -428,106 +154,6 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-# ---------------------------------------------------------------------------------------------- processes
-
-
-def _signer_batches(port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    return sum(
-        float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith("cacert_signer_batch_size_count")
-    )
-
-
-async def wait_ready(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as http:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{what} exited with {proc.returncode}")
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as response:
-                    if response.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{what} not ready after {timeout} s")
-
-
-def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list[int]]:
-    """The processes of the system under test; the devstack's Kafka and FerretDB by their pid files."""
-    pids = {"signer": signer_pids, "registration": [registration_pid], "kafka": [], "ferretdb": [],
-            "load_generator": [os.getpid()]}  # fmt: skip
-    try:
-        from devstack.process import running_pid
-
-        for part, name in (("kafka", "kafka"), ("ferretdb", "mongo")):
-            pid = running_pid(name)
-            pids[part] = [pid] if pid else []
-    except Exception as exc:  # an external stack: its servers are not ours to watch
-        print(f"devstack pids unknown ({exc}); Kafka/FerretDB CPU not measured", file=sys.stderr)
-    return pids
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class StackDisturbedError(RuntimeError):
-    """The devstack's Kafka or FerretDB was restarted during the run (e.g. by a fault test): numbers void."""
-
-
-class StackGuard:
-    """Remembers the devstack's Kafka and FerretDB pids; `check()` raises if either changed."""
-
-    def __init__(self, enabled: bool) -> None:
-        self._pids = self._current() if enabled else {}
-
-    @staticmethod
-    def _current() -> dict[str, int | None]:
-        from devstack.process import running_pid
-
-        return {name: running_pid(name) for name in ("kafka", "mongo")}
-
-    def check(self) -> None:
-        if not self._pids:
-            return
-        now = self._current()
-        if now != self._pids:
-            raise StackDisturbedError(
-                f"the devstack was restarted during the run (pids {self._pids} -> {now}), probably by a fault "
-                "test on the same machine; the numbers would be meaningless, run the command again"
-            )
-
-
-def git_revision() -> str:
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True, check=True
-        )
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
-
-
-def start_registration(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "services.registration"], env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
 # ---------------------------------------------------------------------------------------------- the run
 
 
@@ -536,7 +162,7 @@ async def run_config(
     replicas: int,
     base_env: dict[str, str],
     run_id: str,
-    api: Api,
+    api: MemberApi,
     watcher: Watcher,
     factory: CsrFactory,
     registration_pid: int,
@@ -544,10 +170,10 @@ async def run_config(
     guard: StackGuard,
 ) -> dict[str, Any]:
     env = dict(base_env, CACERT_MONGO_DATABASE=f"bench_signer_{run_id}_{replicas}")
-    started = loadtest.start_signers(replicas, env, opts.lint, work)
+    started = signer_loadtest.start_signers(replicas, env, opts.lint, work)
     procs = [p for p, _ in started]
     ports = [port for _, port in started]
-    config: dict[str, Any] = {"replicas": replicas, "loadavg_before": _loadavg()}
+    config: dict[str, Any] = {"replicas": replicas, "loadavg_before": loadavg()}
     try:
         for (proc, port), i in zip(started, range(replicas), strict=True):
             await wait_ready(port, proc, f"signer replica {i}")
@@ -558,7 +184,7 @@ async def run_config(
             warm = factory.make(2 * opts.partitions)
             samples = await closed_loop(api, watcher, warm, len(warm), opts.timeout)
             warmed += len(samples)
-            batches = [await asyncio.to_thread(_signer_batches, p) for p in ports]
+            batches = [await asyncio.to_thread(signer_batches, p) for p in ports]
             if all(b > 0 for b in batches):
                 break
             if time.monotonic() > deadline:
@@ -567,9 +193,9 @@ async def run_config(
 
         guard.check()
         pids = system_pids([p.pid for p in procs], registration_pid)
-        before = loadtest.cpu_snapshot(pids)
+        before = signer_loadtest.cpu_snapshot(pids)
         burst = await closed_loop(api, watcher, factory.make(opts.saturation_count), opts.concurrency, opts.timeout)
-        after = loadtest.cpu_snapshot(pids)
+        after = signer_loadtest.cpu_snapshot(pids)
         saturation = summarize(burst, watcher)
         saturation["concurrency"] = opts.concurrency
         saturation["steady_per_s"] = round(steady_rate(burst), 1)
@@ -594,14 +220,14 @@ async def run_config(
             print(f"[{replicas} replica(s)] {fraction:.0%}: {json.dumps(level)}", file=sys.stderr)
         config["levels"] = levels
         guard.check()
-        config.update(await asyncio.to_thread(loadtest.stage_breakdown, ports))
+        config.update(await asyncio.to_thread(signer_loadtest.stage_breakdown, ports))
     except Exception:
         for i in range(replicas):
-            print(f"--- signer-{i}.log\n{_tail(work / f'signer-{i}.log')}", file=sys.stderr)
+            print(f"--- signer-{i}.log\n{log_tail(work / f'signer-{i}.log')}", file=sys.stderr)
         raise
     finally:
         stop_processes(procs)
-    config["loadavg_after"] = _loadavg()
+    config["loadavg_after"] = loadavg()
     return config
 
 
@@ -609,12 +235,12 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
     """The signer's stand-alone load test against the same CA: ratio to bare signing in the same run."""
     out = work / "signer-loadtest.json"
     args = [
-        sys.executable, "-m", "services.signer.loadtest",
+        sys.executable, "-m", "benchmarks.signer_loadtest",
         "--requests", str(opts.signer_requests), "--lint", opts.signer_lint, "--replicas", "1",
         "--ca-dir", str(ca_dir), "--ca-algorithm", CA_ALGORITHM, "--bootstrap", bootstrap, "--mongo-url", mongo_url,
         "--baseline-seconds", str(opts.baseline_seconds), "--out", str(out), "--timeout", str(opts.timeout),
     ]  # fmt: skip
-    env = dict(os.environ, CACERT_CA_PASSPHRASE=loadtest.PASSPHRASE.decode(), CACERT_LOG_LEVEL="WARNING")
+    env = dict(os.environ, CACERT_CA_PASSPHRASE=signer_loadtest.PASSPHRASE.decode(), CACERT_LOG_LEVEL="WARNING")
     proc = await asyncio.create_subprocess_exec(
         *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
@@ -623,7 +249,7 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
         raise RuntimeError(f"signer load test failed ({proc.returncode}): {stderr.decode()[-2000:]}")
     report: dict[str, Any] = json.loads(out.read_text())
     report["command"] = (
-        f"python -m services.signer.loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
+        f"python -m benchmarks.signer_loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
         f"--replicas 1 --ca-dir <this run's CA> --ca-algorithm {CA_ALGORITHM} "
         f"--baseline-seconds {opts.baseline_seconds:g}"
     )
@@ -647,8 +273,8 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
         CACERT_KAFKA_CREATE_TOPICS="false",
         CACERT_MONGO_URL=opts.mongo_url,
         CACERT_CA_DIR=str(ca_dir),
-        CACERT_CA_PASSPHRASE=loadtest.PASSPHRASE.decode(),
-        CACERT_SIGNER_PUBLIC_URL=loadtest.PUBLIC_URL,
+        CACERT_CA_PASSPHRASE=signer_loadtest.PASSPHRASE.decode(),
+        CACERT_SIGNER_PUBLIC_URL=signer_loadtest.PUBLIC_URL,
         CACERT_LOG_LEVEL="WARNING",
     )
     reg_port = free_port()
@@ -665,7 +291,7 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
         connector = aiohttp.TCPConnector(limit=512)
         timeout = aiohttp.ClientTimeout(total=opts.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-            api = Api(f"http://127.0.0.1:{reg_port}", http)
+            api = MemberApi(http, f"http://127.0.0.1:{reg_port}")
             t = time.perf_counter()
             members = list(
                 await asyncio.gather(*(sign_up(api, watcher, producer, i, run_id) for i in range(opts.members)))
@@ -677,13 +303,13 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
             config["members_prepared_s"] = round(prepared_s, 1)
             return config
     except Exception:
-        print(f"--- registration.log\n{_tail(reg_log)}", file=sys.stderr)
+        print(f"--- registration.log\n{log_tail(reg_log)}", file=sys.stderr)
         raise
     finally:
         await producer.stop()
         await watcher.stop()
         stop_processes([registration])
-        await _clean_up(opts, topics, [reg_db, f"bench_signer_{run_id}_{replicas}"])
+        await clean_up(opts.bootstrap, opts.mongo_url, topics, [reg_db, f"bench_signer_{run_id}_{replicas}"])
 
 
 async def measure(opts: Options) -> dict[str, Any]:
@@ -708,13 +334,14 @@ async def measure(opts: Options) -> dict[str, Any]:
         work = Path(tmp)
         ca_dir = work / "ca"
         ca_dir.mkdir()
-        bootstrap_ca(ca_dir, loadtest.PASSPHRASE, CA_ALGORITHM, class1_urls=CAUrls.under(loadtest.PUBLIC_URL, "class1"))
+        class1_urls = CAUrls.under(signer_loadtest.PUBLIC_URL, "class1")
+        bootstrap_ca(ca_dir, signer_loadtest.PASSPHRASE, CA_ALGORITHM, class1_urls=class1_urls)
         report["configs"] = [await fresh_system(opts, r, ca_dir, work, guard) for r in opts.replicas]
         report["signer_only"] = await signer_only(opts, ca_dir, opts.bootstrap, opts.mongo_url, work)
         guard.check()
     report["setup"] = {
         "ca_algorithm": CA_ALGORITHM,
-        "ca_public_url": loadtest.PUBLIC_URL,
+        "ca_public_url": signer_loadtest.PUBLIC_URL,
         "lint": opts.lint,
         "partitions": opts.partitions,
         "members": opts.members,
@@ -727,67 +354,12 @@ async def measure(opts: Options) -> dict[str, Any]:
         "replicas": list(opts.replicas),
         "profile": "server (1 DNS name under a verified domain), CSR keys P-256 / RSA-2048 (3:1)",
     }
-    report["machine"]["loadavg_end"] = _loadavg()
+    report["machine"]["loadavg_end"] = loadavg()
     report["duration_s"] = round(time.monotonic() - started_wall, 1)
     return report
 
 
-async def _clean_up(opts: Options, topics: Topics, databases: list[str]) -> None:
-    """Drop this run's databases and topics (best effort: a leftover is harmless, just untidy)."""
-    from aiokafka.admin import AIOKafkaAdminClient
-    from pymongo import AsyncMongoClient
-
-    try:
-        client: AsyncMongoClient[Any] = AsyncMongoClient(opts.mongo_url, serverSelectionTimeoutMS=5000)
-        try:
-            for name in databases:
-                await client.drop_database(name)
-        finally:
-            await client.close()
-    except Exception as exc:
-        print(f"clean-up of databases failed: {exc}", file=sys.stderr)
-    try:
-        admin = AIOKafkaAdminClient(bootstrap_servers=opts.bootstrap, client_id="e2e-bench-cleanup")
-        await admin.start()
-        try:
-            await admin.delete_topics(topics.all())
-        finally:
-            await admin.close()
-    except Exception as exc:
-        print(f"clean-up of topics failed: {exc}", file=sys.stderr)
-
-
 # ---------------------------------------------------------------------------------------------- output
-
-
-def plot(report: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=100)
-    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red"]
-    for i, config in enumerate(report["configs"]):
-        color = colors[i % len(colors)]
-        xs = [lv["offered_per_s"] for lv in config["levels"]]
-        label = f"{config['replicas']} signer replica{'s' if config['replicas'] > 1 else ''}"
-        ax.plot(xs, [lv["p50_ms"] for lv in config["levels"]], "o-", color=color, label=f"{label}: p50")
-        ax.plot(xs, [lv["p99_ms"] for lv in config["levels"]], "s--", color=color, label=f"{label}: p99")
-        ax.axvline(config["saturation"]["steady_per_s"], color=color, linestyle=":", linewidth=1)
-    ax.set_xlabel("offered load (certificate requests / s); dotted: measured saturation")
-    ax.set_ylabel("CSR POST → cert.issued (ms)")
-    ax.set_yscale("log")
-    ax.set_xlim(left=0)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.set_title(
-        f"End-to-end latency vs offered load ({report['machine']['nproc']} CPUs, {report['started_at']})", fontsize=10
-    )
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png")
-    plt.close(fig)
 
 
 def _fmt(value: Any) -> str:
@@ -935,7 +507,7 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
     lines += [
         "## Signer alone against bare signing",
         "",
-        f"`{signer.get('command', 'python -m services.signer.loadtest')}` (same CA, same run):",
+        f"`{signer.get('command', 'python -m benchmarks.signer_loadtest')}` (same CA, same run):",
         "",
         "| lint | signer replicas | requests | certs/s | p50 (ms) | p99 (ms) | bare signing (certs/s, 1 thread) "
         "| ratio |",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from demo.clients import DemoError
 from demo.flow import MemberDemo, Urls
+from demo.member_api import ApiRefused
 
 
 def parser() -> argparse.ArgumentParser:
@@ -48,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = MemberDemo(urls, assurers, args.out, say=lambda line: print(line, flush=True))
     try:
         summary = asyncio.run(demo.run())
-    except (DemoError, TimeoutError) as exc:
+    except (DemoError, ApiRefused, TimeoutError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
     t = summary["timings"]

@@ -1,4 +1,5 @@
-"""Thin clients for the public interfaces the demo uses: the member API, mailed links, the mailbox."""
+"""Thin clients for the public interfaces the demo uses beside the member API (`demo/member_api.py`):
+mailed links and the mailbox."""
 
 from __future__ import annotations
 
@@ -18,33 +19,6 @@ LINK = re.compile(r"https?://[^\s<>\"']+")
 
 class DemoError(Exception):
     """A step failed; the message says which and what the system answered."""
-
-
-class Api:
-    """The registration API as one member (or Assurer) sees it: JSON in, JSON out, a bearer token."""
-
-    def __init__(self, session: aiohttp.ClientSession, base_url: str) -> None:
-        self._session = session
-        self.base_url = base_url.rstrip("/")
-        self.token: str | None = None
-
-    async def call(
-        self, method: str, path: str, body: dict[str, Any] | None = None, *, ok: tuple[int, ...] = ()
-    ) -> Any:
-        headers = {"Accept": "application/json"}
-        if self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        async with self._session.request(method, self.base_url + path, json=body, headers=headers) as response:
-            text = await response.text()
-            if response.status >= 400 and response.status not in ok:
-                raise DemoError(f"{method} {path} answered {response.status}: {text[:2000]}")
-            if not text:
-                return None
-            return await response.json(content_type=None) if text[:1] in "{[" else text
-
-    async def login(self, email: str, password: str) -> None:
-        session = await self.call("POST", "/v1/sessions", {"email": email, "password": password})
-        self.token = session["token"]
 
 
 class _FormFinder(html.parser.HTMLParser):

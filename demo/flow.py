@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from demo.clients import Api, DemoError, Mail, follow_confirmation_link, wait_until
+from demo.clients import DemoError, Mail, follow_confirmation_link, wait_until
+from demo.member_api import MemberApi
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -133,7 +134,9 @@ class MemberDemo:
         self.steps[name] = round(time.monotonic() - started, 3)
         return result
 
-    async def _get_certificate(self, api: Api, label: str, profile: str, csr_pem: str, subject_hint: str) -> Issued:
+    async def _get_certificate(
+        self, api: MemberApi, label: str, profile: str, csr_pem: str, subject_hint: str
+    ) -> Issued:
         """Submit a CSR, wait for the certificate mail, fetch the certificate with its chain from the API."""
         submitted = time.time()
         request = await api.call("POST", "/v1/requests", {"csr_pem": csr_pem, "profile": profile})
@@ -161,7 +164,7 @@ class MemberDemo:
         timeout = aiohttp.ClientTimeout(total=30)
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await self._check_up(http)
-            member = Api(http, self.urls.api)
+            member = MemberApi(http, self.urls.api)
             await self._step("register_and_confirm_email", self._register(http, member))
             await self._step("verify_domain", self._verify_domain(http, member))
             await self._step("class1_certificates", self._class1(member))
@@ -187,7 +190,7 @@ class MemberDemo:
                 problem = f"is not reachable ({exc})"
             raise DemoError(f"{name} at {base} {problem}: start the system with `./dev up`")
 
-    async def _register(self, http: aiohttp.ClientSession, member: Api) -> None:
+    async def _register(self, http: aiohttp.ClientSession, member: MemberApi) -> None:
         self.say(f"1. sign up as {self.email} and confirm the address from the mail")
         await member.call("POST", "/v1/members", {"name": "Ada Lovelace", "date_of_birth": "1990-12-10",
                                                   "email": self.email, "password": self.password})  # fmt: skip
@@ -200,7 +203,7 @@ class MemberDemo:
         self.member_id = me["id"]
         self.say(f"  member {me['id']}, address verified: {me['emails'][0]['verified']}")
 
-    async def _verify_domain(self, http: aiohttp.ClientSession, member: Api) -> None:
+    async def _verify_domain(self, http: aiohttp.ClientSession, member: MemberApi) -> None:
         self.say(f"2. add {self.domain} and verify it through hostmaster@")
         domain = await member.call("POST", "/v1/domains", {"domain": self.domain})
         contacts = (await member.call("GET", f"/v1/domains/{domain['id']}/contacts"))["contacts"]
@@ -217,7 +220,7 @@ class MemberDemo:
         self.contact = contact
         self.say(f"  {self.domain} verified by {contact}")
 
-    async def _class1(self, member: Api) -> None:
+    async def _class1(self, member: MemberApi) -> None:
         self.say("3. Class 1 certificates (the member has 0 points)")
         key = new_key("rsa2048")
         csr = make_csr(key, cn=self.domain, dns=[self.domain, f"www.{self.domain}"], email_attr=self.email)
@@ -238,7 +241,7 @@ class MemberDemo:
         issued = await self._get_certificate(member, "revoked", "server", csr, name)
         self._write("revoked.pem", issued.certificate_pem)
 
-    async def _revoke(self, member: Api) -> None:
+    async def _revoke(self, member: MemberApi) -> None:
         serial = self.issued["revoked"].serial
         self.say(f"4. revoke {serial} (old.{self.domain})")
         await member.call("POST", f"/v1/certificates/{serial}/revoke", {"reason": "superseded"})
@@ -251,11 +254,11 @@ class MemberDemo:
         await wait_until(revoked, f"{serial} to show as revoked")
         self.say("  revoked (mail received, the API shows it revoked)")
 
-    async def _assurance(self, http: aiohttp.ClientSession, member: Api) -> None:
+    async def _assurance(self, http: aiohttp.ClientSession, member: MemberApi) -> None:
         self.say("5. meet two Assurers: 35 + 15 points")
         today = dt.date.today().isoformat()
         for assurer, points in zip(self.assurers, (35, 15), strict=False):
-            session = Api(http, self.urls.api)
+            session = MemberApi(http, self.urls.api)
             await session.login(assurer["email"], assurer["password"])
             await session.call("POST", "/v1/assurances", {"member": self.email, "points": points,
                                                           "location": "Demo meetup", "date": today})  # fmt: skip
@@ -266,7 +269,7 @@ class MemberDemo:
         self.points = me["points"]
         self.say(f"  {me['points']} points, assured: {me['assured']}")
 
-    async def _class3(self, member: Api) -> None:
+    async def _class3(self, member: MemberApi) -> None:
         self.say("6. a Class 3 server certificate (now Assured)")
         key = new_key("p256")
         csr = make_csr(key, cn=self.domain, dns=[self.domain, f"www.{self.domain}"], email_attr=self.email)

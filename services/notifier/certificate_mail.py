@@ -1,4 +1,5 @@
-"""What a `cert.issued` mail adds to its template: PEM attachments, file names, the root to trust.
+"""What a certificate mail adds to its template: PEM attachments, file names, the root to trust,
+the client-certificate configuration and the Renew link.
 
 Kept out of the template so the rules (which files, which anchor) are
 plain Python with unit tests, and the template only words them.
@@ -9,7 +10,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from typing import Any
+from urllib.parse import quote
 
+from shared.server_snippets import root_advice, server_snippets
+
+# The root the mailed client-certificate snippet names: Class 3 admits assured members only (the root
+# advice beside it says that the Class 1 file admits everyone).
+CLIENT_ROOT_CLASS = 3
 _UNSAFE_FILENAME = re.compile(r"[^a-z0-9._-]+")
 
 
@@ -64,6 +71,29 @@ def label(context: dict[str, Any]) -> str:
     return str(names[0] if names else context.get("subject") or context.get("serial") or "certificate")
 
 
+def client_auth(context: dict[str, Any]) -> dict[str, Any] | None:
+    """For a server certificate: the Apache and nginx lines that make its site ask visitors for a client
+    certificate under the Class 3 root, from `shared.server_snippets` (the portal shows the same text).
+    None for other profiles."""
+    if context.get("profile") != "server":
+        return None
+    snippets = server_snippets(context.get("dns_names") or [], client_root_class=CLIENT_ROOT_CLASS)
+    return {"apache": snippets.apache_client_auth, "nginx": snippets.nginx_client_auth,
+            "root_class": CLIENT_ROOT_CLASS}
+
+
+def renew_url(registration_url: str, serial: str) -> str:
+    """The portal page that pre-fills a new request with this certificate's names and profile
+    (empty when registration's public URL is not configured)."""
+    if not registration_url:
+        return ""
+    return f"{registration_url.rstrip('/')}/account/certificates/{quote(serial, safe='')}/renew"
+
+
 def extras(context: dict[str, Any]) -> dict[str, Any]:
+    """Which root decides who a client-certificate check admits (`root_advice`) matters to server and
+    client certificates; code signing has no use for it."""
+    advice = root_advice() if context.get("profile") in ("server", "client") else ()
     return {"file_stem": file_stem(context), "has_chain": bool(_pem(context.get("chain_pem"))),
-            "label": label(context), **trust_anchor(context)}
+            "label": label(context), "client_auth": client_auth(context), "root_advice": advice,
+            **trust_anchor(context)}

@@ -41,6 +41,7 @@ class MailContent:
 
 class MailRenderer:
     def __init__(self, directory: Path = TEMPLATES, *, account_url: str = "") -> None:
+        """`account_url`: registration's public URL (the footer names it; reminders link to Renew under it)."""
         loader = jinja2.FileSystemLoader(directory)
         options: dict[str, Any] = {"loader": loader, "undefined": jinja2.StrictUndefined,
                                    "trim_blocks": True, "lstrip_blocks": True, "keep_trailing_newline": True}
@@ -61,6 +62,8 @@ class MailRenderer:
         values = {"account_url": self._account_url, "name": None, **context}
         if template in CERTIFICATE_TEMPLATES:
             values.update(certificate_mail.extras(values))
+        if template == "expiry_reminder":
+            values["renew_url"] = certificate_mail.renew_url(self._account_url, str(values["serial"]))
         text_template = self._text.get_template(f"{template}.txt.j2")
         subject = subject_text("".join(text_template.blocks["subject"](text_template.new_context(values))))
         text = text_template.render(values)

@@ -109,10 +109,6 @@ class MailSender:
         self._in_flight.discard(task)
         self._slots.release()
 
-    async def send_one(self, mail: OutgoingMail) -> None:
-        """Deliver one claimed mail (exposed for tests that drive the sender step by step)."""
-        await self._process(mail)
-
     async def _process(self, mail: OutgoingMail) -> None:
         with bound(mail_id=mail.id, template=mail.template, member_id=mail.member_id):
             now = self._clock()

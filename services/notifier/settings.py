@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+from urllib.parse import urlsplit
 
 from services.notifier.addresses import InvalidAddress, parse_mailbox
 from shared.config import ConfigError, setting
@@ -47,7 +48,9 @@ class NotifierSettings:
     lease_seconds: float = setting("CACERT_NOTIFIER_LEASE_SECONDS", 300.0,
                                    help="a mail left 'sending' longer than this (crashed replica) is retried")
     account_url: str = setting("CACERT_NOTIFIER_ACCOUNT_URL", "",
-                               help="member area URL named in notices (empty: not mentioned)")
+                               help="registration's public URL (its CACERT_PUBLIC_URL): named in the mail "
+                                    "footer; expiry reminders link to <it>/account/certificates/<serial>/renew "
+                                    "(empty: neither)")
 
     @property
     def tls(self) -> SmtpTls:
@@ -77,6 +80,15 @@ class NotifierSettings:
         if self.lease_seconds <= self.smtp_timeout:
             raise ConfigError("CACERT_NOTIFIER_LEASE_SECONDS must exceed CACERT_SMTP_TIMEOUT_SECONDS, "
                               "or a slow send would be retried while still in flight")
+        if self.account_url:
+            try:
+                url = urlsplit(self.account_url)
+                bad = url.scheme not in ("http", "https") or not url.hostname or bool(url.query or url.fragment)
+            except ValueError:  # e.g. an unclosed IPv6 bracket
+                bad = True
+            if bad:
+                raise ConfigError("CACERT_NOTIFIER_ACCOUNT_URL must be registration's public http(s) URL "
+                                  f"without query or fragment, got {self.account_url!r}")
         try:
             parse_mailbox(self.mail_from)
         except InvalidAddress as exc:

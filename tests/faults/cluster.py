@@ -1,6 +1,6 @@
 """Signer replicas as real processes, a paced stream of `csr.approved`, and an exact count of answers.
 
-Like `services/signer/loadtest.py`, but built for breaking things in the middle: requests are
+Like `benchmarks/signer_loadtest.py`, but built for breaking things in the middle: requests are
 published at a steady rate (so work is always arriving when the fault hits), the publisher and the
 collector ride out a broker outage by themselves, and the result is checked per request id against
 both the `cert` topic and the signer's own database.
@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from services.signer.loadtest import build_requests
+from benchmarks.signer_loadtest import build_requests
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics
 from shared.kafka import EventProducer, ensure_topics

@@ -15,6 +15,7 @@ from cryptography import x509
 
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import isoformat, utcnow
+from shared.server_snippets import root_advice
 from tests.notifier.certs import CertFactory, issued_payload
 from tests.notifier.harness import Harness, running
 from tests.notifier.mailparse import attachments, body_text
@@ -111,7 +112,12 @@ async def test_every_event_type_mails_the_member(notifier: Harness) -> None:
     assert x509.load_pem_x509_certificate(files["certificate.pem"]) == issued.certificate
     assert x509.load_pem_x509_certificates(files["chain.pem"]) == [ca.class3]
     assert x509.load_pem_x509_certificates(files["fullchain.pem"]) == [issued.certificate, ca.class3]
-    assert "CAcert Class 3 root" in body_text(by_subject[events[0][2]].message)
+    issued_text = body_text(by_subject[events[0][2]].message).splitlines()
+    assert "Trust: relying parties must trust the CAcert Class 3 root." in issued_text
+    # Through SMTP the client-certificate snippet arrives intact (quoted-printable, long lines and all).
+    assert "  SSLCACertificateFile /etc/ssl/certs/cacert-class3-root.pem" in issued_text
+    assert "  SSLVerifyClient require" in issued_text and "  ssl_verify_client      on;" in issued_text
+    assert [f"  - {line}" for line in root_advice()] == [line for line in issued_text if line.startswith("  - ")]
 
     # One mail.sent per source event, keyed by it, naming recipient and subject.
     outcomes = await notifier.mail_events(1 + len(events))

@@ -12,6 +12,7 @@ from shared.events import isoformat, utcnow
 from tests.eventlog import wait_until
 from tests.notifier.certs import CertFactory, issued_payload
 from tests.notifier.harness import Harness, running
+from tests.notifier.mailparse import body_text
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -103,3 +104,18 @@ async def test_periodic_task_runs_by_itself(
         )
         await notifier.settle(1.5)
         assert sum("expires in" in r.message["Subject"] for r in notifier.smtp.received) == 1
+
+
+async def test_reminder_mail_links_to_renew_under_registrations_public_url(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings
+) -> None:
+    async with running(kafka_settings, mongo_settings, account_url="http://ra.cacert.test:8081") as notifier:
+        assert notifier.service.reminders is not None
+        await notifier.register("m-1", "Ada Lovelace", "ada@example.org")
+        soon = await cert_issued(notifier, CertFactory(), days=2, names=("soon.example.org",), request_id="r1")
+        await notifier.wait_received(2)  # welcome, issued
+        assert await notifier.service.reminders.run_once() == 1
+        reminder = (await notifier.wait_received(3))[-1]
+        assert reminder.message["Subject"] == "Your certificate soon.example.org expires in 2 days"
+        renew = f"http://ra.cacert.test:8081/account/certificates/{soon['serial']}/renew"
+        assert f"  {renew}" in body_text(reminder.message).splitlines()

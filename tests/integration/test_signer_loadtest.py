@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from services.signer import loadtest
+from benchmarks import signer_loadtest
 
 
 def test_a_small_load_test_reports_every_request_answered_once(stack_env: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "report.json"
-    code = loadtest.main([
+    code = signer_loadtest.main([
         "--requests", "24", "--ca-algorithm", "p256", "--lint", "off", "--partitions", "2",
         "--baseline-seconds", "0.4", "--bootstrap", stack_env["CACERT_KAFKA_BOOTSTRAP"],
         "--mongo-url", stack_env["CACERT_MONGO_URL"], "--out", str(out), "--log-dir", str(tmp_path / "logs"),

@@ -59,6 +59,12 @@ def test_settings_defaults_and_parsing() -> None:
     assert s.tls is SmtpTls.STARTTLS and s.smtp_port == 587 and s.reminder_days == (30, 7, 1)
     default = load(NotifierSettings, BASE_ENV)
     assert default.reminder_days == (14, 3) and default.tls is SmtpTls.NONE
+    assert default.account_url == ""  # no footer link, no Renew link
+
+
+def test_registration_url_accepts_http_and_https_bases() -> None:
+    for url in ("https://ra.cacert.example", "http://127.0.0.1:8081", "https://cacert.example/ra/"):
+        assert load(NotifierSettings, {**BASE_ENV, "CACERT_NOTIFIER_ACCOUNT_URL": url}).account_url == url
 
 
 @pytest.mark.parametrize(
@@ -69,6 +75,11 @@ def test_settings_defaults_and_parsing() -> None:
         {"CACERT_NOTIFIER_REMINDER_DAYS": "14,0"},
         {"CACERT_MAIL_FROM": "not an address"},
         {"CACERT_NOTIFIER_LEASE_SECONDS": "10", "CACERT_SMTP_TIMEOUT_SECONDS": "30"},
+        {"CACERT_NOTIFIER_ACCOUNT_URL": "ra.cacert.example"},
+        {"CACERT_NOTIFIER_ACCOUNT_URL": "ftp://ra.cacert.example"},
+        {"CACERT_NOTIFIER_ACCOUNT_URL": "https://"},
+        {"CACERT_NOTIFIER_ACCOUNT_URL": "https://ra.cacert.example/?next=/account"},
+        {"CACERT_NOTIFIER_ACCOUNT_URL": "http://[::1"},
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str]) -> None:

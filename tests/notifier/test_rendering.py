@@ -13,12 +13,14 @@ from services.notifier.message import build_message
 from services.notifier.notices import Notice, notice_for
 from services.notifier.rendering import MailRenderer, TemplateMissing
 from shared.events import make_event
+from shared.server_snippets import root_advice, server_snippets
 from tests.notifier.certs import CertFactory, issued_payload
 from tests.notifier.mailparse import attachments, body_text, parse
 
 SENDER = parse_mailbox("CAcert Community CA <noreply@cacert.test>")
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-renderer = MailRenderer(account_url="https://ca.cacert.test/account")
+REGISTRATION_URL = "https://ca.cacert.test"  # registration's public URL (CACERT_NOTIFIER_ACCOUNT_URL)
+renderer = MailRenderer(account_url=REGISTRATION_URL)
 
 
 @pytest.fixture(scope="module")
@@ -131,6 +133,44 @@ def test_cert_issued_attaches_the_same_certificate_and_names_the_root(
     assert "ssl_certificate     /etc/ssl/certs/www.example.org-fullchain.pem;" in text
     assert "ssl_certificate_key /etc/ssl/private/www.example.org.key;" in text
     assert data["serial"] in text and data["not_after"] in text
+
+
+@pytest.mark.parametrize("cert_class", [3, 1])
+def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_and_root_advice(
+    ca: CertFactory, cert_class: int
+) -> None:
+    names = ["www.example.org", "example.org"]
+    issued = ca.issue(cert_class=cert_class, dns_names=tuple(names))
+    message, _ = rendered(notice_for(event("cert.issued", issued_payload(issued, cert_class=cert_class,
+                                                                         dns_names=names))))
+    text = body_text(message)
+    shared = server_snippets(names, client_root_class=3)
+    for snippet in (shared.apache_client_auth, shared.nginx_client_auth):
+        for line in snippet.splitlines():
+            assert f"  {line}\n" in text, line  # the shared text, indented, not a copy of it
+    assert "SSLCACertificateFile /etc/ssl/certs/cacert-class3-root.pem\n  SSLVerifyClient require" in text
+    assert "ssl_client_certificate /etc/ssl/certs/cacert-class3-root.pem;" in text
+    for line in root_advice():
+        assert f"  - {line}\n" in text
+    class3_line, class1_line = root_advice()
+    assert "assured members only" in class3_line and "cacert-class3-root.pem" in class3_line
+    assert "everyone" in class1_line and "cacert-class1-root.pem" in class1_line
+
+
+def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -> None:
+    client = ca.issue(cert_class=1, dns_names=(), emails=("ada@example.org",))
+    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+        client, profile="client", cert_class=1, dns_names=[], emails=["ada@example.org"]))))
+    text = body_text(message)
+    assert all(f"  - {line}\n" in text for line in root_advice())  # which sites admit it
+    assert "SSLVerifyClient" not in text and "ssl_client_certificate" not in text
+
+    signer = ca.issue(cert_class=3, dns_names=())
+    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+        signer, profile="codesign", cert_class=3, dns_names=[]))))
+    text = body_text(message)
+    assert "Sign your code with it" in text
+    assert "SSLVerifyClient" not in text and not any(line in text for line in root_advice())
 
 
 def test_client_certificate_mail_explains_pkcs12_not_server_config(ca: CertFactory) -> None:
@@ -247,6 +287,17 @@ def test_expiry_reminder_template() -> None:
     assert content.subject == "Your certificate www.example.org expires in 3 days"
     assert "0abc" in content.text and "2026-03-15T00:00:00Z" in content.text
     assert renderer.render("expiry_reminder", {**context, "days_left": 1}).subject.endswith("in 1 day")
+
+
+def test_expiry_reminder_links_to_renew_under_registrations_public_url() -> None:
+    context = {"serial": "0abc", "subject": "CN=www.example.org", "profile": "server",
+               "names": ["www.example.org"], "not_after": "2026-03-15T00:00:00Z", "days_left": 3}
+    renew = "https://ca.cacert.test/account/certificates/0abc/renew"
+    assert f"  {renew}\n" in renderer.render("expiry_reminder", context).text
+    with_slash = MailRenderer(account_url="https://ca.cacert.test/")  # one slash between base and path
+    assert renew in with_slash.render("expiry_reminder", context).text
+    unconfigured = MailRenderer().render("expiry_reminder", context).text
+    assert "/renew" not in unconfigured and "Request a new certificate for the same" in unconfigured
 
 
 def test_unknown_or_path_like_template_is_refused() -> None:

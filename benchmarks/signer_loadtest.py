@@ -1,6 +1,6 @@
 """Stand-alone load test of the signer: Kafka, FerretDB/MongoDB and signer processes only.
 
-    python -m services.signer.loadtest --requests 1000 --ca-algorithm rsa4096 --replicas 1
+    python -m benchmarks.signer_loadtest --requests 1000 --ca-algorithm rsa4096 --replicas 1
 
 It creates a throw-away CA (or uses --ca-dir), fresh topics and a fresh
 database, starts `--replicas` real signer processes (`python -m services.signer
@@ -539,7 +539,7 @@ def measured_run(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m services.signer.loadtest", description=__doc__.split("\n\n")[0]
+        prog="python -m benchmarks.signer_loadtest", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--replicas", default="1", help="comma list, e.g. 1,2: one run per value")
