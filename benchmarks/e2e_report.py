@@ -5,7 +5,7 @@
 Uses the local devstack (Kafka + FerretDB), fresh topics (prefix `bench<id>.`) and databases, and a
 throw-away P-256 CA whose CRL/OCSP URLs name http://pki.example.net (pkilint refuses loopback URLs).
 Starts the registration service (`python -m services.registration`, a free port) and the signer
-replicas (`python -m services.signer issue`, linting on as in production, one consumer group) as
+replicas (`python -m services.signer issuing`, linting on as in production, one consumer group) as
 subprocesses; signs members up through the public API (confirmation token read from the
 `mail.send_requested` command, domain verified by a `domain.verified` event as domain_verify would
 publish it) and pre-generates the CSRs. Then, per replica count:
@@ -61,7 +61,7 @@ from benchmarks.e2e_system import (
 )
 from demo.member_api import MemberApi
 from devstack.process import stop_processes
-from services.signer.ca.hierarchy import bootstrap as bootstrap_ca
+from services.signer.ca.ceremony import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
 from shared.config import KafkaSettings
 from shared.events import Topics
@@ -448,7 +448,7 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
         f"`{s['ca_public_url']}`), pre-issuance linting **{'on' if s['lint'] else 'off'}**, {s['partitions']} "
         f"partitions per topic, {s['database']}; for each replica count fresh topics and databases, "
         f"registration as one `python -m services.registration` "
-        f"process, signer replicas as `python -m services.signer issue` processes in one consumer group. "
+        f"process, signer replicas as `python -m services.signer issuing` processes in one consumer group. "
         f"{s['members']} members signed up through the API, each with a domain verified by a `domain.verified` "
         f"event; requests are {s['profile']}; CSRs pre-generated.",
         f"* **Saturation**: closed loop of {s['concurrency']} clients, each submitting and waiting for its "

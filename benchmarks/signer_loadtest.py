@@ -53,7 +53,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.process import stop_processes
 from services.signer.ca import issuance, keys
-from services.signer.ca.hierarchy import bootstrap, load_hierarchy
+from services.signer.ca.ceremony import bootstrap
+from services.signer.ca.hierarchy import load_hierarchy
+from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
@@ -255,7 +257,7 @@ def start_signers(
     procs = []
     for i, port in enumerate(_free_ports(count)):
         replica_env = dict(env, CACERT_HTTP_PORT=str(port))
-        args = [sys.executable, "-m", "services.signer", "issue"] + ([] if lint else ["--no-lint"])
+        args = [sys.executable, "-m", "services.signer", "issuing"] + ([] if lint else ["--no-lint"])
         log = (log_dir / f"signer-{i}.log").open("wb")
         procs.append((subprocess.Popen(args, env=replica_env, stdout=log, stderr=subprocess.STDOUT), port))
         _REPLICAS.append(procs[-1][0])
@@ -546,7 +548,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default="1",
                         help="signing processes per replica (CACERT_SIGNER_WORKERS), comma list: one run per value")
     parser.add_argument("--lint", choices=["on", "off", "both"], default="both")
-    parser.add_argument("--ca-algorithm", default="rsa4096", choices=["rsa4096", "rsa2048", "p256", "p384"])
+    parser.add_argument("--ca-algorithm", default="rsa4096", choices=list(ALGORITHMS))
     parser.add_argument("--ca-dir", type=Path, help="use this CA (passphrase in CACERT_CA_PASSPHRASE)")
     parser.add_argument("--mix", default="server=6,client=3,codesign=1", help="profile weights")
     parser.add_argument("--csr-keys", default="p256,rsa2048", type=lambda s: s.split(","))

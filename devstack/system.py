@@ -7,7 +7,7 @@
 2. **Support staff** (first run): registration's `create-admin` for one admin and two founding
    Assurers (one assurance gives at most 35 points and Assured needs 50, so a newcomer needs two).
    Their generated passwords are kept in `<state>/system/accounts.json` (mode 0600).
-3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issue (8084)
+3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issuing (8084)
    and notifier (8085), detached, logs in `<state>/logs/<name>.log`, each awaited on `/readyz`.
    A service whose code changed since it was started is restarted; one that runs is left alone.
 
@@ -88,7 +88,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "CACERT_STACK_DOMAIN_VERIFY_PORT", 8082, ("services/domain_verify", "shared")),
     ServiceSpec("signer-status", "signer status (CRL, OCSP)", ("-m", "services.signer", "status"),
                 "CACERT_STACK_SIGNER_STATUS_PORT", 8083, ("services/signer", "shared")),
-    ServiceSpec("signer-issue", "signer issuing", ("-m", "services.signer", "issue"),
+    ServiceSpec("signer-issue", "signer issuing", ("-m", "services.signer", "issuing"),
                 "CACERT_STACK_SIGNER_ISSUE_PORT", 8084, ("services/signer", "shared")),
     ServiceSpec("notifier", "notifier (mail)", ("-m", "services.notifier"),
                 "CACERT_STACK_NOTIFIER_PORT", 8085, ("services/notifier", "shared")),

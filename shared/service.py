@@ -1,9 +1,12 @@
 """Process lifecycle shared by every service's entry point.
 
 `run(main)` installs SIGTERM/SIGINT handlers that set a stop event and
-returns the exit code; `main(stop)` starts the service's parts, waits for
-the event, and stops them in reverse order (HTTP first so no new work
-arrives, then consumers drain, then producer and database).
+returns the exit code; `main(stop)` starts the service, waits for the event,
+and stops it. A service records each part it starts in its `Lifecycle`, and
+`Lifecycle.stop()` closes them in reverse order (HTTP first so no new work
+arrives, then consumers drain, then producer and database), each one even if
+an earlier close failed, and only what was started: a start that failed
+half-way is undone by the same stop.
 """
 
 from __future__ import annotations
@@ -48,6 +51,31 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
     return asyncio.run(wrapper())
 
 
+Close = Callable[[], Awaitable[object]]
+
+
+class Lifecycle:
+    """The parts a service has started, stopped in reverse order of starting."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+        self._started: list[tuple[str, Close]] = []
+
+    def started(self, part: str, close: Close) -> None:
+        """Record that `part` is running and that `close()` stops it."""
+        self._started.append((part, close))
+
+    async def stop(self) -> None:
+        """Close every started part, last started first; a failing close is logged and the rest still run.
+        Calling it again does nothing (each part is forgotten once closed)."""
+        while self._started:
+            part, close = self._started.pop()
+            try:
+                await close()
+            except Exception:
+                log.exception("stopping a part failed", service=self._service, part=part)
+
+
 class Service(Protocol):
     """What every service object offers its entry point and the tests that run it in-process."""
 
@@ -57,8 +85,9 @@ class Service(Protocol):
 
 
 async def run_until_stopped(service: Service, stop: asyncio.Event) -> None:
-    await service.start()
+    """Start `service`, wait for `stop`, stop it; a start that failed half-way is stopped too."""
     try:
+        await service.start()
         await stop.wait()
     finally:
         await service.stop()

@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# cacert/signer: the signer; CMD `issue` (issuing mode, port 8084) or `status` (CRL/OCSP, port 8083).
+# cacert/signer: the signer; CMD `issuing` (issuing mode, port 8084) or `status` (CRL/OCSP, port 8083).
 # Build from the repository root (the context must hold pyproject.toml, requirements.lock, shared/, services/):
 #   docker build -f deploy/docker/signer.Dockerfile -t cacert/signer .
 # Dependencies are installed with `-c requirements.lock`, the same pins the tests and CI run with.
@@ -40,4 +40,4 @@ ENV PATH=/opt/cacert/bin:$PATH \
 USER 10001:10001
 EXPOSE 8084
 ENTRYPOINT ["python", "-m", "services.signer"]
-CMD ["issue"]
+CMD ["issuing"]

@@ -23,12 +23,13 @@ from services.domain_verify.store import INDEXES, ChallengeStore
 from services.domain_verify.sweep import ExpirySweep
 from shared.audit import AuditLog
 from shared.events import BY_NAME, utcnow
+from shared.events.access import SERVICES
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
-from shared.service import start_http
+from shared.service import Lifecycle, start_http
 
 NAME = "domain_verify"
 REQUESTED = BY_NAME["domain.verification_requested"].type
@@ -48,48 +49,44 @@ class DomainVerifyService:
         self._outbox: Outbox | None = None
         self._runner: ConsumerRunner | None = None
         self._http: web.AppRunner | None = None
+        self._lifecycle = Lifecycle(NAME)
 
     async def start(self) -> None:
         common = self.settings.common
         self.client, self.db = connect(common.mongo, service=NAME)
+        self._lifecycle.started("mongodb", self.client.close)
         await ensure_indexes(self.db, INDEXES)
         self.store = ChallengeStore(self.db)
         if common.create_topics:
             await ensure_topics(common.kafka)
         self._producer = EventProducer(common.kafka, client_id=NAME)
         await self._producer.start()
+        self._lifecycle.started("producer", self._producer.stop)
         self._outbox = Outbox(self._producer, [self.store.collection, self.store.settlements])
         self._outbox.start()
+        self._lifecycle.started("outbox", self._outbox.stop)
 
         issuer = ChallengeIssuer(self.store, self._outbox, self.settings, clock=self._clock)
         self._runner = ConsumerRunner(
-            common.kafka, group_id=NAME, producer=self._producer,
+            common.kafka, group_id=SERVICES[NAME].consumer_group, producer=self._producer,
             subscriptions=[Subscription("domain", {REQUESTED: issuer.handle})],
         )
         await self._runner.start()
+        self._lifecycle.started("consumer", self._runner.stop)
 
         self.sweep = ExpirySweep(self.store, self._outbox, every=self.settings.sweep_seconds,
                                  clock=self._clock)
         self.sweep.start()
+        self._lifecycle.started("expiry sweep", self.sweep.stop)
 
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
         ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock,
                         audit=AuditLog(self.db, clock=self._clock)).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
+        self._lifecycle.started("http", self._http.cleanup)
         self.http_port = self._http.addresses[0][1]
         log.info("domain_verify started", port=self.http_port)
 
     async def stop(self) -> None:
-        if self._http:
-            await self._http.cleanup()
-        if self.sweep:
-            await self.sweep.stop()
-        if self._runner:
-            await self._runner.stop()
-        if self._outbox:
-            await self._outbox.stop()
-        if self._producer:
-            await self._producer.stop()
-        if self.client:
-            await self.client.close()
+        await self._lifecycle.stop()

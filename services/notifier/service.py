@@ -28,12 +28,13 @@ from services.notifier.sender import MailSender
 from services.notifier.settings import NotifierSettings
 from services.notifier.smtp_relay import SmtpRelay, Transport
 from shared.events import utcnow
+from shared.events.access import SERVICES
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
-from shared.service import start_http
+from shared.service import Lifecycle, start_http
 
 NAME = "notifier"
 log = get_logger("notifier.service")
@@ -57,10 +58,12 @@ class NotifierService:
         self._outbox: Outbox | None = None
         self._runner: ConsumerRunner | None = None
         self._http: web.AppRunner | None = None
+        self._lifecycle = Lifecycle(NAME)
 
     async def start(self) -> None:
         common = self.settings.common
         self.client, self.db = connect(common.mongo, service=NAME)
+        self._lifecycle.started("mongodb", self.client.close)
         await ensure_indexes(self.db, {**outgoing.INDEXES, **members.INDEXES, **certificates.INDEXES})
         self.queue = MailQueue(self.db)
         self.members = MemberDirectory(self.db)
@@ -69,43 +72,36 @@ class NotifierService:
             await ensure_topics(common.kafka)
         self._producer = EventProducer(common.kafka, client_id=NAME)
         await self._producer.start()
+        self._lifecycle.started("producer", self._producer.stop)
         self._outbox = Outbox(self._producer, [self.queue.collection])
         self._outbox.start()
+        self._lifecycle.started("outbox", self._outbox.stop)
 
         renderer = MailRenderer(account_url=self.settings.account_url)
         self.sender = MailSender(self.queue, self.members, renderer, self._transport, self._outbox,
                                  self.settings, clock=self._clock)
         self.sender.start()
+        self._lifecycle.started("sender", self.sender.stop)
 
         intake = MailIntake(self.queue, self.members, self.schedule, clock=self._clock, wake=self.sender.wake)
-        self._runner = ConsumerRunner(common.kafka, group_id=NAME, producer=self._producer,
+        self._runner = ConsumerRunner(common.kafka, group_id=SERVICES[NAME].consumer_group, producer=self._producer,
                                       subscriptions=intake.subscriptions())
         await self._runner.start()
+        self._lifecycle.started("consumer", self._runner.stop)
 
         self.reminders = ExpiryReminder(self.schedule, self.queue, thresholds=self.settings.reminder_days,
                                         every=self.settings.reminder_check_seconds, clock=self._clock,
                                         on_queued=self.sender.wake)
         self.reminders.start()
+        self._lifecycle.started("expiry reminders", self.reminders.stop)
 
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
         self._http = await start_http(app, common.http.host, common.http.port)
+        self._lifecycle.started("http", self._http.cleanup)
         self.http_port = self._http.addresses[0][1]
         log.info("notifier started", port=self.http_port, smtp_host=self.settings.smtp_host,
                  smtp_port=self.settings.smtp_port, tls=self.settings.smtp_tls)
 
     async def stop(self) -> None:
-        if self._http:
-            await self._http.cleanup()
-        if self.reminders:
-            await self.reminders.stop()
-        if self._runner:
-            await self._runner.stop()
-        if self.sender:
-            await self.sender.stop()
-        if self._outbox:
-            await self._outbox.stop()
-        if self._producer:
-            await self._producer.stop()
-        if self.client:
-            await self.client.close()
+        await self._lifecycle.stop()

@@ -36,13 +36,14 @@ from services.registration.web.portal import WebPortal
 from services.registration.web.settings import WebSettings
 from shared.config import load
 from shared.events import utcnow
+from shared.events.access import SERVICES
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
 from shared.periodic import Periodic
-from shared.service import start_http
+from shared.service import Lifecycle, start_http
 
 NAME = "registration"
 log = get_logger("registration.service")
@@ -89,19 +90,23 @@ class RegistrationService:
         self._runner: ConsumerRunner | None = None
         self._sweep: ExpirySweep | None = None
         self._http: web.AppRunner | None = None
+        self._lifecycle = Lifecycle(NAME)
 
     async def start(self) -> None:
         common = self.settings.common
         self.client, self.db = connect(common.mongo, service=NAME)
+        self._lifecycle.started("mongodb", self.client.close)
         await ensure_indexes(self.db, INDEXES)
         if common.create_topics:
             await ensure_topics(common.kafka)
         self._producer = EventProducer(common.kafka, client_id=NAME)
         await self._producer.start()
+        self._lifecycle.started("producer", self._producer.stop)
         store = MongoRegistrationStore(self.db, clock=self._clock)
         ctx = self.context = Context(store, self.settings, self._clock)
         self._outbox = store.outbox = Outbox(self._producer, store.outbox_collections())
         self._outbox.start()
+        self._lifecycle.started("outbox", self._outbox.stop)
 
         members = Members(ctx)
         assurances = Assurances(ctx)
@@ -115,13 +120,15 @@ class RegistrationService:
 
         self._runner = ConsumerRunner(
             common.kafka,
-            group_id=NAME,
+            group_id=SERVICES[NAME].consumer_group,
             producer=self._producer,
             subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates)),
         )
         await self._runner.start()
+        self._lifecycle.started("consumer", self._runner.stop)
         self._sweep = ExpirySweep(ctx)
         self._sweep.start()
+        self._lifecycle.started("expiry sweep", self._sweep.stop)
 
         client = self.client
         app = create_app(
@@ -148,19 +155,9 @@ class RegistrationService:
             settings=self.web_settings,
         ).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
+        self._lifecycle.started("http", self._http.cleanup)
         self.http_port = self._http.addresses[0][1]
         log.info("registration started", port=self.http_port)
 
     async def stop(self) -> None:
-        if self._http:
-            await self._http.cleanup()
-        if self._sweep:
-            await self._sweep.stop()
-        if self._runner:
-            await self._runner.stop()
-        if self._outbox:
-            await self._outbox.stop()
-        if self._producer:
-            await self._producer.stop()
-        if self.client:
-            await self.client.close()
+        await self._lifecycle.stop()

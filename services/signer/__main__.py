@@ -1,9 +1,9 @@
 """Entry point of the signer.
 
-    python -m services.signer init-ca     create the Class 1 / Class 3 hierarchy (refuses to overwrite)
-    python -m services.signer issue       issuing mode: holds CA keys, consumes Kafka, no public traffic
-    python -m services.signer status      status mode: serves CRL and OCSP, holds no CA keys
-    python -m services.signer renew-ocsp  re-issue the delegated OCSP signer certificates
+    python -m services.signer init-ca    create the Class 1 / Class 3 hierarchy (refuses to overwrite)
+    python -m services.signer issuing    issuing mode: holds CA keys, consumes Kafka, no public traffic
+    python -m services.signer status     status mode: serves CRL and OCSP, holds no CA keys
+    python -m services.signer renew-ocsp re-issue the delegated OCSP signer certificates
 
 Configuration comes from the environment (see services/signer/README.md).
 """
@@ -13,26 +13,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from shared.config import ConfigError, load, load_or_exit
+from services.signer.settings import ISSUING, STATUS
+from shared.config import load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
 
 def _init_ca(argv: list[str]) -> int:
-    import dataclasses
-
-    from services.signer.ca.hierarchy import HierarchyError, bootstrap
-    from services.signer.ca.keys import KeyFileError
+    from services.signer.ca.ceremony import bootstrap
+    from services.signer.ca.hierarchy import HierarchyError
+    from services.signer.ca.keys import ALGORITHMS, KeyFileError
     from services.signer.ca.urls import CAUrls
-    from services.signer.settings import ALGORITHMS
-    from shared.config import setting
-
-    @dataclasses.dataclass(frozen=True)
-    class InitSettings:
-        ca_dir: str = setting("CACERT_CA_DIR")
-        ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True)
-        ca_algorithm: str = setting("CACERT_CA_ALGORITHM", "rsa4096")
-        public_base_url: str = setting("CACERT_SIGNER_PUBLIC_URL", "http://127.0.0.1:8083")
+    from services.signer.settings import CeremonySettings
 
     parser = argparse.ArgumentParser(prog="python -m services.signer init-ca")
     parser.add_argument("--algorithm", choices=ALGORITHMS, help="overrides CACERT_CA_ALGORITHM")
@@ -42,19 +34,13 @@ def _init_ca(argv: list[str]) -> int:
         help="succeed without doing anything when a complete CA already exists",
     )
     args = parser.parse_args(argv)
-    try:
-        settings = load(InitSettings)
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    from pathlib import Path
-
-    directory = Path(settings.ca_dir)
+    settings = load_or_exit(CeremonySettings)
+    directory = settings.ca_dir
     if args.if_missing and (directory / "class1.crt.pem").exists():
         print(f"CA already present in {directory}; nothing to do")
         return 0
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         hierarchy = bootstrap(
             directory,
             settings.ca_passphrase,
@@ -63,6 +49,9 @@ def _init_ca(argv: list[str]) -> int:
         )
     except (HierarchyError, KeyFileError) as exc:
         print(f"init-ca refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"init-ca failed: cannot write {directory}: {exc.strerror}", file=sys.stderr)
         return 1
     for ca in hierarchy.cas.values():
         print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()} ({ca.key_algorithm})")
@@ -75,27 +64,31 @@ def _serve(mode: str, argv: list[str]) -> int:
     from services.signer.settings import SignerSettings
 
     parser = argparse.ArgumentParser(prog=f"python -m services.signer {mode}")
-    if mode == "issue":
+    if mode == ISSUING:
         parser.add_argument("--no-lint", action="store_true", help="disable pre-issuance linting")
     args = parser.parse_args(argv)
     settings = load_or_exit(SignerSettings)
-    configure(f"signer-{'issuing' if mode == 'issue' else 'status'}", settings.common.log_level)
-    service = SignerService(
-        settings, mode="issuing" if mode == "issue" else "status", lint=not getattr(args, "no_lint", False)
-    )
+    configure(f"signer-{mode}", settings.common.log_level)
+    service = SignerService(settings, mode=mode, lint=not getattr(args, "no_lint", False))
     return run(lambda stop: run_until_stopped(service, stop))
 
 
 def _renew_ocsp(argv: list[str]) -> int:
-    from services.signer.ca.hierarchy import CertClass, load_hierarchy, renew_ocsp_signer
-    from services.signer.settings import SignerSettings
+    from services.signer.ca.ceremony import renew_ocsp_signer
+    from services.signer.ca.hierarchy import CertClass, HierarchyError, load_hierarchy
+    from services.signer.ca.keys import KeyFileError
+    from services.signer.settings import CeremonySettings
 
     argparse.ArgumentParser(prog="python -m services.signer renew-ocsp").parse_args(argv)
-    settings = load_or_exit(SignerSettings)
-    load_hierarchy(settings.ca_dir, settings.ca_passphrase)  # refuses an inconsistent directory first
-    for cert_class in CertClass:
-        renew_ocsp_signer(settings.ca_dir, settings.ca_passphrase, cert_class)
-        print(f"renewed OCSP signer of {cert_class.label}")
+    settings = load_or_exit(CeremonySettings)
+    try:
+        load_hierarchy(settings.ca_dir, settings.ca_passphrase)  # refuses an inconsistent directory first
+        for cert_class in CertClass:
+            renew_ocsp_signer(settings.ca_dir, settings.ca_passphrase, cert_class)
+            print(f"renewed OCSP signer of {cert_class.label}")
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"renew-ocsp refused: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -103,8 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {
         "init-ca": _init_ca,
-        "issue": lambda a: _serve("issue", a),
-        "status": lambda a: _serve("status", a),
+        ISSUING: lambda a: _serve(ISSUING, a),
+        STATUS: lambda a: _serve(STATUS, a),
         "renew-ocsp": _renew_ocsp,
     }
     if not argv or argv[0] not in commands:

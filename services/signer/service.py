@@ -14,61 +14,68 @@ import datetime as dt
 from typing import Any
 
 from services.signer import store as store_module
-from services.signer.ca.hierarchy import load_hierarchy
+from services.signer.ca.hierarchy import Hierarchy, load_hierarchy
 from services.signer.issuing import CertificateIssuer
 from services.signer.revoking import CRLPublisher, Revoker
-from services.signer.settings import SignerSettings
+from services.signer.settings import ISSUING, STATUS, SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
-from services.signer.status import StatusEndpoints
+from services.signer.status import OCSPSignerExpiry, StatusEndpoints
 from shared.audit import AuditLog
 from shared.events import BY_NAME
+from shared.events.access import SERVICES
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
-from shared.service import start_http
+from shared.service import Lifecycle, start_http
 
 log = get_logger("services.signer")
-GROUP_ID = "signer"
 
 
 class SignerService:
-    def __init__(self, settings: SignerSettings, *, mode: str = "issuing", lint: bool = True) -> None:
-        if mode not in ("issuing", "status"):
+    def __init__(self, settings: SignerSettings, *, mode: str = ISSUING, lint: bool = True) -> None:
+        if mode not in (ISSUING, STATUS):
             raise ValueError(f"unknown signer mode {mode!r}")
         self.settings = settings
         self.mode = mode
         self._lint = lint
         self.http_port: int | None = None
-        self._parts: list[Any] = []
+        self._lifecycle = Lifecycle(f"signer-{mode}")
 
     async def start(self) -> None:
         common = self.settings.common
         self._client, db = connect(common.mongo, service="signer")
+        self._lifecycle.started("mongodb", self._client.close)
         await ensure_indexes(db, store_module.INDEXES)
         self.store = store_module.CertificateStore(db)
         hierarchy = load_hierarchy(
-            self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == "issuing"
+            self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == ISSUING
         )
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
-        if self.mode == "issuing":
+        if self.mode == ISSUING:
             await self._start_issuing(hierarchy, readiness)
+        else:
+            expiry = OCSPSignerExpiry(hierarchy)
+            expiry.export_metrics()
+            readiness["ocsp_signers"] = expiry.readiness
         app = create_app(f"signer-{self.mode}", readiness=readiness)
-        if self.mode == "status":
+        if self.mode == STATUS:
             StatusEndpoints(
                 hierarchy, self.store, ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)
             ).add_routes(app)
         self._http = await start_http(app, common.http.host, common.http.port)
+        self._lifecycle.started("http", self._http.cleanup)
         self.http_port = self._http.addresses[0][1]
         log.info("signer started", mode=self.mode, port=self.http_port)
 
-    async def _start_issuing(self, hierarchy: Any, readiness: dict[str, Any]) -> None:
+    async def _start_issuing(self, hierarchy: Hierarchy, readiness: dict[str, Any]) -> None:
         common = self.settings.common
         if common.create_topics:
             await ensure_topics(common.kafka)
         # Batches of different partitions finish close together: a 10 ms linger sends them in one request.
         self.producer = EventProducer(common.kafka, client_id="signer", linger_ms=10)
         await self.producer.start()
+        self._lifecycle.started("producer", self.producer.stop)
         readiness["kafka"] = self.producer.ping
         self.signing = SigningPool(
             SigningConfig(
@@ -81,6 +88,8 @@ class SignerService:
             ),
             workers=self.settings.signing_workers,
         )
+        signing = self.signing
+        self._lifecycle.started("signing workers", lambda: asyncio.to_thread(signing.close))  # safe unstarted
         await self.signing.start()
         audit = AuditLog(self.store.db)
         self.issuer = CertificateIssuer(self.signing, self.store, self.producer, audit=audit)
@@ -92,11 +101,12 @@ class SignerService:
         )
         await self.crls.refresh_due()
         self.crls.start()
+        self._lifecycle.started("CRL refresh", self.crls.stop)
         revoker = Revoker(self.store, self.producer, self.crls, audit)
         approved = BY_NAME["csr.approved"].type
         self.runner = ConsumerRunner(
             common.kafka,
-            group_id=GROUP_ID,
+            group_id=SERVICES["signer"].consumer_group,
             producer=self.producer,
             subscriptions=[
                 # Requests are independent and answered idempotently: consecutive fetches overlap
@@ -115,15 +125,8 @@ class SignerService:
             max_in_flight=3,
         )
         await self.runner.start()
+        self._lifecycle.started("consumer", self.runner.stop)
 
     async def stop(self) -> None:
-        if getattr(self, "_http", None):
-            await self._http.cleanup()
-        if self.mode == "issuing" and getattr(self, "runner", None):
-            await self.runner.stop()
-            await self.crls.stop()
-            await self.producer.stop()
-        if getattr(self, "signing", None):
-            await asyncio.to_thread(self.signing.close)
-        await self._client.close()
+        await self._lifecycle.stop()
         log.info("signer stopped", mode=self.mode)

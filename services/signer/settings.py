@@ -1,32 +1,62 @@
-"""The signer's settings: where the CA lives, which URLs go into certificates, how it lints."""
+"""The signer's settings: where the CA lives, which URLs go into certificates, how it lints.
+
+``SignerSettings`` configures the two serving modes; ``CeremonySettings`` the offline commands
+(``init-ca``, ``renew-ocsp``), which need neither Kafka nor MongoDB."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
 
+from services.signer.ca.keys import ALGORITHMS
+from services.signer.ca.urls import CAUrls
 from shared.config import ConfigError, setting
 from shared.settings import CommonSettings
 
-ALGORITHMS = ("rsa4096", "rsa2048", "p256", "p384")
 PROFILES = ("server", "client", "codesign")
+ISSUING, STATUS = "issuing", "status"
+"""The two serving modes: the ``python -m services.signer`` command and ``SignerService(mode=...)``."""
+_CA_DIR_HELP = "directory holding the CA certificates and encrypted keys"
+_PASSPHRASE_HELP = "passphrase of the encrypted CA and OCSP keys"  # noqa: S105 (a help text)
+_PUBLIC_URL_HELP = "base URL of the status endpoints, written into CRL DP and AIA"
+
+
+def _check_ca_files(passphrase: bytes, public_base_url: str) -> None:
+    if not passphrase:
+        raise ConfigError("CACERT_CA_PASSPHRASE must not be empty")
+    try:
+        CAUrls.under(public_base_url, "class1")
+    except ValueError:
+        raise ConfigError(
+            f"CACERT_SIGNER_PUBLIC_URL must be an absolute http:// URL, got {public_base_url!r}"
+        ) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class CeremonySettings:
+    """``init-ca`` and ``renew-ocsp``: the CA directory, its passphrase, the algorithm of new keys."""
+
+    ca_dir: Path = setting("CACERT_CA_DIR", help=_CA_DIR_HELP)
+    ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True, help=_PASSPHRASE_HELP)
+    ca_algorithm: str = setting(
+        "CACERT_CA_ALGORITHM", ALGORITHMS[0], help=f"key algorithm for init-ca: {', '.join(ALGORITHMS)}"
+    )
+    public_base_url: str = setting("CACERT_SIGNER_PUBLIC_URL", "http://127.0.0.1:8083", help=_PUBLIC_URL_HELP)
+
+    def validate(self) -> None:
+        if self.ca_algorithm not in ALGORITHMS:
+            raise ConfigError(
+                f"CACERT_CA_ALGORITHM must be one of {', '.join(ALGORITHMS)}, got {self.ca_algorithm!r}"
+            )
+        _check_ca_files(self.ca_passphrase, self.public_base_url)
 
 
 @dataclasses.dataclass(frozen=True)
 class SignerSettings:
     common: CommonSettings
-    ca_dir: Path = setting("CACERT_CA_DIR", help="directory holding the CA certificates and encrypted keys")
-    ca_passphrase: bytes = setting(
-        "CACERT_CA_PASSPHRASE", secret=True, help="passphrase of the encrypted CA and OCSP keys"
-    )
-    ca_algorithm: str = setting(
-        "CACERT_CA_ALGORITHM", "rsa4096", help="key algorithm for init-ca: rsa4096, rsa2048, p256, p384"
-    )
-    public_base_url: str = setting(
-        "CACERT_SIGNER_PUBLIC_URL",
-        "http://127.0.0.1:8083",
-        help="base URL of the status endpoints, written into CRL DP and AIA",
-    )
+    ca_dir: Path = setting("CACERT_CA_DIR", help=_CA_DIR_HELP)
+    ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True, help=_PASSPHRASE_HELP)
+    public_base_url: str = setting("CACERT_SIGNER_PUBLIC_URL", "http://127.0.0.1:8083", help=_PUBLIC_URL_HELP)
     lint_profiles: list[str] = setting(
         "CACERT_LINT_PROFILES",
         ["server", "client", "codesign"],
@@ -44,17 +74,12 @@ class SignerSettings:
     ocsp_validity_hours: int = setting("CACERT_OCSP_VALIDITY_HOURS", 24)
 
     def validate(self) -> None:
-        if self.ca_algorithm not in ALGORITHMS:
-            raise ConfigError(
-                f"CACERT_CA_ALGORITHM must be one of {', '.join(ALGORITHMS)}, got {self.ca_algorithm!r}"
-            )
         unknown = [p for p in self.lint_profiles if p not in PROFILES]
         if unknown:
             raise ConfigError(f"CACERT_LINT_PROFILES has unknown profiles: {', '.join(unknown)}")
         if not 1 <= self.signing_workers <= 64:
             raise ConfigError(f"CACERT_SIGNER_WORKERS must be between 1 and 64, got {self.signing_workers}")
-        if not self.ca_passphrase:
-            raise ConfigError("CACERT_CA_PASSPHRASE must not be empty")
+        _check_ca_files(self.ca_passphrase, self.public_base_url)
         if self.crl_refresh_before_hours >= self.crl_validity_hours:
             raise ConfigError(
                 "CACERT_CRL_REFRESH_BEFORE_HOURS must be smaller than CACERT_CRL_VALIDITY_HOURS"

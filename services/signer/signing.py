@@ -86,10 +86,7 @@ class Signatory:
         self._lint_profiles = frozenset(lint_profiles)
         self._linter = linter
         # Constant per issuing CA: computed once, not per certificate.
-        self._chains = {
-            cert_class: "".join(_pem(c) for c in hierarchy.issuing_ca(cert_class).chain[:-1])  # never the root
-            for cert_class in (1, 3)
-        }
+        self._chains = {cert_class: hierarchy.chain_pem(cert_class) for cert_class in (1, 3)}  # never the root
         self._anchors = {
             cert_class: [c.label for c in hierarchy.trust_anchors_for(cert_class)] for cert_class in (1, 3)
         }

@@ -8,6 +8,10 @@ issuing process stores it.
 Routes follow `CAUrls.under()`, which is what issued certificates point at:
 `/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
 base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
+
+The delegated OCSP signers live 90 days; `OCSPSignerExpiry` exports when each ends
+(`cacert_ocsp_signer_not_after_seconds`, `cacert_ocsp_signer_renewal_due` on `/metrics`)
+and logs a warning from the readiness check once renewal is due, without failing it.
 """
 
 from __future__ import annotations
@@ -16,20 +20,69 @@ import base64
 import binascii
 import datetime as dt
 import urllib.parse
+from collections.abc import Callable
 
 from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client import Gauge
 
 from services.signer.ca import ocsp
-from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.hierarchy import Hierarchy, OCSPSigner
 from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
 from services.signer.ca.serials import parse_serial_hex, serial_hex
 from services.signer.store import CertificateStore
+from shared.events import utcnow
 from shared.logging import get_logger
 
 log = get_logger("services.signer.status")
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
+RENEWAL_MARGIN = dt.timedelta(days=30)
+"""Renew an OCSP signer (``renew-ocsp``) when less than this is left of its certificate."""
+SIGNER_NOT_AFTER = Gauge(
+    "cacert_ocsp_signer_not_after_seconds", "End of the loaded OCSP signer certificate (Unix time)", ["issuer"]
+)
+SIGNER_RENEWAL_DUE = Gauge(
+    "cacert_ocsp_signer_renewal_due", "1 when the loaded OCSP signer certificate ends within 30 days", ["issuer"]
+)
+
+
+class OCSPSignerExpiry:
+    """Tells operators when the delegated OCSP signers need ``renew-ocsp``: metrics and a readiness warning.
+
+    An expired signer makes every OCSP answer of its CA unverifiable, but the responder must go on
+    answering (and the CRLs stay valid), so this never fails readiness; it warns at most once an hour.
+    """
+
+    def __init__(self, hierarchy: Hierarchy, *, clock: Callable[[], dt.datetime] = utcnow,
+                 margin: dt.timedelta = RENEWAL_MARGIN) -> None:
+        self._signers = {ca.label: ca.ocsp_signer for ca in hierarchy.cas.values()}
+        self._clock = clock
+        self._margin = margin
+        self._warned: dict[str, dt.datetime] = {}
+
+    def due(self) -> list[str]:
+        """Labels of the CAs whose OCSP signer should be renewed now."""
+        now = self._clock()
+        return [label for label, signer in self._signers.items() if signer.expires_soon(now, self._margin)]
+
+    def export_metrics(self) -> None:
+        for label, signer in self._signers.items():
+            SIGNER_NOT_AFTER.labels(label).set(signer.certificate.not_valid_after_utc.timestamp())
+            SIGNER_RENEWAL_DUE.labels(label).set_function(self._renewal_due(signer))
+
+    def _renewal_due(self, signer: OCSPSigner) -> Callable[[], float]:
+        return lambda: float(signer.expires_soon(self._clock(), self._margin))
+
+    async def readiness(self) -> bool:
+        now = self._clock()
+        for label in self.due():
+            last = self._warned.get(label)
+            if last is None or now - last >= dt.timedelta(hours=1):
+                self._warned[label] = now
+                log.warning("OCSP signer expires soon; run `python -m services.signer renew-ocsp`",
+                            issuer=label, not_after=self._signers[label].certificate.not_valid_after_utc.isoformat())
+        return True
 
 
 class PrefetchedStatuses:

@@ -1,8 +1,10 @@
 """Which service reads and writes which topic: the single source for Kafka ACLs.
 
-The Strimzi KafkaUser ACLs in deploy/k8s are checked against this table, and
-a test checks that each service's code subscribes and publishes only within
-it, so the table, the code and the cluster's permissions cannot drift apart.
+The Strimzi KafkaUser ACLs in deploy/k8s are checked against this table
+(tests/deploy/test_kafka.py), each service's consumer takes its group id from
+it, and tests/faults/test_poison_messages.py checks that the group a service's
+consumer really joins is the table's, so the code and the cluster's
+permissions cannot drift apart.
 Every reader may also write the dead-letter twin of what it reads.
 """
 
@@ -10,18 +12,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from shared.events.catalog import DLQ_SUFFIX
-
 
 @dataclasses.dataclass(frozen=True)
 class TopicAccess:
     reads: frozenset[str]
     writes: frozenset[str]
     consumer_group: str
-
-    @property
-    def dead_letters(self) -> frozenset[str]:
-        return frozenset(t + DLQ_SUFFIX for t in self.reads)
+    """The group id every ConsumerRunner of the service joins (after ``CACERT_KAFKA_GROUP_PREFIX``)."""
 
 
 SERVICES: dict[str, TopicAccess] = {

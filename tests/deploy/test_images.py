@@ -224,7 +224,7 @@ def test_entry_point_with_no_configuration_names_the_first_missing_variable(imag
 def test_signer_without_a_mode_prints_usage() -> None:
     result = _run(["python", "-m", "services.signer"], {})
     assert result.returncode == 2
-    assert "python -m services.signer issue" in result.stderr and "status" in result.stderr
+    assert "python -m services.signer issuing" in result.stderr and "status" in result.stderr
 
 
 def test_images_are_the_ones_the_overlays_deploy(rendered: dict[str, list[Obj]]) -> None:

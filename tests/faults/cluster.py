@@ -120,7 +120,7 @@ class SignerCluster:
         lint = [] if os.environ.get("CACERT_FAULT_LINT") == "1" else ["--no-lint"]
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "services.signer", "issue", *lint],
+                [sys.executable, "-m", "services.signer", "issuing", *lint],
                 env=dict(self.env, CACERT_HTTP_PORT=str(port)),
                 stdout=out, stderr=subprocess.STDOUT,
             )

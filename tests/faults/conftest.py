@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
 from tests.faults.cluster import PASSPHRASE, PUBLIC_URL
 

@@ -21,6 +21,7 @@ from prometheus_client import REGISTRY
 from services.signer.service import SignerService
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics, isoformat, make_event
+from shared.events.access import SERVICES
 from shared.events.envelope import header
 from shared.kafka import EventProducer
 from tests.eventlog import read_topic, wait_until
@@ -37,8 +38,12 @@ def handled(kafka: KafkaSettings, topic: str, type_: str) -> float:
 
 
 async def poison_then_good(kafka: KafkaSettings, producer: EventProducer, topic: str, good: CloudEvent,
-                           group: str) -> list[str]:
-    """Send three poisons then `good` on one partition; wait for the DLQ and for `good` to be handled."""
+                           service: str) -> list[str]:
+    """Send three poisons then `good` on one partition; wait for the DLQ and for `good` to be handled.
+    The DLQ headers name the group the service's consumer really joined: it must be the one
+    shared/events/access.py gives the service (the group the KafkaUser ACLs grant)."""
+    assert topic in SERVICES[service].reads
+    group = SERVICES[service].consumer_group
     name = Topics(kafka.topic_prefix).of(topic)
     key, _, good_headers = good.to_kafka()
     ce_headers = [(k, v) for k, v in good_headers if k != "ce_id"] + [("ce_id", uuid.uuid4().hex.encode())]

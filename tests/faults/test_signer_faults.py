@@ -1,6 +1,6 @@
 """The signer keeps "one approved request, exactly one certificate" when its processes or the stack break.
 
-Each test runs real `python -m services.signer issue` processes on a fresh topic prefix and database,
+Each test runs real `python -m services.signer issuing` processes on a fresh topic prefix and database,
 streams CACERT_FAULT_REQUESTS `csr.approved` events at them, breaks something in the middle, and checks
 by request id: every request answered by exactly one certificate, no serial twice, the database and
 the `cert` topic agreeing.

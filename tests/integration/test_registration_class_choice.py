@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from pymongo import AsyncMongoClient
 
-from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService
 from services.signer.settings import SignerSettings

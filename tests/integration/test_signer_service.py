@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
-from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
@@ -40,7 +40,7 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def signer_settings(kafka: KafkaSettings, mongo: MongoSettings, ca_dir: Path) -> SignerSettings:
     return SignerSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False),
-        ca_dir=ca_dir, ca_passphrase=PASSPHRASE, ca_algorithm="p256",
+        ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
         public_base_url="http://pki.example.net",
     )
 
@@ -280,6 +280,14 @@ async def test_status_mode_runs_without_the_ca_key_files(
                 http.get(f"http://127.0.0.1:{status.http_port}/class1.crt") as response:
             assert response.status == 200
             assert x509.load_der_x509_certificate(await response.read()).subject.rfc4514_string()
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{status.http_port}/metrics") as response:
+                metrics = await response.text()
+            async with http.get(f"http://127.0.0.1:{status.http_port}/readyz") as response:
+                ready = await response.json()
+        assert 'cacert_ocsp_signer_renewal_due{issuer="class3"} 0.0' in metrics  # a fresh signer is not due
+        assert "cacert_ocsp_signer_not_after_seconds" in metrics
+        assert ready["checks"]["ocsp_signers"] is True
     finally:
         await status.stop()
 

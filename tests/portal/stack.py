@@ -20,7 +20,7 @@ from services.notifier.service import NotifierService
 from services.notifier.settings import NotifierSettings
 from services.registration.service import RegistrationService
 from services.registration.web.settings import WebSettings
-from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
@@ -78,7 +78,7 @@ async def running_system(kafka: KafkaSettings, mongo: MongoSettings, env: dict[s
             return service
 
         signer = SignerSettings(common=_common(kafka, mongo, "signer"), ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
-                                ca_algorithm="p256", public_base_url=PKI_URL)
+                                public_base_url=PKI_URL)
         status = await start(SignerService(signer, mode="status"))
         await start(SignerService(signer, mode="issuing"))
         verify = await start(DomainVerifyService(DomainVerifySettings(

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.domain_verify.service import DomainVerifyService
-from services.signer.ca.hierarchy import bootstrap
+from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService
 from shared.config import KafkaSettings, MongoSettings

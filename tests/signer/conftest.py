@@ -17,8 +17,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from services.signer.ca import hierarchy, issuance, lint, profiles
-from services.signer.ca.hierarchy import CertClass, Hierarchy, HierarchyNames
+from services.signer.ca import ceremony, hierarchy, issuance, lint, profiles
+from services.signer.ca.ceremony import HierarchyNames
+from services.signer.ca.hierarchy import CertClass, Hierarchy
 from services.signer.ca.urls import CAUrls
 
 PASSPHRASE = b"correct horse battery staple"
@@ -42,7 +43,7 @@ def passphrase() -> bytes:
 @pytest.fixture(scope="session")
 def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("ca")
-    hierarchy.bootstrap(
+    ceremony.bootstrap(
         directory,
         PASSPHRASE,
         "p256",

@@ -13,7 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, NameOID
 
-from services.signer.ca import hierarchy, keys
+from services.signer.ca import ceremony, hierarchy, keys
 from services.signer.ca.hierarchy import CertClass, HierarchyError
 
 PASSPHRASE = b"correct horse battery staple"  # the session hierarchy's, see conftest
@@ -164,14 +164,14 @@ def test_ca_certificates_pass_pkilint(ca_pems, tool, h) -> None:
 def test_bootstrap_refuses_to_overwrite(ca_dir: Path, h) -> None:
     before = {name: (ca_dir / name).read_bytes() for name in FILES}
     with pytest.raises(HierarchyError, match="refusing to overwrite"):
-        hierarchy.bootstrap(ca_dir, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
+        ceremony.bootstrap(ca_dir, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
     assert {name: (ca_dir / name).read_bytes() for name in FILES} == before
 
 
 def test_bootstrap_refuses_if_any_single_file_exists(tmp_path: Path, h) -> None:
     (tmp_path / "class3.key.pem").write_text("not mine to replace")
     with pytest.raises(HierarchyError, match=r"class3\.key\.pem"):
-        hierarchy.bootstrap(tmp_path, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
+        ceremony.bootstrap(tmp_path, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
     assert [p.name for p in tmp_path.iterdir()] == ["class3.key.pem"]
     assert (tmp_path / "class3.key.pem").read_text() == "not mine to replace"
 
@@ -192,7 +192,7 @@ def test_load_detects_a_key_that_does_not_belong_to_its_certificate(ca_dir: Path
 
 def test_load_detects_a_foreign_ca_certificate(ca_dir: Path, tmp_path: Path, h) -> None:
     other = tmp_path / "other"
-    hierarchy.bootstrap(other, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
+    ceremony.bootstrap(other, PASSPHRASE, "p256", class1_urls=h.urls_for(1))
     mixed = tmp_path / "mixed"
     shutil.copytree(ca_dir, mixed)
     for name in ("class3.crt.pem", "class3.key.pem", "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
@@ -205,13 +205,13 @@ def test_load_detects_a_foreign_ca_certificate(ca_dir: Path, tmp_path: Path, h) 
 def test_renew_ocsp_signer_replaces_key_and_certificate(tmp_path: Path, h) -> None:
     directory = tmp_path / "ca"
     start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
-    first = hierarchy.bootstrap(directory, PASSPHRASE, "p256", class1_urls=h.urls_for(1), now=start)
+    first = ceremony.bootstrap(directory, PASSPHRASE, "p256", class1_urls=h.urls_for(1), now=start)
     old = first.issuing_ca(3).ocsp_signer
-    assert not hierarchy.ocsp_signer_expires_soon(old, start + dt.timedelta(days=30))
-    assert hierarchy.ocsp_signer_expires_soon(old, start + dt.timedelta(days=61))
+    assert not old.expires_soon(start + dt.timedelta(days=30))
+    assert old.expires_soon(start + dt.timedelta(days=61))
 
     later = start + dt.timedelta(days=70)
-    new = hierarchy.renew_ocsp_signer(directory, PASSPHRASE, 3, now=later)
+    new = ceremony.renew_ocsp_signer(directory, PASSPHRASE, 3, now=later)
     assert new.certificate.serial_number != old.certificate.serial_number
     assert not keys.public_keys_equal(new.certificate.public_key(), old.certificate.public_key())
     assert new.certificate.not_valid_before_utc == later
@@ -225,7 +225,7 @@ def test_renew_ocsp_signer_replaces_key_and_certificate(tmp_path: Path, h) -> No
 @pytest.mark.parametrize("algorithm", ["rsa2048", "rsa4096"])
 def test_rsa_bootstrap(tmp_path: Path, algorithm: str, tool, h) -> None:
     started = time.perf_counter()
-    pki = hierarchy.bootstrap(tmp_path / "ca", PASSPHRASE, algorithm, class1_urls=h.urls_for(1))
+    pki = ceremony.bootstrap(tmp_path / "ca", PASSPHRASE, algorithm, class1_urls=h.urls_for(1))
     elapsed = time.perf_counter() - started
     bits = int(algorithm.removeprefix("rsa"))
     for cert_class in (1, 3):
@@ -246,6 +246,6 @@ def test_rsa_bootstrap(tmp_path: Path, algorithm: str, tool, h) -> None:
 
 
 def test_p384_hierarchy_signs_with_sha384(tmp_path: Path, h) -> None:
-    pki = hierarchy.bootstrap(tmp_path / "ca", PASSPHRASE, "p384", class1_urls=h.urls_for(1))
+    pki = ceremony.bootstrap(tmp_path / "ca", PASSPHRASE, "p384", class1_urls=h.urls_for(1))
     for cert_class in (1, 3):
         assert hash_name(pki.issuing_ca(cert_class).certificate) == "sha384"

@@ -490,14 +490,14 @@ def test_client_and_codesign_validity_is_clamped_to_the_configured_maximum(issue
 
 
 def test_a_leaf_never_outlives_its_ca(tmp_path: Path, h, ec_key) -> None:
-    from services.signer.ca import hierarchy
+    from services.signer.ca import ceremony
 
-    pki = hierarchy.bootstrap(
+    pki = ceremony.bootstrap(
         tmp_path,
         h.passphrase,
         "p256",
         class1_urls=h.urls_for(1),
-        lifetimes=hierarchy.Lifetimes(class3_days=30),
+        lifetimes=ceremony.Lifetimes(class3_days=30),
     )
     ca = pki.issuing_ca(3)
     req = ApprovedRequest("r", "m", 3, "client", h.csr(ec_key), {}, [], [], ["a@example.org"], 365)
@@ -516,9 +516,9 @@ def test_a_leaf_never_outlives_its_ca(tmp_path: Path, h, ec_key) -> None:
 
 
 def test_p384_ca_signs_leaves_with_sha384(tmp_path: Path, h, ec_key) -> None:
-    from services.signer.ca import hierarchy, lint
+    from services.signer.ca import ceremony, lint
 
-    pki = hierarchy.bootstrap(tmp_path, h.passphrase, "p384", class1_urls=h.urls_for(1))
+    pki = ceremony.bootstrap(tmp_path, h.passphrase, "p384", class1_urls=h.urls_for(1))
     ca = pki.issuing_ca(3)
     req = ApprovedRequest("r", "m", 3, "server", h.csr(ec_key), {}, ["www.example.org"], [], [], 90)
     prof = profiles.get_profile("server")

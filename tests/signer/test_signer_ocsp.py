@@ -15,7 +15,7 @@ from cryptography.x509 import ocsp as x509_ocsp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.signer.ca import hierarchy, ocsp, revocation
+from services.signer.ca import ceremony, ocsp, revocation
 
 Status = x509_ocsp.OCSPResponseStatus
 
@@ -212,7 +212,7 @@ def test_dispatch_across_both_cas(pki, leaves, tool, h) -> None:
         responders, openssl_request(tool, h, [(pki.issuing_ca(3).certificate, leaves["good"])])
     )
     assert x509_ocsp.load_der_ocsp_response(response).certificate_status is x509_ocsp.OCSPCertStatus.GOOD
-    foreign = hierarchy.bootstrap(tool.workdir / "foreign", h.passphrase, "p256", class1_urls=h.urls_for(1))
+    foreign = ceremony.bootstrap(tool.workdir / "foreign", h.passphrase, "p256", class1_urls=h.urls_for(1))
     response = ocsp.respond(responders, openssl_request(tool, h, [(foreign.root, leaves["class1"])]))
     assert x509_ocsp.load_der_ocsp_response(response).response_status is Status.UNAUTHORIZED
 
@@ -295,7 +295,7 @@ def test_rsa_hierarchy_end_to_end(tmp_path, tool, h) -> None:
 
     from services.signer.ca import crl, issuance, lint, profiles
 
-    pki = hierarchy.bootstrap(tmp_path / "ca", h.passphrase, "rsa2048", class1_urls=h.urls_for(1))
+    pki = ceremony.bootstrap(tmp_path / "ca", h.passphrase, "rsa2048", class1_urls=h.urls_for(1))
     ca = pki.issuing_ca(1)
     key = rsa.generate_private_key(65537, 2048)
     req = issuance.ApprovedRequest("r", "m", 1, "server", h.csr(key), {}, ["www.example.org"], [], [], 90)

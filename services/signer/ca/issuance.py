@@ -25,7 +25,8 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from services.signer.ca import keys
-from services.signer.ca.hierarchy import IssuingCA, authority_information_access, crl_distribution_points
+from services.signer.ca.extensions import authority_information_access, crl_distribution_points
+from services.signer.ca.hierarchy import IssuingCA
 from services.signer.ca.profiles import SUBJECT_ATTRIBUTE_OIDS, CertificateProfile, SanType
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls

@@ -18,9 +18,10 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
-ALGORITHMS: Final = ("rsa4096", "rsa2048", "p256", "p384")
-_RSA_BITS: Final = {"rsa2048": 2048, "rsa4096": 4096}
+_RSA_BITS: Final = {"rsa4096": 4096, "rsa2048": 2048}
 _CURVES: Final[dict[str, type[ec.EllipticCurve]]] = {"p256": ec.SECP256R1, "p384": ec.SECP384R1}
+ALGORITHMS: Final = (*_RSA_BITS, *_CURVES)
+"""The CA key algorithms (``CACERT_CA_ALGORITHM``, ``init-ca --algorithm``); the first is the default."""
 _KEY_FILE_MODE: Final = 0o600
 
 
