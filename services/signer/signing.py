@@ -26,7 +26,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -91,7 +91,7 @@ class Signatory:
             cert_class: [c.label for c in hierarchy.trust_anchors_for(cert_class)] for cert_class in (1, 3)
         }
 
-    def decide_all(self, requests: list[Request], now: dt.datetime) -> list[Document]:
+    def decide_all(self, requests: Sequence[Request], now: dt.datetime) -> list[Document]:
         return [self.decide(event_id, payload, now) for event_id, payload in requests]
 
     def decide(self, event_id: str, payload: Mapping[str, Any], now: dt.datetime) -> Document:
@@ -232,7 +232,7 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(0)
 
 
-def _decide_in_worker(requests: list[Request], now: dt.datetime) -> list[Document]:
+def _decide_in_worker(requests: Sequence[Request], now: dt.datetime) -> list[Document]:
     assert _signatory is not None, "worker started without its initializer"
     return _signatory.decide_all(requests, now)
 
@@ -278,7 +278,7 @@ class SigningPool:
             initargs=(self._config,),
         )
 
-    async def decide_all(self, requests: list[Request], now: dt.datetime) -> list[Document]:
+    async def decide_all(self, requests: Sequence[Request], now: dt.datetime) -> list[Document]:
         pool = self._pool
         if pool is None:
             raise RuntimeError("SigningPool.start() was not awaited")

@@ -286,7 +286,7 @@ class RequestStream:
                     for record in records:
                         event = CloudEvent.from_kafka(record.key, record.value, record.headers)
                         request_id = event.data.get("request_id")
-                        if request_id in self.expected:
+                        if isinstance(request_id, str) and request_id in self.expected:
                             self.answered.setdefault(request_id, []).append(
                                 (event.id, event.type, str(event.data.get("serial", ""))))
         finally:

@@ -42,7 +42,7 @@ async def signer(kafka_settings: KafkaSettings, mongo_settings: MongoSettings, t
     common = CommonSettings(kafka=kafka_settings, mongo=database, http=HttpSettings(host="127.0.0.1", port=0),
                             create_topics=False)
     service = SignerService(SignerSettings(common=common, ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
-                                           ca_algorithm="p256", public_base_url=PKI_URL),
+                                           public_base_url=PKI_URL),
                             mode="issuing")
     await service.start()
     try:
