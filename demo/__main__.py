@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     urls = Urls(api=args.api, mailbox=args.mailbox, status=args.status, confirm=args.confirm)
-    demo = MemberDemo(urls, assurers, args.out, say=lambda line: print(line, flush=True))
+    from devstack import endpoints
+
+    demo = MemberDemo(urls, assurers, args.out, say=lambda line: print(line, flush=True),
+                      dns_env=endpoints.current().env())
     try:
         summary = asyncio.run(demo.run())
     except (DemoError, ApiRefused, TimeoutError) as exc:

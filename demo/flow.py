@@ -103,10 +103,11 @@ def der_to_pem(der: bytes) -> str:
 
 class MemberDemo:
     def __init__(self, urls: Urls, assurers: list[dict[str, str]], out: Path,
-                 say: Callable[[str], None] = print) -> None:  # fmt: skip
+                 say: Callable[[str], None] = print, dns_env: dict[str, str] | None = None) -> None:  # fmt: skip
         if len(assurers) < 2:
             raise DemoError("the demo needs two Assurers (35 + 15 points): seed them with `./dev up`")
         self.urls = urls
+        self.dns_env = dns_env  # CACERT_DNS_* of the local DNS server (None: this process's environment)
         self.assurers = assurers
         self.out = out
         self.say = say
@@ -114,6 +115,7 @@ class MemberDemo:
         tag = secrets.token_hex(4)
         self.email = f"ada-{tag}@example.org"
         self.domain = f"demo-{tag}.example.org"
+        self.dns_domain = f"dns-{tag}.example.org"
         self.password = secrets.token_urlsafe(16)
         self.issued: dict[str, Issued] = {}
         self.steps: dict[str, float] = {}
@@ -167,6 +169,7 @@ class MemberDemo:
             member = MemberApi(http, self.urls.api)
             await self._step("register_and_confirm_email", self._register(http, member))
             await self._step("verify_domain", self._verify_domain(http, member))
+            await self._step("verify_domain_by_dns", self._verify_domain_by_dns(member))
             await self._step("class1_certificates", self._class1(member))
             await self._step("revoke", self._revoke(member))
             await self._step("assurance", self._assurance(http, member))
@@ -220,6 +223,28 @@ class MemberDemo:
         self.contact = contact
         self.say(f"  {self.domain} verified by {contact}")
 
+    async def _verify_domain_by_dns(self, member: MemberApi) -> None:
+        """The DNS-change method (BR 3.2.2.4.7): publish the shown value as TXT, press "check now"."""
+        from devstack.dns_zone import LocalZone
+
+        self.say(f"2b. add {self.dns_domain} and verify it by a DNS TXT record")
+        domain = await member.call("POST", "/v1/domains", {"domain": self.dns_domain, "method": "dns_change"})
+        challenge = domain["challenge"]
+        zone = LocalZone.from_env(self.dns_env)
+        await zone.publish(challenge["record_name"], "TXT", f'"{challenge["random_value"]}"')
+        self.say(f"  published {challenge['record']}")
+        await member.call("POST", f"/v1/domains/{domain['id']}/check")
+
+        async def verified() -> bool:
+            view = await member.call("GET", f"/v1/domains/{domain['id']}")
+            if view["status"] == "failed":
+                raise DemoError(f"DNS check of {self.dns_domain} failed: {view['failure_reason']} "
+                                f"(found {view['failure_found']})")
+            return bool(view["status"] == "verified")
+
+        await wait_until(verified, f"{self.dns_domain} to be verified by DNS")
+        self.say(f"  {self.dns_domain} verified by DNS (three perspectives agreed)")
+
     async def _class1(self, member: MemberApi) -> None:
         self.say("3. Class 1 certificates (the member has 0 points)")
         key = new_key("rsa2048")
@@ -227,6 +252,12 @@ class MemberDemo:
         issued = await self._get_certificate(member, "server_class1", "server", csr, self.domain)
         self._write("server_class1.key", key_pem(key), secret=True)
         self._write("server_class1.pem", issued.certificate_pem)
+
+        key = new_key("p256")
+        csr = make_csr(key, cn=self.dns_domain, dns=[self.dns_domain], email_attr=self.email)
+        issued = await self._get_certificate(member, "server_dns", "server", csr, self.dns_domain)
+        self._write("server_dns.key", key_pem(key), secret=True)
+        self._write("server_dns.pem", issued.certificate_pem)
 
         key = new_key("rsa2048")
         csr = make_csr(key, cn="Ada Lovelace", emails=[self.email], email_attr=self.email)
@@ -304,6 +335,7 @@ class MemberDemo:
             "member": {"id": self.member_id, "email": self.email, "points": self.points},
             "domain": self.domain,
             "domain_contact": self.contact,
+            "dns_domain": self.dns_domain,
             "certificates": {
                 label: {
                     "file": f"{label}.pem",

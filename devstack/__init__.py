@@ -6,7 +6,7 @@
 
 Command line: `python -m devstack up|down|status|env|logs` (see devstack/__main__.py);
 `python -m devstack up --system` (what `./dev up` runs) also creates the CA and the support accounts
-on first run and starts the five service processes (devstack/system.py).
+on first run and starts the service processes (devstack/system.py).
 From Python (pytest fixtures, fault tests):
 
     env = devstack.ensure_up()          # {"CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:19092", ...}

@@ -1,4 +1,4 @@
-"""The whole CA on top of the stack: the CA hierarchy, the seeded support staff, and the five processes.
+"""The whole CA on top of the stack: the CA hierarchy, the seeded support staff, and the eight processes.
 
 `python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB and the mailbox:
 
@@ -7,8 +7,9 @@
 2. **Support staff** (first run): registration's `create-admin` for one admin and two founding
    Assurers (one assurance gives at most 35 points and Assured needs 50, so a newcomer needs two).
    Their generated passwords are kept in `<state>/system/accounts.json` (mode 0600).
-3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issuing (8084)
-   and notifier (8085), detached, logs in `<state>/logs/<name>.log`, each awaited on `/readyz`.
+3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issuing (8084),
+   notifier (8085) and three remote validation perspectives (8086-8088), detached, logs in
+   `<state>/logs/<name>.log`, each awaited on `/readyz`.
    A service whose code changed since it was started is restarted; one that runs is left alone.
 
 Second runs find the CA, the accounts and the data and only (re)start what is not running.
@@ -92,7 +93,22 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "CACERT_STACK_SIGNER_ISSUE_PORT", 8084, ("services/signer", "shared")),
     ServiceSpec("notifier", "notifier (mail)", ("-m", "services.notifier"),
                 "CACERT_STACK_NOTIFIER_PORT", 8085, ("services/notifier", "shared")),
+    # Three remote network perspectives (BR 3.2.2.9): domain_verify in perspective mode. Locally they
+    # share the one validating resolver (production gives each its own, in its own region), except that
+    # perspective-c sends its queries from 127.0.0.3, which the resolver answers from the view
+    # `perspective-split`: tests put a different answer there to make one perspective disagree.
+    ServiceSpec("perspective-a", "domain_verify perspective a", ("-m", "services.domain_verify"),
+                "CACERT_STACK_PERSPECTIVE_A_PORT", 8086, ("services/domain_verify", "shared")),
+    ServiceSpec("perspective-b", "domain_verify perspective b", ("-m", "services.domain_verify"),
+                "CACERT_STACK_PERSPECTIVE_B_PORT", 8087, ("services/domain_verify", "shared")),
+    ServiceSpec("perspective-c", "domain_verify perspective c", ("-m", "services.domain_verify"),
+                "CACERT_STACK_PERSPECTIVE_C_PORT", 8088, ("services/domain_verify", "shared")),
 )  # fmt: skip
+PERSPECTIVES = tuple(spec.name for spec in SERVICES if spec.name.startswith("perspective-"))
+SPLIT_VIEW_SOURCE = "127.0.0.3"
+# The website and http-01 checks of the local system fetch from this port instead of 80 (a test or the
+# demo serves the files there); production keeps 80.
+VALIDATION_HTTP_PORT = 5002
 BY_NAME = {spec.name: spec for spec in SERVICES}
 
 
@@ -191,6 +207,13 @@ def _signer_env() -> dict[str, str]:
     }
 
 
+def _validation_env() -> dict[str, str]:
+    """What the primary and the perspectives share locally: loopback may be fetched, on a test port."""
+    return {"CACERT_DOMAIN_VERIFY_HTTP_PORT": str(VALIDATION_HTTP_PORT),
+            "CACERT_DOMAIN_VERIFY_HTTP_ALLOW_PRIVATE": "127.0.0.0/8",
+            "CACERT_DOMAIN_VERIFY_PERSPECTIVE_TIMEOUT_SECONDS": "15"}
+
+
 def service_env(spec: ServiceSpec) -> dict[str, str]:
     env = _base_env()
     env["CACERT_HTTP_PORT"] = str(spec.port)
@@ -202,6 +225,13 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
                    CACERT_RATE_LOGIN_PER_ACCOUNT="1000")  # fmt: skip
     elif spec.name == "domain_verify":
         env["CACERT_DOMAIN_VERIFY_PUBLIC_URL"] = spec.url
+        env["CACERT_DOMAIN_VERIFY_PERSPECTIVES"] = ",".join(PERSPECTIVES)
+        env.update(_validation_env())
+    elif spec.name in PERSPECTIVES:
+        env.update(_validation_env(), CACERT_DOMAIN_VERIFY_MODE="perspective",
+                   CACERT_DOMAIN_VERIFY_PERSPECTIVE_NAME=spec.name)
+        if spec.name == "perspective-c":
+            env["CACERT_DNS_SOURCE_ADDRESS"] = SPLIT_VIEW_SOURCE
     elif spec.name.startswith("signer"):
         env.update(_signer_env())
     elif spec.name == "notifier":
@@ -323,7 +353,7 @@ def _port_taken(spec: ServiceSpec) -> StackError:
 
 
 def start_services(say: Say) -> None:
-    """Start (or restart when their code or settings changed) the five services; wait until each is ready."""
+    """Start (or restart when their code or settings changed) the services; wait until each is ready."""
     pending: dict[str, int] = {}
     outcome: dict[str, str] = {}
     for spec in SERVICES:
@@ -379,7 +409,7 @@ def up(say: Say) -> dict[str, str]:
 
 
 def down(say: Say) -> None:
-    """Stop the five services (the infrastructure is stack.down's job)."""
+    """Stop the services (the infrastructure is stack.down's job)."""
     with process.stack_lock():
         for spec in reversed(SERVICES):
             stopped = process.terminate(spec.name, timeout=20.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 
+from services.domain_verify.perspective import RemotePerspective
 from services.domain_verify.service import NAME, DomainVerifyService
 from services.domain_verify.settings import DomainVerifySettings
 from shared.config import load_or_exit
@@ -12,13 +13,15 @@ from shared.logging import configure
 from shared.service import run, run_until_stopped
 
 # The confirm endpoint's port on the local stack (docs/architecture.md); CACERT_HTTP_PORT still wins.
+# Perspective processes on the local stack get their own ports from devstack/system.py.
 DEFAULT_PORT = "8082"
 
 
 def main() -> None:
     settings = load_or_exit(DomainVerifySettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
     configure(NAME, settings.common.log_level)
-    sys.exit(run(lambda stop: run_until_stopped(DomainVerifyService(settings), stop)))
+    service = RemotePerspective(settings) if settings.mode == "perspective" else DomainVerifyService(settings)
+    sys.exit(run(lambda stop: run_until_stopped(service, stop)))
 
 
 if __name__ == "__main__":

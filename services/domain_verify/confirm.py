@@ -27,6 +27,7 @@ from services.domain_verify.ratelimit import AttemptLimiter
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import ChallengeStore
 from services.domain_verify.tokens import looks_like_token, token_hash
+from services.domain_verify.va.reuse import reuse_days
 from shared.audit import AuditLog
 from shared.events import utcnow
 from shared.logging import bound, get_logger
@@ -159,7 +160,7 @@ class ConfirmEndpoint:
             event = events.verified(
                 request_id=challenge.request_id, member_id=challenge.member_id, domain=challenge.domain,
                 contact=challenge.contact, verified_at=now,
-                valid_until=valid_until(now, self._settings.validity_days),
+                valid_until=valid_until(now, reuse_days(now, self._settings.validity_days or None)),
             )
             if not await self._store.settle(challenge.request_id, ChallengeState.CONFIRMED, now, event,
                                             {"confirmed_at": now}):

@@ -9,6 +9,7 @@ above all: it must not mail twice) de-duplicate on it.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event
 
@@ -31,22 +32,75 @@ def challenge_mail(*, request_id: str, member_id: str, to: str, link: str, domai
     )
 
 
-def verified(*, request_id: str, member_id: str, domain: str, contact: str, verified_at: datetime,
-             valid_until: datetime) -> CloudEvent:
-    return make_event(
-        "domain.verified",
-        {"request_id": request_id, "member_id": member_id, "domain": domain, "method": "email",
-         "contact": contact, "verified_at": isoformat(verified_at), "valid_until": isoformat(valid_until)},
-        source=SOURCE, event_id=deterministic_event_id(SOURCE, "verified", request_id),
-    )
+# The Baseline Requirements section of each validation method, stored on every outcome.
+BR_SECTIONS = {
+    "email": "3.2.2.4.4",
+    "dns_change": "3.2.2.4.7",
+    "website_change": "3.2.2.4.18",
+    "acme_http_01": "3.2.2.4.19",
+    "acme_dns_01": "3.2.2.4.7",
+}
+
+
+def verified(*, request_id: str, member_id: str, domain: str, verified_at: datetime, valid_until: datetime,
+             method: str = "email", contact: str | None = None,
+             evidence: dict[str, Any] | None = None) -> CloudEvent:
+    data: dict[str, Any] = {
+        "request_id": request_id, "member_id": member_id, "domain": domain, "method": method,
+        "br_section": BR_SECTIONS[method], "verified_at": isoformat(verified_at),
+        "valid_until": isoformat(valid_until),
+    }
+    if contact is not None:
+        data["contact"] = contact
+    if evidence:
+        data["evidence"] = evidence
+    return make_event("domain.verified", data, source=SOURCE,
+                      event_id=deterministic_event_id(SOURCE, "verified", request_id))
 
 
 def verification_failed(*, request_id: str, member_id: str, domain: str, reason: str,
-                        failed_at: datetime) -> CloudEvent:
+                        failed_at: datetime, method: str = "email",
+                        found: list[str] | None = None) -> CloudEvent:
     """A request's failure. One id per request whatever the reason: a request fails at most once."""
+    data: dict[str, Any] = {
+        "request_id": request_id, "member_id": member_id, "domain": domain, "reason": reason,
+        "failed_at": isoformat(failed_at), "method": method, "br_section": BR_SECTIONS.get(method, "3.2.2.4.4"),
+    }
+    if found:
+        data["found"] = [f[:512] for f in found[:20]]
+    return make_event("domain.verification_failed", data, source=SOURCE,
+                      event_id=deterministic_event_id(SOURCE, "failed", request_id))
+
+
+def caa_checked(*, check_id: str, request_id: str, member_id: str, allowed: bool, reason: str,
+                names: list[dict[str, Any]], perspectives: dict[str, bool | None],
+                checked_at: datetime) -> CloudEvent:
     return make_event(
-        "domain.verification_failed",
-        {"request_id": request_id, "member_id": member_id, "domain": domain, "reason": reason,
-         "failed_at": isoformat(failed_at)},
-        source=SOURCE, event_id=deterministic_event_id(SOURCE, "failed", request_id),
+        "domain.caa_checked",
+        {"check_id": check_id, "request_id": request_id, "member_id": member_id,
+         "verdict": "allowed" if allowed else "refused", "reason": reason, "names": names,
+         "perspectives": perspectives, "checked_at": isoformat(checked_at)},
+        source=SOURCE, event_id=deterministic_event_id(SOURCE, "caa-checked", check_id),
+    )
+
+
+def check_requested(*, check_id: str, kind: str, params: dict[str, Any], perspectives: list[str],
+                    requested_at: datetime) -> CloudEvent:
+    return make_event(
+        "perspective.check_requested",
+        {"check_id": check_id, "kind": kind, "params": params, "perspectives": perspectives,
+         "requested_at": isoformat(requested_at)},
+        source=SOURCE, event_id=deterministic_event_id(SOURCE, "check-requested", check_id),
+    )
+
+
+def check_answered(*, check_id: str, perspective: str, ok: bool, reason: str, found: list[str],
+                   details: dict[str, Any], checked_at: datetime) -> CloudEvent:
+    """One perspective's answer; its id is per (check, perspective), so a re-run answers once."""
+    return make_event(
+        "perspective.check_answered",
+        {"check_id": check_id, "perspective": perspective, "ok": ok, "reason": reason,
+         "found": found[:20], "details": details, "checked_at": isoformat(checked_at)},
+        source=f"{SOURCE}.{perspective}",
+        event_id=deterministic_event_id(SOURCE, "check-answered", check_id, perspective),
     )

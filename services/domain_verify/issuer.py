@@ -58,7 +58,7 @@ class ChallengeIssuer:
         now = self._clock()
         base = DomainChallenge(
             request_id=request_id, member_id=data["member_id"], domain=data["domain"],
-            contact=data["contact"], state=ChallengeState.REFUSED,
+            contact=data.get("contact", ""), state=ChallengeState.REFUSED,
             requested_at=datetime.fromisoformat(data["requested_at"]), created_at=now, expires_at=None,
             member_name=_member_name(data),
         )

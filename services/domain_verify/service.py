@@ -1,9 +1,15 @@
-"""DomainVerifyService: wires the request consumer, the confirm endpoint, the expiry sweep and the outbox.
+"""DomainVerifyService: wires the validation authority (primary mode).
+
+Consumers: verification requests (email challenges, or checked methods),
+CAA check requests, and the remote perspectives' answers. Sweeps: expired
+challenges, and checks whose perspectives did not answer in time. HTTP: the
+confirm-link endpoint. `perspective` mode runs perspective.RemotePerspective
+instead (see __main__.py).
 
 Start order: database and indexes, producer (and topics in development),
-outbox sweep (republishes what a crash left), the consumer, the expiry
-sweep, then HTTP. Stop runs the other way round, so no new confirmations
-arrive while the consumer drains.
+outbox sweep (republishes what a crash left), the consumer, the sweeps,
+then HTTP. Stop runs the other way round, so no new confirmations arrive
+while the consumer drains.
 """
 
 from __future__ import annotations
@@ -16,13 +22,18 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.domain_verify import caa_checks, validations
+from services.domain_verify.caa_checks import CaaChecks
+from services.domain_verify.checks import ValidationChecks
 from services.domain_verify.confirm import ConfirmEndpoint
+from services.domain_verify.corroboration import Corroboration
 from services.domain_verify.issuer import ChallengeIssuer
 from services.domain_verify.settings import DomainVerifySettings
-from services.domain_verify.store import INDEXES, ChallengeStore
+from services.domain_verify.store import INDEXES, ChallengeStore, CorroborationStore
 from services.domain_verify.sweep import ExpirySweep
+from services.domain_verify.validations import DomainValidations
 from shared.audit import AuditLog
-from shared.events import BY_NAME, utcnow
+from shared.events import BY_NAME, CloudEvent, utcnow
 from shared.events.access import SERVICES
 from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
@@ -33,6 +44,8 @@ from shared.service import Lifecycle, start_http
 
 NAME = "domain_verify"
 REQUESTED = BY_NAME["domain.verification_requested"].type
+CAA_REQUESTED = BY_NAME["domain.caa_check_requested"].type
+ANSWERED = BY_NAME["perspective.check_answered"].type
 log = get_logger("domain_verify.service")
 
 
@@ -62,14 +75,32 @@ class DomainVerifyService:
         self._producer = EventProducer(common.kafka, client_id=NAME)
         await self._producer.start()
         self._lifecycle.started("producer", self._producer.stop)
-        self._outbox = Outbox(self._producer, [self.store.collection, self.store.settlements])
+        corroborations = CorroborationStore(self.db)
+        self._outbox = Outbox(self._producer, [self.store.collection, self.store.settlements,
+                                               corroborations.collection, corroborations.outcomes])
         self._outbox.start()
         self._lifecycle.started("outbox", self._outbox.stop)
 
+        audit = AuditLog(self.db, clock=self._clock)
         issuer = ChallengeIssuer(self.store, self._outbox, self.settings, clock=self._clock)
+        self.checks = ValidationChecks(self.settings)
+        announcers: dict[str, Any] = {}
+        self.corroboration = Corroboration(corroborations, self._outbox, self.settings, announcers,
+                                           audit=audit, clock=self._clock)
+        checked = DomainValidations(self.checks, self.corroboration, self.settings, clock=self._clock)
+        caa = CaaChecks(self.checks, self.corroboration)
+        announcers.update({validations.PURPOSE: checked.announce, caa_checks.PURPOSE: caa.announce})
+
+        async def on_request(event: CloudEvent) -> None:
+            if event.data.get("method", "email") in ("email", "dns"):
+                await issuer.handle(event)  # 'dns' (reserved, never produced) is refused there
+            else:
+                await checked.handle(event)
+
         self._runner = ConsumerRunner(
             common.kafka, group_id=SERVICES[NAME].consumer_group, producer=self._producer,
-            subscriptions=[Subscription("domain", {REQUESTED: issuer.handle})],
+            subscriptions=[Subscription("domain", {REQUESTED: on_request, CAA_REQUESTED: caa.handle}),
+                           Subscription("perspective", {ANSWERED: self.corroboration.on_answer})],
         )
         await self._runner.start()
         self._lifecycle.started("consumer", self._runner.stop)
@@ -78,11 +109,13 @@ class DomainVerifyService:
                                  clock=self._clock)
         self.sweep.start()
         self._lifecycle.started("expiry sweep", self.sweep.stop)
+        self.corroboration.start(every=max(1.0, min(5.0, self.settings.perspective_timeout_seconds / 3)))
+        self._lifecycle.started("corroboration sweep", self.corroboration.stop)
 
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
         ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock,
-                        audit=AuditLog(self.db, clock=self._clock)).install(app)
+                        audit=audit).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
         self._lifecycle.started("http", self._http.cleanup)
         self.http_port = self._http.addresses[0][1]

@@ -112,3 +112,54 @@ class ChallengeStore:
         docs = await cursor.to_list()
         for doc in docs:
             yield DomainChallenge.from_document(doc)
+
+
+CORROBORATIONS = "corroborations"
+CORROBORATION_OUTCOMES = "corroboration_outcomes"
+INDEXES[CORROBORATIONS] = [
+    IndexModel([("state", ASCENDING), ("deadline", ASCENDING)], name="state_deadline"),
+    outbox.INDEX,
+]
+INDEXES[CORROBORATION_OUTCOMES] = [outbox.INDEX]
+
+
+class CorroborationStore:
+    """Checks run by the primary and corroborated by remote perspectives (BR 3.2.2.9).
+
+    One document per check (`_id` the check id) holds the primary's outcome, the perspectives asked
+    and each answer; the final decision is claimed, as challenges' outcomes are, by inserting an
+    outcome document carrying the announcing event (the first insert wins on every database).
+    """
+
+    def __init__(self, db: AsyncDatabase[Document]) -> None:
+        self.collection: AsyncCollection[Document] = db[CORROBORATIONS]
+        self.outcomes: AsyncCollection[Document] = db[CORROBORATION_OUTCOMES]
+
+    async def get(self, check_id: str) -> Document | None:
+        return await self.collection.find_one({"_id": check_id}, {outbox.FIELD: 0})
+
+    async def create(self, doc: Document, events: list[CloudEvent]) -> bool:
+        """Store a new check with the events asking the perspectives; False on redelivery."""
+        stored = dict(doc)
+        stored[outbox.FIELD] = [outbox.entry(e) for e in events]
+        return await insert_once(self.collection, stored)
+
+    async def record_answer(self, check_id: str, perspective: str, answer: Document) -> bool:
+        """Keep a perspective's first answer (a redelivered or re-run answer changes nothing)."""
+        result = await self.collection.update_one(
+            {"_id": check_id, f"answers.{perspective}": {"$exists": False}},
+            {"$set": {f"answers.{perspective}": answer}},
+        )
+        return result.modified_count == 1
+
+    async def settle(self, check_id: str, now: datetime, decision: Document, event: CloudEvent) -> bool:
+        """Claim the check's decision with its event; False if it was already decided."""
+        won = await insert_once(self.outcomes, {"_id": check_id, "at": now, **decision,
+                                                outbox.FIELD: [outbox.entry(event)]})
+        await self.collection.update_one({"_id": check_id}, {"$set": {"state": "decided", "decided_at": now}})
+        return won
+
+    async def overdue(self, now: datetime, limit: int = 200) -> list[Document]:
+        """Checks still waiting for perspectives past their deadline: the sweep decides them."""
+        cursor = self.collection.find({"state": "waiting", "deadline": {"$lte": now}}, {outbox.FIELD: 0})
+        return await cursor.sort("deadline", ASCENDING).limit(limit).to_list()

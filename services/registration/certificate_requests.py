@@ -8,12 +8,25 @@ is written with the record in one insert (store.py's outbox rule). The signer's 
 The one exception: a CSR over the subjectAltName cap (csr.MAX_SUBJECT_ALT_NAMES)
 is refused before anything is stored or announced, so oversized requests
 cost no records, events or audit entries.
+
+Server certificates pass one more gate before `csr.approved`: CAA (BR
+3.2.2.8). A server request the policy approves is stored as `caa_pending`
+with a `domain.caa_check_requested` for every DNS name; domain_verify (the
+only service that makes validation lookups) answers `domain.caa_checked`.
+Allowed: the request becomes `approved` and `csr.approved` carries
+`caa_checked_at`. Refused: `csr.rejected` with code `caa` and the record
+that forbade each name. The signer refuses an approval whose CAA result is
+more than 8 hours old at signing time (`cert.rejected` reason `caa_stale`);
+the request then goes back to `caa_pending` with a fresh check, and is
+approved again under the same request id, so it still yields one
+certificate at most.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from services.registration.assurance import Assurances
@@ -24,14 +37,23 @@ from services.registration.issuance_policy import Decision, IssuancePolicy, Memb
 from services.registration.members import Member
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
+from shared.logging import get_logger
+
+log = get_logger("registration.certificate_requests")
+
+CAA_PENDING = "caa_pending"
+CAA_STALE = "caa_stale"
 
 
 def public_view(doc: Document) -> Document:
-    out = {k: v for k, v in doc.items() if k not in ("_id", "_outbox", "csr_pem", "member_id")}
+    out = {k: v for k, v in doc.items()
+           if k not in ("_id", "_outbox", "csr_pem", "member_id", "caa_check_id", "caa_attempt")}
     out["id"] = doc["_id"]
     for key in ("created_at", "updated_at"):
         if key in out and hasattr(out[key], "isoformat"):
             out[key] = isoformat(out[key])
+    if isinstance(out.get("caa"), dict) and hasattr(out["caa"].get("checked_at"), "isoformat"):
+        out["caa"] = {**out["caa"], "checked_at": isoformat(out["caa"]["checked_at"])}
     return out
 
 
@@ -45,6 +67,7 @@ def _refused(reasons: Sequence[str], request_id: str | None = None) -> ApiError:
 
 class CertificateRequests:
     def __init__(self, context: Context, assurances: Assurances, domains: DomainClaims) -> None:
+        """`domains` answers which domains a member verified (and by which method, for CAA)."""
         self._ctx = context
         self._store = context.store
         self._assurances = assurances
@@ -102,44 +125,99 @@ class CertificateRequests:
                 validity_days=decision.validity_days,
                 csr_pem=pem,
             )
-            event = self._ctx.event(
-                "csr.approved",
-                {
-                    "request_id": request_id,
-                    "member_id": member.id,
-                    "cert_class": decision.cert_class,
-                    "profile": profile,
-                    "csr_pem": pem,
-                    "subject": decision.subject,
-                    "dns_names": list(decision.dns_names),
-                    "ip_addresses": [],
-                    "emails": list(decision.emails),
-                    "validity_days": decision.validity_days,
-                    "approved_at": isoformat(now),
-                },
-                event_id=deterministic_event_id("csr.approved", request_id),
-            )
+            if decision.dns_names:
+                doc.update(status=CAA_PENDING, caa_check_id=request_id, caa_attempt=1)
+                event = await self._caa_request(doc, request_id, now)
+            else:
+                event = self._approval(doc, now)
         else:
             doc.update(status="rejected", reasons=list(decision.reasons))
-            event = self._ctx.event(
-                "csr.rejected",
-                {
-                    "request_id": request_id,
-                    "member_id": member.id,
-                    "profile": profile,
-                    "reasons": list(decision.reasons),
-                    "rejected_at": isoformat(now),
-                },
-                event_id=deterministic_event_id("csr.rejected", request_id),
-            )
+            event = self._rejection(request_id, member.id, profile, list(decision.reasons), now)
         await self._store.insert_request_with_event(doc, event)
-        await self._ctx.audit(member.id, f"csr.{doc['status']}", request_id, profile=profile,
+        await self._ctx.audit(member.id, "csr.approved" if decision.approved else "csr.rejected", request_id,
+                              profile=profile,
                               **({"dns_names": list(decision.dns_names), "emails": list(decision.emails),
                                   "cert_class": decision.cert_class} if decision.approved
                                  else {"reasons": list(decision.reasons)}))
         if not decision.approved:
             raise _refused(decision.reasons, request_id)
         return public_view(doc)
+
+    def _approval(self, doc: Document, now: datetime, caa_checked_at: datetime | None = None,
+                  check_id: str | None = None) -> CloudEvent:
+        """`csr.approved` for a stored request; one id per CAA check, so a re-approval after a stale
+        CAA result is a new event for the same request (the signer still issues once per request)."""
+        data: dict[str, Any] = {
+            "request_id": doc["_id"],
+            "member_id": doc["member_id"],
+            "cert_class": doc["cert_class"],
+            "profile": doc["profile"],
+            "csr_pem": doc["csr_pem"],
+            "subject": doc["subject"],
+            "dns_names": list(doc["dns_names"]),
+            "ip_addresses": [],
+            "emails": list(doc["emails"]),
+            "validity_days": doc["validity_days"],
+            "approved_at": isoformat(now),
+        }
+        if caa_checked_at is not None:
+            data["caa_checked_at"] = isoformat(caa_checked_at)
+        key = ["csr.approved", doc["_id"]]
+        if check_id not in (None, doc["_id"]):
+            key.append(str(check_id))
+        return self._ctx.event("csr.approved", data, event_id=deterministic_event_id(*key))
+
+    def _rejection(self, request_id: str, member_id: str, profile: str, reasons: list[str], now: datetime,
+                   **extra: Any) -> CloudEvent:
+        return self._ctx.event(
+            "csr.rejected",
+            {"request_id": request_id, "member_id": member_id, "profile": profile, "reasons": reasons,
+             "rejected_at": isoformat(now), **extra},
+            event_id=deterministic_event_id("csr.rejected", request_id),
+        )
+
+    async def _caa_request(self, doc: Document, check_id: str, now: datetime) -> CloudEvent:
+        methods = await self._domains.verification_methods(doc["member_id"])
+        by_name: dict[str, str] = {}
+        for name in doc["dns_names"]:
+            base = name[2:] if name.startswith("*.") else name
+            covering = [d for d in methods if base == d or base.endswith("." + d)]
+            if covering:
+                by_name[name] = methods[max(covering, key=len)]
+        data: dict[str, Any] = {"check_id": check_id, "request_id": doc["_id"], "member_id": doc["member_id"],
+                                "names": list(doc["dns_names"]), "requested_at": isoformat(now)}
+        if by_name:
+            data["validation_methods"] = [{"name": n, "method": m} for n, m in by_name.items()]
+        return self._ctx.event("domain.caa_check_requested", data,
+                               event_id=deterministic_event_id("domain.caa_check_requested", check_id))
+
+    async def on_caa_checked(self, data: dict[str, Any]) -> None:
+        """domain_verify's CAA verdict: approve (to the signer) or reject with the forbidding records."""
+        request_id, check_id = data["request_id"], data["check_id"]
+        doc = await self._store.request_by_id(request_id)
+        if doc is None or doc.get("status") != CAA_PENDING or doc.get("caa_check_id") != check_id:
+            log.info("CAA verdict for a request not waiting for it; ignored", request_id=request_id,
+                     check_id=check_id)
+            return
+        now = self._ctx.clock()
+        checked_at = datetime.fromisoformat(data["checked_at"].replace("Z", "+00:00"))
+        caa = {"verdict": data["verdict"], "checked_at": checked_at, "names": data["names"],
+               "reason": data.get("reason")}
+        expect = {"status": CAA_PENDING, "caa_check_id": check_id}
+        if data["verdict"] == "allowed":
+            event = self._approval(doc, now, checked_at, check_id)
+            fields: Document = {"status": "approved", "caa": caa, "updated_at": now}
+        else:
+            refused = [n for n in data["names"] if not n.get("allowed")]
+            reasons = [f"caa: {n['name']}: {n.get('reason')}"
+                       + (f" (record at {n['relevant_name']}: {'; '.join(n['records'])})" if n.get("records") else "")
+                       for n in refused] or [f"caa: {data.get('reason')}"]
+            event = self._rejection(request_id, doc["member_id"], doc["profile"], reasons, now, code="caa",
+                                    caa={"reason": data.get("reason"), "names": refused})
+            fields = {"status": "rejected", "reasons": reasons, "caa": caa, "updated_at": now}
+        if await self._store.update_request_with_event(request_id, expect, fields, event):
+            await self._ctx.audit("registration", f"csr.caa_{data['verdict']}", request_id,
+                                  member_id=doc["member_id"], check_id=check_id, reason=data.get("reason"))
 
     async def get(self, member: Member, request_id: str) -> Document:
         doc = await self._store.request(request_id, member.id)
@@ -155,6 +233,25 @@ class CertificateRequests:
         await self._store.record_issued(data["request_id"], data["serial"], self._ctx.clock())
 
     async def on_signer_rejected(self, data: dict[str, Any]) -> None:
+        if data["reason"] == CAA_STALE:
+            await self._recheck_caa(data["request_id"])
+            return
         await self._store.record_signer_rejected(
             data["request_id"], [data["reason"], *data.get("details", [])], self._ctx.clock()
         )
+
+    async def _recheck_caa(self, request_id: str) -> None:
+        """The signer found the CAA result over 8 hours old (BR 3.2.2.8): check again, then re-approve."""
+        doc = await self._store.request_by_id(request_id)
+        if doc is None or doc.get("status") != "approved":
+            return
+        attempt = int(doc.get("caa_attempt", 1)) + 1
+        check_id = f"{request_id}-{attempt}"
+        now = self._ctx.clock()
+        event = await self._caa_request(doc, check_id, now)
+        if await self._store.update_request_with_event(
+                request_id, {"status": "approved", "caa_check_id": doc.get("caa_check_id")},
+                {"status": CAA_PENDING, "caa_check_id": check_id, "caa_attempt": attempt, "updated_at": now},
+                event):
+            log.info("CAA result went stale before signing; checking again", request_id=request_id,
+                     check_id=check_id)

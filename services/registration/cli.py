@@ -150,6 +150,21 @@ def run(args: argparse.Namespace, client: Client) -> None:
             _print(client.call("GET", "/v1/domains"))
         elif args.action == "contacts":
             _print(client.call("GET", f"/v1/domain-contacts?domain={q(args.domain)}"))
+        elif args.action == "verify" and args.method != "email":
+            domain_id = _domain_id(client, args.domain)
+            shown = client.call("POST", f"/v1/domains/{q(domain_id)}/verify", {"method": args.method})
+            challenge = shown["challenge"]
+            if args.method == "dns_change":
+                print(f"publish this TXT record, then run `cacert domains check {shown['domain']}`:")
+                print(f"  {challenge['record']}")
+            else:
+                print(f"serve this file over http (port 80), then run `cacert domains check {shown['domain']}`:")
+                print(f"  {challenge['url']}")
+                print(f"  content: {challenge['file_content']}")
+            print(f"the value can be used until {challenge['expires_at']}")
+        elif args.action == "check":
+            domain_id = _domain_id(client, args.domain)
+            _print(client.call("POST", f"/v1/domains/{q(domain_id)}/check"))
         elif args.action == "verify":
             domain_id = _domain_id(client, args.domain)
             contact = args.contact
@@ -246,9 +261,15 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--contact", help="ask for verification by this official contact at once")
     d.add_parser("list")
     d.add_parser("contacts").add_argument("domain")
-    v = d.add_parser("verify", help="mail a verification link to an official contact (pick one)")
+    v = d.add_parser("verify", help="verify a domain: mail a link to an official contact (pick one), or show "
+                                    "the DNS record / website file to publish")
     v.add_argument("domain", help="domain name or id")
     v.add_argument("--contact")
+    v.add_argument("--method", choices=["email", "dns_change", "website_change"], default="email",
+                   help="email (BR 3.2.2.4.4, default), dns_change (TXT record, 3.2.2.4.7) or website_change "
+                        "(file under /.well-known/pki-validation/, 3.2.2.4.18)")
+    d.add_parser("check", help="look for the published DNS record or website file now").add_argument(
+        "domain", help="domain name or id")
     s = sub.add_parser("csr")
     c = s.add_subparsers(dest="action", required=True)
     submit = c.add_parser("submit")

@@ -1,4 +1,4 @@
-"""Handlers for the events registration consumes: domain outcomes and the signer's results.
+"""Handlers for the events registration consumes: domain outcomes, CAA verdicts and the signer's results.
 
 Each handler only sets state to what the event says (keyed by request id
 or serial), so a redelivered event changes nothing.
@@ -29,13 +29,18 @@ class SignerOutcomes:
         await self._certificates.on_revoked(event.data)
 
 
-def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes) -> list[Subscription]:
+def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
+                  requests: CertificateRequests) -> list[Subscription]:
+    async def caa_checked(event: CloudEvent) -> None:
+        await requests.on_caa_checked(event.data)
+
     return [
         Subscription(
             "domain",
             {
                 BY_NAME["domain.verified"].type: domains.on_verified,
                 BY_NAME["domain.verification_failed"].type: domains.on_failed,
+                BY_NAME["domain.caa_checked"].type: caa_checked,
             },
         ),
         Subscription(

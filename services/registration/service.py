@@ -122,7 +122,7 @@ class RegistrationService:
             common.kafka,
             group_id=SERVICES[NAME].consumer_group,
             producer=self._producer,
-            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates)),
+            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests),
         )
         await self._runner.start()
         self._lifecycle.started("consumer", self._runner.stop)

@@ -55,6 +55,8 @@ class RegistrationSettings:
     mail_per_account: int = setting(
         "CACERT_RATE_MAIL_PER_ACCOUNT", 10, help="mail-triggering calls per member per hour"
     )
+    checks_per_account: int = setting("CACERT_RATE_CHECKS_PER_ACCOUNT", 60,
+                                      help="DNS/website 'check now' requests per member per hour")
     mail_per_address: int = setting("CACERT_RATE_MAIL_PER_ADDRESS", 3, help="mails to one address per hour")
     sweep_seconds: float = setting(
         "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
@@ -84,4 +86,5 @@ class RegistrationSettings:
             "confirm:client": RateLimit(self.confirm_per_client, 900),
             "mail:account": RateLimit(self.mail_per_account, 3600),
             "mail:address": RateLimit(self.mail_per_address, 3600),
+            "check:account": RateLimit(self.checks_per_account, 3600),
         }

@@ -121,8 +121,10 @@ class RegistrationStore(Protocol):
                                           event: CloudEvent) -> None: ...
     async def record_domain_verified(self, request_id: str, member_id: str, domain: str, fields: Document) -> bool:
         """Set the verified state on the claim that made this request; False if no claim did."""
-    async def record_domain_failed(self, request_id: str, member_id: str, reason: str) -> bool:
+    async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         """Fail the claim whose *current* request this is, only while it is pending; False otherwise."""
+    async def update_domain(self, claim_id: str, member_id: str, fields: Document) -> None:
+        """Set fields on the member's claim (the random value of a DNS or website challenge)."""
 
     # certificate requests and certificates
     async def insert_request_with_event(self, doc: Document, event: CloudEvent) -> None: ...
@@ -132,6 +134,11 @@ class RegistrationStore(Protocol):
     async def record_issued(self, request_id: str, serial: str, now: datetime) -> None: ...
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
         """Mark an approved request failed; a request in any other status stays as it is."""
+    async def request_by_id(self, request_id: str) -> Document | None:
+        """A request whoever it belongs to (for outcomes arriving as events)."""
+    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
+                                        event: CloudEvent) -> bool:
+        """Set `fields` and queue `event` if the request still matches `expect`; False otherwise."""
     async def record_certificate(self, serial: str, fields: Document) -> None:
         """Store an issued certificate once; a second record of the same serial changes nothing."""
     async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None: ...
@@ -311,12 +318,15 @@ class MongoRegistrationStore:
         )
         return result.matched_count > 0
 
-    async def record_domain_failed(self, request_id: str, member_id: str, reason: str) -> bool:
+    async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         result = await self._domains.update_one(
             {"request_id": request_id, "member_id": member_id, "status": "pending"},
-            {"$set": {"status": "failed", "failure_reason": reason}},
+            {"$set": {"status": "failed", **fields}},
         )
         return result.matched_count > 0
+
+    async def update_domain(self, claim_id: str, member_id: str, fields: Document) -> None:
+        await self._domains.update_one({"_id": claim_id, "member_id": member_id}, {"$set": fields})
 
     # certificate requests and certificates
 
@@ -340,6 +350,19 @@ class MongoRegistrationStore:
             {"_id": request_id, "status": "approved"},
             {"$set": {"status": "failed", "reasons": reasons, "updated_at": now}},
         )
+
+    async def request_by_id(self, request_id: str) -> Document | None:
+        return await self._requests.find_one({"_id": request_id}, HIDDEN)
+
+    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
+                                        event: CloudEvent) -> bool:
+        result = await self._requests.update_one(
+            {"_id": request_id, **expect}, {"$set": fields, "$push": outbox.pending([event])}
+        )
+        if result.matched_count == 0:
+            return False
+        await self._announce(self._requests, request_id)
+        return True
 
     async def record_certificate(self, serial: str, fields: Document) -> None:
         await self._certificates.update_one({"_id": serial}, {"$setOnInsert": fields}, upsert=True)

@@ -31,6 +31,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
+from services.signer import caa_freshness
 from services.signer.signing import SigningPool
 from services.signer.store import CertificateStore
 from shared import outbox
@@ -135,6 +136,7 @@ class CertificateIssuer:
             for index in groups_of[request_id]:
                 failures[index] = busy
         ids = [r for r in by_request if not any(failures[i] for i in groups_of[r])]
+        ids = await self._send_back_stale_caa(ids, by_request)
         BATCH_SIZE.observe(len(ids))
         self._in_hand.update(ids)
         try:
@@ -205,6 +207,24 @@ class CertificateIssuer:
                     issuer=doc["issuer"],
                     profile=doc["profile"],
                 )
+
+    async def _send_back_stale_caa(self, ids: list[str], by_request: dict[str, CloudEvent]) -> list[str]:
+        """Answer approvals whose CAA check is too old with `caa_stale` (nothing stored); the rest go on.
+
+        A request already answered keeps its outcome: a redelivered old approval of an issued
+        certificate is re-announced as issued, never sent back."""
+        now = utcnow()
+        stale = {r: why for r in ids if (why := caa_freshness.problem(by_request[r].data, now))}
+        if not stale:
+            return ids
+        known = await self._store.outcomes_of(list(stale))
+        back = {r: why for r, why in stale.items() if r not in known}
+        if back:
+            await self._producer.publish_many(
+                [caa_freshness.stale_answer(by_request[r].data, why, now) for r, why in back.items()])
+            for request_id, why in back.items():
+                log.warning("approval sent back: CAA check too old", request_id=request_id, detail=why)
+        return [r for r in ids if r not in back]
 
     async def _take_over_or_wait(self, request_id: str, now: dt.datetime) -> None:
         """Claimed but unanswered: our own earlier attempt (go on), a claimer that died before storing

@@ -28,9 +28,17 @@ SERVICES: dict[str, TopicAccess] = {
         consumer_group="registration",
     ),
     "domain_verify": TopicAccess(
-        reads=frozenset({"domain"}),
-        writes=frozenset({"domain", "mail.commands"}),
+        reads=frozenset({"domain", "perspective"}),
+        writes=frozenset({"domain", "mail.commands", "perspective"}),
         consumer_group="domain_verify",
+    ),
+    # A remote network perspective (BR 3.2.2.9): domain_verify in `perspective` mode, one Deployment per
+    # region. Each perspective must see every check, so each joins its own group:
+    # `<consumer_group>.<perspective name>` (see perspective_group()).
+    "domain_verify_perspective": TopicAccess(
+        reads=frozenset({"perspective"}),
+        writes=frozenset({"perspective"}),
+        consumer_group="domain_verify_perspective",
     ),
     "signer": TopicAccess(
         reads=frozenset({"csr", "cert"}),
@@ -43,3 +51,8 @@ SERVICES: dict[str, TopicAccess] = {
         consumer_group="notifier",
     ),
 }
+
+
+def perspective_group(name: str) -> str:
+    """The consumer group of the remote perspective `name` (a prefix ACL covers them all)."""
+    return f"{SERVICES['domain_verify_perspective'].consumer_group}.{name}"

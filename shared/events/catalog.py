@@ -38,7 +38,9 @@ class EventType:
 
 # Topics per aggregate. Mail commands carry secrets (confirmation links) and get their own
 # topic that only the notifier may read; mail outcomes are ordinary events.
-TOPICS = ("member", "domain", "csr", "cert", "mail.commands", "mail")
+# `perspective` is internal to domain_verify: the primary asks remote network perspectives to repeat a
+# check and they answer (BR 3.2.2.9).
+TOPICS = ("member", "domain", "csr", "cert", "mail.commands", "mail", "perspective")
 
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType("member.registered", 1, "member", "member_id"),
@@ -49,6 +51,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("domain.verification_requested", 1, "domain", "request_id"),
     EventType("domain.verified", 1, "domain", "request_id"),
     EventType("domain.verification_failed", 1, "domain", "request_id"),
+    EventType("domain.caa_check_requested", 1, "domain", "request_id"),
+    EventType("domain.caa_checked", 1, "domain", "request_id"),
     EventType("csr.approved", 1, "csr", "request_id"),
     EventType("csr.rejected", 1, "csr", "request_id"),
     EventType("cert.issued", 1, "cert", "serial"),
@@ -58,6 +62,8 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("mail.send_requested", 1, "mail.commands", "to"),
     EventType("mail.sent", 1, "mail", "source_event_id"),
     EventType("mail.failed", 1, "mail", "source_event_id"),
+    EventType("perspective.check_requested", 1, "perspective", "check_id"),
+    EventType("perspective.check_answered", 1, "perspective", "check_id"),
 )
 BY_TYPE: dict[str, EventType] = {e.type: e for e in EVENT_TYPES}
 BY_NAME: dict[str, EventType] = {e.name: e for e in EVENT_TYPES}

@@ -29,9 +29,9 @@ pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs t
 FILES = [
     "class1_root.pem", "class3_root.pem", "server_class1.pem", "server_class1.key", "server_class3.pem",
     "server_class3.key", "chain_class3.pem", "client_class1.pem", "client_class1.key", "revoked.pem",
-    "summary.json",
+    "server_dns.pem", "server_dns.key", "summary.json",
 ]  # fmt: skip
-LIVE = ["server_class1.pem", "client_class1.pem", "server_class3.pem"]
+LIVE = ["server_class1.pem", "client_class1.pem", "server_class3.pem", "server_dns.pem"]
 
 
 def openssl(*args: str | Path, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -68,17 +68,17 @@ def crl_url(cert: x509.Certificate) -> str:
 def test_demo_writes_every_file_with_private_keys_private(demo: DemoRun) -> None:
     for name in FILES:
         assert demo.path(name).stat().st_size > 0, name
-    for key in ("server_class1.key", "server_class3.key", "client_class1.key"):
+    for key in ("server_class1.key", "server_class3.key", "client_class1.key", "server_dns.key"):
         assert demo.path(key).stat().st_mode & 0o077 == 0, f"{key} is readable by others"
     summary = demo.summary
-    assert set(summary["serials"]) == {"server_class1", "server_class3", "client_class1", "revoked"}
+    assert set(summary["serials"]) == {"server_class1", "server_class3", "client_class1", "revoked", "server_dns"}
     assert summary["domain"].startswith("demo-") and summary["domain"].endswith(".example.org")
     assert summary["urls"]["ocsp"]["class1"].startswith("http://127.0.0.1:")
     assert summary["urls"]["crl"]["class3"].endswith("/class3.crl")
     subjects = summary["mail_subjects"]
     assert "Confirm your email address" in subjects
     assert f"Confirm control of {summary['domain']}" in subjects
-    assert sum("certificate for" in s and "was issued" in s for s in subjects) == 4
+    assert sum("certificate for" in s and "was issued" in s for s in subjects) == 5
     assert f"Certificate {summary['revoked_serial']} was revoked" in subjects
 
 
@@ -99,6 +99,16 @@ def test_certificates_are_what_was_asked_for(demo: DemoRun) -> None:
     # Published status URLs use the public-looking name; the demo reports the real local ones.
     assert ocsp_url(server) == "http://pki.example.net/ocsp/class3"
     assert crl_url(server) == "http://pki.example.net/class3.crl"
+
+
+def test_the_domain_verified_by_a_dns_record_gets_its_server_certificate(demo: DemoRun) -> None:
+    name = demo.summary["dns_domain"]
+    cert = load(demo, "server_dns.pem")
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert sans.get_values_for_type(x509.DNSName) == [name]
+    assert "Class 1" in cert.issuer.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    # Verified by DNS only: no confirmation mail was ever sent for it.
+    assert not [s for s in demo.summary["mail_subjects"] if s == f"Confirm control of {name}"]
 
 
 def test_extra_subject_attributes_are_dropped(demo: DemoRun) -> None:

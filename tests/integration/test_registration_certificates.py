@@ -167,10 +167,15 @@ async def test_csr_policy_end_to_end_and_certificate_lifecycle(stack: Stack) -> 
     approved = await api.call(
         "POST", "/v1/requests", token=token, json_body={"csr_pem": pem, "profile": "server"}
     )
-    assert approved.status == 202 and approved.body["status"] == "approved"
+    # A server request waits for the CAA check (BR 3.2.2.8) before it is announced to the signer.
+    assert approved.status == 202 and approved.body["status"] == "caa_pending"
     request_id = approved.body["id"]
+    assert await stack.events("csr", "csr.approved", expected=1, timeout=2) == []
+    await stack.answer_caa(request_id)
     (event,) = await stack.events("csr", "csr.approved")
     assert event.data["request_id"] == request_id and event.key == request_id
+    assert "caa_checked_at" in event.data
+    assert (await api.call("GET", f"/v1/requests/{request_id}", token=token)).body["status"] == "approved"
     assert event.data["subject"] == {"CN": "www.example.org"}
     assert event.data["dns_names"] == ["www.example.org", "*.example.org"]
     assert event.data["cert_class"] == 1 and event.data["validity_days"] == 365 and event.data["emails"] == []

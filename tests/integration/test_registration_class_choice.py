@@ -55,13 +55,14 @@ async def signer(kafka_settings: KafkaSettings, mongo_settings: MongoSettings, t
 
 
 async def _issued(stack: Stack, token: str, request_id: str) -> x509.Certificate:
+    await stack.answer_caa(request_id)  # the test plays domain_verify's CAA check
     for _ in range(300):
         found = (await stack.api.call("GET", f"/v1/requests/{request_id}", token=token)).body
         if found.get("status") == "issued" and found.get("serial"):
             pem = await stack.api.call("GET", f"/v1/certificates/{found['serial']}/download?format=pem", token=token)
             assert pem.status == 200
             return x509.load_pem_x509_certificates(pem.raw)[0]
-        assert found.get("status") in ("approved", "pending"), found
+        assert found.get("status") in ("caa_pending", "approved", "pending"), found
         await asyncio.sleep(0.1)
     raise AssertionError(f"request {request_id} was not issued")
 

@@ -43,6 +43,7 @@ async def test_a_request_over_the_cap_gets_422_and_nothing_is_stored_or_publishe
                             json_body={"csr_pem": build_csr(dns=hosts(100)), "profile": "server"})
     assert at_cap.status == 202, at_cap.body
     assert len(at_cap.body["dns_names"]) == 100
+    await stack.answer_caa(at_cap.body["id"])
     published = await stack.events("csr", "")
     assert [(e.type, e.data["request_id"]) for e in published] == [
         ("org.cacert.csr.approved.v1", at_cap.body["id"])

@@ -286,10 +286,17 @@ async def test_preview_shows_names_and_dropped_attributes_before_anything_is_sub
     status, _, headers = await browser.post("/account/server-certs/submit", submit)
     assert status == 303 and headers["Location"].startswith("/account/requests/")
     (request,) = (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"]
-    assert request["status"] == "approved" and request["dns_names"] == ["www.pia.example", "pia.example"]
+    assert request["status"] == "caa_pending" and request["dns_names"] == ["www.pia.example", "pia.example"]
     assert request["subject"] == {"CN": "www.pia.example"}
     status, text, _ = await browser.get(headers["Location"])
-    assert status == 200 and '<meta http-equiv="refresh"' in text and "approved" in text
+    assert status == 200 and '<meta http-equiv="refresh"' in text and "checking the names' CAA records" in text
+    await stack.answer_caa(request["id"])
+    for _ in range(100):
+        status, text, _ = await browser.get(headers["Location"])
+        if "the signer is issuing" in text:
+            break
+        await asyncio.sleep(0.1)
+    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text and ">approved<" in text
 
 
 def _ca_cert(name: str, serial: int) -> x509.Certificate:
@@ -413,6 +420,7 @@ async def test_assured_members_choose_the_class_and_unassured_members_see_no_cho
     assert status == 303, headers
     (request,) = (await stack.api.call("GET", "/v1/requests", token=token)).body["requests"]
     assert request["cert_class"] == 1
+    await stack.answer_caa(request["id"])
     (approved,) = [e for e in await stack.events("csr", "csr.approved") if e.data["member_id"] == member_id]
     assert approved.data["cert_class"] == 1
 

@@ -70,7 +70,7 @@ def approved(profile: str, cert_class: int, csr_pem: str, *, dns: list[str] | No
         "request_id": request_id or str(uuid.uuid4()), "member_id": "member-1", "cert_class": cert_class,
         "profile": profile, "csr_pem": csr_pem, "subject": subject if subject is not None else {},
         "dns_names": dns or [], "ip_addresses": [], "emails": emails or [], "validity_days": 90,
-        "approved_at": isoformat(utcnow()),
+        "approved_at": isoformat(utcnow()), "caa_checked_at": isoformat(utcnow()),
     }
     return make_event("csr.approved", data, source="test")
 

@@ -130,6 +130,25 @@ class Stack:
                 return parse_qs(urlparse(link).query)["token"][0]
         raise AssertionError(f"no confirmation mail #{nth} to {address}")
 
+    async def answer_caa(self, request_id: str, *, allowed: bool = True, reason: str = "no_caa",
+                         records: list[str] | None = None) -> CloudEvent:
+        """Play domain_verify for one CAA check: answer the request's `domain.caa_check_requested`.
+
+        Registration tests stand in for the validation authority here as they do for
+        `domain.verified`; tests/integration/test_caa_issuance.py runs the real one against the real DNS.
+        """
+        asked = [e for e in await self.events("domain", "domain.caa_check_requested", expected=1)
+                 if e.data["request_id"] == request_id]
+        assert asked, f"no CAA check was requested for {request_id}"
+        check = asked[-1].data
+        names = [{"name": n, "allowed": allowed, "reason": reason if not allowed else "no_caa",
+                  "relevant_name": None, "records": records or []} for n in check["names"]]
+        return await self.publish("domain.caa_checked", {
+            "check_id": check["check_id"], "request_id": request_id, "member_id": check["member_id"],
+            "verdict": "allowed" if allowed else "refused", "reason": reason, "names": names,
+            "perspectives": {}, "checked_at": datetime.now(UTC).isoformat(),
+        }, source="domain_verify")
+
     async def publish(self, name: str, data: dict[str, Any], source: str = "test") -> CloudEvent:
         event = make_event(name, data, source=source)
         await self.producer.publish(event)

@@ -194,12 +194,17 @@ class MemoryStore:
                 return True
         return False
 
-    async def record_domain_failed(self, request_id: str, member_id: str, reason: str) -> bool:
+    async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         for doc in self.collections["domains"].values():
             if (doc.get("request_id"), doc["member_id"], doc.get("status")) == (request_id, member_id, "pending"):
-                doc.update(status="failed", failure_reason=reason)
+                doc.update(status="failed", **copy.deepcopy(fields))
                 return True
         return False
+
+    async def update_domain(self, claim_id: str, member_id: str, fields: Document) -> None:
+        doc = self.collections["domains"].get(claim_id)
+        if doc is not None and doc["member_id"] == member_id:
+            _set(doc, fields)
 
     # certificate requests and certificates
 
@@ -224,6 +229,19 @@ class MemoryStore:
         doc = self.collections["requests"].get(request_id)
         if doc is not None and doc.get("status") == "approved":
             doc.update(status="failed", reasons=list(reasons), updated_at=now)
+
+    async def request_by_id(self, request_id: str) -> Document | None:
+        doc = self.collections["requests"].get(request_id)
+        return copy.deepcopy(doc) if doc is not None else None
+
+    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
+                                        event: CloudEvent) -> bool:
+        doc = self.collections["requests"].get(request_id)
+        if doc is None or any(doc.get(k) != v for k, v in expect.items()):
+            return False
+        _set(doc, fields)
+        self._queue("requests", request_id, [event])
+        return True
 
     async def record_certificate(self, serial: str, fields: Document) -> None:
         self.collections["certificates"].setdefault(serial, {"_id": serial, **copy.deepcopy(fields)})

@@ -135,3 +135,96 @@ async def test_the_signers_outcomes_update_the_request_status(reg: Registration)
     assert failed_now["status"] == "failed" and failed_now["reasons"] == ["lint", "bad SAN"]
     assert [r["id"] for r in await reg.requests.listing(ada)] in ([failed["id"], issued["id"]],
                                                                    [issued["id"], failed["id"]])
+
+
+async def _verified(reg: Registration, member: Member, domain: str, method: str = "dns_change") -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from shared.events import isoformat, make_event
+
+    claims = DomainClaims(context(reg.store))
+    claim = await claims.add(member, domain, None, method)
+    view = await claims.check_now(member, claim["id"])
+    now = datetime.now(UTC)
+    await claims.on_verified(make_event("domain.verified", {
+        "request_id": view["request_id"], "member_id": member.id, "domain": domain, "method": method,
+        "br_section": "3.2.2.4.7", "verified_at": isoformat(now),
+        "valid_until": isoformat(now + timedelta(days=200))}, source="domain_verify"))
+
+
+def _caa_verdict(check: dict[str, Any], *, allowed: bool, reason: str = "no_caa",
+                 records: list[str] | None = None) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    return {"check_id": check["check_id"], "request_id": check["request_id"], "member_id": check["member_id"],
+            "verdict": "allowed" if allowed else "refused", "reason": reason,
+            "names": [{"name": n, "allowed": allowed, "reason": reason, "relevant_name": "example.org",
+                       "records": records or []} for n in check["names"]],
+            "checked_at": datetime.now(UTC).isoformat()}
+
+
+def _queued(reg: Registration, name: str) -> list[dict[str, Any]]:
+    return [e.data for (_, _, e) in reg.store.queued if e.type == BY_NAME[name].type]
+
+
+async def test_a_server_request_waits_for_caa_and_is_announced_to_the_signer_only_when_caa_allows(
+    reg: Registration,
+) -> None:
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    view = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+
+    assert view["status"] == "caa_pending"
+    assert _queued(reg, "csr.approved") == []
+    (check,) = _queued(reg, "domain.caa_check_requested")
+    assert check["names"] == ["www.example.org"] and check["request_id"] == view["id"]
+    # For RFC 8657 validationmethods: the method that verified the covering domain.
+    assert check["validation_methods"] == [{"name": "www.example.org", "method": "dns_change"}]
+
+    await reg.requests.on_caa_checked(_caa_verdict(check, allowed=True))
+    (approved,) = _queued(reg, "csr.approved")
+    assert approved["request_id"] == view["id"] and "caa_checked_at" in approved
+    assert (await reg.requests.get(ada, view["id"]))["status"] == "approved"
+    # A redelivered verdict changes nothing.
+    await reg.requests.on_caa_checked(_caa_verdict(check, allowed=True))
+    assert len(_queued(reg, "csr.approved")) == 1
+
+
+async def test_a_caa_refusal_rejects_the_request_with_the_record_that_forbade_it(reg: Registration) -> None:
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    view = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+    (check,) = _queued(reg, "domain.caa_check_requested")
+
+    await reg.requests.on_caa_checked(_caa_verdict(check, allowed=False, reason="not_permitted",
+                                                   records=['0 issue "other-ca.example"']))
+    (rejected,) = _queued(reg, "csr.rejected")
+    assert rejected["code"] == "caa" and rejected["request_id"] == view["id"]
+    assert 'other-ca.example' in rejected["reasons"][0] and "not_permitted" in rejected["reasons"][0]
+    assert rejected["caa"]["names"][0]["records"] == ['0 issue "other-ca.example"']
+    stored = await reg.requests.get(ada, view["id"])
+    assert stored["status"] == "rejected" and stored["caa"]["verdict"] == "refused"
+    assert _queued(reg, "csr.approved") == []
+
+
+async def test_a_stale_caa_result_at_signing_time_is_checked_again_and_approved_under_a_new_event_id(
+    reg: Registration,
+) -> None:
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    view = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+    (check,) = _queued(reg, "domain.caa_check_requested")
+    await reg.requests.on_caa_checked(_caa_verdict(check, allowed=True))
+
+    await reg.requests.on_signer_rejected({"request_id": view["id"], "member_id": ada.id, "reason": "caa_stale",
+                                           "details": ["checked more than 8 hours ago"]})
+    assert (await reg.requests.get(ada, view["id"]))["status"] == "caa_pending"
+    first, second = _queued(reg, "domain.caa_check_requested")
+    assert second["check_id"] != first["check_id"] and second["request_id"] == view["id"]
+    # The old verdict no longer counts; the new one approves again, as a new event.
+    await reg.requests.on_caa_checked(_caa_verdict(first, allowed=True))
+    assert len(_queued(reg, "csr.approved")) == 1
+    await reg.requests.on_caa_checked(_caa_verdict(second, allowed=True))
+    approvals = [e for (_, _, e) in reg.store.queued if e.type == BY_NAME["csr.approved"].type]
+    assert len(approvals) == 2 and approvals[0].id != approvals[1].id
+    assert {a.data["request_id"] for a in approvals} == {view["id"]}

@@ -47,6 +47,7 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "GET /v1/domains/{domain_id}":                   ("401", "2xx", "404", "404", "404"),
     "GET /v1/domains/{domain_id}/contacts":          ("401", "2xx", "404", "404", "404"),
     "POST /v1/domains/{domain_id}/verify":           ("401", "2xx", "404", "404", "404"),
+    "POST /v1/domains/{domain_id}/check":            ("401", "409", "404", "404", "404"),  # no DNS/web value yet
     "GET /v1/requests":                              ("401", "2xx", "2xx", "2xx", "2xx"),
     "POST /v1/requests":                             ("401", "2xx", "422", "422", "422"),  # not their domain
     "GET /v1/requests/{request_id}":                 ("401", "2xx", "404", "404", "404"),

@@ -1,4 +1,4 @@
-"""Domain routes: add a domain, see its official contacts, ask for verification by one of them."""
+"""Domain routes: add a domain, see its official contacts, verify it by mail, DNS record or website file."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from services.registration.api.common import Authenticator, query_text, schema
 from services.registration.domains import DomainClaims, checked_domain
 from services.registration.ratelimit import RateLimiter
 from shared import dns_names
-from shared.http import read_json
+from shared.http import ApiError, read_json
 
 
 class DomainRoutes:
@@ -24,6 +24,7 @@ class DomainRoutes:
         app.router.add_get("/v1/domains/{domain_id}", self.get)
         app.router.add_get("/v1/domains/{domain_id}/contacts", self.contacts)
         app.router.add_post("/v1/domains/{domain_id}/verify", self.verify)
+        app.router.add_post("/v1/domains/{domain_id}/check", self.check)
 
     async def listing(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
@@ -36,7 +37,10 @@ class DomainRoutes:
             checked_domain(body["domain"])
             await self._limiter.hit("mail:account", member.id)
             await self._limiter.hit("mail:address", body["contact"].lower())
-        claim = await self._domains.add(member, body["domain"], body.get("contact"))
+        method = body.get("method")
+        if method == "email" and body.get("contact") is None:
+            raise ApiError(422, "contact_required", "the email method needs one of the official contacts")
+        claim = await self._domains.add(member, body["domain"], body.get("contact"), method)
         return web.json_response(claim, status=201)
 
     async def get(self, request: web.Request) -> web.Response:
@@ -58,9 +62,21 @@ class DomainRoutes:
         member = await self._auth.member(request)
         body = await read_json(request, schema("VerifyDomainRequest"))
         await self._domains.get(member, request.match_info["domain_id"])
+        method = body.get("method", "email")
+        if method != "email":
+            return web.json_response(
+                await self._domains.prepare_challenge(member, request.match_info["domain_id"], method))
+        if not body.get("contact"):
+            raise ApiError(422, "contact_required", "the email method needs one of the official contacts")
         await self._limiter.hit("mail:account", member.id)
         await self._limiter.hit("mail:address", body["contact"].lower())
         result = await self._domains.request_verification(
             member, request.match_info["domain_id"], body["contact"]
         )
+        return web.json_response(result, status=202)
+
+    async def check(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        await self._limiter.hit("check:account", member.id)
+        result = await self._domains.check_now(member, request.match_info["domain_id"])
         return web.json_response(result, status=202)

@@ -23,6 +23,7 @@ NOTICES = {
     "signed_up": "Account created. We sent a confirmation link to your address: open it, press the button, "
     "then log in here.",
     "mail_sent": "We sent the verification mail. Open the link in it and press confirm; then reload this page.",
+    "check_started": "The check has started: the CA is looking for the record or file now.",
     "email_added": "We sent a confirmation link to the new address: open it and press the button.",
     "confirmation_resent": "We sent the confirmation link again.",
     "revocation_requested": "Revocation requested. The certificate will be listed on the next CRL.",

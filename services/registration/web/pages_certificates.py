@@ -222,7 +222,8 @@ class CertificatePages:
             section=kind_of(found.get("profile")),
             req=found,
             refusals=refusals,
-            waiting=found.get("status") == "approved",
+            waiting=found.get("status") in ("approved", "caa_pending"),
+            caa_pending=found.get("status") == "caa_pending",
         )
 
     async def certificate_page(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:

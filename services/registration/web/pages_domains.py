@@ -1,4 +1,4 @@
-"""Domain pages: my domains, one domain, and the verification mail to an official contact."""
+"""Domain pages: my domains, one domain, and its verification by mail, DNS record or website file."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ class DomainPages:
             ("POST", "/account/domains", self.domain_add, "member"),
             ("GET", "/account/domains/{domain_id}", self.domain_page, "member"),
             ("POST", "/account/domains/{domain_id}/verify", self.domain_verify, "member"),
+            ("POST", "/account/domains/{domain_id}/method", self.domain_method, "member"),
+            ("POST", "/account/domains/{domain_id}/check", self.domain_check, "member"),
         ]
 
     async def domain_list(
@@ -87,3 +89,25 @@ class DomainPages:
         except ApiError as exc:
             return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
         return see_other(f"/account/domains/{claim_id}?notice=mail_sent")
+
+    async def domain_method(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        """Show the random value for the DNS or website method (drawn once, reused for 29 days)."""
+        member = signed_in(visitor)
+        claim_id = request.match_info["domain_id"]
+        method = text(form, "method", 40)
+        try:
+            await self._domains.prepare_challenge(member, claim_id, method)
+        except ApiError as exc:
+            return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
+        return see_other(f"/account/domains/{claim_id}#publish")
+
+    async def domain_check(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        """'Check now': ask domain_verify to look for the published record or file."""
+        member = signed_in(visitor)
+        claim_id = request.match_info["domain_id"]
+        await self._limiter.hit("check:account", member.id)
+        try:
+            await self._domains.check_now(member, claim_id)
+        except ApiError as exc:
+            return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
+        return see_other(f"/account/domains/{claim_id}?notice=check_started")
