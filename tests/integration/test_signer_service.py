@@ -6,6 +6,7 @@ import asyncio
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,12 +66,12 @@ def make_csr(names: list[str], *, key: Any = None, extra_subject: bool = True, e
 
 def approved(profile: str, cert_class: int, csr_pem: str, *, dns: list[str] | None = None,
              emails: list[str] | None = None, subject: dict[str, str] | None = None,
-             request_id: str | None = None) -> CloudEvent:
+             request_id: str | None = None, caa_age: timedelta = timedelta(0)) -> CloudEvent:
     data = {
         "request_id": request_id or str(uuid.uuid4()), "member_id": "member-1", "cert_class": cert_class,
         "profile": profile, "csr_pem": csr_pem, "subject": subject if subject is not None else {},
         "dns_names": dns or [], "ip_addresses": [], "emails": emails or [], "validity_days": 90,
-        "approved_at": isoformat(utcnow()), "caa_checked_at": isoformat(utcnow()),
+        "approved_at": isoformat(utcnow()), "caa_checked_at": isoformat(utcnow() - caa_age),
     }
     return make_event("csr.approved", data, source="test")
 
@@ -156,6 +157,29 @@ async def test_redelivered_request_yields_one_certificate_across_restarts(
         assert await db.statuses.count_documents({}) == 1
     finally:
         await client.close()
+
+
+async def test_an_approval_whose_caa_check_is_over_8_hours_old_is_sent_back_and_signed_once_rechecked(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, producer: EventProducer) -> None:
+    csr = make_csr(["late.example.org"])
+    stale = approved("server", 1, csr, dns=["late.example.org"], subject={"CN": "late.example.org"},
+                     caa_age=timedelta(hours=9))
+    service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
+    await service.start()
+    try:
+        await producer.publish(stale)
+        (answer,) = await cert_events(kafka_settings, 1)
+        assert answer.type == "org.cacert.cert.rejected.v1" and answer.data["reason"] == "caa_stale"
+        assert "more than 8 hours" in answer.data["details"][0]
+        # Nothing was stored: the RA re-checks CAA and approves the same request again (new event id).
+        fresh = approved("server", 1, csr, dns=["late.example.org"], subject={"CN": "late.example.org"},
+                         request_id=stale.data["request_id"])
+        await producer.publish(fresh)
+        answers = await cert_events(kafka_settings, 2)
+    finally:
+        await service.stop()
+    assert [a.type for a in answers] == ["org.cacert.cert.rejected.v1", "org.cacert.cert.issued.v1"]
+    assert answers[1].data["request_id"] == stale.data["request_id"]
 
 
 async def test_overlapping_passes_with_the_same_request_sign_it_once(
