@@ -95,7 +95,7 @@ class ValidationChecks:
         else:
             return CheckOutcome(False, f"invalid_check: unknown kind {kind!r}")
         return CheckOutcome(result.ok, result.reason, list(result.found),
-                            {"br_section": result.br_section})
+                            {"br_section": result.br_section, **result.evidence})
 
     async def _caa(self, params: dict[str, Any]) -> CheckOutcome:
         """Every name must be allowed (BR 3.2.2.8); the outcome lists each name's verdict and record."""
@@ -114,7 +114,8 @@ class ValidationChecks:
             if not verdict.allowed:
                 CAA_REFUSALS.labels(self.perspective, verdict.reason.split(":")[0]).inc()
             names.append({"name": name, "allowed": verdict.allowed, "reason": verdict.reason,
-                          "relevant_name": verdict.relevant_name, "records": list(verdict.records)})
+                          "relevant_name": verdict.relevant_name, "records": list(verdict.records),
+                          "dnssec": verdict.dnssec})
         refused = [n for n in names if not n["allowed"]]
         if refused:
             first = refused[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from shared.domain_methods import BR_SECTIONS
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event
 
 SOURCE = "domain_verify"
@@ -33,13 +34,6 @@ def challenge_mail(*, request_id: str, member_id: str, to: str, link: str, domai
 
 
 # The Baseline Requirements section of each validation method, stored on every outcome.
-BR_SECTIONS = {
-    "email": "3.2.2.4.4",
-    "dns_change": "3.2.2.4.7",
-    "website_change": "3.2.2.4.18",
-    "acme_http_01": "3.2.2.4.19",
-    "acme_dns_01": "3.2.2.4.7",
-}
 
 
 def verified(*, request_id: str, member_id: str, domain: str, verified_at: datetime, valid_until: datetime,

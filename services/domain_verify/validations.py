@@ -27,14 +27,13 @@ from services.domain_verify.corroboration import Corroboration
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.va.reuse import reuse_days
 from shared import dns_names
+from shared.domain_methods import CHECKED_METHODS, RANDOM_VALUE_DAYS
 from shared.events import CloudEvent, utcnow
 from shared.logging import get_logger
 
 log = get_logger("domain_verify.validations")
 
 PURPOSE = "validation"
-CHECKED_METHODS = ("dns_change", "website_change", "acme_http_01", "acme_dns_01")
-RANDOM_VALUE_DAYS = 30  # BR 3.2.2.4.7 / 3.2.2.4.18: a Random Value is usable for 30 days after its creation
 PARAMS = {
     "dns_change": ("random_value",),
     "website_change": ("random_value", "file_name"),

@@ -28,22 +28,25 @@ from typing import Any
 from services.registration.context import Context, Document
 from services.registration.members import Member
 from shared import dns_names
+from shared.domain_methods import (
+    BR_SECTIONS,
+    DNS_CHANGE,
+    DNS_LABEL,
+    EMAIL,
+    PKI_VALIDATION_PATH,
+    RANDOM_VALUE_DAYS,
+    WEBSITE_CHANGE,
+)
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 from shared.logging import get_logger
 
 log = get_logger("registration.domains")
 
-EMAIL = "email"
-DNS_CHANGE = "dns_change"
-WEBSITE_CHANGE = "website_change"
+# Registration offers the methods a member runs by hand; the ACME ones come through the ACME service.
 METHODS = (EMAIL, DNS_CHANGE, WEBSITE_CHANGE)
-BR_SECTIONS = {EMAIL: "3.2.2.4.4", DNS_CHANGE: "3.2.2.4.7", WEBSITE_CHANGE: "3.2.2.4.18"}
-DNS_LABEL = "_cacert-challenge"
-PKI_VALIDATION_PATH = "/.well-known/pki-validation/"
 # BR 3.2.2.4.7 / .18: a Random Value may be used for 30 days; a new one is drawn a day before, so a
 # check the member starts never meets a value that expires on the way.
-RANDOM_VALUE_DAYS = 30
 RENEW_RANDOM_VALUE_AFTER = timedelta(days=RANDOM_VALUE_DAYS - 1)
 
 

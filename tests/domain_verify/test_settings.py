@@ -18,7 +18,9 @@ def test_defaults() -> None:
     settings = load(DomainVerifySettings, BASE)
     assert settings.public_url == "http://127.0.0.1:8082"
     assert settings.challenge_hours == 72
-    assert settings.validity_days == 398
+    assert settings.validity_days == 0, "0: the BR 4.2.1 (SC-081) reuse schedule decides"
+    assert settings.mode == "primary" and settings.perspectives == [] and settings.caa_identities == ["cacert.example"]
+    assert settings.http_port == 80 and settings.http_allow_private == [], "private targets refused by default"
 
 
 @pytest.mark.parametrize("hours", ["721", "0", "-1", "100000"])
