@@ -29,9 +29,14 @@ import dns.message
 import dns.name
 import dns.rcode
 import dns.rdatatype
+from prometheus_client import Counter
 
 # RFC 8914 codes that mean the resolver found the answer, and found it failed DNSSEC validation.
 DNSSEC_EDE = frozenset({1, 2, 5, 6, 7, 8, 9, 10, 11, 12})
+
+LOOKUPS = Counter("cacert_domain_verify_dns_lookups_total",
+                  "DNS lookups of validation and CAA checks, by type and outcome (secure, insecure, nxdomain, "
+                  "or the failure: dnssec_bogus, servfail, timeout, refused, ...)", ["rdtype", "outcome"])
 
 REASONS = ("servfail", "timeout", "refused", "dnssec_bogus", "network_error", "bad_response")
 
@@ -93,6 +98,15 @@ class Resolver:
 
     async def lookup(self, name: str, rdtype: str) -> Answer:
         """The `rdtype` RRset at `name` (CNAMEs followed by the resolver), or LookupFailure."""
+        try:
+            answer = await self._lookup(name, rdtype)
+        except LookupFailure as exc:
+            LOOKUPS.labels(rdtype, exc.reason).inc()
+            raise
+        LOOKUPS.labels(rdtype, "nxdomain" if answer.nxdomain else answer.dnssec).inc()
+        return answer
+
+    async def _lookup(self, name: str, rdtype: str) -> Answer:
         fqdn = dns.name.from_text(name)
         query = self._query(fqdn.to_text(), rdtype)
         failure = LookupFailure("servfail", "no resolver answered")
