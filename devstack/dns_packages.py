@@ -85,18 +85,22 @@ def _apt_install(apt_get: str, packages: list[str]) -> None:
     log.parent.mkdir(parents=True, exist_ok=True)
 
     def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=900,
-                                stdin=subprocess.DEVNULL)  # fmt: skip
+        try:
+            result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=900,
+                                    stdin=subprocess.DEVNULL)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            raise StackError(f"`{' '.join(argv)}` took more than 15 minutes; see {log}") from None
         with log.open("a") as handle:
             handle.write(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n")
         return result
 
-    install = [apt_get, "install", "-y", "-q", "--no-install-recommends", *packages]
+    # A fresh VM often runs unattended-upgrades at boot: wait for its dpkg lock instead of failing.
+    install = [apt_get, "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", "--no-install-recommends", *packages]
     guard = _forbid_service_starts()
     try:
         result = run(install)
         if result.returncode != 0 and _lacks_lists(result.stdout + result.stderr):
-            update = run([apt_get, "update", "-q"])
+            update = run([apt_get, "-o", "DPkg::Lock::Timeout=300", "update", "-q"])
             if update.returncode != 0:
                 raise StackError(f"apt-get update failed; see {log}:\n{_tail(update)}")
             result = run(install)

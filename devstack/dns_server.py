@@ -23,7 +23,8 @@ privilege drop, on loopback only:
   database (`<state>/dns/knot/db/keys`), so a restart keeps them and the resolver's trust anchor.
 
 * **dns**: Unbound on 127.0.0.1:5353 (CACERT_STACK_DNS_PORT), what services and tests resolve with.
-  It forwards `.` to Knot, validates DNSSEC with two trust anchors only, computed at its start:
+  It forwards `.` to Knot (over TCP, so that while Knot is stopped a lookup fails at once rather than
+  after timeouts), validates DNSSEC with two trust anchors only, computed at its start:
   the real DS of `signed.test.` (from the DNSKEY Knot serves) and the DS of a random key for
   `bogus.test.`. Everything else is insecure: there is no root anchor, so nothing here ever reaches
   for the real IANA root. With `ede: yes` a bogus answer is SERVFAIL with an Extended DNS Error
@@ -65,7 +66,7 @@ import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
 import dns.rdtypes.ANY.DS
 
-from devstack import dns_packages, paths
+from devstack import dns_packages, paths, process
 from devstack.component import Component, Say
 from devstack.endpoints import HOST, TSIG_ALGORITHM, TSIG_KEY_NAME
 from devstack.errors import StackError
@@ -271,6 +272,8 @@ zone:
 
     def healthy(self) -> bool:
         """Every zone loaded (its SOA answered authoritatively), the signed ones with their DNSKEY."""
+        if not process.port_open(self.endpoints.dns_auth):
+            return False  # not listening yet: skip the UDP timeouts
         server = (HOST, self.endpoints.dns_auth)
         return all(_answers(server, zone, "SOA", authoritative=True) for zone in ZONES) and all(
             _answers(server, zone, "DNSKEY", authoritative=True) for zone in SIGNED_ZONES
@@ -398,7 +401,8 @@ server:
     cache-max-ttl: 5
     cache-max-negative-ttl: 1
     val-bogus-ttl: 1
-    infra-host-ttl: 10
+    # How long an unreachable server (Knot while stopped) stays marked down.
+    infra-host-ttl: 2
     infra-keep-probing: yes
     aggressive-nsec: no
     prefetch: no
@@ -433,10 +437,27 @@ forward-zone:
 forward-zone:
     name: "."
     forward-addr: {HOST}@{self.endpoints.dns_auth}
+    # TCP: while Knot is stopped (a fault test) lookups fail at once (connection refused) instead of
+    # after UDP timeouts, and big signed answers never truncate.
+    forward-tcp-upstream: yes
 """
 
     def command(self) -> list[str]:
         return [dns_packages.runnable("unbound"), "-d", "-c", str(self.config_file)]
 
     def healthy(self) -> bool:
-        return _answers((HOST, self.endpoints.dns), "example.org.", "SOA", authoritative=False)
+        """Knot's data comes through, and validation works: signed.test's SOA carries the AD bit.
+
+        The second part also fails when the resolver's anchor is stale, i.e. Knot's keys were wiped
+        (`down --wipe --only dns-auth`) under a running resolver: restart `dns` then.
+        """
+        if not process.port_open(self.endpoints.dns):
+            return False
+        server = (HOST, self.endpoints.dns)
+        if not _answers(server, "example.org.", "SOA", authoritative=False):
+            return False
+        try:
+            response = query(server, SIGNED_ZONE, "SOA", timeout=1.0)
+        except (dns.exception.DNSException, OSError):
+            return False
+        return response.rcode() == dns.rcode.NOERROR and bool(response.flags & dns.flags.AD)

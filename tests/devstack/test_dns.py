@@ -249,6 +249,32 @@ async def test_the_split_view_gives_127_0_0_3_its_own_answer(dns_env: dict[str, 
     assert texts(await resolve(dns_env, name, "TXT", source=dns_server.SPLIT_VIEW_SOURCE)) == []
 
 
+# -- restarts -------------------------------------------------------------------------------------
+
+
+async def test_knot_restarted_keeps_records_and_keys_and_the_resolver_recovers_at_once(
+    dns_env: dict[str, str], zone: LocalZone, label: str
+) -> None:
+    if os.environ.get("CACERT_TEST_EXTERNAL_STACK") == "1":
+        pytest.skip("does not stop servers it did not start")
+    name = f"{label}.signed.test"
+    await zone.publish(name, "TXT", '"kept"', ttl=60)
+    try:
+        assert stack.stop("dns-auth")
+        try:
+            started = time.monotonic()
+            down = await resolve(dns_env, f"{label}.example.org", "A")
+            assert down.rcode() == dns.rcode.SERVFAIL and time.monotonic() - started < 2.0  # TCP: refused at once
+        finally:
+            stack.start("dns-auth")
+        await zone.flush(name)
+        response = await resolve(dns_env, name, "TXT")
+        # Same record (Knot wrote it to its zone file), same keys (the resolver's anchor still holds).
+        assert texts(response) == ['"kept"'] and authenticated(response)
+    finally:
+        await zone.remove(name, "TXT")
+
+
 # -- pieces that need no running server ----------------------------------------------------------
 
 
