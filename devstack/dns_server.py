@@ -35,10 +35,13 @@ privilege drop, on loopback only:
   - View `perspective-split` (`view-first: yes`) answers clients whose source address is 127.0.0.3
     (they still connect to 127.0.0.1:5353; Linux lets a socket bind any 127/8 source): data a test
     puts there with `unbound-control view_local_data perspective-split "name. 1 IN TXT \\"x\\""` is
-    what that one perspective sees, while every other name resolves for it as for everyone.
-  - Zone `servfail.test.`: forwarded to 127.0.0.1:9, where nothing listens, so every lookup under it
-    (`x.servfail.test`) fails with a plain SERVFAIL: the "lookup failure" case (CAA must then refuse).
-    Knot hosts nothing there.
+    what that one perspective sees, while every other name resolves for it as for everyone. (Unbound
+    makes such a name a `transparent` local zone of the view: other types at that very name are
+    NODATA for the view until `view_local_data_remove`.)
+  - Zone `servfail.test.`: forwarded over TCP to 127.0.0.1:9, where nothing listens, so every lookup
+    under it (`x.servfail.test`) fails at once with a plain SERVFAIL, no DNSSEC error: the "lookup
+    failure" case (CAA must then refuse). Over UDP Unbound would wait out its timeouts (tens of
+    seconds) first. Knot's `test.` zone has nothing there; it is never asked.
 
 Production has none of this: each network perspective runs its own validating resolver, anchored at
 the IANA root, in its own network; sharing one resolver and cache here is a dev convenience.
@@ -60,11 +63,9 @@ import dns.message
 import dns.name
 import dns.query
 import dns.rcode
-import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
 import dns.rdtypes.ANY.DNSKEY
-import dns.rdtypes.ANY.DS
 
 from devstack import dns_packages, paths, process
 from devstack.component import Component, Say
@@ -77,7 +78,7 @@ SIGNED_ZONE = "signed.test."
 BOGUS_ZONE = "bogus.test."
 SERVFAIL_ZONE = "servfail.test."
 DEAD_ADDRESS = (HOST, 9)
-"""Where the resolver forwards SERVFAIL_ZONE: a port nothing listens on (discard is not run)."""
+"""Where the resolver forwards SERVFAIL_ZONE over TCP: the discard port, which nothing here listens on."""
 SPLIT_VIEW = "perspective-split"
 SPLIT_VIEW_SOURCE = "127.0.0.3"
 UNSIGNED_ZONES = (".", "example.org.", "example.", "test.")

@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devstack import endpoints, paths, process
+from devstack import dns_server, endpoints, paths, process
 from devstack.endpoints import HOST
 from devstack.errors import StackError
 
@@ -105,7 +105,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "CACERT_STACK_PERSPECTIVE_C_PORT", 8088, ("services/domain_verify", "shared")),
 )  # fmt: skip
 PERSPECTIVES = tuple(spec.name for spec in SERVICES if spec.name.startswith("perspective-"))
-SPLIT_VIEW_SOURCE = "127.0.0.3"
+SPLIT_VIEW_SOURCE = dns_server.SPLIT_VIEW_SOURCE
 # The website and http-01 checks of the local system fetch from this port instead of 80 (a test or the
 # demo serves the files there); production keeps 80.
 VALIDATION_HTTP_PORT = 5002
