@@ -3,13 +3,15 @@
 * Kafka 4.1.1 (KRaft, one combined broker + controller) from Maven Central jars, on 127.0.0.1:19092
 * FerretDB v1.24.2 (SQLite backend, MongoDB wire protocol) built with Go, on 127.0.0.1:27018
 * an SMTP server storing mail in a Maildir, with a JSON API to read it, on 127.0.0.1:2525 / :8025
+* DNS (devstack/dns_server.py): Knot authoritative on 127.0.0.1:5300 (`dns-auth`, RFC 2136 updates with
+  TSIG) and Unbound validating on 127.0.0.1:5353 (`dns`), from Debian packages installed when missing
 
 Command line: `python -m devstack up|down|status|env|logs` (see devstack/__main__.py);
 `python -m devstack up --system` (what `./dev up` runs) also creates the CA and the support accounts
 on first run and starts the service processes (devstack/system.py).
 From Python (pytest fixtures, fault tests):
 
-    env = devstack.ensure_up()          # {"CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:19092", ...}
+    env = devstack.ensure_up()          # {"CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:19092", "CACERT_DNS_RESOLVER": ...}
     devstack.stop("kafka")              # or stop("kafka", kill=True) to simulate a crash
     devstack.start("kafka")             # returns once the broker answers again
 

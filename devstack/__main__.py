@@ -97,10 +97,10 @@ def _cmd_logs(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m devstack",
-        description="Kafka (KRaft), FerretDB and an SMTP mailbox as local processes on 127.0.0.1.",
+        description="Kafka (KRaft), FerretDB, an SMTP mailbox and DNS (Knot, Unbound) as local processes on 127.0.0.1.",
     )
     sub = p.add_subparsers(dest="command", required=True)
-    only_help = "comma-separated subset of: kafka, mongo, smtp (default: all)"
+    only_help = "comma-separated subset of: kafka, mongo, smtp, dns-auth, dns (default: all)"
 
     up = sub.add_parser("up", help="start (idempotent) and wait until everything answers")
     up.add_argument("--only", type=_only, default=None, help=only_help)
@@ -123,7 +123,9 @@ def parser() -> argparse.ArgumentParser:
 
     logs = sub.add_parser("logs", help="print a component's log")
     logs.add_argument(
-        "name", help="kafka, mongo (ferretdb), smtp (mailbox), or a service: " + ", ".join(system.BY_NAME)
+        "name",
+        help="kafka, mongo (ferretdb), smtp (mailbox), dns-auth (knot), dns (unbound), or a service: "
+        + ", ".join(system.BY_NAME),
     )
     logs.add_argument("-n", "--lines", type=int, default=200, help="how many last lines (default 200)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")

@@ -25,6 +25,8 @@ class Component(abc.ABC):
     """How long start-up may take before we give up (and stop the process)."""
     stop_timeout: float = 20.0
     """How long a graceful SIGTERM shutdown may take before SIGKILL."""
+    requires: tuple[str, ...] = ()
+    """Components that must answer before this one is prepared (`up` starts them too)."""
 
     def __init__(self, endpoints: Endpoints) -> None:
         self.endpoints = endpoints

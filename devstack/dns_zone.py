@@ -85,8 +85,10 @@ class LocalZone:
         control = shutil.which("unbound-control")
         if not control or not self.control_config:
             return
+        # `flush` alone forgets only A, AAAA, NS, SOA, CNAME, DNAME, MX, PTR, SRV and NAPTR, not TXT or CAA;
+        # `flush_zone` forgets every type at and below the name (a walk of the whole cache, tiny here).
         process = await asyncio.create_subprocess_exec(
-            control, "-c", self.control_config, "flush", name,
+            control, "-c", self.control_config, "flush_zone", name,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
         await process.wait()
         process = await asyncio.create_subprocess_exec(

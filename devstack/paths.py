@@ -6,7 +6,7 @@ clone reuses what an earlier clone fetched:
 * the cache (`CACERT_STACK_CACHE`, default `~/.cache/cacert-stack`): Kafka jars and the FerretDB
   binary. Safe to delete; the next `up` rebuilds it.
 * the state (`CACERT_STACK_STATE`, default `~/.local/state/cacert-stack`): pid files, logs, and the
-  data of Kafka, FerretDB and the mailbox. `down --wipe` deletes it.
+  data of Kafka, FerretDB, the mailbox and the DNS servers. `down --wipe` deletes it.
 """
 
 from __future__ import annotations
@@ -49,3 +49,18 @@ def log_file(name: str) -> Path:
 
 def pid_file(name: str) -> Path:
     return run_dir() / f"{name}.pid"
+
+
+def dns_dir() -> Path:
+    """The local DNS servers' files: Knot's config, zones and keys, Unbound's config, the TSIG secret."""
+    return state_dir() / "dns"
+
+
+def dns_tsig_secret_file() -> Path:
+    """The TSIG secret (base64) that signs dynamic updates: generated once per state dir, mode 0600."""
+    return dns_dir() / "tsig.secret"
+
+
+def dns_control_config() -> Path:
+    """A config file for `unbound-control -c` (remote control of the local validating resolver)."""
+    return dns_dir() / "unbound" / "control.conf"

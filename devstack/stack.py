@@ -11,20 +11,27 @@ import shutil
 import sys
 import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from devstack import endpoints, paths, process
 from devstack.component import Component, Say
+from devstack.dns_server import KnotServer, UnboundResolver
 from devstack.errors import StackError
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker
 from devstack.smtp import MailboxComponent
 
-COMPONENTS: dict[str, type[Component]] = {"kafka": KafkaBroker, "mongo": FerretDB, "smtp": MailboxComponent}
+COMPONENTS: dict[str, type[Component]] = {
+    "kafka": KafkaBroker, "mongo": FerretDB, "smtp": MailboxComponent,
+    "dns-auth": KnotServer, "dns": UnboundResolver,
+}  # fmt: skip
 """Start order; stop runs in reverse."""
-ALIASES = {"ferretdb": "mongo", "mongodb": "mongo", "mailbox": "smtp", "mail": "smtp", "broker": "kafka"}
+ALIASES = {
+    "ferretdb": "mongo", "mongodb": "mongo", "mailbox": "smtp", "mail": "smtp", "broker": "kafka",
+    "knot": "dns-auth", "authoritative": "dns-auth", "unbound": "dns", "resolver": "dns", "dns-resolver": "dns",
+}  # fmt: skip
 
 
 def resolve(names: Iterable[str] | None) -> list[str]:
@@ -40,6 +47,18 @@ def resolve(names: Iterable[str] | None) -> list[str]:
             raise StackError(f"unknown component {raw!r}; choose from {', '.join(COMPONENTS)}")
         wanted.add(name)
     return [name for name in COMPONENTS if name in wanted] or list(COMPONENTS)
+
+
+def with_requirements(names: list[str]) -> list[str]:
+    """`names` plus every component they need (see Component.requires), in start order."""
+    wanted = set(names)
+    pending = list(names)
+    while pending:
+        for required in COMPONENTS[pending.pop()].requires:
+            if required not in wanted:
+                wanted.add(required)
+                pending.append(required)
+    return [name for name in COMPONENTS if name in wanted]
 
 
 def component(name: str) -> Component:
@@ -73,8 +92,17 @@ def _wait_ready(comp: Component, pid: int) -> None:
         time.sleep(0.2)
 
 
-def _ensure_running(comp: Component, say: Say) -> str:
-    """Start `comp` unless it already runs; returns what happened, for the `up` output."""
+def _ensure_running(comp: Component, say: Say, requirements: dict[str, Future[str]]) -> str:
+    """Start `comp` unless it already runs; returns what happened, for the `up` output.
+
+    `requirements` are the start-ups of the components `comp` needs: they run in parallel with this
+    one, which waits for them (they were submitted first) before it prepares.
+    """
+    for name, future in requirements.items():
+        try:
+            future.result()
+        except StackError:
+            raise StackError(f"not started: it needs {name}, which did not start") from None
     pid = process.running_pid(comp.name)
     if pid is not None:
         if comp.healthy():
@@ -102,17 +130,20 @@ def up(names: Iterable[str] | None = None, *, say: Say = _stderr) -> dict[str, s
 
     Every component is attempted even if another fails; the failures are raised together at the end.
     """
-    selected = [component(name) for name in resolve(names)]
+    selected = [component(name) for name in with_requirements(resolve(names))]
     errors: list[str] = []
     with process.stack_lock(), ThreadPoolExecutor(max_workers=len(selected)) as pool:
-        futures = {comp.name: pool.submit(_ensure_running, comp, say) for comp in selected}
+        futures: dict[str, Future[str]] = {}
+        for comp in selected:  # in start order, so what a component requires is submitted before it
+            needs = {name: futures[name] for name in comp.requires}
+            futures[comp.name] = pool.submit(_ensure_running, comp, say, needs)
         for comp in selected:
             try:
                 outcome = futures[comp.name].result()
             except StackError as exc:
                 errors.append(f"{comp.name}: {exc}")
                 continue
-            say(f"{comp.name:<6} {outcome:<40} {comp.address()}")
+            say(f"{comp.name:<8} {outcome:<40} {comp.address()}")
     if errors:
         raise StackError("\n".join(errors))
     return endpoints.current().env()
@@ -123,7 +154,7 @@ def start(name: str, *, say: Say = _stderr) -> None:
     up([name], say=say)
 
 
-def ensure_up(components: Iterable[str] = ("kafka", "mongo", "smtp")) -> dict[str, str]:
+def ensure_up(components: Iterable[str] = ("kafka", "mongo", "smtp", "dns-auth", "dns")) -> dict[str, str]:
     """Make sure the components run and answer; returns the CACERT_* environment pointing at them.
 
     Safe to call from every test session and from several processes at once (pytest-xdist).
@@ -172,7 +203,7 @@ def down(names: Iterable[str] | None = None, *, wipe: bool = False, say: Say = _
         for name in reversed(selected):
             comp = component(name)
             stopped = _terminate(comp)
-            say(f"{name:<6} {'stopped' if stopped else 'not running'}")
+            say(f"{name:<8} {'stopped' if stopped else 'not running'}")
             if wipe:
                 for directory in comp.data_dirs():
                     shutil.rmtree(directory, ignore_errors=True)

@@ -1,6 +1,6 @@
 """The whole CA on top of the stack: the CA hierarchy, the seeded support staff, and the eight processes.
 
-`python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB and the mailbox:
+`python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB, the mailbox and DNS:
 
 1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
    encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600).
@@ -36,7 +36,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devstack import endpoints, paths, process
+from devstack import dns_server, endpoints, paths, process
 from devstack.endpoints import HOST
 from devstack.errors import StackError
 
@@ -105,7 +105,7 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "CACERT_STACK_PERSPECTIVE_C_PORT", 8088, ("services/domain_verify", "shared")),
 )  # fmt: skip
 PERSPECTIVES = tuple(spec.name for spec in SERVICES if spec.name.startswith("perspective-"))
-SPLIT_VIEW_SOURCE = "127.0.0.3"
+SPLIT_VIEW_SOURCE = dns_server.SPLIT_VIEW_SOURCE
 # The website and http-01 checks of the local system fetch from this port instead of 80 (a test or the
 # demo serves the files there); production keeps 80.
 VALIDATION_HTTP_PORT = 5002
@@ -180,6 +180,8 @@ def urls() -> dict[str, str]:
         "smtp": f"smtp://{HOST}:{ep.smtp}",
         "kafka": ep.kafka_bootstrap,
         "mongodb": ep.mongo_url,
+        "dns_resolver": ep.dns_resolver,
+        "dns_auth": ep.dns_auth_server,
         "pki_public_base": PUBLIC_PKI_URL,
     }
 
@@ -456,6 +458,8 @@ def table() -> str:
         ("mailbox (read the mail)", u["mailbox"] + "/api/messages", f"SMTP {u['smtp']}"),
         ("Kafka", u["kafka"], f"topics cacert.*, consumer groups {GROUP_PREFIX}*"),
         ("MongoDB (FerretDB)", u["mongodb"], "databases registration, domain_verify, signer, notifier"),
+        ("DNS resolver (Unbound)", u["dns_resolver"], f"validating; authoritative (Knot) {u['dns_auth']}, "
+         "updates with TSIG cacert-test: `python -m devstack env`"),
         ("logs", str(logs), "<name>.log; `python -m devstack logs kafka`"),
         ("CA files", str(ca_dir()), f"passphrase in {passphrase_file()} (0600)"),
         ("support accounts", str(accounts_file()), "admin + 2 founding Assurers (passwords, 0600)"),

@@ -1,6 +1,6 @@
 """Fixtures shared by the whole suite.
 
-Integration tests talk to the real local stack (Kafka, FerretDB, SMTP), which
+Integration tests talk to the real local stack (Kafka, FerretDB, SMTP, DNS), which
 `devstack.ensure_up()` starts if it is not running. Each test gets its own
 topic prefix and database names, so tests never see each other's events.
 """
@@ -20,8 +20,8 @@ from shared.config import KafkaSettings, MongoSettings
 def stack_env() -> Iterator[dict[str, str]]:
     """Environment of the running local stack (started on first use).
 
-    Set CACERT_TEST_EXTERNAL_STACK=1 with CACERT_KAFKA_BOOTSTRAP, CACERT_MONGO_URL (and the SMTP
-    variables) to run the suite against servers you started yourself instead.
+    Set CACERT_TEST_EXTERNAL_STACK=1 with CACERT_KAFKA_BOOTSTRAP, CACERT_MONGO_URL (and the SMTP and
+    CACERT_DNS_* variables) to run the suite against servers you started yourself instead.
     """
     if os.environ.get("CACERT_TEST_EXTERNAL_STACK") == "1":
         yield {k: v for k, v in os.environ.items() if k.startswith("CACERT_")}
