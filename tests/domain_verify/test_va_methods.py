@@ -117,7 +117,8 @@ async def test_a_host_resolving_only_to_private_addresses_is_not_fetched() -> No
     assert caught.value.reason == "private_address"
 
 
-def _response(rcode: dns.rcode.Rcode, *, ede: int | None = None, ad: bool = False, text: str = "") -> dns.message.Message:
+def _response(rcode: dns.rcode.Rcode, *, ede: int | None = None, ad: bool = False,
+              text: str = "") -> dns.message.Message:
     query = dns.message.make_query("x.example.", "TXT", use_edns=0)
     response = dns.message.make_response(query)
     response.set_rcode(rcode)
