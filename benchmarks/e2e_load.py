@@ -1,7 +1,9 @@
 """Load generation for the end-to-end report: members, CSRs, the load driver and the event watcher.
 
 * `Watcher`: one consumer on the cert, domain and mail.commands topics; answers by request id, the
-  mailed confirmation links, the domain verification requests;
+  mailed confirmation links, the domain verification requests; it also answers each
+  `domain.caa_check_requested` with "no CAA record", standing in for domain_verify as `sign_up` does
+  for the domain verification (the DNS is not what this benchmark measures);
 * `sign_up`: a member through the public API (`demo.member_api.MemberApi`), with one domain verified by a
   `domain.verified` event as domain_verify would publish it;
 * `CsrFactory`: server CSRs for names under the members' verified domains;
@@ -40,9 +42,11 @@ PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of 
 class Watcher:
     """One consumer on the cert, domain and mail.commands topics: answers by request id, tokens, requests."""
 
-    def __init__(self, bootstrap: str, topics: Topics) -> None:
+    def __init__(self, bootstrap: str, topics: Topics, producer: EventProducer | None = None) -> None:
         self._bootstrap = bootstrap
         self._topics = topics
+        self._producer = producer
+        self._publishing: set[asyncio.Task[None]] = set()
         self.answered: dict[str, float] = {}  # request id -> first time its cert.issued/rejected was read
         self.rejected: dict[str, str] = {}
         self.serials: dict[str, set[str]] = {}
@@ -109,6 +113,10 @@ class Watcher:
             self.links.setdefault(data["to"], []).append(data["params"]["link"])
         elif kind == "domain.verification_requested":
             self.domain_requests[data["domain"]] = data
+        elif kind == "domain.caa_check_requested" and self._producer is not None:
+            task = asyncio.create_task(self._producer.publish(caa_allowed(data)))
+            self._publishing.add(task)
+            task.add_done_callback(self._publishing.discard)
 
     async def answer(self, request_id: str, timeout: float) -> float | None:
         """When the answer to `request_id` was read (perf_counter), or None after `timeout`."""
@@ -129,6 +137,16 @@ class Watcher:
                 return value
             await asyncio.sleep(0.05)
         raise RuntimeError(f"timed out waiting for {what}")
+
+
+def caa_allowed(check: dict[str, Any]) -> CloudEvent:
+    """domain_verify's answer to a CAA check when no name has a CAA record."""
+    names = [{"name": n, "allowed": True, "reason": "no_caa", "relevant_name": None, "records": []}
+             for n in check["names"]]
+    return make_event("domain.caa_checked", {
+        "check_id": check["check_id"], "request_id": check["request_id"], "member_id": check["member_id"],
+        "verdict": "allowed", "reason": "no_caa", "names": names, "perspectives": {},
+        "checked_at": isoformat(utcnow())}, source="domain_verify")
 
 
 # ---------------------------------------------------------------------------------------------- members

@@ -282,12 +282,12 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     registration = start_registration(
         dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port)), reg_log
     )
-    watcher = Watcher(opts.bootstrap, topics)
     producer = EventProducer(kafka, client_id="e2e-bench")
+    watcher = Watcher(opts.bootstrap, topics, producer)
     try:
         await wait_ready(reg_port, registration, "registration")
-        await watcher.start()
         await producer.start()
+        await watcher.start()
         connector = aiohttp.TCPConnector(limit=512)
         timeout = aiohttp.ClientTimeout(total=opts.timeout)
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
@@ -306,8 +306,8 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
         print(f"--- registration.log\n{log_tail(reg_log)}", file=sys.stderr)
         raise
     finally:
-        await producer.stop()
         await watcher.stop()
+        await producer.stop()
         stop_processes([registration])
         await clean_up(opts.bootstrap, opts.mongo_url, topics, [reg_db, f"bench_signer_{run_id}_{replicas}"])
 

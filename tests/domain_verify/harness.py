@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import io
+import os
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 import aiohttp
 from prometheus_client import REGISTRY
 
+from devstack import endpoints
 from services.domain_verify.service import REQUESTED, DomainVerifyService
 from services.domain_verify.settings import DomainVerifySettings
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
@@ -102,7 +104,9 @@ class Harness:
 
 def settings_for(kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any) -> DomainVerifySettings:
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(host="127.0.0.1", port=0))
-    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, **overrides}
+    # The stack's validating resolver (devstack's Unbound), unless a test names another.
+    resolver = os.environ.get("CACERT_DNS_RESOLVER") or endpoints.current().env()["CACERT_DNS_RESOLVER"]
+    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, "resolvers": [resolver], **overrides}
     return DomainVerifySettings(common=common, **values)
 
 

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from services.domain_verify.va.reuse import reuse_days
 from shared.config import KafkaSettings, MongoSettings
 from tests.domain_verify.harness import PUBLIC_URL, Harness, running
 
@@ -70,7 +71,8 @@ async def test_request_mail_get_post_verifies_once_and_the_token_stays_in_the_ma
     assert data["member_id"] == "m-ada" and data["domain"] == "shop.example.org" and data["method"] == "email"
     assert data["contact"] == "hostmaster@example.org"
     verified_at = datetime.fromisoformat(data["verified_at"])
-    assert datetime.fromisoformat(data["valid_until"]) - verified_at == timedelta(days=398)
+    # BR 4.2.1 (SC-081): 200 days for a validation completed between 2026-03-15 and 2027-03-15.
+    assert datetime.fromisoformat(data["valid_until"]) - verified_at == timedelta(days=reuse_days(verified_at))
 
     # The token is in the mail command only: not in the domain topic, not in logs, not in the database.
     for record in await dv.raw("domain", 100, timeout=2):

@@ -82,7 +82,8 @@ async def running_system(kafka: KafkaSettings, mongo: MongoSettings, env: dict[s
         status = await start(SignerService(signer, mode="status"))
         await start(SignerService(signer, mode="issuing"))
         verify = await start(DomainVerifyService(DomainVerifySettings(
-            common=_common(kafka, mongo, "domain_verify"), public_url=VERIFY_URL)))
+            common=_common(kafka, mongo, "domain_verify"), public_url=VERIFY_URL,
+            resolvers=[env["CACERT_DNS_RESOLVER"]])))
         await start(NotifierService(NotifierSettings(
             common=_common(kafka, mongo, "notifier"), smtp_host=env["CACERT_SMTP_HOST"],
             smtp_port=int(env["CACERT_SMTP_PORT"]), poll_seconds=0.2)))
