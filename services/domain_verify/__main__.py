@@ -7,7 +7,7 @@ import sys
 
 from services.domain_verify.perspective import RemotePerspective
 from services.domain_verify.service import NAME, DomainVerifyService
-from services.domain_verify.settings import DomainVerifySettings
+from services.domain_verify.settings import DomainVerifySettings, settings_environment
 from shared.config import load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
@@ -18,7 +18,8 @@ DEFAULT_PORT = "8082"
 
 
 def main() -> None:
-    settings = load_or_exit(DomainVerifySettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
+    environ = settings_environment({"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
+    settings = load_or_exit(DomainVerifySettings, environ)
     configure(NAME, settings.common.log_level)
     service = RemotePerspective(settings) if settings.mode == "perspective" else DomainVerifyService(settings)
     sys.exit(run(lambda stop: run_until_stopped(service, stop)))

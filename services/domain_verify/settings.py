@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import re
+from collections.abc import Mapping
 
 from shared.config import ConfigError, setting
 from shared.settings import CommonSettings
@@ -128,3 +129,12 @@ class DomainVerifySettings:
         if not self.public_url.startswith(("https://", "http://")):
             raise ConfigError(f"CACERT_DOMAIN_VERIFY_PUBLIC_URL must be an http(s) URL, "
                               f"got {self.public_url!r}")
+
+
+def settings_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment DomainVerifySettings are read from. A remote perspective stores nothing, so it
+    needs, and in Kubernetes is given, no MongoDB URL (deploy/k8s/base/perspectives/)."""
+    env = dict(environ)
+    if env.get("CACERT_DOMAIN_VERIFY_MODE") == "perspective" and "CACERT_MONGO_URL_FILE" not in env:
+        env.setdefault("CACERT_MONGO_URL", "")
+    return env

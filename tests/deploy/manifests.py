@@ -6,6 +6,7 @@ Everything here works on `kustomize build` output only, the objects a cluster wo
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator, Mapping
@@ -30,6 +31,18 @@ SERVICE_WORKLOADS: dict[str, tuple[str, str]] = {
     "signer-status": ("signer", "services.signer.settings:SignerSettings"),
     "notifier": ("notifier", "services.notifier.settings:NotifierSettings"),
 }
+# The remote network perspectives (BR 3.2.2.9): deploy/k8s/base/perspectives/<region>, each a Deployment
+# `domain-verify-perspective-<region>` running domain_verify in perspective mode.
+PERSPECTIVES = ("us-east", "us-west", "eu-central", "ap-southeast", "sa-east")
+PERSPECTIVE_WORKLOADS = {f"domain-verify-perspective-{region}": region for region in PERSPECTIVES}
+SERVICE_WORKLOADS.update(
+    {
+        workload: ("domain_verify_perspective", "services.domain_verify.settings:DomainVerifySettings")
+        for workload in PERSPECTIVE_WORKLOADS
+    }
+)
+# Workloads with a MongoDB database of their own (a perspective stores nothing).
+MONGODB_WORKLOADS = set(SERVICE_WORKLOADS) - set(PERSPECTIVE_WORKLOADS)
 # Workloads that must be reachable from the ingress controller (public HTTP).
 PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status"}
 CA_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
@@ -118,8 +131,10 @@ def config_maps(objects: list[Obj]) -> dict[str, dict[str, str]]:
     return {o["metadata"]["name"]: o.get("data", {}) for o in of_kind(objects, "ConfigMap")}
 
 
-def container_environment(objects: list[Obj], container: Obj) -> dict[str, str]:
-    """The environment a container starts with: envFrom ConfigMaps, then literal env values."""
+def container_environment(objects: list[Obj], container: Obj, pod_labels: Mapping[str, str] | None = None
+                          ) -> dict[str, str]:
+    """The environment a container starts with: envFrom ConfigMaps, then literal env values, then (given
+    the pod's labels) values the downward API takes from a label."""
     maps = config_maps(objects)
     environ: dict[str, str] = {}
     for source in container.get("envFrom", []):
@@ -129,6 +144,11 @@ def container_environment(objects: list[Obj], container: Obj) -> dict[str, str]:
     for var in container.get("env", []):
         if "value" in var:
             environ[var["name"]] = var["value"]
+        field = var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        label = re.fullmatch(r"metadata\.labels\['([^']+)'\]", field)
+        if label and pod_labels is not None:
+            assert label.group(1) in pod_labels, f"{var['name']} reads label {label.group(1)}, which is not set"
+            environ[var["name"]] = pod_labels[label.group(1)]
     return environ
 
 

@@ -10,9 +10,12 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from services.domain_verify.settings import settings_environment
 from shared.config import ConfigError, describe, load
 from tests.deploy.manifests import (
     K8S,
+    MONGODB_WORKLOADS,
+    PERSPECTIVE_WORKLOADS,
     SERVICE_WORKLOADS,
     Obj,
     container_environment,
@@ -41,7 +44,7 @@ def _environment_with_secret_files(objects: list[Obj], workload: str, tmp_path: 
     """The container's environment, with every mounted Secret file replaced by a dummy local file."""
     template = named(objects, "Deployment", workload)["spec"]["template"]
     (container,) = template["spec"]["containers"]
-    environ = container_environment(objects, container)
+    environ = container_environment(objects, container, template["metadata"]["labels"])
     mounts = secret_mounts(template, container)
     for variable, value in list(environ.items()):
         if not variable.endswith("_FILE") and variable != "CACERT_CA_DIR":
@@ -64,12 +67,17 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
     name, objects = overlay
     settings_class = _settings_class(workload)
     environ = _environment_with_secret_files(objects, workload, tmp_path)
+    # what the entry point does (a perspective has no database); the manifests' own environment is checked below
+    loaded = settings_environment(environ) if workload in PERSPECTIVE_WORKLOADS else environ
     try:
-        settings: Any = load(settings_class, environ)
+        settings: Any = load(settings_class, loaded)
     except ConfigError as exc:
         pytest.fail(f"overlays/{name} {workload}: {exc}")
     assert settings.common.http.host == "0.0.0.0"  # noqa: S104 (pods listen on their pod IP)
     assert settings.common.create_topics is False
+    if workload in PERSPECTIVE_WORKLOADS:
+        assert settings.mode == "perspective"
+        assert settings.perspective_name == PERSPECTIVE_WORKLOADS[workload]
     # secrets arrive as files only, never as literal environment values
     for variable, _, secret in describe(settings_class):
         if secret:
@@ -89,7 +97,13 @@ def test_mongodb_users_match_the_init_script(rendered: dict[str, list[Obj]]) -> 
     }
     objects = rendered["dev"]
     secrets = {s["metadata"]["name"]: s for s in of_kind(objects, "Secret")}
-    for workload in SERVICE_WORKLOADS:
+    for workload in PERSPECTIVE_WORKLOADS:
+        template = named(objects, "Deployment", workload)["spec"]["template"]
+        (container,) = template["spec"]["containers"]
+        assert "/var/run/secrets/cacert/mongodb" not in secret_mounts(template, container), (
+            f"{workload} stores nothing and gets no MongoDB credentials"
+        )
+    for workload in sorted(MONGODB_WORKLOADS):
         template = named(objects, "Deployment", workload)["spec"]["template"]
         (container,) = template["spec"]["containers"]
         environ = container_environment(objects, container)

@@ -236,7 +236,15 @@ def test_images_are_the_ones_the_overlays_deploy(rendered: dict[str, list[Obj]])
         if "cacert" in c["image"]
     }
     assert used == set(IMAGES)
-    assert {p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")} == set(IMAGES)
+    sidecars = {
+        _image_of(c)
+        for objects in rendered.values()
+        for d in of_kind(objects, "Deployment")
+        for c in d["spec"]["template"]["spec"].get("initContainers", [])
+        if "cacert" in c["image"]
+    }
+    assert sidecars == {"resolver"}, "the validating resolver beside domain_verify (tests/deploy/test_perspectives)"
+    assert {p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")} == set(IMAGES) | sidecars
     for objects in rendered.values():
         for workload in SERVICE_WORKLOADS:
             (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]

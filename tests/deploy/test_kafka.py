@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from shared.config import KafkaSettings
-from shared.events.access import SERVICES
+from shared.events.access import SERVICES, perspective_group
 from shared.events.catalog import DLQ_SUFFIX, TOPICS, Topics
 from tests.deploy.manifests import (
+    PERSPECTIVES,
     SERVICE_WORKLOADS,
     Obj,
     container_environment,
@@ -33,7 +34,13 @@ def _expected_acls(service: str) -> set[tuple[str, str, str]]:
         acls |= {("topic", TOPIC_NAMES.of(logical), op) for op in ("Write", "Describe")}
     for logical in access.reads:  # a reader parks what it cannot process on the dead-letter twin
         acls |= {("topic", TOPIC_NAMES.dlq(logical), op) for op in ("Write", "Describe")}
-    acls |= {("group", access.consumer_group, op) for op in ("Read", "Describe")}
+    # each remote perspective joins a group of its own, so that every one of them sees every check
+    groups = (
+        [perspective_group(name) for name in PERSPECTIVES]
+        if service == "domain_verify_perspective"
+        else [access.consumer_group]
+    )
+    acls |= {("group", group, op) for group in groups for op in ("Read", "Describe")}
     return acls
 
 
@@ -127,7 +134,7 @@ def test_each_kafka_client_authenticates_as_its_user(overlay: tuple[str, list[Ob
             )
             assert not any(secret == "signer" for secret, _ in mounts.values())
             continue
-        clients.add(workload)
+        clients.add(template["metadata"]["labels"]["app.kubernetes.io/name"])
         user = _kafka_user_name(package)
         assert environ["CACERT_KAFKA_USERNAME"] == user
         assert environ["CACERT_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"

@@ -8,6 +8,8 @@ import pytest
 from tests.deploy.manifests import (
     CA_KEY_FILES,
     CA_KEY_SECRET,
+    MONGODB_WORKLOADS,
+    PERSPECTIVE_WORKLOADS,
     PUBLIC_WORKLOADS,
     SERVICE_WORKLOADS,
     Obj,
@@ -225,8 +227,30 @@ def test_namespace_denies_all_traffic_by_default(overlay: tuple[str, list[Obj]])
                 assert peer["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
 
 
+# What validation egress must leave out: private, shared, link-local and loopback space.
+NOT_PUBLIC = {
+    "0.0.0.0/0": {"10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+                  "192.168.0.0/16"},
+    "::/0": {"::1/128", "fc00::/7", "fe80::/10"},
+}
+
+
+def _public_only(peers: list[dict]) -> bool:
+    """Every peer is the whole Internet of one address family minus (at least) the non-public ranges."""
+    return bool(peers) and all(
+        set(peer) == {"ipBlock"}
+        and peer["ipBlock"]["cidr"] in NOT_PUBLIC
+        and NOT_PUBLIC[peer["ipBlock"]["cidr"]] <= set(peer["ipBlock"].get("except", []))
+        for peer in peers
+    )
+
+
 def _classify_egress(rule: dict) -> str:
     ports = {p["port"] for p in rule.get("ports", [])}
+    if ports == {53} and _public_only(rule["to"]):
+        return "public-dns"
+    if ports == {80, 443} and _public_only(rule["to"]):
+        return "public-web"
     (peer,) = rule["to"]
     pod = (peer.get("podSelector") or {}).get("matchLabels", {})
     if ports == {53} and pod == {"k8s-app": "kube-dns"}:
@@ -242,7 +266,9 @@ def _classify_egress(rule: dict) -> str:
     return f"unexpected: {rule}"
 
 
-def test_each_service_reaches_only_kafka_its_mongodb_and_smtp(overlay: tuple[str, list[Obj]]) -> None:
+def test_each_service_reaches_only_kafka_its_mongodb_smtp_and_validation_targets(
+    overlay: tuple[str, list[Obj]],
+) -> None:
     from shared.events.access import SERVICES
 
     _, objects = overlay
@@ -254,11 +280,15 @@ def test_each_service_reaches_only_kafka_its_mongodb_and_smtp(overlay: tuple[str
             if "Egress" in policy["spec"]["policyTypes"]
             for rule in policy["spec"].get("egress", [])
         }
-        expected = {"dns", "mongodb"}
+        expected = {"dns"}
+        if workload in MONGODB_WORKLOADS:
+            expected.add("mongodb")
         if workload != "signer-status" and package in SERVICES:  # the status responder never uses Kafka
             expected.add("kafka")
         if workload == "notifier":
             expected.add("smtp")
+        if package in ("domain_verify", "domain_verify_perspective"):  # only the VA makes validation lookups
+            expected |= {"public-dns", "public-web"}
         assert destinations == expected, f"{workload} may reach {destinations}"
 
 
@@ -316,7 +346,8 @@ def test_mongodb_admits_only_the_services(overlay: tuple[str, list[Obj]]) -> Non
                     if selector_matches(peer["podSelector"], {"app.kubernetes.io/name": w})
                 }
                 assert not selector_matches(peer["podSelector"], {"app.kubernetes.io/name": "mailpit"})
-    assert admitted == set(SERVICE_WORKLOADS)
+    assert admitted == MONGODB_WORKLOADS
+    assert not admitted & set(PERSPECTIVE_WORKLOADS)
 
 
 def test_every_referenced_secret_is_documented(rendered: dict[str, list[Obj]]) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import pytest
 
-from services.domain_verify.va.quorum import allowed_non_corroborations, decide
+from services.domain_verify.va.quorum import allowed_non_corroborations, decide, required_remote_perspectives
 from services.domain_verify.va.reuse import reuse_days
 
 
@@ -33,6 +33,14 @@ def test_an_operator_limit_may_be_stricter_than_the_table_but_not_looser() -> No
 
 def test_with_no_remote_perspectives_the_primary_decides() -> None:
     assert decide(True, {}).ok
+
+
+@pytest.mark.parametrize(("on", "required"), [
+    (date(2025, 9, 14), 0), (date(2025, 9, 15), 2), (date(2026, 3, 15), 3), (date(2026, 6, 14), 3),
+    (date(2026, 6, 15), 4), (date(2026, 12, 14), 4), (date(2026, 12, 15), 5), (date(2030, 1, 1), 5),
+])
+def test_the_br_schedule_of_required_remote_perspectives(on: date, required: int) -> None:
+    assert required_remote_perspectives(on) == required
 
 
 @pytest.mark.parametrize(("when", "days"), [

@@ -17,6 +17,16 @@ decides. An operator may set a stricter limit (CACERT_DOMAIN_VERIFY_MAX_DISAGREE
 from __future__ import annotations
 
 import dataclasses
+from datetime import date
+
+# BR 3.2.2.9 (ballot SC-067): the fewest remote Network Perspectives a publicly-trusted CA must use, from
+# each date on (before the first, a failed corroboration did not yet have to stop issuance).
+REMOTE_PERSPECTIVES_REQUIRED = (
+    (date(2025, 9, 15), 2),
+    (date(2026, 3, 15), 3),
+    (date(2026, 6, 15), 4),
+    (date(2026, 12, 15), 5),
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,3 +54,12 @@ def decide(primary_ok: bool, remote: dict[str, bool | None], limit: int | None =
         return QuorumDecision(False, [], allowed)
     disagreeing = sorted(p for p, ok in remote.items() if ok is not True)
     return QuorumDecision(len(disagreeing) <= allowed, disagreeing, allowed)
+
+
+def required_remote_perspectives(on: date) -> int:
+    """How many remote perspectives BR 3.2.2.9 requires on `on` (0 before the requirement took effect)."""
+    required = 0
+    for since, count in REMOTE_PERSPECTIVES_REQUIRED:
+        if on >= since:
+            required = count
+    return required
