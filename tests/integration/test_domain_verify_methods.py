@@ -199,6 +199,56 @@ async def test_without_the_allow_list_a_website_on_loopback_is_never_fetched(
     assert result.type.endswith("verification_failed.v1") and "private" in result.data["reason"], result.data
 
 
+# -- ACME http-01 (BR 3.2.2.4.19) and dns-01 (BR 3.2.2.4.7), as the ACME service will ask -------------
+
+
+def key_authorization(token: str) -> str:
+    """token || '.' || base64url(JWK thumbprint), RFC 8555 8.1; the thumbprint is any 43 characters here."""
+    return f"{token}.{secrets.token_urlsafe(32)[:43]}"
+
+
+async def test_acme_dns_01_verifies_by_the_digest_of_the_key_authorization_and_refuses_the_raw_value(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, stack_env: dict[str, str],
+        zone: LocalZone) -> None:
+    from services.domain_verify.va.methods import acme_dns_digest
+
+    good, raw = fresh("signed.test"), fresh()
+    good_ka, raw_ka = key_authorization(secrets.token_urlsafe(32)), key_authorization(secrets.token_urlsafe(32))
+    await zone.publish(f"_acme-challenge.{good}", "TXT", f'"{acme_dns_digest(good_ka)}"')
+    await zone.publish(f"_acme-challenge.{raw}", "TXT", f'"{raw_ka}"')  # the key authorization, not its digest
+    async with running(kafka_settings, mongo_settings, **dns_overrides(stack_env)) as harness:
+        a = await request(harness, good, "acme_dns_01", key_authorization=good_ka, wildcard=False)
+        b = await request(harness, raw, "acme_dns_01", key_authorization=raw_ka, wildcard=False)
+        verified, failed = await outcome(harness, a.data["request_id"]), await outcome(harness, b.data["request_id"])
+    assert verified.type.endswith("domain.verified.v1"), verified.data
+    assert verified.data["method"] == "acme_dns_01" and verified.data["br_section"] == "3.2.2.4.7"
+    assert failed.type.endswith("verification_failed.v1") and failed.data["method"] == "acme_dns_01"
+    assert failed.data["found"] == [raw_ka], failed.data
+
+
+async def test_acme_http_01_verifies_by_the_key_authorization_at_the_token_path(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, stack_env: dict[str, str],
+        zone: LocalZone) -> None:
+    served, wrong = fresh(), fresh()
+    token, other_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    ka = key_authorization(token)
+    await zone.publish(served, "A", "127.0.0.1")
+    await zone.publish(wrong, "A", "127.0.0.1")
+    another_accounts = key_authorization(other_token)  # same token, another account key's thumbprint
+    files = {f"/.well-known/acme-challenge/{token}": ka + "\n",
+             f"/.well-known/acme-challenge/{other_token}": another_accounts}
+    async with website(files) as port, running(kafka_settings, mongo_settings,
+                                                **dns_overrides(stack_env, http_port=port)) as harness:
+        ok = await request(harness, served, "acme_http_01", token=token, key_authorization=ka)
+        bad = await request(harness, wrong, "acme_http_01", token=other_token,
+                            key_authorization=key_authorization(other_token))
+        verified, failed = await outcome(harness, ok.data["request_id"]), await outcome(harness, bad.data["request_id"])
+    assert verified.type.endswith("domain.verified.v1"), verified.data
+    assert verified.data["method"] == "acme_http_01" and verified.data["br_section"] == "3.2.2.4.19"
+    assert failed.type.endswith("verification_failed.v1") and failed.data["method"] == "acme_http_01", failed.data
+    assert failed.data["found"] == [another_accounts], failed.data
+
+
 # -- multi-perspective corroboration (BR 3.2.2.9) ---------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,6 +79,15 @@ async def test_member_steps_from_the_terminal(stack: Stack, tmp_path: Path) -> N
         stack, token_file, "domains", "verify", "example.org", "--contact", "admin@example.org"
     )
     assert code == 0 and json.loads(out)["status"] == "pending"
+    # the DNS and website methods (BR 3.2.2.4.7, 3.2.2.4.18): the CLI prints what to publish, then checks
+    assert (await cacert(stack, token_file, "domains", "add", "example.net"))[0] == 0
+    code, out, err = await cacert(stack, token_file, "domains", "verify", "example.net", "--method", "dns_change")
+    assert code == 0, err
+    assert re.search(r'^  _cacert-challenge\.example\.net\.? .*TXT\s+"[A-Za-z0-9_-]{32,}"$', out, re.M), out
+    code, out, err = await cacert(stack, token_file, "domains", "check", "example.net")
+    assert code == 0 and json.loads(out)["status"] == "pending", err
+    code, out, err = await cacert(stack, token_file, "domains", "verify", "example.net", "--method", "website_change")
+    assert code == 0 and "http://example.net/.well-known/pki-validation/" in out, out + err
     csr = tmp_path / "req.pem"
     csr.write_text(build_csr(dns=["www.example.org"]))
     code, _, err = await cacert(stack, token_file, "csr", "submit", str(csr), "--profile", "server")

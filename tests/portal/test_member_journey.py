@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from devstack.dns_zone import LocalZone
 from devstack.mailbox import MailboxClient
 from services.registration.bootstrap import bootstrap_member
 from shared.config import KafkaSettings, MongoSettings
@@ -81,6 +82,43 @@ async def shot(page: Any, name: str) -> None:
     await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
 
 
+async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, address: str, *,
+                             screenshots: bool = False) -> None:
+    """Join, confirm the address from the mail, log in: the member lands on My account."""
+    expect = playwright_api.expect
+
+    async def maybe_shot(page: Any, name: str) -> None:
+        if screenshots:
+            await shot(page, name)
+
+    # Sign up.
+    await page.goto(system.portal + "/")
+    await maybe_shot(page, "01-home")
+    await page.get_by_role("link", name="Join").first.click()
+    await page.get_by_label("Full name").fill("Ada Lovelace")
+    await page.get_by_label("Date of birth").fill("1990-12-10")
+    await page.get_by_label("Email address").fill(address)
+    await page.get_by_label("Password (at least").fill(PASSWORD)
+    await page.get_by_label("Password again").fill(PASSWORD)
+    await maybe_shot(page, "02-signup")
+    await page.get_by_role("button", name="Join").click()
+    await expect(page.get_by_role("status")).to_contain_text("We sent a confirmation link")
+
+    # Confirm the address from the mail (registration's /confirm-email page), then log in.
+    link = await mailed_link(mailbox, address, r"https?://\S+/confirm-email\?token=\S+")
+    await page.goto(system.local(link))
+    await page.get_by_role("button", name="Confirm this address").click()
+    await expect(page.locator("body")).to_contain_text("is now verified")
+    await page.goto(system.portal + "/login")
+    await page.get_by_label("Email address").fill(address)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await maybe_shot(page, "03-login")
+    await page.get_by_role("button", name="Log in").click()
+    await expect(page).to_have_url(system.portal + "/account")
+    await expect(page.get_by_role("heading", level=1)).to_have_text("My account")
+    await maybe_shot(page, "04-account")
+
+
 async def test_member_gets_a_server_certificate_that_verifies_against_the_downloaded_root(
     system: System, browser: Any, stack_env: dict[str, str], unique: str, tmp_path: Path
 ) -> None:
@@ -100,32 +138,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     page.on("pageerror", lambda e: problems.append(str(e)))
     page.on("response", lambda r: problems.append(f"{r.status} {r.url}") if r.status == 404 else None)
 
-    # Sign up.
-    await page.goto(system.portal + "/")
-    await shot(page, "01-home")
-    await page.get_by_role("link", name="Join").first.click()
-    await page.get_by_label("Full name").fill("Ada Lovelace")
-    await page.get_by_label("Date of birth").fill("1990-12-10")
-    await page.get_by_label("Email address").fill(address)
-    await page.get_by_label("Password (at least").fill(PASSWORD)
-    await page.get_by_label("Password again").fill(PASSWORD)
-    await shot(page, "02-signup")
-    await page.get_by_role("button", name="Join").click()
-    await expect(page.get_by_role("status")).to_contain_text("We sent a confirmation link")
-
-    # Confirm the address from the mail (registration's /confirm-email page), then log in.
-    link = await mailed_link(mailbox, address, r"https?://\S+/confirm-email\?token=\S+")
-    await page.goto(system.local(link))
-    await page.get_by_role("button", name="Confirm this address").click()
-    await expect(page.locator("body")).to_contain_text("is now verified")
-    await page.goto(system.portal + "/login")
-    await page.get_by_label("Email address").fill(address)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await shot(page, "03-login")
-    await page.get_by_role("button", name="Log in").click()
-    await expect(page).to_have_url(system.portal + "/account")
-    await expect(page.get_by_role("heading", level=1)).to_have_text("My account")
-    await shot(page, "04-account")
+    await sign_up_and_log_in(system, page, mailbox, address, screenshots=True)
 
     # Add the domain and verify it through the mail to its hostmaster.
     await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Domains").click()
@@ -230,3 +243,51 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     verify_icon = f"http://127.0.0.1:{system.domain_verify.http_port}/favicon.ico"
     assert not [p for p in problems if verify_icon not in p], problems
     shutil.copy(leaf, SCREENSHOTS / "issued-certificate.pem")
+
+
+async def domain_status_after_check(page: Any, domain_page: str, *, until: str) -> str:
+    """Press "Check now" and wait until the page shows `until` in #domain-status or a failure."""
+    await page.get_by_role("button", name="Check now").click()
+    for _ in range(90):
+        await page.goto(domain_page)
+        status = await page.locator("#domain-status").inner_text()
+        if status == until or await page.locator("#domain-failure").count():
+            return str(status)
+        await page.wait_for_timeout(500)
+    return str(await page.locator("#domain-status").inner_text())
+
+
+async def test_member_verifies_a_domain_by_a_dns_record_in_the_portal_and_sees_what_was_found_when_wrong(
+    system: System, browser: Any, stack_env: dict[str, str], unique: str
+) -> None:
+    """BR 3.2.2.4.7 from the member's side: the portal shows the exact TXT record, "Check now" asks the
+    validation authority, a wrong record is reported with what the CA found, the right one verifies."""
+    async with asyncio.timeout(150):
+        expect = playwright_api.expect
+        address, domain = f"grace-{unique}@example.org", f"dns{unique}.example.org"
+        zone = LocalZone.from_env(stack_env)
+        context = await browser.new_context(viewport={"width": 1200, "height": 900})
+        page = await context.new_page()
+        await sign_up_and_log_in(system, page, MailboxClient(stack_env["CACERT_MAILBOX_URL"]), address)
+
+        await page.get_by_role("navigation", name="Main menu").get_by_role("link", name="Domains").click()
+        await page.get_by_label("Domain name").fill(domain)
+        await page.get_by_role("button", name="Add domain").click()
+        await page.get_by_label(re.compile("A TXT record at")).check()
+        await page.get_by_role("button", name="Show what to publish").click()
+        record_name = await page.locator("#challenge-record-name").inner_text()
+        value = await page.locator("#challenge-value").inner_text()
+        assert record_name == f"_cacert-challenge.{domain}"
+        assert len(value) >= 32, "a random value with at least 112 bits of entropy (BR 1.6.1)"
+        await shot(page, "17-domain-dns-record")
+        domain_page = page.url.split("#")[0].split("?")[0]
+
+        await zone.publish(record_name, "TXT", '"a-stale-value"')
+        assert await domain_status_after_check(page, domain_page, until="verified") != "verified"
+        await expect(page.locator("#domain-failure")).to_contain_text("a-stale-value")
+        await shot(page, "18-domain-dns-wrong-value")
+
+        await zone.publish(record_name, "TXT", f'"{value}"')
+        assert await domain_status_after_check(page, domain_page, until="verified") == "verified"
+        await expect(page.locator("#domain-verified-by")).to_contain_text("DNS TXT record")
+        await expect(page.locator("#domain-verified-by")).to_contain_text("3.2.2.4.7")
