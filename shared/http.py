@@ -92,6 +92,23 @@ def _problem(error: jsonschema.ValidationError) -> str:
     return f"does not satisfy {error.validator} {str(error.validator_value)[:200]}"
 
 
+MAX_JSON_DEPTH = 32
+"""Deeper request bodies are refused before validation: no API takes more than a few levels, and a
+deep one would make the schema validator recurse as deep."""
+
+
+def _depth(value: Any) -> int:
+    """Nesting depth of a parsed JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:  # nothing below the limit needs a closer look
+                stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 async def read_json(request: web.Request, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The request body as a JSON object, validated against `schema`; 4xx with details otherwise."""
     if request.content_type != "application/json":
@@ -103,11 +120,18 @@ async def read_json(request: web.Request, schema: Mapping[str, Any] | None = Non
                        ) from None
     try:
         body = json.loads(raw or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"position": getattr(exc, "pos", None)}
+    except RecursionError:
+        raise ApiError(400, "invalid_json", f"request body is nested more than {MAX_JSON_DEPTH} levels deep"
                        ) from None
+    except json.JSONDecodeError as exc:
+        raise ApiError(400, "invalid_json", "request body is not valid JSON", {"position": exc.pos}) from None
+    except (UnicodeDecodeError, ValueError):  # e.g. an integer beyond Python's digit limit
+        raise ApiError(400, "invalid_json", "request body is not valid JSON: a number or string in it cannot "
+                                            "be read") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
+    if _depth(body) > MAX_JSON_DEPTH:
+        raise ApiError(400, "invalid_json", f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
     if schema is not None:
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
         if errors:

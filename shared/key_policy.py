@@ -12,6 +12,10 @@ The rules, and where they come from:
 * ECDSA: the NIST curves P-256 and P-384 (BR 6.1.5). P-521 is refused: BR 7.1.3.1.2 names no
   signature algorithm for it and several relying parties reject it.
 * Everything else (EdDSA, DSA, unknown types) is refused: the BRs allow none of them for TLS.
+* A CSR's self-signature must use SHA-256, SHA-384 or SHA-512 (`csr_signature_problem`): a SHA-1 or
+  MD5 self-signature proves little (chosen-prefix collisions), and the CA's library will not verify
+  them, so they are refused for that reason and not as "signature invalid". The BRs allow no SHA-1
+  in what the CA itself signs (7.1.3.2); this CA asks the same of what it is asked to sign.
 
 The answer is a machine-readable `code` (what the signer publishes in `cert.rejected` details and
 the RA in its refusal) with a sentence for the person who made the key.
@@ -22,6 +26,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Final, Literal
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 
 MIN_RSA_BITS: Final = 2048
@@ -29,6 +36,7 @@ MAX_RSA_BITS: Final = 8192
 RSA_EXPONENT: Final = 65537
 ALLOWED_CURVES: Final = {"secp256r1": "P-256", "secp384r1": "P-384"}
 _WHAT_TO_USE: Final = f"use RSA ({MIN_RSA_BITS}..{MAX_RSA_BITS} bits, a multiple of 8) or EC P-256/P-384"
+CSR_SIGNATURE_HASHES: Final = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
 
 ProblemCode = Literal[
     "rsa_too_small",
@@ -108,3 +116,17 @@ def _check_rsa(key: rsa.RSAPublicKey) -> KeyVerdict:
         problems.append(KeyProblem("rsa_exponent", f"RSA public exponent {exponent} is not allowed: "
                                                    f"it must be {RSA_EXPONENT}"))
     return KeyVerdict(f"RSA-{bits}", tuple(problems))
+
+
+def csr_signature_problem(csr: x509.CertificateSigningRequest) -> str | None:
+    """Why the CSR's self-signature algorithm is refused, or None when it is one the CA accepts.
+    Asked before the signature is verified, so a SHA-1 CSR is refused for what it is."""
+    try:
+        algorithm = csr.signature_hash_algorithm
+    except UnsupportedAlgorithm:
+        return f"the CSR is signed with an unsupported algorithm ({csr.signature_algorithm_oid.dotted_string})"
+    if algorithm is None or isinstance(algorithm, CSR_SIGNATURE_HASHES):
+        return None  # None: EdDSA, whose key the key policy refuses with its own message
+    shown = {"sha1": "SHA-1", "md5": "MD5", "sha224": "SHA-224"}.get(algorithm.name, algorithm.name.upper())
+    return (f"the CSR is signed with {shown}, which this CA does not accept: sign it with SHA-256 or "
+            "stronger (e.g. openssl req -sha256)")

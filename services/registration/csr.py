@@ -15,7 +15,7 @@ import dataclasses
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from shared.key_policy import check_public_key
+from shared.key_policy import check_public_key, csr_signature_problem
 
 MAX_PEM_CHARS = 65536
 PEM_MARKERS = ("-----BEGIN CERTIFICATE REQUEST-----", "-----BEGIN NEW CERTIFICATE REQUEST-----")
@@ -78,6 +78,9 @@ def parse_csr(pem: str) -> SubmittedCsr:
         csr = x509.load_pem_x509_csr(text.encode("utf-8", "replace"))
     except (ValueError, TypeError) as exc:
         raise CsrProblem([f"csr_pem is not a readable certificate request: {exc}"]) from None
+    hash_problem = csr_signature_problem(csr)  # the one policy, shared with the signer
+    if hash_problem is not None:
+        raise CsrProblem([hash_problem])
     try:
         signature_ok = csr.is_signature_valid
     except Exception as exc:  # unusual algorithms surface as UnsupportedAlgorithm and friends

@@ -46,6 +46,32 @@ def build_csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
+# RSA PKCS#1 v1.5 signature algorithms by hash (RFC 8017 A.2.4): what a weak-hash CSR claims to use.
+_RSA_SIGNATURE_OIDS = {"sha1": "1.2.840.113549.1.1.5", "md5": "1.2.840.113549.1.1.4"}
+
+
+def weak_hash_csr(hash_name: str, *, dns: list[str]) -> str:
+    """A CSR whose self-signature is made, validly, with SHA-1 or MD5. `cryptography` refuses to build
+    one, so the request is signed by hand: the same CertificationRequestInfo, re-signed."""
+    import base64
+
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from pyasn1.codec.der import decoder, encoder
+    from pyasn1.type import univ
+    from pyasn1_alt_modules import rfc2986
+
+    key = rsa.generate_private_key(65537, 2048)
+    csr = x509.load_pem_x509_csr(build_csr(dns=dns, key=key).encode())
+    request, _ = decoder.decode(csr.public_bytes(serialization.Encoding.DER), asn1Spec=rfc2986.CertificationRequest())
+    algorithm = {"sha1": hashes.SHA1(), "md5": hashes.MD5()}[hash_name]  # noqa: S303 (the point of the test)
+    request["signatureAlgorithm"]["algorithm"] = univ.ObjectIdentifier(_RSA_SIGNATURE_OIDS[hash_name])
+    request["signature"] = univ.BitString.fromOctetString(
+        key.sign(encoder.encode(request["certificationRequestInfo"]), padding.PKCS1v15(), algorithm))
+    der = encoder.encode(request)
+    return ("-----BEGIN CERTIFICATE REQUEST-----\n" + base64.encodebytes(der).decode()
+            + "-----END CERTIFICATE REQUEST-----\n")
+
+
 def self_signed(
     common_name: str, *, serial: int, key: PrivateKey | None = None
 ) -> tuple[str, x509.Certificate]:

@@ -18,6 +18,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 from services.signer.ca import issuance, profiles
 from services.signer.ca.issuance import ApprovedRequest, CSRRejected, RequestRejected
 from shared.key_policy import ProblemCode
+from tests.registration.csrs import weak_hash_csr
 
 CASES: dict[tuple[str, int], dict[str, Any]] = {
     ("server", 1): {"subject": {"CN": "www.example.org"}, "dns_names": ["www.example.org", "example.org"]},
@@ -280,6 +281,12 @@ KEY_POLICY_CODES = set(typing.get_args(ProblemCode))
         (lambda h: "this is not PEM at all", "csr is not a PEM certificate request"),
         (lambda h: "", "csr is not a PEM certificate request"),
         (lambda h: "A" * 70000, "csr too large: 70000 bytes (limit 65536)"),
+        (lambda h: weak_hash_csr("sha1", dns=["www.example.org"]),
+         "the CSR is signed with SHA-1, which this CA does not accept: sign it with SHA-256 or stronger "
+         "(e.g. openssl req -sha256)"),
+        (lambda h: weak_hash_csr("md5", dns=["www.example.org"]),
+         "the CSR is signed with MD5, which this CA does not accept: sign it with SHA-256 or stronger "
+         "(e.g. openssl req -sha256)"),
     ],
     ids=[
         "rsa1024",
@@ -292,6 +299,8 @@ KEY_POLICY_CODES = set(typing.get_args(ProblemCode))
         "not-pem",
         "empty",
         "oversized",
+        "sha1-self-signature",
+        "md5-self-signature",
     ],
 )
 def test_check_csr_rejects_with_a_precise_reason(make, reason: str, h) -> None:

@@ -30,7 +30,7 @@ from services.signer.ca.hierarchy import IssuingCA
 from services.signer.ca.profiles import SUBJECT_ATTRIBUTE_OIDS, CertificateProfile, SanType
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
-from shared.key_policy import check_public_key
+from shared.key_policy import check_public_key, csr_signature_problem
 
 __all__ = [
     "ApprovedRequest",
@@ -136,6 +136,9 @@ def check_csr(csr_pem: str) -> x509.CertificateSigningRequest:
         public_key = csr.public_key()
     except (ValueError, UnsupportedAlgorithm):
         raise CSRRejected("csr public key cannot be parsed") from None
+    hash_problem = csr_signature_problem(csr)
+    if hash_problem is not None:
+        raise CSRRejected(hash_problem)
     try:
         signature_ok = csr.is_signature_valid
     except (ValueError, UnsupportedAlgorithm):
