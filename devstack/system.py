@@ -4,8 +4,9 @@
 
 1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
    encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600).
-2. **Support staff** (first run): registration's `create-admin` for one admin and two founding
-   Assurers (one assurance gives at most 35 points and Assured needs 50, so a newcomer needs two).
+2. **Support staff** (first run): registration's `create-admin` for one admin and `create-assurer` for
+   two founding Assurers, who are not admins (one assurance gives at most 35 points and Assured needs
+   50, so a newcomer needs two).
    Their generated passwords are kept in `<state>/system/accounts.json` (mode 0600).
 3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issuing (8084),
    notifier (8085) and three remote validation perspectives (8086-8088), detached, logs in
@@ -283,7 +284,8 @@ def init_ca(say: Say) -> None:
 
 
 def seed_accounts(say: Say) -> None:
-    """Create the admin and the two founding Assurers once (registration's create-admin)."""
+    """Create the admin and the two founding Assurers (not admins) once: registration's create-admin and
+    create-assurer."""
     if accounts_file().exists():
         return
     people = [
@@ -295,14 +297,15 @@ def seed_accounts(say: Say) -> None:
     # One after the other: concurrent first runs race to create the same indexes, which FerretDB v1
     # answers by dropping the connection.
     for person in people:
-        argv = [sys.executable, "-m", "services.registration", "create-admin", "--email", person["email"],
-                "--name", person["name"], *(["--assurer"] if person["role"] == "assurer" else [])]  # fmt: skip
+        argv = [sys.executable, "-m", "services.registration", f"create-{person['role']}", "--email",
+                person["email"], "--name", person["name"]]  # fmt: skip
         proc = subprocess.run(
             argv, cwd=ROOT, env={**env, "CACERT_ADMIN_PASSWORD": person["password"]},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
-            raise StackError(f"create-admin {person['email']} failed (exit {proc.returncode}):\n{proc.stdout}")
+            raise StackError(f"create-{person['role']} {person['email']} failed (exit {proc.returncode}):\n"
+                             f"{proc.stdout}")
         say(f"seed   {proc.stdout.strip()}")
     data = {"admin": people[0], "assurers": people[1:]}
     _write_secret(accounts_file(), json.dumps(data, indent=2) + "\n")

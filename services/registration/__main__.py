@@ -1,4 +1,5 @@
-"""`python -m services.registration` runs the service; `... create-admin --email ...` bootstraps support."""
+"""`python -m services.registration` runs the service; `... create-admin` / `... create-assurer --email ...`
+bootstrap the support staff and the founding Assurers."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ DEFAULT_PORT = "8081"  # the member API's port on the local stack (docs/architec
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["create-admin"]:
-        from services.registration.bootstrap import main as create_admin
+    if sys.argv[1:2] in (["create-admin"], ["create-assurer"]):
+        from services.registration.bootstrap import main as create_account
 
-        sys.exit(create_admin(sys.argv[2:]))
+        sys.exit(create_account(sys.argv[2:], sys.argv[1]))
     settings = load_or_exit(RegistrationSettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
     configure(NAME, settings.common.log_level)
     sys.exit(run(lambda stop: run_until_stopped(RegistrationService(settings), stop)))

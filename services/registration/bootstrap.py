@@ -1,11 +1,14 @@
-"""Creating the first support account (admin), and optionally a founding Assurer, from the command line.
+"""Creating the first support account (admin) and the founding Assurers from the command line.
 
 The web of trust needs a start: nobody can become an Assurer without
-points from an Assurer. Operators therefore create the first admin (and
-the founding Assurers, `--assurer`) directly in the database; their events
-wait in the outbox and the running service publishes them on its next
-sweep. The address is treated as verified because the operator vouches
-for it. An existing account with that address is promoted instead.
+points from an Assurer. Operators therefore create the first admin
+(`create-admin`) and the founding Assurers (`create-assurer`) directly in the
+database; their events wait in the outbox and the running service publishes
+them on its next sweep. The address is treated as verified because the
+operator vouches for it. An existing account with that address is promoted
+instead. The two are separate accounts on purpose (least trust): support
+staff grant roles and activate code signing, Assurers award points, and no
+command makes one account both.
 """
 
 from __future__ import annotations
@@ -76,15 +79,19 @@ def _read_password(from_stdin: bool) -> str:
     return getpass.getpass("password for the new admin: ")
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.registration create-admin",
-        description="Create the first admin (support) account.",
-    )
+COMMANDS = {
+    "create-admin": (("member", "admin"), "Create a support (admin) account.", "CAcert Support"),
+    "create-assurer": (("member", "assurer"), "Create a founding Assurer (not an admin) of the web of trust.",
+                       "Founding Assurer"),
+}
+
+
+def main(argv: list[str], command: str = "create-admin") -> int:
+    roles, description, default_name = COMMANDS[command]
+    parser = argparse.ArgumentParser(prog=f"python -m services.registration {command}", description=description)
     parser.add_argument("--email", required=True)
-    parser.add_argument("--name", default="CAcert Support")
+    parser.add_argument("--name", default=default_name)
     parser.add_argument("--date-of-birth", default="1970-01-01")
-    parser.add_argument("--assurer", action="store_true", help="also make this account a founding Assurer")
     parser.add_argument(
         "--password-stdin",
         action="store_true",
@@ -105,7 +112,6 @@ def main(argv: list[str]) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     settings = load_or_exit(RegistrationSettings, {"CACERT_KAFKA_BOOTSTRAP": "unused", **os.environ})
-    roles = ("member", "admin", "assurer") if args.assurer else ("member", "admin")
 
     async def create() -> Member:
         client, db = connect(settings.common.mongo, service="registration")
@@ -118,5 +124,6 @@ def main(argv: list[str]) -> int:
             await client.close()
 
     member = asyncio.run(create())
-    print(f"admin {member.primary_email} ready: member id {member.id}, roles {', '.join(member.roles)}")
+    print(f"{command.removeprefix('create-')} {member.primary_email} ready: member id {member.id}, "
+          f"roles {', '.join(member.roles)}")
     return 0

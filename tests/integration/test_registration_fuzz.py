@@ -60,7 +60,6 @@ def service_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
             "admin@example.org",
             "--name",
             "Fuzz Admin",
-            "--assurer",
         ],
         env=env,
         capture_output=True,
