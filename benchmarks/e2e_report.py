@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks import signer_loadtest
 from benchmarks.e2e_load import CsrFactory, Sample, Watcher, closed_loop, open_loop, sign_up
@@ -63,6 +65,7 @@ from demo.member_api import MemberApi
 from devstack.process import stop_processes
 from services.signer.ca.ceremony import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
+from shared.approvals import ApprovalSigner
 from shared.config import KafkaSettings
 from shared.events import Topics
 from shared.kafka import EventProducer, ensure_topics
@@ -266,6 +269,10 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     kafka = KafkaSettings(bootstrap=opts.bootstrap, topic_prefix=prefix)
     await ensure_topics(kafka, partitions=opts.partitions)
     reg_db = f"bench_registration_{run_id}"
+    # This run's RA key: registration signs its approvals with it, the signers trust its public half.
+    ra_key = Ed25519PrivateKey.generate()
+    ra, ra_private_pem = ApprovalSigner(ra_key), ra_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     base_env = dict(
         os.environ,
         CACERT_KAFKA_BOOTSTRAP=opts.bootstrap,
@@ -275,12 +282,14 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
         CACERT_CA_DIR=str(ca_dir),
         CACERT_CA_PASSPHRASE=signer_loadtest.PASSPHRASE.decode(),
         CACERT_SIGNER_PUBLIC_URL=signer_loadtest.PUBLIC_URL,
+        CACERT_SIGNER_RA_PUBLIC_KEYS=ra.public_pem(),
         CACERT_LOG_LEVEL="WARNING",
     )
     reg_port = free_port()
     reg_log = work / f"registration-{run_id}.log"
     registration = start_registration(
-        dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port)), reg_log
+        dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port),
+             CACERT_RA_SIGNING_KEY=ra_private_pem), reg_log
     )
     producer = EventProducer(kafka, client_id="e2e-bench")
     watcher = Watcher(opts.bootstrap, topics, producer)

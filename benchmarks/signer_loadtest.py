@@ -49,6 +49,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.process import stop_processes
@@ -59,6 +60,7 @@ from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
+from shared.approvals import ApprovalSigner
 from shared.config import KafkaSettings
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.events.envelope import Headers, header
@@ -69,6 +71,9 @@ PASSPHRASE = b"loadtest-only-passphrase"
 REQUEST_ID = re.compile(rb'"request_id":"([^"]+)"')
 SERIAL = re.compile(rb'"serial":"([0-9a-f]+)"')
 PUBLIC_URL = "http://pki.example.net"
+LOAD_RA = ApprovalSigner(Ed25519PrivateKey.generate())
+"""The load test plays the RA: its approvals are signed like the RA's, so the signer verifies each one
+(as in production) and trusts this run's key only."""
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -126,7 +131,7 @@ def build_requests(count: int, mix: dict[str, float], key_kinds: list[str], memb
             data.update(cert_class=1, subject={}, dns_names=[], emails=[f"user{i}@load.example.org"])
         else:
             data.update(cert_class=3, subject={"CN": "Load Tester"}, dns_names=[], emails=[])
-        events.append(make_event("csr.approved", data, source="loadtest"))
+        events.append(LOAD_RA.sign(make_event("csr.approved", data, source="loadtest")))
     return events
 
 
@@ -402,6 +407,7 @@ async def run_once(
         CACERT_CA_DIR=str(ca_dir),
         CACERT_CA_PASSPHRASE=PASSPHRASE.decode(),
         CACERT_SIGNER_PUBLIC_URL=PUBLIC_URL,
+        CACERT_SIGNER_RA_PUBLIC_KEYS=LOAD_RA.public_pem(),
         CACERT_KAFKA_CREATE_TOPICS="false",
         CACERT_SIGNER_WORKERS=str(workers),
         CACERT_LOG_LEVEL=os.environ.get("CACERT_LOG_LEVEL", "WARNING"),

@@ -3,7 +3,9 @@
 `python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB, the mailbox and DNS:
 
 1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
-   encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600).
+   encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600); and the
+   RA's Ed25519 key pair (`ra-signing-key.pem`, mode 0600, for registration; `ra-public-keys.pem` for
+   the signers), with which every approval is signed.
 2. **Support staff** (first run): registration's `create-admin` for one admin and `create-assurer` for
    two founding Assurers, who are not admins (one assurance gives at most 35 points and Assured needs
    50, so a newcomer needs two).
@@ -132,6 +134,14 @@ def accounts_file() -> Path:
     return system_dir() / "accounts.json"
 
 
+def ra_key_file() -> Path:
+    return system_dir() / "ra-signing-key.pem"
+
+
+def ra_public_key_file() -> Path:
+    return system_dir() / "ra-public-keys.pem"
+
+
 def _write_secret(path: Path, text: str) -> None:
     """Create `path` with mode 0600 from the start (never world-readable, not even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -148,6 +158,21 @@ def _passphrase() -> Path:
     if not path.exists():
         _write_secret(path, secrets.token_urlsafe(32))
     return path
+
+
+def ra_keys() -> None:
+    """The RA's Ed25519 key pair, made once: registration signs approvals with it, the signer trusts the
+    public half (shared/approvals.py)."""
+    if ra_key_file().exists() and ra_public_key_file().exists():
+        return
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    _write_secret(ra_key_file(), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()).decode())
+    ra_public_key_file().write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
 def accounts() -> dict[str, Any]:
@@ -207,6 +232,7 @@ def _signer_env() -> dict[str, str]:
         "CACERT_CA_PASSPHRASE_FILE": str(passphrase_file()),
         "CACERT_CA_ALGORITHM": CA_ALGORITHM,
         "CACERT_SIGNER_PUBLIC_URL": PUBLIC_PKI_URL,
+        "CACERT_SIGNER_RA_PUBLIC_KEYS_FILE": str(ra_public_key_file()),
     }
 
 
@@ -222,6 +248,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
     env["CACERT_HTTP_PORT"] = str(spec.port)
     if spec.name == "registration":
         env["CACERT_PUBLIC_URL"] = spec.url
+        env["CACERT_RA_SIGNING_KEY_FILE"] = str(ra_key_file())
         # Everyone reaches a local system from 127.0.0.1, so the per-client limits would count every
         # demo and test run against one client; the per-address and mail limits stay as shipped.
         env.update(CACERT_RATE_SIGNUP_PER_CLIENT="10000", CACERT_RATE_LOGIN_PER_CLIENT="10000",
@@ -275,6 +302,7 @@ def init_ca(say: Say) -> None:
     existed = (ca_dir() / "class1.crt.pem").exists()
     env = {**_base_env(), **_signer_env()}
     _passphrase()
+    ra_keys()
     started = time.monotonic()
     out = _run(["-m", "services.signer", "init-ca", "--if-missing"], env, "services.signer init-ca")
     if not existed:

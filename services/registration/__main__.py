@@ -8,7 +8,7 @@ import sys
 
 from services.registration.service import NAME, RegistrationService
 from services.registration.settings import RegistrationSettings
-from shared.config import load_or_exit
+from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
@@ -22,7 +22,12 @@ def main() -> None:
         sys.exit(create_account(sys.argv[2:], sys.argv[1]))
     settings = load_or_exit(RegistrationSettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
     configure(NAME, settings.common.log_level)
-    sys.exit(run(lambda stop: run_until_stopped(RegistrationService(settings), stop)))
+    try:
+        service = RegistrationService(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(lambda stop: run_until_stopped(service, stop)))
 
 
 if __name__ == "__main__":

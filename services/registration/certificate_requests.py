@@ -35,6 +35,7 @@ from services.registration.csr import CsrProblem, TooManySubjectAltNames, parse_
 from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
+from shared.approvals import UNAUTHENTICATED
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 from shared.logging import get_logger
@@ -235,6 +236,13 @@ class CertificateRequests:
     async def on_signer_rejected(self, data: dict[str, Any]) -> None:
         if data["reason"] == CAA_STALE:
             await self._recheck_caa(data["request_id"])
+            return
+        if data["reason"] == UNAUTHENTICATED:
+            # The signer saw an approval it could not attribute to this RA: a forgery (the request id may
+            # be a real one, which must not be failed by it), or this RA's key missing from the signer's
+            # configuration. Either way the request keeps its state; the event waits in the DLQ.
+            log.error("the signer refused an approval as not signed by this RA", alert=True,
+                      request_id=data["request_id"], details=data.get("details", []))
             return
         await self._store.record_signer_rejected(
             data["request_id"], [data["reason"], *data.get("details", [])], self._ctx.clock()

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.registration.settings import RegistrationSettings
 from services.registration.store import Document, RegistrationStore
+from shared.approvals import SIGNED_EVENTS, ApprovalSigner
 from shared.events import CloudEvent, make_event
 
 SOURCE = "registration"
@@ -24,9 +25,16 @@ class Context:
     store: RegistrationStore
     settings: RegistrationSettings
     clock: Callable[[], datetime]
+    approvals: ApprovalSigner | None = None
+    """Signs what the signer acts on; None only where no such event is ever made (the bootstrap commands)."""
 
     def event(self, name: str, data: dict[str, Any], *, event_id: str | None = None) -> CloudEvent:
-        return make_event(name, data, source=SOURCE, event_id=event_id)
+        event = make_event(name, data, source=SOURCE, event_id=event_id)
+        if name in SIGNED_EVENTS:
+            if self.approvals is None:
+                raise RuntimeError(f"{name} must be signed by the RA, and this context has no RA key")
+            return self.approvals.sign(event)
+        return event
 
     async def audit(self, actor: str, action: str, subject: str, **details: Any) -> None:
         """Append one entry to the hash-chained audit log (collection `audit`, see shared/audit.py)."""

@@ -79,6 +79,7 @@ class RegistrationService:
         web_settings: WebSettings | None = None,
     ) -> None:
         self.settings = settings
+        self._approvals = settings.approval_signer()  # ConfigError without the RA key: nothing unsigned leaves
         self.web_settings = web_settings if web_settings is not None else load(WebSettings)
         self._clock = clock
         self.http_port: int | None = None
@@ -103,7 +104,7 @@ class RegistrationService:
         await self._producer.start()
         self._lifecycle.started("producer", self._producer.stop)
         store = MongoRegistrationStore(self.db, clock=self._clock)
-        ctx = self.context = Context(store, self.settings, self._clock)
+        ctx = self.context = Context(store, self.settings, self._clock, self._approvals)
         self._outbox = store.outbox = Outbox(self._producer, store.outbox_collections())
         self._outbox.start()
         self._lifecycle.started("outbox", self._outbox.stop)

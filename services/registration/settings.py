@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from shared.approvals import ApprovalKeyError, ApprovalSigner
 from shared.config import ConfigError, setting
 from shared.settings import CommonSettings
 
@@ -62,6 +63,10 @@ class RegistrationSettings:
         "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
     )
     max_body_bytes: int = setting("CACERT_MAX_BODY_BYTES", 256 * 1024, help="largest accepted request body")
+    ra_signing_key: str = setting("CACERT_RA_SIGNING_KEY", "", secret=True,
+                                  help="the RA's Ed25519 private key (PEM) that signs every csr.approved and "
+                                       "cert.revoke_requested; the signer trusts its public key (required to "
+                                       "serve; shared/approvals.py)")
 
     def validate(self) -> None:
         if not 1 <= self.server_validity_days <= 397:
@@ -74,6 +79,18 @@ class RegistrationSettings:
                 raise ConfigError(f"{env} must be 1..825")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("CACERT_PUBLIC_URL must start with http:// or https://")
+        if self.ra_signing_key:
+            self.approval_signer()
+
+    def approval_signer(self) -> ApprovalSigner:
+        """The RA's signing key; ConfigError (naming the variable, never the key) when absent or unusable."""
+        if not self.ra_signing_key:
+            raise ConfigError("CACERT_RA_SIGNING_KEY is required to serve (nor CACERT_RA_SIGNING_KEY_FILE): the "
+                              "signer issues nothing the RA has not signed")
+        try:
+            return ApprovalSigner.from_pem(self.ra_signing_key)
+        except ApprovalKeyError as exc:
+            raise ConfigError(f"CACERT_RA_SIGNING_KEY {exc}") from None
 
     @property
     def rate_limits(self) -> dict[str, RateLimit]:

@@ -14,7 +14,7 @@ import argparse
 import sys
 
 from services.signer.settings import ISSUING, STATUS
-from shared.config import load_or_exit
+from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
@@ -69,7 +69,11 @@ def _serve(mode: str, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     settings = load_or_exit(SignerSettings)
     configure(f"signer-{mode}", settings.common.log_level)
-    service = SignerService(settings, mode=mode, lint=not getattr(args, "no_lint", False))
+    try:
+        service = SignerService(settings, mode=mode, lint=not getattr(args, "no_lint", False))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     return run(lambda stop: run_until_stopped(service, stop))
 
 

@@ -35,9 +35,10 @@ from services.signer import caa_freshness
 from services.signer.signing import SigningPool
 from services.signer.store import CertificateStore
 from shared import outbox
+from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog, Pending
-from shared.events import CloudEvent, utcnow
-from shared.kafka import Batch, EventProducer, TransientError
+from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
+from shared.kafka import Batch, EventProducer, PermanentError, TransientError
 from shared.logging import get_logger
 
 CLAIM_TIMEOUT = dt.timedelta(seconds=20)
@@ -63,12 +64,14 @@ class CertificateIssuer:
         signing: SigningPool,
         store: CertificateStore,
         producer: EventProducer,
+        approvals: ApprovalVerifier,
         *,
         audit: AuditLog | None = None,
     ) -> None:
         self._signing = signing
         self._store = store
         self._producer = producer
+        self._approvals = approvals
         self._audit = audit
         self._instance = uuid.uuid4().hex  # owner of this process's claims
         self._gathered: list[tuple[list[CloudEvent], asyncio.Future[None]]] = []
@@ -77,7 +80,7 @@ class CertificateIssuer:
 
     async def handle(self, event: CloudEvent) -> None:
         """One event alone: the runner's fallback that isolates a poison event never shares a pass."""
-        (failure,) = await self._answer([[event]])
+        (failure,) = await self._answer([[event]], alone=True)
         if failure is not None:
             raise failure
 
@@ -117,19 +120,31 @@ class CertificateIssuer:
             else:
                 done.set_exception(failure)
 
-    async def _answer(self, groups: list[list[CloudEvent]]) -> list[Exception | None]:
+    async def _answer(self, groups: list[list[CloudEvent]], *, alone: bool = False) -> list[Exception | None]:
         """Answer every request of `groups` (batches); returns, per batch, why it must be retried, or None.
 
         A batch holding a request another live signer is answering is retried on its own; the
         other batches of the pass go on."""
         by_request: dict[str, CloudEvent] = {}
         groups_of: dict[str, set[int]] = {}
+        failures: list[Exception | None] = [None] * len(groups)
+        refused: list[tuple[CloudEvent, str]] = []
         for index, events in enumerate(groups):
             for event in events:
+                # Before anything else: an approval the RA did not sign must neither be signed nor take
+                # the request id from the genuine approval it may copy.
+                problem = self._approvals.problem(event)
+                if problem is not None:
+                    refused.append((event, problem))
+                    failures[index] = PermanentError(f"{UNAUTHENTICATED}: {problem}")
+                    continue
                 request_id = event.data["request_id"]
                 by_request.setdefault(request_id, event)  # a batch may hold the same request twice
                 groups_of.setdefault(request_id, set()).add(index)
-        failures: list[Exception | None] = [None] * len(groups)
+        if refused and alone:
+            # In a pass, a refused event only fails its batch: the runner then hands each event over
+            # alone, and that is when the refusal is announced (once) and the event dead-lettered.
+            await self._refuse_unauthenticated(refused)
         for request_id in by_request.keys() & self._in_hand:
             # Passes overlap (the runner pipelines): an earlier one is answering this request right now.
             busy = TransientError(f"request {request_id} is being answered by this signer; retrying")
@@ -207,6 +222,26 @@ class CertificateIssuer:
                     issuer=doc["issuer"],
                     profile=doc["profile"],
                 )
+
+    async def _refuse_unauthenticated(self, refused: list[tuple[CloudEvent, str]]) -> None:
+        """`cert.rejected` (unauthenticated_approval) for each, an audit entry and an alert; nothing is
+        stored under the request id, and the runner parks the event in the DLQ (PermanentError), where a
+        genuine approval refused by a signer missing the RA's new key waits to be replayed."""
+        now = utcnow()
+        for event, problem in refused:
+            log.error("approval refused: not signed by the RA", alert=True, request_id=event.data["request_id"],
+                      event_id=event.id, problem=problem)
+        await self._producer.publish_many([make_event(
+            "cert.rejected",
+            {"request_id": event.data["request_id"], "member_id": event.data["member_id"],
+             "reason": UNAUTHENTICATED, "details": [problem], "rejected_at": isoformat(now)},
+            source="signer", event_id=deterministic_event_id("signer", UNAUTHENTICATED, event.id),
+        ) for event, problem in refused])
+        if self._audit is not None:
+            await self._audit.append_many(
+                Pending("signer", "approval.refused", str(event.data["request_id"]),
+                        {"reason": UNAUTHENTICATED, "problem": problem, "event_id": event.id})
+                for event, problem in refused)
 
     async def _send_back_stale_caa(self, ids: list[str], by_request: dict[str, CloudEvent]) -> list[str]:
         """Answer approvals whose CAA check is too old with `caa_stale` (nothing stored); the rest go on.

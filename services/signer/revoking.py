@@ -18,6 +18,7 @@ from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
 from services.signer.store import CertificateStore
 from shared import outbox
+from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import EventProducer, PermanentError
@@ -83,14 +84,25 @@ class Revoker:
     """
 
     def __init__(self, store: CertificateStore, producer: EventProducer, crls: CRLPublisher,
-                 audit: AuditLog | None = None) -> None:
+                 approvals: ApprovalVerifier, audit: AuditLog | None = None) -> None:
         self._store = store
         self._producer = producer
         self._crls = crls
+        self._approvals = approvals
         self._audit = audit
 
     async def handle(self, event: CloudEvent) -> None:
         serial = event.data["serial"]
+        problem = self._approvals.problem(event)
+        if problem is not None:
+            # Only the RA may ask for a revocation (issue 19): refuse, keep it in the DLQ, alert.
+            log.error("revocation request refused: not signed by the RA", alert=True, serial=serial,
+                      problem=problem)
+            if self._audit is not None:
+                await self._audit.append(actor="signer", action="revocation.refused", subject=str(serial),
+                                         details={"reason": UNAUTHENTICATED, "problem": problem,
+                                                  "event_id": event.id})
+            raise PermanentError(f"{UNAUTHENTICATED}: {problem}")
         try:
             parse_reason(event.data["reason"])
         except ValueError as exc:

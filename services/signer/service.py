@@ -39,6 +39,8 @@ class SignerService:
         self.settings = settings
         self.mode = mode
         self._lint = lint
+        # Issuing acts only on what the RA signed: without its public key(s) the mode does not start.
+        self._approvals = settings.approval_verifier() if mode == ISSUING else None
         self.http_port: int | None = None
         self._lifecycle = Lifecycle(f"signer-{mode}")
 
@@ -92,7 +94,8 @@ class SignerService:
         self._lifecycle.started("signing workers", lambda: asyncio.to_thread(signing.close))  # safe unstarted
         await self.signing.start()
         audit = AuditLog(self.store.db)
-        self.issuer = CertificateIssuer(self.signing, self.store, self.producer, audit=audit)
+        assert self._approvals is not None
+        self.issuer = CertificateIssuer(self.signing, self.store, self.producer, self._approvals, audit=audit)
         self.crls = CRLPublisher(
             hierarchy,
             self.store,
@@ -102,7 +105,7 @@ class SignerService:
         await self.crls.refresh_due()
         self.crls.start()
         self._lifecycle.started("CRL refresh", self.crls.stop)
-        revoker = Revoker(self.store, self.producer, self.crls, audit)
+        revoker = Revoker(self.store, self.producer, self.crls, self._approvals, audit)
         approved = BY_NAME["csr.approved"].type
         self.runner = ConsumerRunner(
             common.kafka,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.urls import CAUrls
+from shared.approvals import ApprovalKeyError, ApprovalVerifier
 from shared.config import ConfigError, setting
 from shared.settings import CommonSettings
 
@@ -72,8 +73,26 @@ class SignerSettings:
         "CACERT_CRL_REFRESH_BEFORE_HOURS", 6, help="regenerate a CRL this long before its nextUpdate"
     )
     ocsp_validity_hours: int = setting("CACERT_OCSP_VALIDITY_HOURS", 24)
+    ra_public_keys: str = setting(
+        "CACERT_SIGNER_RA_PUBLIC_KEYS",
+        "",
+        help="the RA's Ed25519 public key(s), PEM, concatenated (two during a key rollover): issuing mode "
+             "issues and revokes only what one of them signed (required there; shared/approvals.py)",
+    )
+
+    def approval_verifier(self) -> ApprovalVerifier:
+        """The RA keys the issuing mode trusts; ConfigError naming the variable when absent or unusable."""
+        if not self.ra_public_keys.strip():
+            raise ConfigError("CACERT_SIGNER_RA_PUBLIC_KEYS is required in issuing mode (nor "
+                              "CACERT_SIGNER_RA_PUBLIC_KEYS_FILE): the signer acts only on approvals the RA signed")
+        try:
+            return ApprovalVerifier.from_pem(self.ra_public_keys)
+        except ApprovalKeyError as exc:
+            raise ConfigError(f"CACERT_SIGNER_RA_PUBLIC_KEYS {exc}") from None
 
     def validate(self) -> None:
+        if self.ra_public_keys.strip():
+            self.approval_verifier()
         unknown = [p for p in self.lint_profiles if p not in PROFILES]
         if unknown:
             raise ConfigError(f"CACERT_LINT_PROFILES has unknown profiles: {', '.join(unknown)}")

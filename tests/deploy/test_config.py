@@ -12,6 +12,7 @@ import pytest
 
 from services.domain_verify.settings import settings_environment
 from shared.config import ConfigError, describe, load
+from tests.approval_keys import RA_PRIVATE_PEM, RA_PUBLIC_PEM
 from tests.deploy.manifests import (
     K8S,
     MONGODB_WORKLOADS,
@@ -29,6 +30,9 @@ DUMMY_SECRETS = {
     "password": "not-a-secret",
     "passphrase": "not-a-secret",
     "username": "not-a-secret",
+    # the RA key pair must parse: a throw-away pair generated for the test run (tests/approval_keys.py)
+    "ra-signing-key.pem": RA_PRIVATE_PEM,
+    "ra-public-keys.pem": RA_PUBLIC_PEM,
 }
 
 
@@ -75,6 +79,10 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
         pytest.fail(f"overlays/{name} {workload}: {exc}")
     assert settings.common.http.host == "0.0.0.0"  # noqa: S104 (pods listen on their pod IP)
     assert settings.common.create_topics is False
+    if workload == "registration":
+        assert settings.approval_signer().public_pem() == RA_PUBLIC_PEM, "serves with the mounted RA key"
+    if workload == "signer-issuing":
+        assert settings.approval_verifier().key_ids, "trusts the mounted RA public keys"
     if workload in PERSPECTIVE_WORKLOADS:
         assert settings.mode == "perspective"
         assert settings.perspective_name == PERSPECTIVE_WORKLOADS[workload]

@@ -27,7 +27,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from benchmarks.signer_loadtest import build_requests
+from benchmarks.signer_loadtest import LOAD_RA, build_requests
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics
 from shared.kafka import EventProducer, ensure_topics
@@ -103,6 +103,7 @@ class SignerCluster:
             CACERT_CA_DIR=str(ca_dir),
             CACERT_CA_PASSPHRASE=PASSPHRASE.decode(),
             CACERT_SIGNER_PUBLIC_URL=PUBLIC_URL,
+            CACERT_SIGNER_RA_PUBLIC_KEYS=LOAD_RA.public_pem(),  # build_requests signs as the load test's RA
             CACERT_KAFKA_CREATE_TOPICS="false",
             CACERT_LOG_LEVEL="INFO",
         )

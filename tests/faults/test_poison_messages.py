@@ -102,6 +102,7 @@ async def test_domain_verify_dead_letters_poison_on_domain(
 
 async def test_signer_dead_letters_poison_on_csr_and_cert(
         kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path) -> None:
+    from tests.approval_keys import sign
     from tests.integration.test_signer_service import approved, make_csr, signer_settings
 
     settings = signer_settings(kafka_settings, mongo_settings, ca_dir)
@@ -116,9 +117,9 @@ async def test_signer_dead_letters_poison_on_csr_and_cert(
         await poison_then_good(kafka_settings, producer, "csr", request, "signer")
         cert_topic = Topics(kafka_settings.topic_prefix).of("cert")
         issued = await _wait_event(kafka_settings.bootstrap, cert_topic, "org.cacert.cert.issued.v1")
-        revoke = make_event("cert.revoke_requested", {
+        revoke = sign(make_event("cert.revoke_requested", {
             "serial": issued.data["serial"], "member_id": issued.data["member_id"], "reason": "superseded",
-            "requested_by": issued.data["member_id"], "requested_at": isoformat(NOW)}, source="registration")
+            "requested_by": issued.data["member_id"], "requested_at": isoformat(NOW)}, source="registration"))
         await poison_then_good(kafka_settings, producer, "cert", revoke, "signer")
         revoked = await _wait_event(kafka_settings.bootstrap, cert_topic, "org.cacert.cert.revoked.v1")
         assert revoked.data["serial"] == issued.data["serial"]

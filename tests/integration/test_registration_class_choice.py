@@ -23,6 +23,7 @@ from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.settings import CommonSettings
+from tests.approval_keys import RA_PUBLIC_PEM
 from tests.integration.test_registration_web_portal import Browser, _verified_domain, assured_member
 from tests.registration.csrs import build_csr
 from tests.registration.harness import Stack, running
@@ -42,7 +43,7 @@ async def signer(kafka_settings: KafkaSettings, mongo_settings: MongoSettings, t
     common = CommonSettings(kafka=kafka_settings, mongo=database, http=HttpSettings(host="127.0.0.1", port=0),
                             create_topics=False)
     service = SignerService(SignerSettings(common=common, ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
-                                           public_base_url=PKI_URL),
+                                           public_base_url=PKI_URL, ra_public_keys=RA_PUBLIC_PEM),
                             mode="issuing")
     await service.start()
     try:

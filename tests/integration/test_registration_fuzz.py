@@ -22,6 +22,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from shared.config import KafkaSettings, MongoSettings
+from tests.approval_keys import RA_PRIVATE_PEM
 
 pytestmark = pytest.mark.usefixtures("topics")
 PASSWORD = "fuzzing admin passphrase"
@@ -49,6 +50,7 @@ def service_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
         "CACERT_RATE_SIGNUP_PER_CLIENT": "100000",
         "CACERT_RATE_LOGIN_PER_CLIENT": "100000",
         "CACERT_ADMIN_PASSWORD": PASSWORD,
+        "CACERT_RA_SIGNING_KEY": RA_PRIVATE_PEM,
     }
     created = subprocess.run(
         [

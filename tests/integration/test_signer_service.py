@@ -25,6 +25,7 @@ from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.kafka import Batch, EventProducer, TransientError
 from shared.mongo import connect
 from shared.settings import CommonSettings
+from tests.approval_keys import RA_PUBLIC_PEM, sign
 from tests.eventlog import read_topic
 
 pytestmark = pytest.mark.usefixtures("topics")
@@ -42,7 +43,7 @@ def signer_settings(kafka: KafkaSettings, mongo: MongoSettings, ca_dir: Path) ->
     return SignerSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False),
         ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
-        public_base_url="http://pki.example.net",
+        public_base_url="http://pki.example.net", ra_public_keys=RA_PUBLIC_PEM,
     )
 
 
@@ -73,7 +74,7 @@ def approved(profile: str, cert_class: int, csr_pem: str, *, dns: list[str] | No
         "dns_names": dns or [], "ip_addresses": [], "emails": emails or [], "validity_days": 90,
         "approved_at": isoformat(utcnow()), "caa_checked_at": isoformat(utcnow() - caa_age),
     }
-    return make_event("csr.approved", data, source="test")
+    return sign(make_event("csr.approved", data, source="test"))
 
 
 async def cert_events(kafka: KafkaSettings, expected: int) -> list[CloudEvent]:
@@ -263,9 +264,9 @@ async def test_revocation_flips_ocsp_and_lands_in_the_crl(
 
         before = await asyncio.to_thread(ask)
         assert "leaf.pem: good" in before and "Response verify OK" in before
-        await producer.publish(make_event("cert.revoke_requested", {
+        await producer.publish(sign(make_event("cert.revoke_requested", {
             "serial": issued.data["serial"], "member_id": "member-1", "reason": "key_compromise",
-            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test"))
+            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test")))
         events = await cert_events(kafka_settings, 3)
         assert any(e.type == "org.cacert.cert.revoked.v1" for e in events)
         after = await asyncio.to_thread(ask)
@@ -328,9 +329,9 @@ async def test_issuance_and_revocation_are_in_the_verified_audit_chain(
         await producer.publish(request)
         (issued,) = await cert_events(kafka_settings, 1)
         await producer.publish(request)  # a redelivery adds no second issuance entry
-        await producer.publish(make_event("cert.revoke_requested", {
+        await producer.publish(sign(make_event("cert.revoke_requested", {
             "serial": issued.data["serial"], "member_id": "member-1", "reason": "superseded",
-            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test"))
+            "requested_by": "member-1", "requested_at": isoformat(utcnow())}, source="test")))
         for _ in range(100):  # the redelivery and the revocation travel on different topics: wait for both
             events = await cert_events(kafka_settings, 3)
             if sum(e.type == "org.cacert.cert.revoked.v1" for e in events) and len(events) >= 3:

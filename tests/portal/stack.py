@@ -26,6 +26,7 @@ from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.settings import CommonSettings
+from tests.approval_keys import RA_PUBLIC_PEM
 from tests.registration.harness import registration_settings
 
 PASSPHRASE = b"portal test passphrase"
@@ -78,7 +79,7 @@ async def running_system(kafka: KafkaSettings, mongo: MongoSettings, env: dict[s
             return service
 
         signer = SignerSettings(common=_common(kafka, mongo, "signer"), ca_dir=ca_dir, ca_passphrase=PASSPHRASE,
-                                public_base_url=PKI_URL)
+                                public_base_url=PKI_URL, ra_public_keys=RA_PUBLIC_PEM)
         status = await start(SignerService(signer, mode="status"))
         await start(SignerService(signer, mode="issuing"))
         verify = await start(DomainVerifyService(DomainVerifySettings(

@@ -19,6 +19,7 @@ from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics, make_event
 from shared.kafka import EventProducer
 from shared.settings import CommonSettings
+from tests.approval_keys import RA_PRIVATE_PEM
 from tests.eventlog import read_topic
 
 PASSWORD = "a long test passphrase"
@@ -41,7 +42,8 @@ def registration_settings(
     kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any
 ) -> RegistrationSettings:
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False)
-    return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, **overrides})
+    return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
+                                                  **overrides})
 
 
 @dataclasses.dataclass

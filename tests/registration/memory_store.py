@@ -18,6 +18,7 @@ from services.registration.store import RegistrationStore
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import BY_NAME, CloudEvent
 from shared.settings import CommonSettings
+from tests.approval_keys import RA
 
 Document = dict[str, Any]
 
@@ -285,4 +286,4 @@ def settings() -> RegistrationSettings:
 
 
 def context(store: MemoryStore, now: datetime = NOW) -> Context:
-    return Context(store, settings(), lambda: now)
+    return Context(store, settings(), lambda: now, RA)

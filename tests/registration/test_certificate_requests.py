@@ -11,8 +11,10 @@ from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.domains import DomainClaims
 from services.registration.members import Member, Members
+from shared.approvals import ApprovalVerifier
 from shared.events import BY_NAME
 from shared.http import ApiError
+from tests.approval_keys import RA_PUBLIC_PEM
 from tests.registration.csrs import build_csr
 from tests.registration.memory_store import MemoryStore, context
 
@@ -63,6 +65,18 @@ async def test_an_approved_request_is_stored_with_exactly_one_csr_approved_event
     assert data["emails"] == [ADA] and data["dns_names"] == [] and data["ip_addresses"] == []
     assert data["subject"] == {} and data["validity_days"] == stored["validity_days"]
     assert [a["action"] for a in reg.store.audit if a["subject"] == view["id"]] == ["csr.approved"]
+    # signed by the RA over exactly this event, so the signer can tell it from a forgery
+    assert ApprovalVerifier.from_pem(RA_PUBLIC_PEM).problem(request_events[0]) is None
+
+
+async def test_a_refusal_as_unsigned_leaves_the_request_as_it_was(reg: Registration) -> None:
+    """`unauthenticated_approval` means the signer saw an approval this RA may not have made (a forgery
+    copying a real request id): it must not fail the member's genuine request."""
+    ada = await reg.member()
+    view = await reg.requests.submit(ada, build_csr(emails=[ADA]), "client")
+    await reg.requests.on_signer_rejected({"request_id": view["id"], "member_id": ada.id,
+                                           "reason": "unauthenticated_approval", "details": ["not signed by the RA"]})
+    assert (await reg.requests.get(ada, view["id"]))["status"] == "approved"
 
 
 async def test_a_refused_request_is_stored_with_csr_rejected_and_the_422_carries_every_reason(

@@ -29,6 +29,7 @@ from services.signer.service import SignerService
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import Topics
 from shared.logging import configure
+from tests.approval_keys import RA_PRIVATE_PEM
 from tests.domain_verify.harness import settings_for as domain_verify_settings
 from tests.eventlog import read_topic
 from tests.integration.test_signer_service import signer_settings
@@ -66,7 +67,8 @@ async def test_no_secret_reaches_a_log_line_or_an_event(
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()).decode()
     secrets: dict[str, str] = {"password": PASSWORD, "CA passphrase": CA_PASSPHRASE.decode(),
-                               "CSR private key bytes": key_pem.splitlines()[1]}
+                               "CSR private key bytes": key_pem.splitlines()[1],
+                               "RA signing key bytes": RA_PRIVATE_PEM.splitlines()[1]}
     try:
         async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:
             api = stack.api
