@@ -289,7 +289,9 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     reg_log = work / f"registration-{run_id}.log"
     registration = start_registration(
         dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port),
-             CACERT_RA_SIGNING_KEY=ra_private_pem), reg_log
+             CACERT_RA_SIGNING_KEY=ra_private_pem,
+             # a benchmark is one member family hammering one registered domain: no issuance limits
+             CACERT_LIMIT_REQUESTS_PER_MEMBER="10000000", CACERT_LIMIT_REQUESTS_PER_DOMAIN="10000000"), reg_log
     )
     producer = EventProducer(kafka, client_id="e2e-bench")
     watcher = Watcher(opts.bootstrap, topics, producer)

@@ -253,6 +253,10 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
         # demo and test run against one client; the per-address and mail limits stay as shipped.
         env.update(CACERT_RATE_SIGNUP_PER_CLIENT="10000", CACERT_RATE_LOGIN_PER_CLIENT="10000",
                    CACERT_RATE_LOGIN_PER_ACCOUNT="1000")  # fmt: skip
+        # Every demo, e2e test and benchmark asks for names under example.org: the issuance limits of a
+        # production RA would stop the local system after a few runs.
+        env.update(CACERT_LIMIT_REQUESTS_PER_MEMBER="100000", CACERT_LIMIT_REQUESTS_PER_DOMAIN="1000000",
+                   CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER="10000")  # fmt: skip
     elif spec.name == "domain_verify":
         env["CACERT_DOMAIN_VERIFY_PUBLIC_URL"] = spec.url
         env["CACERT_DOMAIN_VERIFY_PERSPECTIVES"] = ",".join(PERSPECTIVES)

@@ -31,10 +31,12 @@ from typing import Any
 
 from services.registration.assurance import Assurances
 from services.registration.context import Context, Document
-from services.registration.csr import CsrProblem, TooManySubjectAltNames, parse_csr
+from services.registration.csr import CsrProblem, SubmittedCsr, TooManySubjectAltNames, parse_csr
 from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
+from services.registration.ratelimit import RateLimiter
+from shared import dns_names
 from shared.approvals import UNAUTHENTICATED
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
@@ -44,6 +46,20 @@ log = get_logger("registration.certificate_requests")
 
 CAA_PENDING = "caa_pending"
 CAA_STALE = "caa_stale"
+
+
+def registered_domains(csr: SubmittedCsr) -> list[str]:
+    """The registered domains (one below the public suffix) a CSR names, for the per-domain limit."""
+    found: set[str] = set()
+    for raw in (*csr.dns_names, *csr.common_names):
+        try:
+            name = dns_names.normalise_domain(raw.removeprefix("*."))
+        except ValueError:
+            continue  # not a domain name (a person's name, an address): nothing to count
+        base = dns_names.registrable_domain(name)
+        if base is not None:
+            found.add(base)
+    return sorted(found)
 
 
 def public_view(doc: Document) -> Document:
@@ -73,6 +89,7 @@ class CertificateRequests:
         self._store = context.store
         self._assurances = assurances
         self._domains = domains
+        self._limits = RateLimiter(context)
         settings = context.settings
         self.policy = IssuancePolicy(
             settings.server_validity_days, settings.client_validity_days, settings.codesign_validity_days
@@ -98,6 +115,9 @@ class CertificateRequests:
         """
         request_id = uuid.uuid4().hex
         now = self._ctx.clock()
+        # Issuance limits (issue 19), here so that every front door (API, portal, ACME) counts alike.
+        await self._limits.hit("requests:member", member.id, message="too many certificate requests from "
+                                                                      "this account today")
         try:
             csr = parse_csr(csr_pem)
         except TooManySubjectAltNames as exc:
@@ -106,6 +126,9 @@ class CertificateRequests:
             decision = Decision(profile, tuple(exc.reasons))
             pem = None
         else:
+            for base in registered_domains(csr):
+                await self._limits.hit("requests:domain", base, message=f"too many certificate requests for "
+                                                                        f"{base} this week")
             decision = self.policy.decide(profile, csr, await self.standing(member), cert_class)
             pem = csr.pem
         doc: Document = {

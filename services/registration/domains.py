@@ -27,6 +27,7 @@ from typing import Any
 
 from services.registration.context import Context, Document
 from services.registration.members import Member
+from services.registration.ratelimit import RateLimiter
 from shared import dns_names
 from shared.domain_methods import (
     BR_SECTIONS,
@@ -125,6 +126,8 @@ class DomainClaims:
 
     async def add(self, member: Member, raw_domain: str, contact: str | None, method: str | None = None) -> Document:
         name = checked_domain(raw_domain)
+        await RateLimiter(self._ctx).hit("domains:member", member.id,
+                                         message="too many domains added from this account today")
         now = self._ctx.clock()
         doc: Document = {
             "_id": uuid.uuid4().hex,

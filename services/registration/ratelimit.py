@@ -16,10 +16,12 @@ from services.registration.context import Context
 
 
 class RateLimited(Exception):
-    def __init__(self, what: str, retry_after: int) -> None:
-        super().__init__(f"too many {what} attempts; retry in {retry_after} s")
+    def __init__(self, what: str, retry_after: int, message: str | None = None) -> None:
         self.what = what
         self.retry_after = retry_after
+        self.human = message or f"too many {what} attempts"
+        """What was refused, in words (lower case, no retry hint): the portal builds its sentence on it."""
+        super().__init__(f"{self.human}; retry in {retry_after} s")
 
 
 class RateLimiter:
@@ -27,8 +29,9 @@ class RateLimiter:
         self._ctx = context
         self._store = context.store
 
-    async def hit(self, limit_name: str, key: str) -> None:
-        """Count one call against `limit_name` for `key`; raise RateLimited when over the limit."""
+    async def hit(self, limit_name: str, key: str, *, message: str | None = None) -> None:
+        """Count one call against `limit_name` for `key`; raise RateLimited (saying `message`, if given)
+        when over the limit."""
         limit = self._ctx.settings.rate_limits[limit_name]
         now = self._ctx.clock()
         epoch = int(now.timestamp())
@@ -38,4 +41,4 @@ class RateLimiter:
         expires_at = now + timedelta(seconds=window_start + limit.window_seconds - epoch)
         if await self._store.count_hit(doc_id, expires_at) > limit.limit:
             retry_after = max(1, math.ceil(window_start + limit.window_seconds - now.timestamp()))
-            raise RateLimited(limit_name.split(":")[0], retry_after)
+            raise RateLimited(limit_name.split(":")[0], retry_after, message)

@@ -59,6 +59,14 @@ class RegistrationSettings:
     checks_per_account: int = setting("CACERT_RATE_CHECKS_PER_ACCOUNT", 60,
                                       help="DNS/website 'check now' requests per member per hour")
     mail_per_address: int = setting("CACERT_RATE_MAIL_PER_ADDRESS", 3, help="mails to one address per hour")
+    requests_per_member: int = setting("CACERT_LIMIT_REQUESTS_PER_MEMBER", 100,
+                                       help="certificate requests one member may submit per day (API and portal "
+                                            "alike; 429 beyond)")
+    requests_per_domain: int = setting("CACERT_LIMIT_REQUESTS_PER_DOMAIN", 300,
+                                       help="certificate requests naming one registered domain (e.g. example.co.uk) "
+                                            "per 7 days, whoever asks")
+    domain_claims_per_member: int = setting("CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER", 30,
+                                            help="domains one member may add per day")
     sweep_seconds: float = setting(
         "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
     )
@@ -79,6 +87,11 @@ class RegistrationSettings:
                 raise ConfigError(f"{env} must be 1..825")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("CACERT_PUBLIC_URL must start with http:// or https://")
+        for env, value in (("CACERT_LIMIT_REQUESTS_PER_MEMBER", self.requests_per_member),
+                           ("CACERT_LIMIT_REQUESTS_PER_DOMAIN", self.requests_per_domain),
+                           ("CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER", self.domain_claims_per_member)):
+            if value < 1:
+                raise ConfigError(f"{env} must be at least 1, got {value}")
         if self.ra_signing_key:
             self.approval_signer()
 
@@ -104,4 +117,7 @@ class RegistrationSettings:
             "mail:account": RateLimit(self.mail_per_account, 3600),
             "mail:address": RateLimit(self.mail_per_address, 3600),
             "check:account": RateLimit(self.checks_per_account, 3600),
+            "requests:member": RateLimit(self.requests_per_member, 86400),
+            "requests:domain": RateLimit(self.requests_per_domain, 7 * 86400),
+            "domains:member": RateLimit(self.domain_claims_per_member, 86400),
         }

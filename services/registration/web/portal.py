@@ -128,7 +128,7 @@ class WebPortal:
                 visitor,
                 429,
                 "Too many attempts",
-                f"Too many {exc.what} attempts. Try again in {exc.retry_after} seconds.",
+                f"{exc.human[:1].upper()}{exc.human[1:]}. Try again in {exc.retry_after} seconds.",
             )
             response.headers["Retry-After"] = str(exc.retry_after)
             return response
