@@ -42,6 +42,8 @@ class Member:
     assurer_test_passed: bool
     codesign_enabled: bool
     emails: dict[str, Document]
+    codesign_proposed_by: str | None = None
+    """The admin who proposed activating code signing, waiting for a second admin to approve."""
 
     @classmethod
     def from_document(cls, doc: Document) -> Member:
@@ -54,6 +56,7 @@ class Member:
             assurer_test_passed=bool(doc.get("assurer_test_passed")),
             codesign_enabled=bool(doc.get("codesign_enabled")),
             emails=dict(doc.get("emails", {})),
+            codesign_proposed_by=(doc.get("codesign_proposal") or {}).get("by"),
         )
 
     @property
@@ -179,6 +182,15 @@ class Members:
                 "changed_at": isoformat(self._ctx.clock()),
             },
         )
+
+    async def propose_codesign(self, member: Member, admin_id: str) -> Member:
+        """Record that `admin_id` proposes activating code signing (nothing changes until a second admin
+        approves; no event, since the member's roles are what they were)."""
+        await self._store.update_member_with_events(
+            member.id, {"codesign_proposal": {"by": admin_id, "at": self._ctx.clock()}}, [])
+        updated = await self.get(member.id)
+        assert updated is not None
+        return updated
 
     async def change_roles(
         self,

@@ -107,10 +107,25 @@ async def test_assurer_status_at_100_points_then_code_signing(stack: Stack) -> N
     )
     assert granted.status == 200 and granted.body["roles"] == ["member", "assurer"]
     assert granted.body["points"] == 100 and granted.body["assurer_test_passed"] is True
-    enabled = await api.call(
+    proposed = await api.call(
         "POST", f"/v1/admin/members/{member_id}/codesign", token=admin, json_body={"enabled": True}
     )
+    assert proposed.status == 202 and proposed.body["codesign_enabled"] is False
+    admin_id = proposed.body["codesign_proposed_by"]
+    # the proposer cannot approve it too; a second admin can
+    again = await api.call("POST", f"/v1/admin/members/{member_id}/codesign", token=admin, json_body={"enabled": True})
+    assert again.status == 409 and again.body["error"]["code"] == "second_admin_required"
+    second_id, second = await stack.founder("Support Two", "support2@example.org", ("member", "admin"))
+    enabled = await api.call(
+        "POST", f"/v1/admin/members/{member_id}/codesign", token=second, json_body={"enabled": True}
+    )
     assert enabled.status == 200 and enabled.body["codesign_enabled"] is True
+    assert enabled.body["codesign_proposed_by"] is None
+    audit = [e async for e in stack.service.db["audit"].find({"subject": member_id})]  # type: ignore[index]
+    (approval,) = [e for e in audit if e["action"] == "admin.codesign_changed"]
+    assert approval["actor"] == second_id
+    assert approval["details"]["proposed_by"] == admin_id and approval["details"]["approved_by"] == second_id
+    assert [e["actor"] for e in audit if e["action"] == "admin.codesign_proposed"] == [admin_id]
     changes = [
         e
         for e in await stack.events("member", "member.role_changed", expected=5)
@@ -125,3 +140,16 @@ async def test_assurer_status_at_100_points_then_code_signing(stack: Stack) -> N
     assert (
         await api.call("POST", "/v1/assurances", token=member, json_body=assurance(other_id, 10))
     ).status == 201
+
+
+async def test_staff_never_change_their_own_assurer_status_or_code_signing(stack: Stack) -> None:
+    """Least trust: an admin who is also a member of the web of trust cannot promote themselves."""
+    api = stack.api
+    admin_id, admin = await stack.founder("Self Server", "self@example.org", ("member", "admin", "assurer"))
+    for path, body, what in ((f"/v1/admin/members/{admin_id}/assurer", {"assurer_test_passed": True}, "Assurer"),
+                             (f"/v1/admin/members/{admin_id}/codesign", {"enabled": True}, "code signing")):
+        refused = await api.call("POST", path, token=admin, json_body=body)
+        assert refused.status == 403 and refused.body["error"]["code"] == "own_account", refused.body
+        assert what in refused.body["error"]["message"]
+    view = await api.call("GET", f"/v1/admin/members/{admin_id}", token=admin)
+    assert view.body["codesign_enabled"] is False and view.body["codesign_proposed_by"] is None

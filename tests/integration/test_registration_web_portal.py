@@ -522,8 +522,15 @@ async def test_code_signing_page_explains_the_rule_until_support_activates_it(
     status, text, _ = await browser.get("/account")
     assert 'href="/account/code-signing"' not in text, "the menu shows it only once activated"
 
-    enabled = await stack.api.call(
+    proposed = await stack.api.call(
         "POST", f"/v1/admin/members/{member_id}/codesign", token=admin, json_body={"enabled": True}
+    )
+    assert proposed.status == 202, proposed.body
+    status, text, _ = await browser.get("/account")
+    assert 'href="/account/code-signing"' not in text, "a proposal alone activates nothing"
+    _, second = await stack.founder("Sam Second", "sam2@example.org", ("member", "admin"))
+    enabled = await stack.api.call(
+        "POST", f"/v1/admin/members/{member_id}/codesign", token=second, json_body={"enabled": True}
     )
     assert enabled.status == 200, enabled.body
     status, text, _ = await browser.get("/account")

@@ -41,7 +41,11 @@ async def test_registration_actions_are_audited_and_tampering_is_found(
         refused = await api.call("POST", f"/v1/admin/members/{assurer_id}/assurer", token=admin,
                                  json_body={"assurer_test_passed": True})
         assert refused.status == 409  # not audited: nothing changed
-        codesign = await api.call("POST", f"/v1/admin/members/{assurer_id}/codesign", token=admin,
+        proposed = await api.call("POST", f"/v1/admin/members/{assurer_id}/codesign", token=admin,
+                                  json_body={"enabled": True})
+        assert proposed.status == 202
+        second_id, second = await stack.founder("Bo Second", "bo@example.net", ("member", "admin"))
+        codesign = await api.call("POST", f"/v1/admin/members/{assurer_id}/codesign", token=second,
                                   json_body={"enabled": True})
         assert codesign.status == 200
         approved = await api.call("POST", "/v1/requests", token=member,
@@ -56,7 +60,8 @@ async def test_registration_actions_are_audited_and_tampering_is_found(
         assert ("bootstrap", "member.bootstrapped", "abe@example.org") in actions
         assert (assurer_id, "assurance.recorded", member_id) in actions
         assert (admin_id, "admin.member_viewed", member_id) in actions
-        assert (admin_id, "admin.codesign_changed", assurer_id) in actions
+        assert (admin_id, "admin.codesign_proposed", assurer_id) in actions
+        assert (second_id, "admin.codesign_changed", assurer_id) in actions
         assert (member_id, "csr.approved", approved.body["id"]) in actions
         rejected_id = rejected.body["error"]["details"]["request_id"]
         assert (member_id, "csr.rejected", rejected_id) in actions

@@ -50,6 +50,7 @@ async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
         "assured": points >= ASSURED_POINTS,
         "assurer_test_passed": member.assurer_test_passed,
         "codesign_enabled": member.codesign_enabled,
+        "codesign_proposed_by": member.codesign_proposed_by,
         "emails": email_views(member),
     }
 

@@ -82,7 +82,8 @@ class TrustRoutes:
         admin = await self._auth.admin(request)
         body = await read_json(request, schema("CodesignRequest"))
         member = await self._target(request.match_info["member_id"])
-        updated = await StaffActions(self._members, self._assurances).set_codesign(
+        updated, done = await StaffActions(self._members, self._assurances).set_codesign(
             admin, member, enabled=bool(body["enabled"])
         )
-        return web.json_response(await member_view(updated, self._assurances))
+        # 202: proposed, waiting for a second admin's approval (codesign_proposed_by says who proposed)
+        return web.json_response(await member_view(updated, self._assurances), status=200 if done else 202)

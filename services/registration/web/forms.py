@@ -29,6 +29,7 @@ NOTICES = {
     "revocation_requested": "Revocation requested. The certificate will be listed on the next CRL.",
     "assured": "The assurance was recorded.",
     "roles_changed": "The member's roles were changed.",
+    "codesign_proposed": "Code signing is proposed for this member; a second admin must approve it.",
 }
 
 

@@ -67,10 +67,11 @@ class AdminPages:
 
     async def admin_codesign(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         member = await member_by_reference(self._members, request.match_info["member_id"])
-        await StaffActions(self._members, self._assurances).set_codesign(
+        _, done = await StaffActions(self._members, self._assurances).set_codesign(
             signed_in(visitor), member, enabled=text(form, "enabled") == "yes"
         )
-        return see_other(f"/account/admin?member={quote(member.id)}&notice=roles_changed")
+        notice = "roles_changed" if done else "codesign_proposed"
+        return see_other(f"/account/admin?member={quote(member.id)}&notice={notice}")
 
     async def admin_revoke(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         reason = text(form, "reason", 64)
