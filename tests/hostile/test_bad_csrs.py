@@ -23,7 +23,7 @@ from pyasn1_alt_modules import rfc2986, rfc5280
 
 from shared.config import KafkaSettings, MongoSettings
 from tests.integration.test_registration_certificates import verify_domain
-from tests.registration.csrs import build_csr, ec_key, weak_hash_csr
+from tests.registration.csrs import build_csr, ec_key, fermat_key, weak_hash_csr
 from tests.registration.harness import Stack, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
@@ -91,6 +91,8 @@ CORPUS: list[tuple[str, Callable[[], str], str, int, str, str]] = [
      "csr_rejected", "the CSR is signed with SHA-1, which this CA does not accept"),
     ("MD5 self-signature", lambda: weak_hash_csr("md5", dns=["www.example.org"]), "server", 422,
      "csr_rejected", "the CSR is signed with MD5, which this CA does not accept"),
+    ("RSA key with Fermat-close primes", lambda: build_csr(dns=["www.example.org"], key=fermat_key()), "server",
+     422, "csr_rejected", "this RSA key has a known weakness: its two primes are so close that Fermat's method"),
     ("RSA 1024", lambda: keyed(rsa.generate_private_key(65537, 1024), ["www.example.org"]), "server", 422,
      "csr_rejected", "RSA key of 1024 bits is too weak: at least 2048 bits are required"),
     ("exponent 3", lambda: keyed(rsa.generate_private_key(3, 2048), ["www.example.org"]), "server", 422,

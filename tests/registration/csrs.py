@@ -46,6 +46,22 @@ def build_csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
+def fermat_key() -> rsa.RSAPrivateKey:
+    """A real, working RSA-2048 key whose primes are close: Fermat's method factors it at once."""
+    import random
+
+    import gmpy2
+
+    draw = random.Random(8555)  # fixed: the same weak key every run
+    p = int(gmpy2.next_prime(draw.getrandbits(1024) | (3 << 1022)))  # top two bits set: n has 2048 bits
+    q = int(gmpy2.next_prime(p + draw.getrandbits(400)))
+    e = 65537
+    d = pow(e, -1, (p - 1) * (q - 1))
+    public = rsa.RSAPublicNumbers(e, p * q)
+    return rsa.RSAPrivateNumbers(p, q, d, rsa.rsa_crt_dmp1(d, p), rsa.rsa_crt_dmq1(d, q), rsa.rsa_crt_iqmp(p, q),
+                                 public).private_key()
+
+
 # RSA PKCS#1 v1.5 signature algorithms by hash (RFC 8017 A.2.4): what a weak-hash CSR claims to use.
 _RSA_SIGNATURE_OIDS = {"sha1": "1.2.840.113549.1.1.5", "md5": "1.2.840.113549.1.1.4"}
 

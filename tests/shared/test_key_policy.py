@@ -4,8 +4,11 @@ signer's `weak_key` comes from the policy's verdict, not from words in a message
 from __future__ import annotations
 
 import functools
+import re
+from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from services.registration.issuance_policy import IssuancePolicy, MemberStanding
 from services.signer.ca.issuance import CSRRejected, check_csr
 from services.signer.signing import _rejection_reason
 from shared.key_policy import check_public_key
-from tests.registration.csrs import build_csr
+from tests.registration.csrs import build_csr, fermat_key
 
 MEMBER = MemberStanding(
     member_id="m1", real_name="Ada Lovelace", points=0, is_assurer=False, codesign_enabled=False,
@@ -104,3 +107,44 @@ def test_the_ra_never_approves_what_the_signer_refuses(key, profile) -> None:  #
     assert decision.approved == signer_ok, (decision.reasons, code)
     if not signer_ok:
         assert code == "weak_key"
+
+
+# -- known-weak keys (badkeys) ------------------------------------------------------------------------
+
+BADKEYS = Path(__file__).resolve().parents[1] / "data" / "badkeys"
+
+
+def _vector(name: str) -> object:
+    text = (BADKEYS / name).read_text()
+    block = re.search(r"-----BEGIN (?:RSA )?PUBLIC KEY-----.*?-----END (?:RSA )?PUBLIC KEY-----", text, re.S)
+    assert block is not None, name
+    return serialization.load_pem_public_key(block.group(0).encode())
+
+
+@pytest.mark.parametrize(("vector", "words"), [
+    ("rsa-roca.key", "ROCA flaw (CVE-2017-15361)"),
+    ("rsa-fermat-pkcs8.key", "Fermat's method"),
+    ("rsa-sharedprimes.key", "shares a prime factor"),
+    ("rsa-smallfactors-corrupt.key", "small prime factors"),
+    ("rsa-small-d.key", "Wiener's attack"),
+    ("rsapoly32.key", "zero-byte pattern"),
+])
+def test_the_badkeys_test_vectors_are_refused_as_known_weak_and_say_why(vector: str, words: str) -> None:
+    verdict = check_public_key(_vector(vector))
+    assert "known_weak_key" in verdict.codes
+    assert any(words in message for message in verdict.messages), verdict.messages
+
+
+def test_a_sound_key_from_the_same_vectors_passes() -> None:
+    assert check_public_key(_vector("rsa-ok.key")).acceptable
+
+
+def test_a_key_with_close_primes_is_refused_by_the_ra_and_the_signer_with_the_same_code() -> None:
+    """A real, working key (we hold its private half, so it signs a valid CSR) with Fermat-close primes."""
+    pem = build_csr(dns=["www.example.org"], key=fermat_key())
+    parsed = parse_csr(pem)  # key problems are part of the parsed request, for the policy to refuse
+    assert parsed.key_problem_codes == ("known_weak_key",)
+    assert not IssuancePolicy(365, 365, 365).decide("server", parsed, MEMBER).approved
+    with pytest.raises(CSRRejected) as refused:
+        check_csr(pem)
+    assert refused.value.code == "weak_key" and "Fermat's method" in refused.value.reason
