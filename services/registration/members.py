@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from services.registration.context import Context, Document
-from services.registration.passwords import hash_password
+from services.registration.passwords import hash_async
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -158,7 +158,7 @@ class Members:
             "name": name,
             "date_of_birth": date_of_birth.isoformat(),
             "primary_email": address,
-            "password_hash": hash_password(password),
+            "password_hash": await hash_async(password),
             "roles": list(roles),
             "assurer_test_passed": assurer_test_passed,
             "codesign_enabled": False,
@@ -170,6 +170,10 @@ class Members:
 
     async def password_hash(self, member_id: str) -> str | None:
         return await self._store.password_hash(member_id)
+
+    async def replace_password_hash(self, member_id: str, old: str, new: str) -> bool:
+        """Store `new` unless the password changed meanwhile (its hash is no longer `old`)."""
+        return await self._store.replace_password_hash(member_id, old, new)
 
     def role_event(self, member_id: str, roles: list[str], codesign: bool, changed_by: str) -> Any:
         return self._ctx.event(

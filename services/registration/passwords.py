@@ -1,38 +1,37 @@
-"""Password hashing with scrypt, a memory-hard KDF, and a per-user random salt.
+"""Member passwords: Argon2id with OWASP's parameters, hashed and checked off the event loop.
 
-Stored form: `scrypt$<log2 n>$<r>$<p>$<salt b64>$<hash b64>`, so the cost can
-be raised later without invalidating existing hashes (`needs_rehash`).
-Comparison is constant-time.
+* New hashes are Argon2id (`argon2-cffi`), 19 MiB of memory, 2 iterations, 1 lane: the OWASP Password
+  Storage Cheat Sheet's first recommendation. The stored form is the PHC string (`$argon2id$v=19$...`),
+  which names its own parameters, so raising them later leaves existing hashes verifiable
+  (`needs_rehash`).
+* Hashes made before (`scrypt$<log2 n>$<r>$<p>$<salt>$<hash>`) still verify, and a successful login
+  re-hashes the password with Argon2id (`Sessions.login`).
+* Hashing costs tens of milliseconds of CPU and 19 MiB: `hash_async` / `verify_async` run it in worker
+  threads (argon2 releases the GIL), at most `CONCURRENT_HASHES` at once, so twenty logins neither
+  stall the event loop (every other request) nor take 20 x 19 MiB.
+Comparison is constant-time in both schemes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hmac
 import secrets
+import weakref
 
+from argon2 import PasswordHasher, Type
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-SCHEME = "scrypt"
-DEFAULT_LOG2_N = 15  # n = 32768, r = 8: 32 MiB of memory per hash
-DEFAULT_R = 8
-DEFAULT_P = 1
-SALT_BYTES = 16
-KEY_BYTES = 32
 MIN_LENGTH = 10
 MAX_LENGTH = 1024
+CONCURRENT_HASHES = 4
+"""Hashes computed at once per process; more wait their turn (memory: 4 x 19 MiB)."""
 
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-def _derive(password: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
-    return Scrypt(salt=salt, length=KEY_BYTES, n=2**log2_n, r=r, p=p).derive(password.encode())
+HASHER = PasswordHasher(time_cost=2, memory_cost=19 * 1024, parallelism=1, hash_len=32, salt_len=16, type=Type.ID)
+LEGACY_SCHEME = "scrypt"
+_slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = weakref.WeakKeyDictionary()
 
 
 def password_problem(password: str) -> str | None:
@@ -44,31 +43,64 @@ def password_problem(password: str) -> str | None:
     return None
 
 
-def hash_password(password: str, *, log2_n: int = DEFAULT_LOG2_N) -> str:
-    """A salted scrypt hash in the self-describing stored form."""
-    salt = secrets.token_bytes(SALT_BYTES)
-    key = _derive(password, salt, log2_n, DEFAULT_R, DEFAULT_P)
-    return f"{SCHEME}${log2_n}${DEFAULT_R}${DEFAULT_P}${_b64(salt)}${_b64(key)}"
+def hash_password(password: str) -> str:
+    """An Argon2id hash in the PHC string form (blocking: prefer `hash_async` in the service)."""
+    return HASHER.hash(password)
 
 
 def verify_password(password: str, stored: str) -> bool:
-    """True when `password` matches `stored`; False for a mismatch or a malformed hash."""
+    """True when `password` matches `stored` (Argon2id, or a legacy scrypt hash); False for a mismatch or
+    a malformed hash (blocking: prefer `verify_async` in the service)."""
+    if stored.startswith(LEGACY_SCHEME + "$"):
+        return _verify_scrypt(password, stored)
     try:
-        scheme, log2_n, r, p, salt, key = stored.split("$")
-        if scheme != SCHEME:
-            return False
-        candidate = _derive(password, _unb64(salt), int(log2_n), int(r), int(p))
+        return HASHER.verify(stored, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(stored: str) -> bool:
+    """True for a legacy scheme, or an Argon2 hash with other parameters than today's."""
+    if not stored.startswith("$argon2id$"):
+        return True
+    try:
+        return HASHER.check_needs_rehash(stored)
+    except InvalidHashError:
+        return True
+
+
+def _semaphore() -> asyncio.Semaphore:
+    """One per event loop (a semaphore belongs to the loop it was first used in)."""
+    loop = asyncio.get_running_loop()
+    if loop not in _slots:
+        _slots[loop] = asyncio.Semaphore(CONCURRENT_HASHES)
+    return _slots[loop]
+
+
+async def hash_async(password: str) -> str:
+    async with _semaphore():
+        return await asyncio.to_thread(hash_password, password)
+
+
+async def verify_async(password: str, stored: str) -> bool:
+    async with _semaphore():
+        return await asyncio.to_thread(verify_password, password, stored)
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _verify_scrypt(password: str, stored: str) -> bool:
+    try:
+        _, log2_n, r, p, salt, key = stored.split("$")
+        candidate = Scrypt(salt=_unb64(salt), length=32, n=2 ** int(log2_n), r=int(r), p=int(p)).derive(
+            password.encode())
     except (ValueError, TypeError):
         return False
     return hmac.compare_digest(candidate, _unb64(key))
 
 
-def needs_rehash(stored: str, *, log2_n: int = DEFAULT_LOG2_N) -> bool:
-    """True when the stored hash uses weaker parameters than the current default."""
-    parts = stored.split("$")
-    return len(parts) != 6 or parts[0] != SCHEME or int(parts[1]) < log2_n
-
-
-# A hash of a random password, verified against when an account does not exist, so a login
-# for an unknown address costs the same time as one for a known address.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16), log2_n=DEFAULT_LOG2_N)
+# A hash of a random password, verified against when an account does not exist, so a login for an
+# unknown address costs the same time as one for a known address.
+DUMMY_HASH = hash_password(secrets.token_urlsafe(16))

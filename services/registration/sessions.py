@@ -13,7 +13,7 @@ from typing import Any
 from services.registration import tokens
 from services.registration.context import Context
 from services.registration.members import Member, Members
-from services.registration.passwords import DUMMY_HASH, verify_password
+from services.registration.passwords import DUMMY_HASH, hash_async, needs_rehash, verify_async
 from shared.events import isoformat
 from shared.http import ApiError
 
@@ -27,8 +27,12 @@ class Sessions:
     async def login(self, address: str, password: str) -> dict[str, Any]:
         member = await self._members.by_address(address)
         stored = (await self._members.password_hash(member.id) if member else None) or DUMMY_HASH
-        if not verify_password(password, stored) or member is None:
+        if not await verify_async(password, stored) or member is None:
             raise ApiError(401, "invalid_credentials", "unknown address or wrong password")
+        if needs_rehash(stored):
+            # Older hashes (scrypt, or weaker Argon2 parameters) become today's Argon2id at the first
+            # login that proves the password: the only moment the plain password is at hand.
+            await self._members.replace_password_hash(member.id, stored, await hash_async(password))
         if not member.primary_verified():
             raise ApiError(
                 403, "email_unverified", "confirm your primary email address first (see the mail we sent you)"

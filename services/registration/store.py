@@ -84,6 +84,8 @@ class RegistrationStore(Protocol):
     # members and the addresses they hold
     async def member(self, member_id: str) -> Document | None: ...
     async def password_hash(self, member_id: str) -> str | None: ...
+    async def replace_password_hash(self, member_id: str, old: str, new: str) -> bool:
+        """Compare-and-set of a member's password hash; False when it is no longer `old`."""
     async def address_holder(self, address: str) -> str | None: ...
     async def claim_address(self, address: str, email_id: str, member_id: str, now: datetime) -> str | None:
         """Reserve `address` for `member_id`: None when it is theirs now, else who holds it (`member_id` itself
@@ -188,6 +190,11 @@ class MongoRegistrationStore:
     async def password_hash(self, member_id: str) -> str | None:
         doc = await self._members.find_one({"_id": member_id}, {"password_hash": 1})
         return str(doc["password_hash"]) if doc else None
+
+    async def replace_password_hash(self, member_id: str, old: str, new: str) -> bool:
+        result = await self._members.update_one({"_id": member_id, "password_hash": old},
+                                                {"$set": {"password_hash": new}})
+        return result.modified_count == 1
 
     async def address_holder(self, address: str) -> str | None:
         claim = await self._addresses.find_one({"_id": address})

@@ -68,6 +68,13 @@ class MemoryStore:
         doc = self.collections["members"].get(member_id)
         return str(doc["password_hash"]) if doc else None
 
+    async def replace_password_hash(self, member_id: str, old: str, new: str) -> bool:
+        doc = self.collections["members"].get(member_id)
+        if doc is None or doc.get("password_hash") != old:
+            return False
+        doc["password_hash"] = new
+        return True
+
     async def address_holder(self, address: str) -> str | None:
         claim = self.collections["addresses"].get(address)
         return str(claim["member_id"]) if claim else None
