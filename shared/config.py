@@ -13,6 +13,7 @@ how Kubernetes Secrets are mounted, and it keeps secrets out of `env` dumps.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import sys
 import types
@@ -168,7 +169,20 @@ class MongoSettings:
 class HttpSettings:
     host: str = setting("CACERT_HTTP_HOST", "127.0.0.1")
     port: int = setting("CACERT_HTTP_PORT", 8080)
+    trusted_proxies: list[str] = setting(
+        "CACERT_TRUSTED_PROXIES", [],
+        help="CIDRs of the reverse proxies (the ingress controller) whose X-Forwarded-For is believed when "
+             "rate limits key on the client's address (comma list; empty: the socket peer is the client)")
+
+    @property
+    def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(c.strip(), strict=False) for c in self.trusted_proxies]
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"CACERT_HTTP_PORT must be between 0 and 65535, got {self.port}")
+        for cidr in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(cidr.strip(), strict=False)
+            except ValueError:
+                raise ConfigError(f"CACERT_TRUSTED_PROXIES: {cidr!r} is not a CIDR") from None

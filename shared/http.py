@@ -7,6 +7,7 @@ an unexpected exception becomes a 500 with no internals in the body.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import uuid
@@ -90,6 +91,41 @@ def _problem(error: jsonschema.ValidationError) -> str:
     if error.validator == "maxLength":
         return f"is longer than {error.validator_value} characters"
     return f"does not satisfy {error.validator} {str(error.validator_value)[:200]}"
+
+
+TRUSTED_PROXIES_KEY = web.AppKey("trusted_proxies", list)
+"""The app's trusted reverse proxies (HttpSettings.trusted_networks); set by each service that rate-limits."""
+
+
+def client_address(request: web.Request) -> str:
+    """The client a per-client limit counts: the socket peer, unless the peer is a trusted proxy; then
+    the nearest X-Forwarded-For entry (from the right) that is not itself a trusted proxy. Entries left
+    of that are whatever the client sent and are never believed."""
+    trusted: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = request.app.get(TRUSTED_PROXIES_KEY, [])
+    peer = request.remote or "unknown"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",") if part.strip()]
+    for hop in reversed(hops):
+        if not _within(hop, trusted):
+            return hop if _is_address(hop) else peer
+    return peer
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
 
 
 MAX_JSON_DEPTH = 32

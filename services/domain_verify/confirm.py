@@ -30,6 +30,7 @@ from services.domain_verify.tokens import looks_like_token, token_hash
 from services.domain_verify.va.reuse import reuse_days
 from shared.audit import AuditLog
 from shared.events import utcnow
+from shared.http import client_address
 from shared.logging import bound, get_logger
 from shared.outbox import Outbox
 
@@ -103,11 +104,7 @@ class ConfirmEndpoint:
         app.on_response_prepare.append(pages.add_security_headers)
 
     def _client(self, request: web.Request) -> str:
-        if self._settings.trust_forwarded_for:
-            forwarded = [part.strip() for part in request.headers.get("X-Forwarded-For", "").split(",")]
-            if forwarded and forwarded[-1]:
-                return forwarded[-1]
-        return request.remote or "unknown"
+        return client_address(request)  # the peer, or behind a trusted proxy its X-Forwarded-For entry
 
     def _guarded(self, handler: Handler) -> Handler:
         """Rate limit, then run; any failure becomes a page without the path reaching a log line."""

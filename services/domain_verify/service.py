@@ -35,7 +35,7 @@ from services.domain_verify.validations import DomainValidations
 from shared.audit import AuditLog
 from shared.events import BY_NAME, CloudEvent, utcnow
 from shared.events.access import SERVICES
-from shared.http import create_app
+from shared.http import TRUSTED_PROXIES_KEY, create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
@@ -114,6 +114,7 @@ class DomainVerifyService:
 
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
+        app[TRUSTED_PROXIES_KEY] = self.settings.common.http.trusted_networks  # confirm-link rate limit
         ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock,
                         audit=audit).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)

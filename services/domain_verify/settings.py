@@ -41,9 +41,6 @@ class DomainVerifySettings:
     rate_limit_attempts: int = setting("CACERT_DOMAIN_VERIFY_RATE_LIMIT_ATTEMPTS", 20,
                                        help="confirm-link requests allowed per client address per window")
     rate_limit_window_seconds: float = setting("CACERT_DOMAIN_VERIFY_RATE_LIMIT_WINDOW_SECONDS", 60.0)
-    trust_forwarded_for: bool = setting("CACERT_DOMAIN_VERIFY_TRUST_FORWARDED_FOR", False,
-                                        help="rate-limit by the last X-Forwarded-For address, the one the "
-                                             "proxy saw (only behind exactly one proxy that sets it)")
 
     mode: str = setting("CACERT_DOMAIN_VERIFY_MODE", "primary",
                         help="primary (the validation authority) or perspective (a remote network perspective "

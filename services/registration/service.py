@@ -37,7 +37,7 @@ from services.registration.web.settings import WebSettings
 from shared.config import load
 from shared.events import utcnow
 from shared.events.access import SERVICES
-from shared.http import create_app
+from shared.http import TRUSTED_PROXIES_KEY, create_app
 from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
@@ -81,6 +81,7 @@ class RegistrationService:
         self.settings = settings
         self._approvals = settings.approval_signer()  # ConfigError without the RA key: nothing unsigned leaves
         self.web_settings = web_settings if web_settings is not None else load(WebSettings)
+        self.web_settings.check_shared_secrets(settings.public_url)
         self._clock = clock
         self.http_port: int | None = None
         self.client: AsyncMongoClient[dict[str, Any]] | None = None
@@ -137,6 +138,7 @@ class RegistrationService:
             readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)},
             client_max_size=self.settings.max_body_bytes,
         )
+        app[TRUSTED_PROXIES_KEY] = common.http.trusted_networks  # per-client limits behind the ingress
         app.middlewares.append(rate_limit_answers)
         app.router.add_get("/openapi.json", _openapi)
         AccountRoutes(ctx, members, emails, sessions, assurances, auth, limiter).install(app)

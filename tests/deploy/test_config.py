@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from services.domain_verify.settings import settings_environment
+from services.registration.web.settings import WebSettings
 from shared.config import ConfigError, describe, load
 from tests.approval_keys import RA_PRIVATE_PEM, RA_PUBLIC_PEM
 from tests.deploy.manifests import (
@@ -33,6 +34,7 @@ DUMMY_SECRETS = {
     # the RA key pair must parse: a throw-away pair generated for the test run (tests/approval_keys.py)
     "ra-signing-key.pem": RA_PRIVATE_PEM,
     "ra-public-keys.pem": RA_PUBLIC_PEM,
+    "csrf-secret": "not-a-secret",
 }
 
 
@@ -81,6 +83,9 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
     assert settings.common.create_topics is False
     if workload == "registration":
         assert settings.approval_signer().public_pem() == RA_PUBLIC_PEM, "serves with the mounted RA key"
+        web = load(WebSettings, environ)
+        web.check_shared_secrets(settings.public_url)  # every replica shares one CSRF key
+        assert web.csrf_secret and urlsplit(web.ca_certs_url).hostname == "signer-status"
     if workload == "signer-issuing":
         assert settings.approval_verifier().key_ids, "trusts the mounted RA public keys"
     if workload in PERSPECTIVE_WORKLOADS:

@@ -163,7 +163,7 @@ def test_committed_secrets_are_only_obviously_fake(overlay: tuple[str, list[Obj]
     for secret in secrets:
         for key, value in secret.get("data", {}).items():
             text = base64.b64decode(value).decode()
-            if any(word in key for word in ("password", "passphrase", "url")) and text:
+            if any(word in key for word in ("password", "passphrase", "url", "secret")) and text:
                 assert "FAKE-dev-only" in text, f"{secret['metadata']['name']}/{key} does not look fake"
 
 
@@ -194,9 +194,8 @@ def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> Non
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
                 routed.add(path["backend"]["service"]["name"])
-                assert path["path"] != "/" and not path["path"].startswith(
-                    ("/metrics", "/healthz", "/readyz")
-                )
+                assert path["path"] != "/" or path["pathType"] == "Exact", "/ as a prefix routes everything"
+                assert not path["path"].startswith(("/metrics", "/healthz", "/readyz"))
     assert routed == PUBLIC_WORKLOADS
     status = named(objects, "Ingress", "signer-status")
     assert "tls" not in status["spec"], "CRL/OCSP are served over plain http (BR 7.1.2.7.7)"
@@ -259,6 +258,8 @@ def _classify_egress(rule: dict) -> str:
         return "kafka"
     if ports == {27017} and pod == {"app.kubernetes.io/name": "mongodb"} and "namespaceSelector" not in peer:
         return "mongodb"
+    if ports == {8083} and pod == {"app.kubernetes.io/name": "signer-status"} and "namespaceSelector" not in peer:
+        return "signer-status"
     if ports <= {25, 465, 587, 1025} and ("ipBlock" in peer or pod == {"app.kubernetes.io/name": "mailpit"}):
         if "ipBlock" in peer:
             assert peer["ipBlock"]["cidr"] != "0.0.0.0/0", "SMTP egress must name the relay"
@@ -287,6 +288,8 @@ def test_each_service_reaches_only_kafka_its_mongodb_smtp_and_validation_targets
             expected.add("kafka")
         if workload == "notifier":
             expected.add("smtp")
+        if workload == "registration":  # the roots page's CA certificates (CACERT_CA_CERTS_URL)
+            expected.add("signer-status")
         if package in ("domain_verify", "domain_verify_perspective"):  # only the VA makes validation lookups
             expected |= {"public-dns", "public-web"}
         assert destinations == expected, f"{workload} may reach {destinations}"
@@ -309,6 +312,8 @@ def _ingress_peers(objects: list[Obj], labels: dict) -> set[str]:
                     "app.kubernetes.io/name": "prometheus"
                 }:
                     peers.add("prometheus")
+                elif not namespace and pods == {"app.kubernetes.io/name": "registration"}:
+                    peers.add("registration")
                 else:
                     peers.add(f"other: {peer}")
     return peers
@@ -325,6 +330,8 @@ def test_ingress_comes_only_from_the_controller_and_prometheus(
         assert peers == set(), "the issuing signer accepts no ingress at all"
         return
     expected = {"prometheus"} | ({"ingress-controller"} if workload in PUBLIC_WORKLOADS else set())
+    if workload == "signer-status":
+        expected.add("registration")  # the portal's roots page, nothing else
     assert peers == expected
     annotations = named(objects, "Deployment", workload)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
@@ -361,3 +368,43 @@ def test_every_referenced_secret_is_documented(rendered: dict[str, list[Obj]]) -
     referenced |= {tls["secretName"] for i in of_kind(objects, "Ingress") for tls in i["spec"].get("tls", [])}
     undocumented = sorted(name for name in referenced if f"`{name}`" not in section)
     assert not undocumented, f"Secrets referenced but not described in deploy/k8s/README.md: {undocumented}"
+
+
+def _routed(ingress: Obj, path: str) -> bool:
+    """Kubernetes Ingress matching: Exact, or Prefix by whole path segments."""
+    for rule in ingress["spec"]["rules"]:
+        for route in rule["http"]["paths"]:
+            prefix = route["path"].rstrip("/") or "/"
+            if route["pathType"] == "Exact" and path == route["path"]:
+                return True
+            if route["pathType"] == "Prefix" and (path == prefix or path.startswith(prefix.rstrip("/") + "/")):
+                return True
+    return False
+
+
+def _registration_paths() -> set[str]:
+    """Every path registration serves (portal routes, its static files, the API's OpenAPI paths) and every
+    path its templates link to or post to, with `{...}` placeholders filled in."""
+    import json
+    import re
+
+    from tests.deploy.manifests import REPO
+
+    package = REPO / "services" / "registration"
+    source = "\n".join(p.read_text() for p in (package / "web").glob("*.py"))
+    paths = set(re.findall(r'\("(?:GET|POST)", "(/[^"]*)"', source))
+    paths |= set(re.findall(r'add_get\("(/[^"]*)"', source))
+    paths |= set(json.loads((package / "openapi.json").read_text())["paths"])
+    for template in (package / "web" / "templates").glob("*.html"):
+        paths |= set(re.findall(r'(?:href|action)="(/[^"#?{]*)', template.read_text()))
+    filled = {re.sub(r"\{[^}]*\}", "x", p).replace("x-certs", "server-certs") for p in paths}
+    return {p for p in filled if not p.startswith(("/healthz", "/readyz", "/metrics"))}
+
+
+def test_every_path_of_the_portal_and_the_member_api_is_routed(overlay: tuple[str, list[Obj]]) -> None:
+    _, objects = overlay
+    ingress = named(objects, "Ingress", "registration")
+    paths = _registration_paths()
+    assert {"/", "/login", "/signup", "/account", "/static/portal.css", "/v1/sessions"} <= paths
+    unrouted = sorted(p for p in paths if not _routed(ingress, p))
+    assert not unrouted, f"the registration Ingress does not route: {unrouted}"

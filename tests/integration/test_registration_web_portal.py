@@ -99,6 +99,17 @@ async def _verified_domain(stack: Stack, member_id: str, token: str, domain: str
     raise AssertionError("domain not verified")
 
 
+def test_a_csrf_key_shared_by_every_replica_is_required_outside_the_local_system() -> None:
+    """A key invented per process fails every form posted to another replica (two in three with three)."""
+    from shared.config import ConfigError
+
+    WebSettings().check_shared_secrets("http://127.0.0.1:8081")  # the local system: random per process is fine
+    WebSettings(csrf_secret="k").check_shared_secrets("https://ra.cacert.example")
+    for public in ("https://ra.cacert.example", "http://ra.cacert-dev.localtest.me"):
+        with pytest.raises(ConfigError, match=r"^CACERT_WEB_CSRF_SECRET is required"):
+            WebSettings().check_shared_secrets(public)
+
+
 def test_secure_cookie_setting() -> None:
     auto = WebSettings()
     assert not auto.secure_cookies("http://127.0.0.1:8081") and not auto.secure_cookies("http://localhost:8081")

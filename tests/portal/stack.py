@@ -90,6 +90,7 @@ async def running_system(kafka: KafkaSettings, mongo: MongoSettings, env: dict[s
             smtp_port=int(env["CACERT_SMTP_PORT"]), poll_seconds=0.2)))
         settings = registration_settings(kafka, MongoSettings(url=mongo.url, database=f"{mongo.database}_reg"),
                                          public_url=PORTAL_URL)
-        web = WebSettings(ca_certs_url=f"http://127.0.0.1:{status.http_port}", cookie_secure="false")
+        web = WebSettings(ca_certs_url=f"http://127.0.0.1:{status.http_port}", cookie_secure="false",
+                          csrf_secret="portal-test-csrf-key")  # a public URL that is not loopback needs one
         registration = await start(RegistrationService(settings, web_settings=web))
         yield System(registration, verify, ca_dir)

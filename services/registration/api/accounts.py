@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from services.registration.api.common import SESSION_KEY, Authenticator, client_address, email_field, schema
+from services.registration.api.common import SESSION_KEY, Authenticator, email_field, schema
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
@@ -17,7 +17,7 @@ from services.registration.sessions import Sessions
 from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
 from services.registration.web.rendering import render_link_page
 from shared.events import isoformat
-from shared.http import ApiError, read_json
+from shared.http import ApiError, client_address, read_json
 
 
 def email_views(member: Member) -> list[dict[str, Any]]:

@@ -62,8 +62,6 @@ def email_field(value: str, field: str = "email") -> str:
         ) from None
 
 
-def client_address(request: web.Request) -> str:
-    return request.remote or "unknown"
 
 
 class Authenticator:

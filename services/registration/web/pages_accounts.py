@@ -7,7 +7,7 @@ import re
 from aiohttp import web
 
 from services.registration.api.accounts import member_view
-from services.registration.api.common import client_address, email_field
+from services.registration.api.common import email_field
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import EmailAddresses
@@ -18,7 +18,7 @@ from services.registration.signup import Signup, SignupProblem, SignupRefused, e
 from services.registration.web.forms import Form, Route, detail_lines, notice_of, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import CookieSecurity, Visitor
-from shared.http import ApiError
+from shared.http import ApiError, client_address
 
 _NEXT = re.compile(r"^/account(/[A-Za-z0-9._~/-]*)?$")
 

@@ -30,7 +30,8 @@ class WebSettings:
         "CACERT_WEB_CSRF_SECRET",
         "",
         secret=True,
-        help="HMAC key for CSRF tokens; give every replica the same value (empty: random per process)",
+        help="HMAC key for CSRF tokens; every replica must have the same (required unless CACERT_PUBLIC_URL is "
+             "plain http on loopback, the local system, where empty means random per process)",
     )
 
     def validate(self) -> None:
@@ -41,9 +42,21 @@ class WebSettings:
         if self.ca_certs_cache_seconds <= 0:
             raise ConfigError("CACERT_CA_CERTS_CACHE_SECONDS must be positive")
 
+    def check_shared_secrets(self, public_url: str) -> None:
+        """Secrets every replica must share come from configuration, outside the local system: a CSRF key
+        invented per process fails every form posted to another replica (two in three with three)."""
+        if not self.csrf_secret and not _local(public_url):
+            raise ConfigError("CACERT_WEB_CSRF_SECRET is required (nor CACERT_WEB_CSRF_SECRET_FILE) when "
+                              "CACERT_PUBLIC_URL is not http on loopback: every replica must share it")
+
     def secure_cookies(self, public_url: str) -> bool:
         """Whether cookies carry the Secure flag (auto: off only for http:// on a loopback host)."""
         if self.cookie_secure != "auto":
             return self.cookie_secure == "true"
-        parsed = urlparse(public_url)
-        return not (parsed.scheme == "http" and (parsed.hostname or "") in LOOPBACK_HOSTS)
+        return not _local(public_url)
+
+
+def _local(public_url: str) -> bool:
+    """Plain http on a loopback host: the local system, nothing else."""
+    parsed = urlparse(public_url)
+    return parsed.scheme == "http" and (parsed.hostname or "") in LOOPBACK_HOSTS
