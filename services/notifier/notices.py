@@ -17,10 +17,12 @@ from shared.events import BY_NAME, CloudEvent
 COMMAND_TEMPLATES: dict[str, tuple[str, ...]] = {
     "email_confirmation": ("link",),
     "domain_challenge": ("link", "domain"),
+    "password_reset": ("link",),
 }
 OPTIONAL_PARAMS: dict[str, tuple[str, ...]] = {
     "email_confirmation": ("name",),
     "domain_challenge": ("expires_at", "member_name"),
+    "password_reset": ("name", "hours"),
 }
 
 # Member notices: event name -> template, and the payload fields the template uses.
@@ -67,8 +69,8 @@ def for_command(event: CloudEvent) -> Notice:
         raise NoticeError(f"template {template} needs params {', '.join(missing)}")
     context: dict[str, Any] = {k: params.get(k) for k in OPTIONAL_PARAMS[template]}
     context.update({k: v for k, v in params.items() if isinstance(v, str | int | float | bool | list | None)})
-    # A confirmation goes to the member; a domain challenge goes to the domain's contact, not the member.
-    name = context.get("name") if template == "email_confirmation" else None
+    # A confirmation or a reset goes to the member; a domain challenge to the domain's contact, not the member.
+    name = context.get("name") if template in ("email_confirmation", "password_reset") else None
     context["name"] = name if isinstance(name, str) else None
     return Notice(template=template, context=context, member_id=data.get("member_id"), to=data["to"],
                   to_name=context["name"])

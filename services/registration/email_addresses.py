@@ -88,7 +88,7 @@ class EmailAddresses:
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")
         digest = tokens.digest(raw_token)
         stored = await self._store.email_token(digest)
-        if stored is None:
+        if stored is None or stored.get("purpose", "email") != "email":  # a password-reset token is not this
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")
         now = self._ctx.clock()
         if not tokens.is_live(stored["expires_at"], now):

@@ -104,6 +104,8 @@ class RegistrationStore(Protocol):
     async def insert_session(self, doc: Document) -> None: ...
     async def session(self, digest: str) -> Document | None: ...
     async def delete_session(self, digest: str) -> None: ...
+    async def delete_sessions_of(self, member_id: str, *, keep: str | None) -> int:
+        """End every session of a member but `keep` (a digest); returns how many ended."""
     async def count_hit(self, window_id: str, expires_at: datetime) -> int:
         """Add one to a rate-limit window's counter (created at 0 if new); returns the new count."""
     async def delete_expired(self, now: datetime) -> int: ...
@@ -262,6 +264,12 @@ class MongoRegistrationStore:
 
     async def delete_session(self, digest: str) -> None:
         await self._sessions.delete_one({"_id": digest})
+
+    async def delete_sessions_of(self, member_id: str, *, keep: str | None) -> int:
+        query: Document = {"member_id": member_id}
+        if keep is not None:
+            query["_id"] = {"$ne": keep}
+        return (await self._sessions.delete_many(query)).deleted_count
 
     async def count_hit(self, window_id: str, expires_at: datetime) -> int:
         for attempt in range(2):

@@ -45,6 +45,19 @@ def event(name: str, data: dict[str, Any]) -> Any:
     return make_event(name, data, source="test")
 
 
+def test_password_reset_mail_goes_to_the_member_with_the_link_and_its_lifetime() -> None:
+    cmd = event("mail.send_requested", {
+        "to": "ada@example.org", "template": "password_reset",
+        "params": {"link": "https://ca.test/reset-password?token=SECRET", "name": "Ada", "hours": 1},
+        "member_id": "m-1", "requested_at": "2026-03-01T12:00:00Z"})
+    message, _ = rendered(notice_for(cmd))
+    assert message["To"].addresses[0].addr_spec == "ada@example.org"
+    assert message["Subject"] == "Reset your CAcert password"
+    text = body_text(message)
+    assert "https://ca.test/reset-password?token=SECRET" in text and "within 1 hour:" in text
+    assert "ends every session" in text
+
+
 def test_email_confirmation_has_link_recipient_and_html_alternative() -> None:
     cmd = event(
         "mail.send_requested",

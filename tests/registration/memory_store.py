@@ -138,6 +138,12 @@ class MemoryStore:
     async def delete_session(self, digest: str) -> None:
         self.collections["sessions"].pop(digest, None)
 
+    async def delete_sessions_of(self, member_id: str, *, keep: str | None) -> int:
+        ended = [d for d, s in self.collections["sessions"].items() if s["member_id"] == member_id and d != keep]
+        for digest in ended:
+            del self.collections["sessions"][digest]
+        return len(ended)
+
     async def count_hit(self, window_id: str, expires_at: datetime) -> int:
         window = self.collections["rate_limits"].setdefault(
             window_id, {"_id": window_id, "count": 0, "expires_at": expires_at}

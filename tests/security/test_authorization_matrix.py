@@ -39,6 +39,9 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "POST /v1/emails/confirm":                       ("404", "404", "404", "404", "404"),  # the token is the key
     "POST /v1/emails/{email_id}/resend":             ("401", "2xx", "404", "404", "404"),
     "GET /confirm-email":                            ("2xx", "2xx", "2xx", "2xx", "2xx"),  # page only
+    "POST /v1/me/password":                          ("401", "403", "403", "403", "403"),  # wrong current one
+    "POST /v1/password-resets":                      ("2xx", "2xx", "2xx", "2xx", "2xx"),  # same answer for all
+    "POST /v1/password-resets/confirm":              ("404", "404", "404", "404", "404"),  # the token is the key
     "GET /v1/assurances":                            ("401", "2xx", "2xx", "2xx", "2xx"),
     "POST /v1/assurances":                           ("401", "403", "403", "2xx", "403"),  # Assurers only
     "GET /v1/domains":                               ("401", "2xx", "2xx", "2xx", "2xx"),
@@ -123,6 +126,9 @@ async def test_authorization_matrix(stack: Stack) -> None:
             "POST /v1/sessions": {"email": "mia@example.org", "password": PASSWORD},
             "POST /v1/emails": {"email": f"more{unique}@example.org"},
             "POST /v1/emails/confirm": {"token": "A" * 43},
+            "POST /v1/me/password": {"current_password": "not the password", "new_password": "a new passphrase"},
+            "POST /v1/password-resets": {"email": f"{role}{unique}@example.org"},
+            "POST /v1/password-resets/confirm": {"token": "A" * 43, "new_password": "a new passphrase"},
             "POST /v1/emails/{email_id}/resend": {},
             "POST /v1/assurances": {"member": member_id, "points": 10, "location": "Berlin",
                                     "date": "2026-01-10"},

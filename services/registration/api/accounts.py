@@ -12,6 +12,7 @@ from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member, Members
+from services.registration.password_changes import RESET_HOURS, PasswordChanges
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
@@ -85,6 +86,7 @@ class AccountRoutes:
         self._ctx = context
         self._members = members
         self._emails = emails
+        self._passwords = PasswordChanges(context, members)
         self._sessions = sessions
         self._assurances = assurances
         self._auth = auth
@@ -101,6 +103,30 @@ class AccountRoutes:
         app.router.add_post("/v1/emails/{email_id}/resend", self.resend)
         app.router.add_get(CONFIRM_PATH, self.confirm_page)
         app.router.add_post(CONFIRM_PATH, self.confirm_form)
+        app.router.add_post("/v1/me/password", self.change_password)
+        app.router.add_post("/v1/password-resets", self.request_password_reset)
+        app.router.add_post("/v1/password-resets/confirm", self.reset_password)
+
+    async def change_password(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("ChangePasswordRequest"))
+        await self._passwords.change(member, body["current_password"], body["new_password"], request[SESSION_KEY])
+        return web.Response(status=204)
+
+    async def request_password_reset(self, request: web.Request) -> web.Response:
+        body = await read_json(request, schema("PasswordResetRequest"))
+        address = email_field(body["email"])
+        await self._limiter.hit("confirm:client", client_address(request))
+        await self._passwords.request_reset(address)
+        return web.json_response({"status": "accepted", "message": (
+            f"if {address} is the verified address of an account, a reset link (valid {RESET_HOURS} hour) "
+            "is on its way")}, status=202)
+
+    async def reset_password(self, request: web.Request) -> web.Response:
+        body = await read_json(request, schema("PasswordResetConfirm"))
+        await self._limiter.hit("confirm:client", client_address(request))
+        await self._passwords.reset(body["token"], body["new_password"])
+        return web.json_response({"status": "password_reset", "message": "log in with the new password"})
 
     async def signup(self, request: web.Request) -> web.Response:
         body = await read_json(request, schema("SignupRequest"))

@@ -30,6 +30,8 @@ NOTICES = {
     "assured": "The assurance was recorded.",
     "roles_changed": "The member's roles were changed.",
     "codesign_proposed": "Code signing is proposed for this member; a second admin must approve it.",
+    "password_changed": "Your password was changed. Every other session of your account has ended.",
+    "password_reset": "Your new password is set. Log in with it.",
 }
 
 

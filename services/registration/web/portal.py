@@ -31,6 +31,7 @@ from services.registration.web.pages_accounts import AccountPages
 from services.registration.web.pages_admin import AdminPages
 from services.registration.web.pages_certificates import CertificatePages
 from services.registration.web.pages_domains import DomainPages
+from services.registration.web.pages_passwords import PasswordPages
 from services.registration.web.pages_roots import RootPages
 from services.registration.web.pages_trust import TrustPages
 from services.registration.web.rendering import error_page, favicon, favicon_ico, see_other, stylesheet
@@ -76,6 +77,7 @@ class WebPortal:
             CertificatePages(requests, certificates, assurances),
             TrustPages(context, members, assurances),
             AdminPages(members, assurances, certificates),
+            PasswordPages(context, members, limiter),
         )
 
     # -- wiring ------------------------------------------------------------------------------
