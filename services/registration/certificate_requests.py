@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.registration.assurance import Assurances
@@ -96,14 +96,17 @@ class CertificateRequests:
         )
 
     async def standing(self, member: Member) -> MemberStanding:
+        cutoff = self._ctx.clock() - timedelta(days=self._ctx.settings.email_reuse_days)
+        fresh = member.emails_confirmed_since(cutoff)
         return MemberStanding(
             member_id=member.id,
             real_name=member.name,
             points=await self._assurances.points_of(member.id),
             is_assurer=member.is_assurer,
             codesign_enabled=member.codesign_enabled,
-            verified_emails=member.verified_emails,
+            verified_emails=fresh,
             verified_domains=await self._domains.verified_domains(member.id),
+            stale_emails=member.verified_emails - fresh,
         )
 
     async def submit(self, member: Member, csr_pem: str, profile: str, *, cert_class: int | None = None) -> Document:

@@ -9,13 +9,13 @@ everything as it was.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from services.registration import tokens
 from services.registration.context import Context
-from services.registration.members import Member, Members, email_entry, email_id
+from services.registration.members import Member, Members, confirmation_stale, email_entry, email_id
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -57,6 +57,10 @@ class EmailAddresses:
             },
         )
 
+    def _reuse_cutoff(self) -> datetime:
+        """Confirmations older than this no longer count (CACERT_EMAIL_REUSE_DAYS) and may be renewed."""
+        return self._ctx.clock() - timedelta(days=self._ctx.settings.email_reuse_days)
+
     async def add(self, member: Member, address: str) -> dict[str, Any]:
         """Add an unverified address and mail its confirmation link."""
         if email_id(address) in member.emails:
@@ -77,7 +81,7 @@ class EmailAddresses:
         entry = member.emails.get(eid)
         if entry is None:
             raise ApiError(404, "not_found", "no such email address on your account")
-        if entry.get("verified"):
+        if entry.get("verified") and not confirmation_stale(entry, self._reuse_cutoff()):
             raise ApiError(409, "already_verified", f"{entry['address']} is already verified")
         mail = await self.confirmation_mail(member.id, entry["address"], member.name)
         await self._store.update_member_with_events(member.id, {}, [mail])
@@ -96,12 +100,15 @@ class EmailAddresses:
         eid, address, member_id = stored["email_id"], stored["address"], stored["member_id"]
         member = await self._members.get(member_id)
         primary = bool(member and member.primary_email == address)
+        again = bool(member and member.emails.get(eid, {}).get("verified"))  # a re-confirmation
         event = self._ctx.event(
             "member.email_verified",
             {"member_id": member_id, "email": address, "primary": primary, "verified_at": isoformat(now)},
-            event_id=deterministic_event_id("member.email_verified", member_id, address),
+            event_id=deterministic_event_id("member.email_verified", member_id, address,
+                                            *([isoformat(now)] if again else [])),
         )
-        verified = await self._store.verify_email_with_event(member_id, eid, now, event)
+        verified = await self._store.verify_email_with_event(member_id, eid, now, event,
+                                                             stale_before=self._reuse_cutoff())
         await self._store.delete_email_token(digest)
         if not verified:
             raise ApiError(404, "token_unknown", "this confirmation token is unknown or was already used")

@@ -33,6 +33,8 @@ class MemberStanding:
     codesign_enabled: bool
     verified_emails: frozenset[str]
     verified_domains: frozenset[str]
+    stale_emails: frozenset[str] = frozenset()
+    """Verified once, but longer ago than the reuse period: confirmed again before they count."""
 
     @property
     def assured(self) -> bool:
@@ -181,6 +183,10 @@ class IssuancePolicy:
                 address = dns_names.normalise_email(raw)
             except ValueError as exc:
                 reasons.append(f"{raw!r} is not a valid email address: {exc}")
+                continue
+            if address in member.stale_emails:
+                reasons.append(f"{address} was confirmed too long ago to be used again: confirm it again "
+                               "(resend its confirmation link), then ask anew")
                 continue
             if address not in member.verified_emails:
                 reasons.append(f"{address} is not one of your verified email addresses")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 from services.registration.context import Context, Document
@@ -71,8 +71,25 @@ class Member:
     def verified_emails(self) -> frozenset[str]:
         return frozenset(e["address"] for e in self.emails.values() if e.get("verified"))
 
+    def emails_confirmed_since(self, cutoff: datetime) -> frozenset[str]:
+        """Verified addresses whose (last) confirmation is not older than `cutoff`."""
+        return frozenset(e["address"] for e in self.emails.values()
+                         if e.get("verified") and not confirmation_stale(e, cutoff))
+
     def primary_verified(self) -> bool:
         return self.primary_email in self.verified_emails
+
+
+def confirmation_stale(entry: Document, cutoff: datetime) -> bool:
+    """A verified address confirmed before `cutoff` (or at an unknown time) must be confirmed again."""
+    verified_at = entry.get("verified_at")
+    if not entry.get("verified"):
+        return False
+    if not isinstance(verified_at, datetime):
+        return True
+    if verified_at.tzinfo is None:  # MongoDB hands datetimes back naive, in UTC
+        verified_at = verified_at.replace(tzinfo=UTC)
+    return verified_at < cutoff
 
 
 def email_entry(address: str, *, primary: bool, verified: bool, now: Any) -> Document:

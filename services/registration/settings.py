@@ -71,6 +71,9 @@ class RegistrationSettings:
         "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
     )
     max_body_bytes: int = setting("CACERT_MAX_BODY_BYTES", 256 * 1024, help="largest accepted request body")
+    email_reuse_days: int = setting("CACERT_EMAIL_REUSE_DAYS", 30,
+                                    help="how long a confirmed address counts for client (S/MIME) certificates "
+                                         "before it must be confirmed again (S/MIME BR 4.2.1: 30 days)")
     ra_signing_key: str = setting("CACERT_RA_SIGNING_KEY", "", secret=True,
                                   help="the RA's Ed25519 private key (PEM) that signs every csr.approved and "
                                        "cert.revoke_requested; the signer trusts its public key (required to "
@@ -87,6 +90,8 @@ class RegistrationSettings:
                 raise ConfigError(f"{env} must be 1..825")
         if not self.public_url.startswith(("http://", "https://")):
             raise ConfigError("CACERT_PUBLIC_URL must start with http:// or https://")
+        if self.email_reuse_days < 1:
+            raise ConfigError(f"CACERT_EMAIL_REUSE_DAYS must be at least 1, got {self.email_reuse_days}")
         for env, value in (("CACERT_LIMIT_REQUESTS_PER_MEMBER", self.requests_per_member),
                            ("CACERT_LIMIT_REQUESTS_PER_DOMAIN", self.requests_per_domain),
                            ("CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER", self.domain_claims_per_member)):

@@ -94,8 +94,9 @@ class RegistrationStore(Protocol):
     async def update_member_with_events(self, member_id: str, fields: Document,
                                         events: Sequence[CloudEvent]) -> None: ...
     async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
-                                      event: CloudEvent) -> bool:
-        """Mark an unverified address verified with its event; False if it was not (still) unverified."""
+                                      event: CloudEvent, *, stale_before: datetime | None = None) -> bool:
+        """Mark an address verified (again) with its event, if it is unverified or was confirmed before
+        `stale_before`; False otherwise (already confirmed recently: a replayed link changes nothing)."""
 
     # bearer tokens and rate-limit windows
     async def insert_email_token(self, doc: Document) -> None: ...
@@ -232,9 +233,13 @@ class MongoRegistrationStore:
         await self._announce(self._members, member_id)
 
     async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
-                                      event: CloudEvent) -> bool:
+                                      event: CloudEvent, *, stale_before: datetime | None = None) -> bool:
+        unconfirmed: list[Document] = [{f"emails.{email_id}.verified": False}]
+        if stale_before is not None:
+            unconfirmed.append({f"emails.{email_id}.verified": True,
+                                f"emails.{email_id}.verified_at": {"$lt": stale_before}})
         result = await self._members.update_one(
-            {"_id": member_id, f"emails.{email_id}.verified": False},
+            {"_id": member_id, "$or": unconfirmed},
             {
                 "$set": {f"emails.{email_id}.verified": True, f"emails.{email_id}.verified_at": now},
                 "$push": outbox.pending([event]),

@@ -117,3 +117,4 @@ async def test_the_portal_resets_a_forgotten_password_and_changes_one(
             assert status == 200 and "Your password was changed" in text
         finally:
             await browser.close()
+

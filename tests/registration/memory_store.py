@@ -109,10 +109,13 @@ class MemoryStore:
         self._queue("members", member_id, events)
 
     async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
-                                      event: CloudEvent) -> bool:
+                                      event: CloudEvent, *, stale_before: datetime | None = None) -> bool:
         doc = self.collections["members"].get(member_id)
         entry = (doc or {}).get("emails", {}).get(email_id)
-        if entry is None or entry.get("verified") is not False:
+        if entry is None:
+            return False
+        stale = stale_before is not None and entry.get("verified") is True and entry["verified_at"] < stale_before
+        if entry.get("verified") is not False and not stale:
             return False
         entry.update(verified=True, verified_at=now)
         self._queue("members", member_id, [event])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import CONFIRM_PATH, EmailAddresses
 from services.registration.issuance_policy import ASSURED_POINTS
-from services.registration.members import Member, Members
+from services.registration.members import Member, Members, confirmation_stale
 from services.registration.password_changes import RESET_HOURS, PasswordChanges
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
@@ -21,7 +22,8 @@ from shared.events import isoformat
 from shared.http import ApiError, client_address, read_json
 
 
-def email_views(member: Member) -> list[dict[str, Any]]:
+def email_views(member: Member, reuse_cutoff: datetime | None = None) -> list[dict[str, Any]]:
+    """The member's addresses; with `reuse_cutoff`, which must be confirmed again before they count."""
     out = []
     for eid, entry in sorted(
         member.emails.items(), key=lambda kv: (not kv[1].get("primary"), kv[1]["address"])
@@ -34,12 +36,14 @@ def email_views(member: Member) -> list[dict[str, Any]]:
                 "primary": bool(entry.get("primary")),
                 "verified": bool(entry.get("verified")),
                 "verified_at": isoformat(verified_at) if verified_at else None,
+                "needs_confirmation_again": confirmation_stale(entry, reuse_cutoff) if reuse_cutoff else False,
             }
         )
     return out
 
 
-async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
+async def member_view(member: Member, assurances: Assurances, reuse_cutoff: datetime | None = None
+                      ) -> dict[str, Any]:
     points = await assurances.points_of(member.id)
     return {
         "id": member.id,
@@ -52,7 +56,7 @@ async def member_view(member: Member, assurances: Assurances) -> dict[str, Any]:
         "assurer_test_passed": member.assurer_test_passed,
         "codesign_enabled": member.codesign_enabled,
         "codesign_proposed_by": member.codesign_proposed_by,
-        "emails": email_views(member),
+        "emails": email_views(member, reuse_cutoff),
     }
 
 
@@ -166,13 +170,16 @@ class AccountRoutes:
         await self._sessions.logout(request[SESSION_KEY])
         return web.Response(status=204)
 
+    def _reuse_cutoff(self) -> datetime:
+        return self._ctx.clock() - timedelta(days=self._ctx.settings.email_reuse_days)
+
     async def me(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
-        return web.json_response(await member_view(member, self._assurances))
+        return web.json_response(await member_view(member, self._assurances, self._reuse_cutoff()))
 
     async def list_emails(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
-        return web.json_response({"emails": email_views(member)})
+        return web.json_response({"emails": email_views(member, self._reuse_cutoff())})
 
     async def add_email(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 from aiohttp import web
 
@@ -152,7 +153,8 @@ class AccountPages:
         self, request: web.Request, visitor: Visitor, form: Form, *, error: str | None = None, status: int = 200
     ) -> web.StreamResponse:
         member = signed_in(visitor)
-        view = await member_view(member, self._assurances)
+        cutoff = self._ctx.clock() - timedelta(days=self._ctx.settings.email_reuse_days)
+        view = await member_view(member, self._assurances, cutoff)
         return render(
             visitor,
             "account.html",
