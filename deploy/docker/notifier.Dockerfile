@@ -1,8 +1,10 @@
 # syntax=docker/dockerfile:1
 # cacert/notifier: the mail sender.
-# Build from the repository root (the context must hold pyproject.toml, requirements.lock, shared/, services/):
+# Build from the repository root (the context must hold pyproject.toml, requirements-runtime.lock, shared/,
+# services/):
 #   docker build -f deploy/docker/notifier.Dockerfile -t cacert/notifier .
-# Dependencies are installed with `-c requirements.lock`, the same pins the tests and CI run with.
+# Dependencies are installed from requirements-runtime.lock with --require-hashes: the same versions the
+# tests and CI run with, and no file whose sha256 the lock does not list.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---- build: compilers allowed here, nothing of this stage but /opt/cacert reaches the final image
@@ -13,13 +15,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/cacert
 WORKDIR /src
-COPY pyproject.toml requirements.lock ./
+COPY pyproject.toml requirements-runtime.lock ./
 COPY shared ./shared
 COPY services ./services
 # Install the project and its runtime dependencies at the locked versions, then keep only this
 # service's code (the other services' packages are dead weight and attack surface here), drop pip and
 # precompile bytecode, since the root filesystem is read-only at run time.
-RUN /opt/cacert/bin/pip install -c requirements.lock . \
+RUN /opt/cacert/bin/pip install --require-hashes -r requirements-runtime.lock \
+ && /opt/cacert/bin/pip install --no-deps . \
  && SITE="$(/opt/cacert/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
  && rm -rf "$SITE/services/registration" "$SITE/services/domain_verify" "$SITE/services/signer" "$SITE/devstack" \
  && /opt/cacert/bin/python -m pip uninstall -y -q pip \

@@ -80,10 +80,11 @@ def test_dockerfile_is_multi_stage_slim_locked_and_unprivileged(image: str) -> N
         )
     installs = [run for stage in build for run in stage.all("RUN") if "pip install" in run]
     assert any(
-        re.search(r"pip install (.* )?-c requirements\.lock (.* )?\.(\s|$)", run) for run in installs
-    ), "the project is installed with the lock as constraints"
+        re.search(r"pip install --require-hashes -r requirements-runtime\.lock .*pip install --no-deps \.(\s|$)", run)
+        for run in installs
+    ), "the dependencies are installed from the hashed runtime lock, then the project without resolving again"
     copied = " ".join(arg for stage in build for arg in stage.all("COPY"))
-    assert "requirements.lock" in copied and "pyproject.toml" in copied
+    assert "requirements-runtime.lock" in copied and "pyproject.toml" in copied
     # the runtime stage only receives the built environment: no compilers, no package installs
     for run in final.all("RUN"):
         assert not re.search(r"apt-get install|apk add|pip install|gcc|build-essential", run), run
@@ -112,19 +113,43 @@ def test_every_deployed_service_image_has_a_dockerfile(rendered: dict[str, list[
             assert exposed == {container["ports"][0]["containerPort"]}
 
 
-def test_the_lock_pins_every_runtime_dependency() -> None:
-    """`-c requirements.lock` only constrains what the lock names: every dependency must be there."""
+def _locked(filename: str) -> dict[str, tuple[str, list[str]]]:
+    """normalised name -> (version, sha256 hashes) of a hashed lock file."""
+    pins: dict[str, tuple[str, list[str]]] = {}
+    current = ""
+    for line in (REPO / filename).read_text().splitlines():
+        line = line.split("#")[0].strip().rstrip("\\").strip()
+        if not line:
+            continue
+        if line.startswith("--hash=sha256:"):
+            assert current, f"{filename}: a hash before any pin"
+            pins[current][1].append(line.removeprefix("--hash=sha256:"))
+            continue
+        name, _, version = line.partition("==")
+        assert version and " " not in version, f"{filename}: {line!r} is not an exact pin"
+        current = re.sub(r"[-_.]+", "-", name).lower()
+        pins[current] = (version, [])
+    return pins
+
+
+def test_every_pin_of_both_locks_carries_sha256_hashes() -> None:
+    """`pip install --require-hashes` refuses any file the lock does not name (./dev, CI, the images)."""
+    for filename in ("requirements.lock", "requirements-runtime.lock"):
+        pins = _locked(filename)
+        assert pins, filename
+        for name, (_, hashes) in pins.items():
+            assert hashes and all(re.fullmatch(r"[0-9a-f]{64}", h) for h in hashes), f"{filename}: {name}"
+
+
+def test_the_runtime_lock_pins_every_runtime_dependency_at_the_versions_the_tests_use() -> None:
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    pinned = {}
-    for line in (REPO / "requirements.lock").read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, _, version = line.partition("==")
-            assert version, f"requirements.lock: {line!r} is not an exact pin"
-            pinned[re.sub(r"[-_.]+", "-", name).lower()] = version
+    runtime, everything = _locked("requirements-runtime.lock"), _locked("requirements.lock")
     for requirement in project["dependencies"]:
-        name = re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]
-        assert re.sub(r"[-_.]+", "-", name).lower() in pinned, f"{name} is not pinned in requirements.lock"
+        name = re.sub(r"[-_.]+", "-", re.split(r"[\s<>=!~;\[]", requirement, maxsplit=1)[0]).lower()
+        assert name in runtime, f"{name} is not pinned in requirements-runtime.lock"
+    for name, (version, hashes) in runtime.items():
+        assert everything.get(name, ("", []))[0] == version, f"{name}: the two locks disagree"
+        assert set(hashes) == set(everything[name][1]), f"{name}: the two locks list other files"
 
 
 def test_installed_package_carries_every_data_file_the_services_read() -> None:
@@ -150,7 +175,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         for r in (REPO / ".dockerignore").read_text().splitlines()
         if r.strip() and not r.startswith("#")
     ]
-    for needed in ("pyproject.toml", "requirements.lock", "shared/", "services/"):
+    for needed in ("pyproject.toml", "requirements-runtime.lock", "shared/", "services/"):
         assert f"!{needed}" in rules
 
 
