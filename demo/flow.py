@@ -290,7 +290,7 @@ class MemberDemo:
         today = dt.date.today().isoformat()
         for assurer, points in zip(self.assurers, (35, 15), strict=False):
             session = MemberApi(http, self.urls.api)
-            await session.login(assurer["email"], assurer["password"])
+            await session.login(assurer["email"], assurer["password"], assurer.get("totp_secret"))
             await session.call("POST", "/v1/assurances", {"member": self.email, "points": points,
                                                           "location": "Demo meetup", "date": today})  # fmt: skip
             await session.call("DELETE", "/v1/sessions/current")

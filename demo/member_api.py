@@ -57,8 +57,14 @@ class MemberApi:
             raise ApiRefused(method, path, reply.status, reply.text)
         return reply.body
 
-    async def login(self, email: str, password: str) -> str:
-        """Open a session (`POST /v1/sessions`); its token is used from now on, and returned."""
-        session = await self.call("POST", "/v1/sessions", {"email": email, "password": password})
+    async def login(self, email: str, password: str, second_factor_secret: str | None = None) -> str:
+        """Open a session (`POST /v1/sessions`, with the current TOTP code when the account has a second
+        factor); its token is used from now on, and returned."""
+        body = {"email": email, "password": password}
+        if second_factor_secret:
+            import pyotp
+
+            body["totp"] = pyotp.TOTP(second_factor_secret).now()
+        session = await self.call("POST", "/v1/sessions", body)
         self.token = str(session["token"])
         return self.token

@@ -29,6 +29,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -317,18 +318,25 @@ def init_ca(say: Say) -> None:
 
 def seed_accounts(say: Say) -> None:
     """Create the admin and the two founding Assurers (not admins) once: registration's create-admin and
-    create-assurer."""
+    create-assurer. Accounts seeded before staff needed a second factor get one (the command promotes an
+    existing account and keeps its password)."""
     if accounts_file().exists():
-        return
-    people = [
-        {"email": ADMIN_EMAIL, "name": "CA Support", "role": "admin", "password": secrets.token_urlsafe(18)},
-        *({"email": email, "name": f"Founding Assurer {n}", "role": "assurer", "password": secrets.token_urlsafe(18)}
-          for n, email in enumerate(ASSURER_EMAILS, 1)),
-    ]  # fmt: skip
+        seeded = json.loads(accounts_file().read_text())
+        people = [seeded["admin"], *seeded["assurers"]]
+        if all(person.get("totp_secret") for person in people):
+            return
+        for person in people:
+            person.setdefault("role", "admin" if person is people[0] else "assurer")
+    else:
+        people = [
+            {"email": ADMIN_EMAIL, "name": "CA Support", "role": "admin", "password": secrets.token_urlsafe(18)},
+            *({"email": email, "name": f"Founding Assurer {n}", "role": "assurer",
+               "password": secrets.token_urlsafe(18)} for n, email in enumerate(ASSURER_EMAILS, 1)),
+        ]  # fmt: skip
     env = _base_env()
     # One after the other: concurrent first runs race to create the same indexes, which FerretDB v1
     # answers by dropping the connection.
-    for person in people:
+    for person in (p for p in people if not p.get("totp_secret")):
         argv = [sys.executable, "-m", "services.registration", f"create-{person['role']}", "--email",
                 person["email"], "--name", person["name"]]  # fmt: skip
         proc = subprocess.run(
@@ -338,7 +346,12 @@ def seed_accounts(say: Say) -> None:
         if proc.returncode != 0:
             raise StackError(f"create-{person['role']} {person['email']} failed (exit {proc.returncode}):\n"
                              f"{proc.stdout}")
-        say(f"seed   {proc.stdout.strip()}")
+        # staff act only with two-factor authentication on: keep its secret with the password (0600)
+        secret = re.search(r"^two-factor secret \(add it to an authenticator app\): (\S+)$", proc.stdout, re.M)
+        if secret is None:
+            raise StackError(f"create-{person['role']} printed no two-factor secret:\n{proc.stdout}")
+        person["totp_secret"] = secret.group(1)
+        say(f"seed   {proc.stdout.strip().splitlines()[0]}")
     data = {"admin": people[0], "assurers": people[1:]}
     _write_secret(accounts_file(), json.dumps(data, indent=2) + "\n")
 

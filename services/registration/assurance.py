@@ -15,6 +15,7 @@ from typing import Any
 from services.registration.context import Context, Document
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member
+from services.registration.second_factor import require_for
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 
@@ -36,6 +37,7 @@ class Assurances:
         """Record one assurance; refuses non-Assurers, self-assurance and a second one per pair."""
         if not assurer.is_assurer:
             raise ApiError(403, "not_an_assurer", "only Assurers may record assurances")
+        require_for(assurer, "assure anyone")
         if assurer.id == member.id:
             raise ApiError(422, "self_assurance", "you cannot assure yourself")
         if not 0 <= points <= MAX_POINTS:

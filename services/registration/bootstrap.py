@@ -8,23 +8,27 @@ them on its next sweep. The address is treated as verified because the
 operator vouches for it. An existing account with that address is promoted
 instead. The two are separate accounts on purpose (least trust): support
 staff grant roles and activate code signing, Assurers award points, and no
-command makes one account both.
+command makes one account both. Both commands turn on the account's second
+factor (TOTP) and print its secret once, since staff act only with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import sys
 from datetime import date
 from typing import Any
 
+import pyotp
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.registration.context import Context
 from services.registration.members import Member, Members
 from services.registration.passwords import password_problem
+from services.registration.second_factor import ISSUER
 from services.registration.settings import RegistrationSettings
 from services.registration.store import INDEXES, MongoRegistrationStore
 from shared.config import load_or_exit
@@ -43,30 +47,39 @@ async def bootstrap_member(
     date_of_birth: date,
     password: str,
     roles: tuple[str, ...],
+    second_factor_secret: str | None = None,
 ) -> Member:
-    """Create (or promote) a verified account holding `roles`."""
-    ctx = Context(MongoRegistrationStore(db, clock=utcnow), settings, utcnow)
+    """Create (or promote) a verified account holding `roles`; with `second_factor_secret`, its TOTP is on
+    (staff need it before they assure, grant or activate anything)."""
+    store = MongoRegistrationStore(db, clock=utcnow)
+    ctx = Context(store, settings, utcnow)
     members = Members(ctx)
     existing = await members.by_address(email)
     await ctx.audit("bootstrap", "member.bootstrapped", email, roles=list(roles), existing=existing is not None)
     if existing is not None:
         merged = [*existing.roles, *(r for r in roles if r not in existing.roles)]
-        return await members.change_roles(
+        member = await members.change_roles(
             existing,
             roles=merged,
             codesign=existing.codesign_enabled,
             changed_by="bootstrap",
             extra={"assurer_test_passed": True} if "assurer" in roles else None,
         )
-    return await members.create(
-        name=name,
-        date_of_birth=date_of_birth,
-        address=email,
-        password=password,
-        roles=roles,
-        verified=True,
-        assurer_test_passed="assurer" in roles,
-    )
+    else:
+        member = await members.create(
+            name=name,
+            date_of_birth=date_of_birth,
+            address=email,
+            password=password,
+            roles=roles,
+            verified=True,
+            assurer_test_passed="assurer" in roles,
+        )
+    if second_factor_secret:
+        await store.update_member_with_events(
+            member.id, {"totp_secret": second_factor_secret, "second_factor": True}, [])
+        member = dataclasses.replace(member, second_factor=True)
+    return member
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -112,13 +125,15 @@ def main(argv: list[str], command: str = "create-admin") -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 2
     settings = load_or_exit(RegistrationSettings, {"CACERT_KAFKA_BOOTSTRAP": "unused", **os.environ})
+    secret = pyotp.random_base32()
 
     async def create() -> Member:
         client, db = connect(settings.common.mongo, service="registration")
         try:
             await ensure_indexes(db, INDEXES)
             return await bootstrap_member(
-                db, settings, email=email, name=args.name, date_of_birth=born, password=password, roles=roles
+                db, settings, email=email, name=args.name, date_of_birth=born, password=password, roles=roles,
+                second_factor_secret=secret,
             )
         finally:
             await client.close()
@@ -126,4 +141,7 @@ def main(argv: list[str], command: str = "create-admin") -> int:
     member = asyncio.run(create())
     print(f"{command.removeprefix('create-')} {member.primary_email} ready: member id {member.id}, "
           f"roles {', '.join(member.roles)}")
+    # Staff act only with two-factor authentication on: this is its secret, shown once, for their app.
+    print(f"two-factor secret (add it to an authenticator app): {secret}")
+    print(f"  {pyotp.TOTP(secret).provisioning_uri(name=member.primary_email, issuer_name=ISSUER)}")
     return 0

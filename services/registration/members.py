@@ -44,6 +44,8 @@ class Member:
     emails: dict[str, Document]
     codesign_proposed_by: str | None = None
     """The admin who proposed activating code signing, waiting for a second admin to approve."""
+    second_factor: bool = False
+    """TOTP is on (second_factor.py): the login asks for a code; Assurers and admins need it to act."""
 
     @classmethod
     def from_document(cls, doc: Document) -> Member:
@@ -57,6 +59,7 @@ class Member:
             codesign_enabled=bool(doc.get("codesign_enabled")),
             emails=dict(doc.get("emails", {})),
             codesign_proposed_by=(doc.get("codesign_proposal") or {}).get("by"),
+            second_factor=bool(doc.get("second_factor")),
         )
 
     @property

@@ -14,6 +14,7 @@ from services.registration import tokens
 from services.registration.context import Context
 from services.registration.members import Member, Members
 from services.registration.passwords import DUMMY_HASH, hash_async, needs_rehash, verify_async
+from services.registration.second_factor import SecondFactor
 from shared.events import isoformat
 from shared.http import ApiError
 
@@ -23,8 +24,10 @@ class Sessions:
         self._ctx = context
         self._members = members
         self._store = context.store
+        self._second_factor = SecondFactor(context, members)
 
-    async def login(self, address: str, password: str) -> dict[str, Any]:
+    async def login(self, address: str, password: str, code: str | None = None) -> dict[str, Any]:
+        """A session for the right password (and, where turned on, the current second-factor code)."""
         member = await self._members.by_address(address)
         stored = (await self._members.password_hash(member.id) if member else None) or DUMMY_HASH
         if not await verify_async(password, stored) or member is None:
@@ -37,6 +40,7 @@ class Sessions:
             raise ApiError(
                 403, "email_unverified", "confirm your primary email address first (see the mail we sent you)"
             )
+        await self._second_factor.check_login(member, code)
         now = self._ctx.clock()
         token = tokens.issue(timedelta(hours=self._ctx.settings.session_hours), now)
         await self._store.insert_session(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from services.registration.assurance import Assurances
 from services.registration.members import ASSURER_POINTS, Member, Members
+from services.registration.second_factor import require_for
 from shared.http import ApiError
 
 
@@ -22,6 +23,7 @@ class StaffActions:
 
     async def grant_assurer(self, admin: Member, member: Member, *, test_passed: bool) -> Member:
         _not_oneself(admin, member, "Assurer status")
+        require_for(admin, "grant Assurer status")
         if not test_passed:
             raise ApiError(409, "assurer_test_required", "the member must have passed the assurer test")
         points = await self._assurances.points_of(member.id)
@@ -50,6 +52,7 @@ class StaffActions:
                 extra={"codesign_proposal": None})
             await self._members.audit(admin.id, "admin.codesign_changed", member.id, codesign_enabled=False)
             return updated, True
+        require_for(admin, "activate code signing")
         if not member.is_assurer:
             raise ApiError(409, "not_an_assurer", "code signing can only be activated for an Assurer")
         if member.codesign_enabled:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 
+import pyotp
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +28,7 @@ from tests.approval_keys import RA_PRIVATE_PEM
 
 pytestmark = pytest.mark.usefixtures("topics")
 PASSWORD = "fuzzing admin passphrase"
+SECOND_FACTOR: list[str] = []  # the admin's TOTP secret, as create-admin printed it
 EXAMPLES_PER_OPERATION = 40
 
 
@@ -70,6 +73,9 @@ def service_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
         check=False,
     )
     assert created.returncode == 0, created.stderr
+    secret = re.search(r"^two-factor secret \(add it to an authenticator app\): (\S+)$", created.stdout, re.M)
+    assert secret, created.stdout
+    SECOND_FACTOR.append(secret.group(1))
     process = subprocess.Popen(
         [sys.executable, "-m", "services.registration"],
         env=env,
@@ -99,7 +105,8 @@ def _login(url: str) -> str:
     request = urllib.request.Request(  # noqa: S310 (a loopback http URL built here)
         url + "/v1/sessions",
         method="POST",
-        data=json.dumps({"email": "admin@example.org", "password": PASSWORD}).encode(),
+        data=json.dumps({"email": "admin@example.org", "password": PASSWORD,
+                         "totp": pyotp.TOTP(SECOND_FACTOR[-1]).now()}).encode(),
         headers={"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310

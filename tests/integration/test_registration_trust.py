@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import pyotp
 import pytest
 
 from shared.config import KafkaSettings, MongoSettings
-from tests.registration.harness import Stack, running
+from tests.registration.harness import PASSWORD, Stack, running
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -135,11 +136,24 @@ async def test_assurer_status_at_100_points_then_code_signing(stack: Stack) -> N
         (["member", "assurer"], False),
         (["member", "assurer"], True),
     ]
-    # The new Assurer can now assure others.
+    # The new Assurer can assure others once the second factor is on (it is off until they turn it on).
     other_id, _ = await stack.member("Fred", "fred@example.org")
+    refused = await api.call("POST", "/v1/assurances", token=member, json_body=assurance(other_id, 10))
+    assert refused.status == 403 and refused.body["error"]["code"] == "second_factor_required"
+    started = await api.call("POST", "/v1/me/second-factor", token=member)
+    assert started.status == 201 and started.body["otpauth_uri"].startswith("otpauth://totp/")
+    app = pyotp.TOTP(started.body["secret"])
+    confirmed = await api.call("POST", "/v1/me/second-factor/confirm", token=member, json_body={"code": app.now()})
+    assert confirmed.status == 200 and confirmed.body == {"second_factor": True}
     assert (
         await api.call("POST", "/v1/assurances", token=member, json_body=assurance(other_id, 10))
     ).status == 201
+    # ...and from now on a login needs the code
+    without = await api.call("POST", "/v1/sessions", json_body={"email": "eve@example.org", "password": PASSWORD})
+    assert without.status == 401 and without.body["error"]["code"] == "second_factor_required"
+    with_code = await api.call("POST", "/v1/sessions", json_body={"email": "eve@example.org", "password": PASSWORD,
+                                                                  "totp": app.now()})
+    assert with_code.status == 201
 
 
 async def test_staff_never_change_their_own_assurer_status_or_code_signing(stack: Stack) -> None:

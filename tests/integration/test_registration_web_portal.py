@@ -27,7 +27,7 @@ from services.registration.web.settings import WebSettings
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import isoformat
 from tests.registration.csrs import build_csr, self_signed
-from tests.registration.harness import PASSWORD, Stack, running
+from tests.registration.harness import PASSWORD, Stack, running, second_factor_code
 
 pytestmark = pytest.mark.usefixtures("topics")
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -66,7 +66,8 @@ class Browser:
 
     async def login(self, address: str) -> None:
         token = await self.csrf("/login")
-        status, _, headers = await self.post("/login", {"csrf": token, "email": address, "password": PASSWORD})
+        status, _, headers = await self.post("/login", {"csrf": token, "email": address, "password": PASSWORD,
+                                                        "totp": second_factor_code(address) or ""})
         assert status == 303 and headers["Location"] == "/account", status
 
 

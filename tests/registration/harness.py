@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlparse
 
 import aiohttp
+import pyotp
 
 from services.registration.bootstrap import bootstrap_member
 from services.registration.service import RegistrationService
@@ -44,6 +45,16 @@ def registration_settings(
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False)
     return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
                                                   **overrides})
+
+
+SECOND_FACTORS: dict[str, str] = {}
+"""address -> TOTP secret of the staff accounts `Stack.founder` made (the latest per address)."""
+
+
+def second_factor_code(address: str) -> str | None:
+    """The current TOTP code of a founder's account, or None for an account without a second factor."""
+    secret = SECOND_FACTORS.get(address)
+    return pyotp.TOTP(secret).now() if secret else None
 
 
 @dataclasses.dataclass
@@ -170,17 +181,20 @@ class Stack:
         return reply.body["member_id"], await self.login(address)
 
     async def login(self, address: str, password: str = PASSWORD) -> str:
-        reply = await self.api.call(
-            "POST", "/v1/sessions", json_body={"email": address, "password": password}
-        )
+        body = {"email": address, "password": password}
+        if address in SECOND_FACTORS:
+            body["totp"] = pyotp.TOTP(SECOND_FACTORS[address]).now()
+        reply = await self.api.call("POST", "/v1/sessions", json_body=body)
         assert reply.status == 201, reply.body
         return str(reply.body["token"])
 
     async def founder(
         self, name: str, address: str, roles: tuple[str, ...] = ("member", "admin", "assurer")
     ) -> tuple[str, str]:
-        """A bootstrapped account (as `create-admin` makes it), logged in."""
+        """A bootstrapped account (as `create-admin` / `create-assurer` make it: staff with their second
+        factor on, its secret in SECOND_FACTORS), logged in."""
         assert self.service.db is not None
+        secret = pyotp.random_base32() if {"admin", "assurer"} & set(roles) else None
         member = await bootstrap_member(
             self.service.db,
             self.service.settings,
@@ -189,7 +203,12 @@ class Stack:
             date_of_birth=datetime(1970, 1, 1).date(),
             password=PASSWORD,
             roles=roles,
+            second_factor_secret=secret,
         )
+        if secret:
+            SECOND_FACTORS[address] = secret
+        else:
+            SECOND_FACTORS.pop(address, None)
         return member.id, await self.login(address)
 
 

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from services.registration.context import Context
+from services.registration.members import Member
 from services.registration.settings import RegistrationSettings
 from services.registration.store import RegistrationStore
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
@@ -303,3 +304,10 @@ def settings() -> RegistrationSettings:
 
 def context(store: MemoryStore, now: datetime = NOW) -> Context:
     return Context(store, settings(), lambda: now, RA)
+
+
+def with_second_factor(store: MemoryStore, member: Member) -> Member:
+    """Staff as the bootstrap commands make them: TOTP on (a fixed test secret)."""
+    doc = store.collections["members"][member.id]
+    doc.update(totp_secret="JBSWY3DPEHPK3PXP", second_factor=True)
+    return Member.from_document(doc)

@@ -16,7 +16,7 @@ from shared.events import BY_NAME
 from shared.http import ApiError
 from tests.approval_keys import RA_PUBLIC_PEM
 from tests.registration.csrs import build_csr
-from tests.registration.memory_store import MemoryStore, context
+from tests.registration.memory_store import MemoryStore, context, with_second_factor
 
 ADA = "ada@example.org"
 
@@ -31,8 +31,10 @@ class Registration:
 
     async def member(self, address: str = ADA, *, name: str = "Ada Lovelace", roles: tuple[str, ...] = ("member",)
                      ) -> Member:
-        return await self.members.create(name=name, date_of_birth=date(1990, 1, 1), address=address,
+        created = await self.members.create(name=name, date_of_birth=date(1990, 1, 1), address=address,
                                          password="correct horse battery staple", roles=roles, verified=True)
+        staff = {"assurer", "admin"} & set(roles)
+        return with_second_factor(self.store, created) if staff else created
 
     async def assured(self, member: Member) -> None:
         """Two Assurers award 25 points each: 50 points make the member Assured."""

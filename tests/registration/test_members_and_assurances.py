@@ -10,7 +10,7 @@ from services.registration.assurance import Assurances
 from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Member, Members
 from shared.http import ApiError
-from tests.registration.memory_store import MemoryStore, context
+from tests.registration.memory_store import MemoryStore, context, with_second_factor
 
 MET = date(2026, 2, 1)
 
@@ -24,8 +24,10 @@ class Registration:
         self.assurances = Assurances(ctx)
 
     async def member(self, address: str, roles: tuple[str, ...] = ("member",)) -> Member:
-        return await self.members.create(name="Ada Lovelace", date_of_birth=date(1990, 1, 1), address=address,
+        created = await self.members.create(name="Ada Lovelace", date_of_birth=date(1990, 1, 1), address=address,
                                          password="correct horse battery staple", roles=roles, verified=True)
+        staff = {"assurer", "admin"} & set(roles)
+        return with_second_factor(self.store, created) if staff else created
 
 
 @pytest.fixture

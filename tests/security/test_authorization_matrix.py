@@ -40,6 +40,8 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "POST /v1/emails/{email_id}/resend":             ("401", "2xx", "404", "404", "404"),
     "GET /confirm-email":                            ("2xx", "2xx", "2xx", "2xx", "2xx"),  # page only
     "POST /v1/me/password":                          ("401", "403", "403", "403", "403"),  # wrong current one
+    "POST /v1/me/second-factor":                     ("401", "2xx", "2xx", "409", "409"),  # staff have it on
+    "POST /v1/me/second-factor/confirm":             ("401", "422", "422", "409", "409"),  # wrong code / not begun
     "POST /v1/password-resets":                      ("2xx", "2xx", "2xx", "2xx", "2xx"),  # same answer for all
     "POST /v1/password-resets/confirm":              ("404", "404", "404", "404", "404"),  # the token is the key
     "GET /v1/assurances":                            ("401", "2xx", "2xx", "2xx", "2xx"),
@@ -127,6 +129,7 @@ async def test_authorization_matrix(stack: Stack) -> None:
             "POST /v1/emails": {"email": f"more{unique}@example.org"},
             "POST /v1/emails/confirm": {"token": "A" * 43},
             "POST /v1/me/password": {"current_password": "not the password", "new_password": "a new passphrase"},
+            "POST /v1/me/second-factor/confirm": {"code": "000000"},
             "POST /v1/password-resets": {"email": f"{role}{unique}@example.org"},
             "POST /v1/password-resets/confirm": {"token": "A" * 43, "new_password": "a new passphrase"},
             "POST /v1/emails/{email_id}/resend": {},

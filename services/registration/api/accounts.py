@@ -15,6 +15,7 @@ from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member, Members, confirmation_stale
 from services.registration.password_changes import RESET_HOURS, PasswordChanges
 from services.registration.ratelimit import RateLimiter
+from services.registration.second_factor import SecondFactor
 from services.registration.sessions import Sessions
 from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
 from services.registration.web.rendering import render_link_page
@@ -56,6 +57,7 @@ async def member_view(member: Member, assurances: Assurances, reuse_cutoff: date
         "assurer_test_passed": member.assurer_test_passed,
         "codesign_enabled": member.codesign_enabled,
         "codesign_proposed_by": member.codesign_proposed_by,
+        "second_factor": member.second_factor,
         "emails": email_views(member, reuse_cutoff),
     }
 
@@ -91,6 +93,7 @@ class AccountRoutes:
         self._members = members
         self._emails = emails
         self._passwords = PasswordChanges(context, members)
+        self._second_factor = SecondFactor(context, members)
         self._sessions = sessions
         self._assurances = assurances
         self._auth = auth
@@ -108,8 +111,21 @@ class AccountRoutes:
         app.router.add_get(CONFIRM_PATH, self.confirm_page)
         app.router.add_post(CONFIRM_PATH, self.confirm_form)
         app.router.add_post("/v1/me/password", self.change_password)
+        app.router.add_post("/v1/me/second-factor", self.begin_second_factor)
+        app.router.add_post("/v1/me/second-factor/confirm", self.confirm_second_factor)
         app.router.add_post("/v1/password-resets", self.request_password_reset)
         app.router.add_post("/v1/password-resets/confirm", self.reset_password)
+
+    async def begin_second_factor(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        return web.json_response(await self._second_factor.begin(member), status=201)
+
+    async def confirm_second_factor(self, request: web.Request) -> web.Response:
+        member = await self._auth.member(request)
+        body = await read_json(request, schema("SecondFactorConfirm"))
+        await self._limiter.hit("login:account", member.primary_email)
+        await self._second_factor.confirm(member, body["code"])
+        return web.json_response({"second_factor": True})
 
     async def change_password(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
@@ -163,7 +179,7 @@ class AccountRoutes:
         address = email_field(body["email"])
         await self._limiter.hit("login:client", client_address(request))
         await self._limiter.hit("login:account", address)
-        return web.json_response(await self._sessions.login(address, body["password"]), status=201)
+        return web.json_response(await self._sessions.login(address, body["password"], body.get("totp")), status=201)
 
     async def logout(self, request: web.Request) -> web.Response:
         await self._auth.member(request)

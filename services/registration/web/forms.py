@@ -32,6 +32,7 @@ NOTICES = {
     "codesign_proposed": "Code signing is proposed for this member; a second admin must approve it.",
     "password_changed": "Your password was changed. Every other session of your account has ended.",
     "password_reset": "Your new password is set. Log in with it.",
+    "second_factor_on": "Two-factor authentication is on: from now on logging in asks for your app's code.",
 }
 
 

@@ -125,7 +125,7 @@ class AccountPages:
             address = email_field(typed)
             await self._limiter.hit("login:client", client_address(request))
             await self._limiter.hit("login:account", address)
-            session = await self._sessions.login(address, text(form, "password", 1024))
+            session = await self._sessions.login(address, text(form, "password", 1024), text(form, "totp", 16) or None)
         except ApiError as exc:
             message = exc.message if exc.code != "validation_failed" else "Enter the email address you joined with."
             return render(

@@ -33,6 +33,7 @@ from services.registration.web.pages_certificates import CertificatePages
 from services.registration.web.pages_domains import DomainPages
 from services.registration.web.pages_passwords import PasswordPages
 from services.registration.web.pages_roots import RootPages
+from services.registration.web.pages_second_factor import SecondFactorPages
 from services.registration.web.pages_trust import TrustPages
 from services.registration.web.rendering import error_page, favicon, favicon_ico, see_other, stylesheet
 from services.registration.web.security import CookieSecurity, Visitor, add_html_headers
@@ -78,6 +79,7 @@ class WebPortal:
             TrustPages(context, members, assurances),
             AdminPages(members, assurances, certificates),
             PasswordPages(context, members, limiter),
+            SecondFactorPages(context, members),
         )
 
     # -- wiring ------------------------------------------------------------------------------
