@@ -41,8 +41,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks import signer_loadtest
 from benchmarks.e2e_load import CsrFactory, Sample, Watcher, closed_loop, open_loop, sign_up
@@ -270,9 +268,8 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     await ensure_topics(kafka, partitions=opts.partitions)
     reg_db = f"bench_registration_{run_id}"
     # This run's RA key: registration signs its approvals with it, the signers trust its public half.
-    ra_key = Ed25519PrivateKey.generate()
-    ra, ra_private_pem = ApprovalSigner(ra_key), ra_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    ra = ApprovalSigner.generate()
+    ra_private_pem = ra.private_pem()
     base_env = dict(
         os.environ,
         CACERT_KAFKA_BOOTSTRAP=opts.bootstrap,

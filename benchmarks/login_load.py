@@ -28,6 +28,7 @@ import aiohttp
 from services.registration.bootstrap import bootstrap_member
 from services.registration.service import RegistrationService
 from services.registration.settings import RegistrationSettings
+from shared.approvals import ApprovalSigner
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.kafka.topics import delete_topics_with_prefix
 from shared.logging import configure
@@ -63,14 +64,10 @@ def _summary(timings: list[float]) -> dict[str, float]:
 
 
 async def measure(bootstrap: str, mongo_url: str, *, logins: int, calls: int) -> dict[str, Any]:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
     run = uuid.uuid4().hex[:8]
     kafka = KafkaSettings(bootstrap=bootstrap, topic_prefix=f"login{run}.", group_prefix=f"login{run}.")
     mongo = MongoSettings(url=mongo_url, database=f"login_bench_{run}")
-    key = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    key = ApprovalSigner.generate().private_pem()  # this run's RA key: registration needs one to serve
     settings = RegistrationSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0)),
         login_per_account=10**9, login_per_client=10**9, ra_signing_key=key)

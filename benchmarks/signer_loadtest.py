@@ -49,7 +49,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devstack.process import stop_processes
@@ -71,7 +70,7 @@ PASSPHRASE = b"loadtest-only-passphrase"
 REQUEST_ID = re.compile(rb'"request_id":"([^"]+)"')
 SERIAL = re.compile(rb'"serial":"([0-9a-f]+)"')
 PUBLIC_URL = "http://pki.example.net"
-LOAD_RA = ApprovalSigner(Ed25519PrivateKey.generate())
+LOAD_RA = ApprovalSigner.generate()
 """The load test plays the RA: its approvals are signed like the RA's, so the signer verifies each one
 (as in production) and trusts this run's key only."""
 

@@ -166,14 +166,11 @@ def ra_keys() -> None:
     public half (shared/approvals.py)."""
     if ra_key_file().exists() and ra_public_key_file().exists():
         return
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from shared.approvals import ApprovalSigner
 
-    key = Ed25519PrivateKey.generate()
-    _write_secret(ra_key_file(), key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                                   serialization.NoEncryption()).decode())
-    ra_public_key_file().write_bytes(key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    ra = ApprovalSigner.generate()
+    _write_secret(ra_key_file(), ra.private_pem())
+    ra_public_key_file().write_text(ra.public_pem())
 
 
 def accounts() -> dict[str, Any]:

@@ -80,6 +80,16 @@ class ApprovalSigner:
             raise ApprovalKeyError("is not an Ed25519 private key")
         return cls(key)
 
+    @classmethod
+    def generate(cls) -> ApprovalSigner:
+        """A new RA key (a key ceremony, a test, a benchmark that plays the RA)."""
+        return cls(Ed25519PrivateKey.generate())
+
+    def private_pem(self) -> str:
+        """The private key as unencrypted PKCS#8 PEM, for a Secret or a 0600 file (never for a log)."""
+        return self._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()).decode()
+
     def public_pem(self) -> str:
         return self._key.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()

@@ -4,16 +4,11 @@ plays the RA itself signs with `sign`."""
 
 from __future__ import annotations
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from shared.approvals import ApprovalSigner
 from shared.events import CloudEvent
 
-_KEY = Ed25519PrivateKey.generate()
-RA_PRIVATE_PEM = _KEY.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption()).decode()
-RA = ApprovalSigner(_KEY)
+RA = ApprovalSigner.generate()
+RA_PRIVATE_PEM = RA.private_pem()
 RA_PUBLIC_PEM = RA.public_pem()
 
 

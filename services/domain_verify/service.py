@@ -31,6 +31,7 @@ from services.domain_verify.issuer import ChallengeIssuer
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import INDEXES, ChallengeStore, CorroborationStore
 from services.domain_verify.sweep import ExpirySweep
+from services.domain_verify.va.quorum import required_remote_perspectives
 from services.domain_verify.validations import DomainValidations
 from shared.audit import AuditLog
 from shared.events import BY_NAME, CloudEvent, utcnow
@@ -66,6 +67,11 @@ class DomainVerifyService:
 
     async def start(self) -> None:
         common = self.settings.common
+        required = required_remote_perspectives(self._clock().date())
+        if len(self.settings.perspectives) < required:
+            # allowed (a dev stack, a first deployment), but the operator must know it is below the BR
+            log.warning("fewer remote perspectives than BR 3.2.2.9 requires today", configured=len(
+                self.settings.perspectives), required=required)
         self.client, self.db = connect(common.mongo, service=NAME)
         self._lifecycle.started("mongodb", self.client.close)
         await ensure_indexes(self.db, INDEXES)

@@ -41,6 +41,7 @@ class PasswordChanges:
         stored = await self._members.password_hash(member.id)
         if stored is None or not await verify_async(current, stored):
             raise ApiError(403, "wrong_password", "the current password is not right")
+        _check(new)
         await self._set(member.id, new, keep_session=session_digest)
         await self._ctx.audit(member.id, "member.password_changed", member.id)
 
@@ -76,17 +77,18 @@ class PasswordChanges:
             raise unknown
         if not tokens.is_live(stored["expires_at"], self._ctx.clock()):
             raise ApiError(410, "token_expired", "this reset link has expired; ask for a new one")
-        problem = password_problem(new)
-        if problem:
-            raise ApiError(422, "weak_password", problem)
+        _check(new)  # before the token is spent: a refused password leaves the link usable
         await self._store.delete_email_token(digest)  # spent before use: a replay finds nothing
         await self._set(stored["member_id"], new, keep_session=None)
         await self._ctx.audit(stored["member_id"], "member.password_reset", stored["member_id"])
         return {"member_id": stored["member_id"]}
 
     async def _set(self, member_id: str, new: str, *, keep_session: str | None) -> None:
-        problem = password_problem(new)
-        if problem:
-            raise ApiError(422, "weak_password", problem)
         await self._store.update_member_with_events(member_id, {"password_hash": await hash_async(new)}, [])
         await self._store.delete_sessions_of(member_id, keep=keep_session)
+
+
+def _check(password: str) -> None:
+    problem = password_problem(password)
+    if problem:
+        raise ApiError(422, "weak_password", problem)

@@ -20,6 +20,11 @@ from tests.registration.memory_store import MemoryStore, context
 PASSWORD = "correct horse battery staple"
 
 
+def not_now(app: pyotp.TOTP) -> str:
+    """A well-formed code that is not the app's current one."""
+    return "000000" if app.now() != "000000" else "111111"
+
+
 async def _member(members: Members, address: str, roles: tuple[str, ...] = ("member",)) -> Member:
     return await members.create(name="Tess Totp", date_of_birth=date(1990, 1, 1), address=address,
                                 password=PASSWORD, roles=roles, verified=True)
@@ -36,7 +41,7 @@ async def test_turning_it_on_takes_a_code_from_the_app_and_then_every_login_need
     app = pyotp.TOTP(started["secret"])
     assert (await sessions.login("tess@example.org", PASSWORD))["member_id"] == tess.id, "not on until confirmed"
     with pytest.raises(ApiError) as wrong:
-        await factor.confirm(tess, "000000" if app.now() != "000000" else "111111")
+        await factor.confirm(tess, not_now(app))
     assert wrong.value.code == "second_factor_invalid"
     await factor.confirm(tess, app.now())
     tess = await members.get(tess.id) or tess
@@ -45,7 +50,7 @@ async def test_turning_it_on_takes_a_code_from_the_app_and_then_every_login_need
         await sessions.login("tess@example.org", PASSWORD)
     assert missing.value.status == 401 and missing.value.code == "second_factor_required"
     with pytest.raises(ApiError) as bad:
-        await sessions.login("tess@example.org", PASSWORD, "000000" if app.now() != "000000" else "111111")
+        await sessions.login("tess@example.org", PASSWORD, not_now(app))
     assert bad.value.code == "second_factor_invalid"
     assert (await sessions.login("tess@example.org", PASSWORD, app.now()))["member_id"] == tess.id
     with pytest.raises(ApiError) as again:

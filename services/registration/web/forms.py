@@ -71,3 +71,9 @@ async def member_by_reference(members: Members, reference: str) -> Member:
     if found is None:
         raise ApiError(404, "not_found", "There is no member with this address or id.")
     return found
+
+
+def sentence(error: ApiError) -> str:
+    """An API error message as a portal sentence: capitalised, with a full stop."""
+    message = error.message
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

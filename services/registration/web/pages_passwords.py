@@ -9,7 +9,7 @@ from services.registration.context import Context
 from services.registration.members import Members
 from services.registration.password_changes import RESET_HOURS, RESET_PATH, PasswordChanges
 from services.registration.ratelimit import RateLimiter
-from services.registration.web.forms import Form, Route, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
 from shared.http import ApiError, client_address
@@ -43,7 +43,7 @@ class PasswordPages:
         try:
             await self._passwords.change(member, text(form, "current_password"), new, visitor.session_digest)
         except ApiError as exc:
-            message = "The current password is not right." if exc.code == "wrong_password" else _sentence(exc)
+            message = "The current password is not right." if exc.code == "wrong_password" else sentence(exc)
             return await self.change_form(request, visitor, form, error=message, status=exc.status)
         return see_other("/account?notice=password_changed")
 
@@ -78,9 +78,5 @@ class PasswordPages:
         try:
             await self._passwords.reset(text(form, "token", 256), new)
         except ApiError as exc:
-            return await self.reset_form(request, visitor, form, error=_sentence(exc), status=exc.status)
+            return await self.reset_form(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other("/login?notice=password_reset")
-
-
-def _sentence(error: ApiError) -> str:
-    return error.message[:1].upper() + error.message[1:] + ("" if error.message.endswith(".") else ".")

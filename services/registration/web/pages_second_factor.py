@@ -7,7 +7,7 @@ from aiohttp import web
 from services.registration.context import Context
 from services.registration.members import Members
 from services.registration.second_factor import SecondFactor
-from services.registration.web.forms import Form, Route, signed_in, text
+from services.registration.web.forms import Form, Route, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
 from shared.http import ApiError
@@ -42,6 +42,5 @@ class SecondFactorPages:
         try:
             await self._second_factor.confirm(signed_in(visitor), text(form, "code", 16))
         except ApiError as exc:
-            message = exc.message[:1].upper() + exc.message[1:] + "."
-            return await self.page(request, visitor, form, error=message, status=exc.status)
+            return await self.page(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other("/account?notice=second_factor_on")
