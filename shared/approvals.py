@@ -1,4 +1,5 @@
-"""The RA's signature on what it asks the signer to do: `csr.approved` and `cert.revoke_requested`.
+"""The RA's signature on what it asks the signer to do: `csr.approved`, `cert.revoke_requested` and
+`cert.key_compromised`.
 
 The signer issues and revokes only on the RA's word, and its only input is Kafka. Topic ACLs keep
 other producers out, but a compromised producer or a mis-set ACL would otherwise let anyone issue
@@ -34,7 +35,7 @@ from shared.events import BY_NAME, CloudEvent
 
 SIGNATURE_FIELD = "ra_signature"
 ALGORITHM = "Ed25519"
-SIGNED_EVENTS = ("csr.approved", "cert.revoke_requested")
+SIGNED_EVENTS = ("csr.approved", "cert.revoke_requested", "cert.key_compromised")
 SIGNED_TYPES = frozenset(BY_NAME[name].type for name in SIGNED_EVENTS)
 UNAUTHENTICATED = "unauthenticated_approval"
 """The `cert.rejected` reason for an approval the signer cannot attribute to the RA."""

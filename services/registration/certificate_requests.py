@@ -24,6 +24,7 @@ certificate at most.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -44,6 +45,8 @@ from shared.logging import get_logger
 
 log = get_logger("registration.certificate_requests")
 
+BLOCKED_KEY = ("this key was reported compromised and is blocked (BR 4.9.1.1): no certificate is issued for "
+               "it; make a new key and a new CSR")
 CAA_PENDING = "caa_pending"
 CAA_STALE = "caa_stale"
 
@@ -133,6 +136,8 @@ class CertificateRequests:
                 await self._limits.hit("requests:domain", base, message=f"too many certificate requests for "
                                                                         f"{base} this week")
             decision = self.policy.decide(profile, csr, await self.standing(member), cert_class)
+            if await self._store.blocked_key(csr.spki_sha256) is not None:
+                decision = dataclasses.replace(decision, reasons=(*decision.reasons, BLOCKED_KEY))
             pem = csr.pem
         doc: Document = {
             "_id": request_id,
@@ -151,6 +156,7 @@ class CertificateRequests:
                 emails=list(decision.emails),
                 validity_days=decision.validity_days,
                 csr_pem=pem,
+                spki_sha256=csr.spki_sha256,
             )
             if decision.dns_names:
                 doc.update(status=CAA_PENDING, caa_check_id=request_id, caa_attempt=1)
@@ -189,6 +195,8 @@ class CertificateRequests:
         }
         if caa_checked_at is not None:
             data["caa_checked_at"] = isoformat(caa_checked_at)
+        if doc.get("spki_sha256"):  # requests stored before keys were named lack it; the signer reads the CSR
+            data["spki_sha256"] = doc["spki_sha256"]
         key = ["csr.approved", doc["_id"]]
         if check_id not in (None, doc["_id"]):
             key.append(str(check_id))

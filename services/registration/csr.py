@@ -15,6 +15,7 @@ import dataclasses
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from shared.key_compromise import spki_sha256
 from shared.key_policy import check_public_key, csr_signature_problem
 
 MAX_PEM_CHARS = 65536
@@ -61,6 +62,7 @@ class SubmittedCsr:
     key_problems: tuple[str, ...]  # messages of shared.key_policy, in the order of key_problem_codes
     san_problems: tuple[str, ...]
     key_problem_codes: tuple[str, ...] = ()
+    spki_sha256: str = ""  # the key's name (shared/key_compromise.py): blocked keys are refused by it
 
 
 def _attribute_values(name: x509.Name, oid: x509.ObjectIdentifier) -> tuple[str, ...]:
@@ -131,4 +133,5 @@ def parse_csr(pem: str) -> SubmittedCsr:
         key_problems=verdict.messages,
         key_problem_codes=verdict.codes,
         san_problems=tuple(san_problems),
+        spki_sha256=spki_sha256(public_key),
     )

@@ -23,6 +23,7 @@ from services.registration.api.trust import TrustRoutes
 from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
+from services.registration.compromised_keys import CompromisedKeys
 from services.registration.context import Context
 from services.registration.domains import DomainClaims
 from services.registration.email_addresses import EmailAddresses
@@ -144,7 +145,7 @@ class RegistrationService:
         AccountRoutes(ctx, members, emails, sessions, assurances, auth, limiter).install(app)
         TrustRoutes(members, assurances, auth).install(app)
         DomainRoutes(domains, auth, limiter).install(app)
-        CertificateRoutes(requests, certificates, auth).install(app)
+        CertificateRoutes(requests, certificates, CompromisedKeys(ctx), auth, limiter).install(app)
         WebPortal(
             ctx,
             members=members,

@@ -2,7 +2,8 @@
 
 A login for an unknown address verifies against a dummy hash so both
 answers take the same time; only members who confirmed their primary
-address may log in.
+address may log in. Failed logins slow further attempts for the address
+down (login_guard.py), for every front door alike.
 """
 
 from __future__ import annotations
@@ -12,11 +13,15 @@ from typing import Any
 
 from services.registration import tokens
 from services.registration.context import Context
+from services.registration.login_guard import LoginGuard
 from services.registration.members import Member, Members
 from services.registration.passwords import DUMMY_HASH, hash_async, needs_rehash, verify_async
 from services.registration.second_factor import SecondFactor
 from shared.events import isoformat
 from shared.http import ApiError
+
+GUESSES = ("invalid_credentials", "second_factor_invalid")
+"""Refusals that count as failed logins: a wrong password, a wrong second-factor code."""
 
 
 class Sessions:
@@ -25,9 +30,23 @@ class Sessions:
         self._members = members
         self._store = context.store
         self._second_factor = SecondFactor(context, members)
+        self._guard = LoginGuard(context)
 
-    async def login(self, address: str, password: str, code: str | None = None) -> dict[str, Any]:
-        """A session for the right password (and, where turned on, the current second-factor code)."""
+    async def login(self, address: str, password: str, code: str | None = None, *,
+                    client: str = "unknown") -> dict[str, Any]:
+        """A session for the right password (and, where turned on, the current second-factor code).
+        `client` is the caller's address (shared.http.client_address), which the backoff remembers."""
+        known = await self._guard.admit(address, client)
+        try:
+            session = await self._session_for(address, password, code)
+        except ApiError as exc:
+            if exc.code in GUESSES:
+                await self._guard.failed(address)
+            raise
+        await self._guard.succeeded(address, client, known=known)
+        return session
+
+    async def _session_for(self, address: str, password: str, code: str | None) -> dict[str, Any]:
         member = await self._members.by_address(address)
         stored = (await self._members.password_hash(member.id) if member else None) or DUMMY_HASH
         if not await verify_async(password, stored) or member is None:

@@ -45,7 +45,16 @@ class RegistrationSettings:
         "CACERT_RATE_SIGNUP_PER_CLIENT", 30, help="sign-ups per client IP per hour"
     )
     login_per_account: int = setting(
-        "CACERT_RATE_LOGIN_PER_ACCOUNT", 10, help="login attempts per address per 15 minutes"
+        "CACERT_RATE_LOGIN_PER_ACCOUNT", 10,
+        help="password-change and second-factor confirmation attempts per account per 15 minutes (logins "
+             "themselves back off instead: CACERT_LOGIN_FREE_FAILURES)"
+    )
+    login_free_failures: int = setting(
+        "CACERT_LOGIN_FREE_FAILURES", 5,
+        help="failed logins for one address before each further attempt waits (1 s, doubling per failure)"
+    )
+    login_max_delay_seconds: int = setting(
+        "CACERT_LOGIN_MAX_DELAY_SECONDS", 900, help="the longest wait between login attempts for one address"
     )
     login_per_client: int = setting(
         "CACERT_RATE_LOGIN_PER_CLIENT", 100, help="login attempts per client IP per 15 minutes"
@@ -75,9 +84,9 @@ class RegistrationSettings:
                                     help="how long a confirmed address counts for client (S/MIME) certificates "
                                          "before it must be confirmed again (S/MIME BR 4.2.1: 30 days)")
     ra_signing_key: str = setting("CACERT_RA_SIGNING_KEY", "", secret=True,
-                                  help="the RA's Ed25519 private key (PEM) that signs every csr.approved and "
-                                       "cert.revoke_requested; the signer trusts its public key (required to "
-                                       "serve; shared/approvals.py)")
+                                  help="the RA's Ed25519 private key (PEM) that signs every csr.approved, "
+                                       "cert.revoke_requested and cert.key_compromised; the signer trusts its "
+                                       "public key (required to serve; shared/approvals.py)")
 
     def validate(self) -> None:
         if not 1 <= self.server_validity_days <= 397:
@@ -97,6 +106,10 @@ class RegistrationSettings:
                            ("CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER", self.domain_claims_per_member)):
             if value < 1:
                 raise ConfigError(f"{env} must be at least 1, got {value}")
+        if self.login_free_failures < 1:
+            raise ConfigError(f"CACERT_LOGIN_FREE_FAILURES must be at least 1, got {self.login_free_failures}")
+        if self.login_max_delay_seconds < 1:
+            raise ConfigError(f"CACERT_LOGIN_MAX_DELAY_SECONDS must be at least 1, got {self.login_max_delay_seconds}")
         if self.ra_signing_key:
             self.approval_signer()
 

@@ -56,6 +56,7 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("member_id", ASCENDING)], name="member"),
     ],
     "rate_limits": [IndexModel([("expires_at", ASCENDING)], name="expiry")],
+    "login_guard": [IndexModel([("expires_at", ASCENDING)], name="expiry")],
     "assurances": [
         IndexModel([("assurer_id", ASCENDING), ("member_id", ASCENDING)], unique=True, name="once_per_pair"),
         IndexModel([("member_id", ASCENDING)], name="member"),
@@ -72,9 +73,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         IndexModel([("request_id", ASCENDING)], name="request"),
         outbox.INDEX,
     ],
+    "blocked_keys": [outbox.INDEX],
 }
-OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates")
-EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits")
+OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates", "blocked_keys")
+EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits", "login_guard")
 HIDDEN = {outbox.FIELD: 0}
 
 
@@ -110,6 +112,15 @@ class RegistrationStore(Protocol):
     async def count_hit(self, window_id: str, expires_at: datetime) -> int:
         """Add one to a rate-limit window's counter (created at 0 if new); returns the new count."""
     async def delete_expired(self, now: datetime) -> int: ...
+    # login backoff (login_guard.py): `_id` = "account:<digest>" or "client:<digest>"
+    async def login_guard(self, key: str) -> Document | None: ...
+    async def count_login_failure(self, key: str, expires_at: datetime) -> int:
+        """One more failed login for the account; returns the count."""
+    async def set_login_wait(self, key: str, next_at: datetime) -> None: ...
+    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
+        """Move the account's next slot from `was` to `next_at`; False if another attempt took it first."""
+    async def forget_login_failures(self, key: str) -> None: ...
+    async def remember_login_client(self, key: str, expires_at: datetime) -> None: ...
 
     # the web of trust
     async def insert_assurance_with_event(self, doc: Document, event: CloudEvent) -> bool:
@@ -153,6 +164,11 @@ class RegistrationStore(Protocol):
     async def record_revocation_request(self, serial: str, fields: Document, event: CloudEvent) -> None:
         """Set `fields` and queue the event unless the certificate is revoked already."""
 
+    # keys reported compromised (`_id` = spki_sha256, shared/key_compromise.py)
+    async def block_key_with_event(self, doc: Document, event: CloudEvent) -> bool:
+        """Store the blocked key with its `cert.key_compromised` queued; False when it was blocked already."""
+    async def blocked_key(self, spki_sha256: str) -> Document | None: ...
+
     # the audit log
     async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None: ...
 
@@ -167,10 +183,12 @@ class MongoRegistrationStore:
         self._email_tokens = db["email_tokens"]
         self._sessions = db["sessions"]
         self._rate_limits = db["rate_limits"]
+        self._login_guard = db["login_guard"]
         self._assurances = db["assurances"]
         self._domains = db["domains"]
         self._requests = db["requests"]
         self._certificates = db["certificates"]
+        self._blocked_keys = db["blocked_keys"]
 
     def outbox_collections(self) -> list[AsyncCollection[Document]]:
         return [self.db[name] for name in OUTBOX_COLLECTIONS]
@@ -291,6 +309,34 @@ class MongoRegistrationStore:
                     raise
         raise AssertionError("unreachable")
 
+    async def login_guard(self, key: str) -> Document | None:
+        return await self._login_guard.find_one({"_id": key})
+
+    async def count_login_failure(self, key: str, expires_at: datetime) -> int:
+        for attempt in range(2):
+            try:
+                doc = await self._login_guard.find_one_and_update(
+                    {"_id": key}, {"$inc": {"failures": 1}, "$set": {"expires_at": expires_at}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+                return int((doc or {}).get("failures", 0))
+            except DuplicateKeyError:  # two first failures raced on the upsert; the second one retries
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def set_login_wait(self, key: str, next_at: datetime) -> None:
+        await self._login_guard.update_one({"_id": key}, {"$set": {"next_at": next_at}})
+
+    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
+        result = await self._login_guard.update_one({"_id": key, "next_at": was}, {"$set": {"next_at": next_at}})
+        return result.modified_count == 1
+
+    async def forget_login_failures(self, key: str) -> None:
+        await self._login_guard.delete_one({"_id": key})
+
+    async def remember_login_client(self, key: str, expires_at: datetime) -> None:
+        await self._login_guard.update_one({"_id": key}, {"$set": {"expires_at": expires_at}}, upsert=True)
+
     async def delete_expired(self, now: datetime) -> int:
         removed = 0
         for name in EXPIRING_COLLECTIONS:
@@ -405,6 +451,17 @@ class MongoRegistrationStore:
             {"_id": serial, "status": {"$ne": "revoked"}}, {"$set": fields, "$push": outbox.pending([event])}
         )
         await self._announce(self._certificates, serial)
+
+    # keys reported compromised
+
+    async def block_key_with_event(self, doc: Document, event: CloudEvent) -> bool:
+        inserted = await insert_once(self._blocked_keys, {**doc, outbox.FIELD: [outbox.entry(event)]})
+        if inserted:
+            await self._announce(self._blocked_keys, doc["_id"])
+        return inserted
+
+    async def blocked_key(self, spki_sha256: str) -> Document | None:
+        return await self._blocked_keys.find_one({"_id": spki_sha256}, HIDDEN)
 
     # the audit log
 

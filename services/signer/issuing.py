@@ -32,16 +32,22 @@ from typing import Any
 from prometheus_client import Histogram
 
 from services.signer import caa_freshness
-from services.signer.signing import SigningPool
-from services.signer.store import CertificateStore
+from services.signer.ca.issuance import ApprovedRequest
+from services.signer.revoking import CompromisedKeys
+from services.signer.signing import SigningPool, refusal
+from services.signer.store import CertificateStore, spki_of_der
 from shared import outbox
 from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog, Pending
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import Batch, EventProducer, PermanentError, TransientError
+from shared.key_compromise import csr_spki_sha256
 from shared.logging import get_logger
 
 CLAIM_TIMEOUT = dt.timedelta(seconds=20)
+COMPROMISED_KEY = "compromised_key"
+COMPROMISED_DETAIL = ("the key was reported compromised and is blocked (BR 4.9.1.1); a certificate needs a new "
+                      "key")
 log = get_logger("services.signer.issuing")
 STAGE_SECONDS = Histogram(
     "cacert_signer_stage_seconds",
@@ -67,12 +73,14 @@ class CertificateIssuer:
         approvals: ApprovalVerifier,
         *,
         audit: AuditLog | None = None,
+        compromised_keys: CompromisedKeys | None = None,
     ) -> None:
         self._signing = signing
         self._store = store
         self._producer = producer
         self._approvals = approvals
         self._audit = audit
+        self._compromised_keys = compromised_keys
         self._instance = uuid.uuid4().hex  # owner of this process's claims
         self._gathered: list[tuple[list[CloudEvent], asyncio.Future[None]]] = []
         self._passes: set[asyncio.Task[None]] = set()
@@ -168,8 +176,11 @@ class CertificateIssuer:
         failures: list[Exception | None],
     ) -> None:
         now = utcnow()
+        keys = {r: _key_of(by_request[r].data) for r in ids}
         with STAGE_SECONDS.labels("claim").time():
-            seen_before = await self._store.claim(ids, self._instance, now)
+            seen_before, blocked = await asyncio.gather(
+                self._store.claim(ids, self._instance, now),
+                self._store.blocked_among({k for k in keys.values() if k}))
             known = await self._store.outcomes_of(list(seen_before)) if seen_before else {}
         for request_id in seen_before - known.keys():
             try:
@@ -186,11 +197,14 @@ class CertificateIssuer:
                 if known[request_id]["kind"] == "issued":
                     await self._store.ensure_status(_status_of(known[request_id]))
 
-        fresh = [by_request[r] for r in active if r not in known]
-        outcomes: list[Document] = []
+        # A key reported compromised (`cert.key_compromised`) is refused before anything is signed.
+        outcomes: list[Document] = [
+            refusal(ApprovedRequest.from_payload(by_request[r].data), COMPROMISED_KEY, [COMPROMISED_DETAIL])
+            for r in active if r not in known and keys[r] in blocked]
+        fresh = [by_request[r] for r in active if r not in known and keys[r] not in blocked]
         if fresh:
             with STAGE_SECONDS.labels("check_lint_sign").time():
-                outcomes = await self._signing.decide_all([(e.id, e.data) for e in fresh], utcnow())
+                outcomes += await self._signing.decide_all([(e.id, e.data) for e in fresh], utcnow())
         with STAGE_SECONDS.labels("store").time():
             raced = await self._store.insert_new(self._store.outcomes, outcomes)
             if raced:  # another replica answered these meanwhile: announce its outcome, not ours
@@ -211,8 +225,16 @@ class CertificateIssuer:
                         {"request_id": d["_id"], "member_id": d["member_id"], "issuer": d["issuer"],
                          "profile": d["profile"], "fingerprint_sha256": d["fingerprint_sha256"]})
                 for d in stored if d["kind"] == "issued")
+        issued_keys = {d["spki_sha256"] for d in stored if d["kind"] == "issued"}
         with STAGE_SECONDS.labels("publish").time():
-            await self._producer.publish_many([outbox.stored_event(d["event"]) for d in stored] + republish)
+            # Asked after the statuses are stored: a key blocked while this pass was signing is seen
+            # here, or its blocking (which looks for statuses after storing the block) sees ours.
+            _, blocked_meanwhile = await asyncio.gather(
+                self._producer.publish_many([outbox.stored_event(d["event"]) for d in stored] + republish),
+                self._store.blocked_among(issued_keys))
+        for key in blocked_meanwhile:
+            if self._compromised_keys is not None:
+                await self._compromised_keys.revoke_certificates_of(key, "signer")
         for doc in stored:
             if doc["kind"] == "issued":
                 log.info(
@@ -277,6 +299,11 @@ class CertificateIssuer:
         await self._store.take_over_claim(request_id, self._instance, now)
 
 
+def _key_of(approval: dict[str, Any]) -> str | None:
+    """The approved key's name: as the RA signed it, or (approvals made before it said so) read here."""
+    return approval.get("spki_sha256") or csr_spki_sha256(approval["csr_pem"])
+
+
 def _status_of(outcome: Document) -> Document:
     """The small per-serial document OCSP, revocation and CRLs read."""
     return {
@@ -286,4 +313,6 @@ def _status_of(outcome: Document) -> Document:
         "member_id": outcome["member_id"],
         "status": "issued",
         "not_after": outcome["not_after"],
+        # Outcomes stored before keys were recorded lack it: read from the certificate then.
+        "spki_sha256": outcome.get("spki_sha256") or spki_of_der(outcome["der"]),
     }

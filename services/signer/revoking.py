@@ -16,7 +16,7 @@ from services.signer.ca.crl import build_crl
 from services.signer.ca.hierarchy import Hierarchy
 from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
-from services.signer.store import CertificateStore
+from services.signer.store import CertificateStore, Document
 from shared import outbox
 from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog
@@ -76,7 +76,7 @@ class CRLPublisher:
 
 
 class Revoker:
-    """Handles `cert.revoke_requested`.
+    """Handles `cert.revoke_requested`, and revokes for `CompromisedKeys`.
 
     The status flip stores the `cert.revoked` event with it; if the process dies
     before publishing, the request is redelivered (offset not committed), finds
@@ -91,18 +91,21 @@ class Revoker:
         self._approvals = approvals
         self._audit = audit
 
+    async def refuse_unsigned(self, event: CloudEvent, subject: str) -> None:
+        """Only the RA may ask for a revocation (issue 19): refuse, keep it in the DLQ, alert."""
+        problem = self._approvals.problem(event)
+        if problem is None:
+            return
+        log.error("revocation request refused: not signed by the RA", alert=True, subject=subject,
+                  event_type=event.type, problem=problem)
+        if self._audit is not None:
+            await self._audit.append(actor="signer", action="revocation.refused", subject=subject,
+                                     details={"reason": UNAUTHENTICATED, "problem": problem, "event_id": event.id})
+        raise PermanentError(f"{UNAUTHENTICATED}: {problem}")
+
     async def handle(self, event: CloudEvent) -> None:
         serial = event.data["serial"]
-        problem = self._approvals.problem(event)
-        if problem is not None:
-            # Only the RA may ask for a revocation (issue 19): refuse, keep it in the DLQ, alert.
-            log.error("revocation request refused: not signed by the RA", alert=True, serial=serial,
-                      problem=problem)
-            if self._audit is not None:
-                await self._audit.append(actor="signer", action="revocation.refused", subject=str(serial),
-                                         details={"reason": UNAUTHENTICATED, "problem": problem,
-                                                  "event_id": event.id})
-            raise PermanentError(f"{UNAUTHENTICATED}: {problem}")
+        await self.refuse_unsigned(event, str(serial))
         try:
             parse_reason(event.data["reason"])
         except ValueError as exc:
@@ -113,6 +116,11 @@ class Revoker:
         owner = event.data.get("member_id")
         if owner and owner != status["member_id"]:
             raise PermanentError(f"certificate {serial} does not belong to member {owner}")
+        await self.revoke(status, event.data["reason"], event.data["requested_by"])
+
+    async def revoke(self, status: Document, reason: str, requested_by: str) -> None:
+        """Revoke the certificate of `status` (once) and announce it (again, if it was already)."""
+        serial = status["_id"]
         if status["status"] != "revoked":
             revoked_at = utcnow().replace(microsecond=0)
             data = {
@@ -120,7 +128,7 @@ class Revoker:
                 "member_id": status["member_id"],
                 "request_id": status["request_id"],
                 "issuer": status["issuer"],
-                "reason": event.data["reason"],
+                "reason": reason,
                 "revoked_at": isoformat(revoked_at),
             }
             revoked = make_event(
@@ -132,7 +140,7 @@ class Revoker:
                     "$set": {
                         "status": "revoked",
                         "revoked_at": revoked_at,
-                        "revocation_reason": event.data["reason"],
+                        "revocation_reason": reason,
                         "revoked_event": outbox.entry(revoked),
                     }
                 },
@@ -141,9 +149,41 @@ class Revoker:
             log.info("certificate revoked", serial=serial, reason=status.get("revocation_reason"))
             if flipped.modified_count and self._audit is not None:
                 await self._audit.append(actor="signer", action="certificate.revoked", subject=serial, details={
-                    "reason": event.data["reason"], "member_id": status["member_id"],
+                    "reason": reason, "member_id": status["member_id"],
                     "request_id": status["request_id"], "issuer": status["issuer"],
-                    "requested_by": event.data["requested_by"]})
+                    "requested_by": requested_by})
             await self._crls.regenerate(status["issuer"])
         # The stored event, also on redelivery or after losing a race: always the same id and time.
         await self._producer.publish(outbox.stored_event(status["revoked_event"]))
+
+
+class CompromisedKeys:
+    """Handles `cert.key_compromised`: the key joins the signer's blocklist (issuance refuses it,
+    `CertificateIssuer`), and every unexpired certificate with it is revoked with reason
+    keyCompromise (BR 4.9.1.1 item 3). Redelivery repeats both harmlessly."""
+
+    def __init__(self, store: CertificateStore, revoker: Revoker, audit: AuditLog | None = None) -> None:
+        self._store = store
+        self._revoker = revoker
+        self._audit = audit
+
+    async def handle(self, event: CloudEvent) -> None:
+        key = event.data["spki_sha256"]
+        await self._revoker.refuse_unsigned(event, key)
+        requested_by = event.data["requested_by"]
+        if await self._store.block_key({"_id": key, "blocked_at": utcnow(), "evidence": event.data["evidence"],
+                                        "requested_by": requested_by, "event_id": event.id}):
+            log.warning("key blocked as compromised", spki_sha256=key, evidence=event.data["evidence"])
+            if self._audit is not None:
+                await self._audit.append(actor="signer", action="key.blocked", subject=key,
+                                         details={"evidence": event.data["evidence"], "requested_by": requested_by})
+        await self.revoke_certificates_of(key, requested_by)
+
+    async def revoke_certificates_of(self, key: str, requested_by: str) -> int:
+        """Revoke every unexpired certificate of `key`; returns how many were still unrevoked."""
+        statuses = await self._store.issued_with_key(key, utcnow())
+        for status in statuses:
+            await self._revoker.revoke(status, "key_compromise", requested_by)
+        if statuses:
+            log.warning("certificates of a compromised key revoked", spki_sha256=key, count=len(statuses))
+        return len(statuses)

@@ -16,7 +16,7 @@ from typing import Any
 from services.signer import store as store_module
 from services.signer.ca.hierarchy import Hierarchy, load_hierarchy
 from services.signer.issuing import CertificateIssuer
-from services.signer.revoking import CRLPublisher, Revoker
+from services.signer.revoking import CompromisedKeys, CRLPublisher, Revoker
 from services.signer.settings import ISSUING, STATUS, SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
 from services.signer.status import OCSPSignerExpiry, StatusEndpoints
@@ -95,7 +95,6 @@ class SignerService:
         await self.signing.start()
         audit = AuditLog(self.store.db)
         assert self._approvals is not None
-        self.issuer = CertificateIssuer(self.signing, self.store, self.producer, self._approvals, audit=audit)
         self.crls = CRLPublisher(
             hierarchy,
             self.store,
@@ -106,6 +105,9 @@ class SignerService:
         self.crls.start()
         self._lifecycle.started("CRL refresh", self.crls.stop)
         revoker = Revoker(self.store, self.producer, self.crls, self._approvals, audit)
+        compromised_keys = CompromisedKeys(self.store, revoker, audit)
+        self.issuer = CertificateIssuer(self.signing, self.store, self.producer, self._approvals, audit=audit,
+                                        compromised_keys=compromised_keys)
         approved = BY_NAME["csr.approved"].type
         self.runner = ConsumerRunner(
             common.kafka,
@@ -116,7 +118,8 @@ class SignerService:
                 # (one is stored and published while the next is signed).
                 Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch},
                              ordered=False),
-                Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle}),
+                Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle,
+                                      BY_NAME["cert.key_compromised"].type: compromised_keys.handle}),
             ],
             # Under load, wait up to 50 ms for about 20 requests per fetch rather than fetching them
             # one or two at a time (see docs/benchmarks: the broker's CPU per certificate halves).

@@ -44,6 +44,7 @@ from services.signer.ca.urls import CAUrls
 from shared import outbox
 from shared.events import deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import TransientError
+from shared.key_compromise import spki_sha256
 from shared.logging import configure, get_logger
 
 SOURCE = "signer"
@@ -166,25 +167,31 @@ class Signatory:
             "not_after": cert.not_valid_after_utc,
             "der": der,
             "fingerprint_sha256": data["fingerprint_sha256"],
+            "spki_sha256": spki_sha256(cert.public_key()),
             "issued_at": now,
             "event": _answer("cert.issued", request, data),
         }
 
     def _refusal(self, request: issuance.ApprovedRequest, reason: str, details: list[str]) -> Document:
-        data = {
-            "request_id": request.request_id,
-            "member_id": request.member_id,
-            "reason": reason,
-            "details": [d[:500] for d in details[:50]],
-            "rejected_at": isoformat(utcnow()),
-        }
-        return {
-            "_id": request.request_id,
-            "kind": "rejected",
-            "member_id": request.member_id,
-            "reason": reason,
-            "event": _answer("cert.rejected", request, data),
-        }
+        return refusal(request, reason, details)
+
+
+def refusal(request: issuance.ApprovedRequest, reason: str, details: list[str]) -> Document:
+    """The outcome document of a refused request, with its `cert.rejected`."""
+    data = {
+        "request_id": request.request_id,
+        "member_id": request.member_id,
+        "reason": reason,
+        "details": [d[:500] for d in details[:50]],
+        "rejected_at": isoformat(utcnow()),
+    }
+    return {
+        "_id": request.request_id,
+        "kind": "rejected",
+        "member_id": request.member_id,
+        "reason": reason,
+        "event": _answer("cert.rejected", request, data),
+    }
 
 
 @dataclasses.dataclass(frozen=True)

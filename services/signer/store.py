@@ -6,6 +6,9 @@
 * `statuses` (`_id` = serial): small documents OCSP, revocation and CRLs read;
   the `_id` also keeps serials unique across the CA.
 * `crls`: the current CRL per issuer and the CRL-number counters.
+* `blocked_keys` (`_id` = spki_sha256): keys reported compromised (`cert.key_compromised`); no
+  certificate is issued for them, and each status carries its key's `spki_sha256` so all
+  certificates of a key can be found and revoked.
 * `claims` (`_id` = request id): written, in one batched insert, *before*
   signing. A request whose claim already exists was seen before (redelivery,
   or a duplicate publication upstream) and is looked up instead of signed, so
@@ -29,17 +32,28 @@ import contextlib
 from datetime import datetime
 from typing import Any
 
+from cryptography import x509
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from shared.key_compromise import spki_sha256
+
 Document = dict[str, Any]
+
+
+def spki_of_der(der: bytes) -> str:
+    return spki_sha256(x509.load_der_x509_certificate(der).public_key())
 
 INDEXES = {
     "outcomes": [],
-    "statuses": [IndexModel([("issuer", ASCENDING), ("status", ASCENDING)], name="issuer_status")],
+    "statuses": [
+        IndexModel([("issuer", ASCENDING), ("status", ASCENDING)], name="issuer_status"),
+        IndexModel([("spki_sha256", ASCENDING)], name="key"),
+    ],
     "crls": [],
     "claims": [],
+    "blocked_keys": [],
 }
 
 
@@ -50,6 +64,7 @@ class CertificateStore:
         self.statuses = db.statuses
         self.crls = db.crls
         self.claims = db.claims
+        self.blocked_keys = db.blocked_keys
 
     async def claim(self, request_ids: list[str], owner: str, now: datetime) -> set[str]:
         """Claim requests before signing; returns those claimed before (by anyone, this process included)."""
@@ -90,6 +105,33 @@ class CertificateStore:
     async def statuses_of(self, serials: list[str]) -> list[Document]:
         found = await asyncio.gather(*(self.statuses.find_one({"_id": s}) for s in serials))
         return [doc for doc in found if doc is not None]
+
+    async def block_key(self, doc: Document) -> bool:
+        """Add a key to the blocklist; False when it was there already."""
+        try:
+            await self.blocked_keys.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def blocked_among(self, keys: set[str]) -> set[str]:
+        """Which of `keys` (spki_sha256) are blocked: one query per pass, whatever its size."""
+        if not keys:
+            return set()
+        found = await self.blocked_keys.find({"_id": {"$in": sorted(keys)}}, {"_id": 1}).to_list()
+        return {doc["_id"] for doc in found}
+
+    async def issued_with_key(self, spki_sha256: str, now: datetime) -> list[Document]:
+        """Unexpired, unrevoked certificates of a key. Statuses stored before keys were recorded get
+        theirs first, from the stored certificate (a one-time cost)."""
+        async for status in self.statuses.find({"spki_sha256": {"$exists": False}}, {"request_id": 1}):
+            outcome = await self.outcomes.find_one({"_id": status["request_id"]}, {"der": 1})
+            if outcome is not None:
+                await self.statuses.update_one({"_id": status["_id"]},
+                                               {"$set": {"spki_sha256": spki_of_der(outcome["der"])}})
+        return await self.statuses.find(
+            {"spki_sha256": spki_sha256, "status": {"$ne": "revoked"}, "not_after": {"$gt": now}}
+        ).to_list()
 
     async def revoked(self, issuer: str) -> list[Document]:
         cursor = self.statuses.find(

@@ -59,6 +59,7 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("cert.rejected", 1, "cert", "request_id"),
     EventType("cert.revoke_requested", 1, "cert", "serial"),
     EventType("cert.revoked", 1, "cert", "serial"),
+    EventType("cert.key_compromised", 1, "cert", "spki_sha256"),
     EventType("mail.send_requested", 1, "mail.commands", "to"),
     EventType("mail.sent", 1, "mail", "source_event_id"),
     EventType("mail.failed", 1, "mail", "source_event_id"),

@@ -132,7 +132,7 @@ async def test_confirmation_page_does_not_confirm_on_get(stack: Stack) -> None:
 async def test_rate_limits_answer_429_with_retry_after(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings
 ) -> None:
-    async with running(kafka_settings, mongo_settings, login_per_account=2) as stack:
+    async with running(kafka_settings, mongo_settings, login_free_failures=2) as stack:
         body = {"email": "nobody@example.org", "password": "wrong password"}
         statuses = [(await stack.api.call("POST", "/v1/sessions", json_body=body)).status for _ in range(3)]
         assert statuses == [401, 401, 429]

@@ -46,6 +46,11 @@ def build_csr(
     return builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
 
 
+def compromise_proof(key: PrivateKey) -> str:
+    """A proof of possession of `key` for a key-compromise report (shared/key_compromise.py)."""
+    return build_csr(subject=[("CN", "key compromise")], key=key)
+
+
 def fermat_key() -> rsa.RSAPrivateKey:
     """A real, working RSA-2048 key whose primes are close: Fermat's method factors it at once."""
     import random

@@ -42,7 +42,9 @@ class Clock:
 def registration_settings(
     kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any
 ) -> RegistrationSettings:
-    common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False)
+    proxies = overrides.pop("trusted_proxies", [])
+    common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0, trusted_proxies=proxies),
+                            create_topics=False)
     return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
                                                   **overrides})
 

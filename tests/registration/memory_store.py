@@ -37,8 +37,8 @@ def _set(doc: Document, fields: Document) -> None:
 class MemoryStore:
     def __init__(self) -> None:
         self.collections: dict[str, dict[Any, Document]] = {
-            name: {} for name in ("members", "addresses", "email_tokens", "sessions", "rate_limits",
-                                  "assurances", "domains", "requests", "certificates")
+            name: {} for name in ("members", "addresses", "email_tokens", "sessions", "rate_limits", "login_guard",
+                                  "assurances", "domains", "requests", "certificates", "blocked_keys")
         }
         self.queued: list[tuple[str, Any, CloudEvent]] = []  # (collection, document id, event)
         self.audit: list[Document] = []
@@ -157,12 +157,40 @@ class MemoryStore:
 
     async def delete_expired(self, now: datetime) -> int:
         removed = 0
-        for name in ("sessions", "email_tokens", "rate_limits"):
+        for name in ("sessions", "email_tokens", "rate_limits", "login_guard"):
             docs = self.collections[name]
             for key in [k for k, d in docs.items() if d["expires_at"] <= now]:
                 del docs[key]
                 removed += 1
         return removed
+
+    # login backoff
+
+    async def login_guard(self, key: str) -> Document | None:
+        return self._get("login_guard", key)
+
+    async def count_login_failure(self, key: str, expires_at: datetime) -> int:
+        doc = self.collections["login_guard"].setdefault(key, {"_id": key, "failures": 0})
+        doc["failures"] += 1
+        doc["expires_at"] = expires_at
+        return int(doc["failures"])
+
+    async def set_login_wait(self, key: str, next_at: datetime) -> None:
+        if key in self.collections["login_guard"]:
+            self.collections["login_guard"][key]["next_at"] = next_at
+
+    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
+        doc = self.collections["login_guard"].get(key)
+        if doc is None or doc.get("next_at") != was:
+            return False
+        doc["next_at"] = next_at
+        return True
+
+    async def forget_login_failures(self, key: str) -> None:
+        self.collections["login_guard"].pop(key, None)
+
+    async def remember_login_client(self, key: str, expires_at: datetime) -> None:
+        self.collections["login_guard"].setdefault(key, {"_id": key})["expires_at"] = expires_at
 
     # the web of trust
 
@@ -281,6 +309,18 @@ class MemoryStore:
         if doc is not None and doc.get("status") != "revoked":
             _set(doc, fields)
             self._queue("certificates", serial, [event])
+
+    # keys reported compromised
+
+    async def block_key_with_event(self, doc: Document, event: CloudEvent) -> bool:
+        if doc["_id"] in self.collections["blocked_keys"]:
+            return False
+        self.collections["blocked_keys"][doc["_id"]] = copy.deepcopy(doc)
+        self._queue("blocked_keys", doc["_id"], [event])
+        return True
+
+    async def blocked_key(self, spki_sha256: str) -> Document | None:
+        return self._get("blocked_keys", spki_sha256)
 
     # the audit log
 

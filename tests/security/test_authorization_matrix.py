@@ -17,12 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.registration.api.common import openapi_document
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import isoformat
 from tests.integration.test_registration_certificates import verify_domain
-from tests.registration.csrs import build_csr, self_signed
+from tests.registration.csrs import build_csr, compromise_proof, self_signed
 from tests.registration.harness import PASSWORD, Stack, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
@@ -44,6 +45,8 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "POST /v1/me/second-factor/confirm":             ("401", "422", "422", "409", "409"),  # wrong code / not begun
     "POST /v1/password-resets":                      ("2xx", "2xx", "2xx", "2xx", "2xx"),  # same answer for all
     "POST /v1/password-resets/confirm":              ("404", "404", "404", "404", "404"),  # the token is the key
+    "POST /v1/key-compromise-reports":               ("2xx", "2xx", "2xx", "2xx", "2xx"),  # the key is the proof
+    "POST /v1/blocked-keys":                         ("401", "403", "403", "403", "2xx"),
     "GET /v1/assurances":                            ("401", "2xx", "2xx", "2xx", "2xx"),
     "POST /v1/assurances":                           ("401", "403", "403", "2xx", "403"),  # Assurers only
     "GET /v1/domains":                               ("401", "2xx", "2xx", "2xx", "2xx"),
@@ -141,6 +144,9 @@ async def test_authorization_matrix(stack: Stack) -> None:
             "POST /v1/certificates/{serial}/revoke": {"reason": "superseded"},
             "POST /v1/admin/members/{member_id}/assurer": {"assurer_test_passed": True},
             "POST /v1/admin/members/{member_id}/codesign": {"enabled": False},
+            "POST /v1/key-compromise-reports": {"proof_csr_pem": compromise_proof(ec.generate_private_key(
+                ec.SECP256R1()))},
+            "POST /v1/blocked-keys": {"spki_sha256": uuid.uuid4().hex * 2},
         }.get(operation)
 
     query = {"/v1/domain-contacts": "?domain=example.org", "/v1/certificates/{serial}/download": "?format=pem",

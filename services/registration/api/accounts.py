@@ -177,9 +177,10 @@ class AccountRoutes:
     async def login(self, request: web.Request) -> web.Response:
         body = await read_json(request, schema("LoginRequest"))
         address = email_field(body["email"])
-        await self._limiter.hit("login:client", client_address(request))
-        await self._limiter.hit("login:account", address)
-        return web.json_response(await self._sessions.login(address, body["password"], body.get("totp")), status=201)
+        client = client_address(request)
+        await self._limiter.hit("login:client", client)
+        return web.json_response(await self._sessions.login(address, body["password"], body.get("totp"), client=client),
+                                 status=201)
 
     async def logout(self, request: web.Request) -> web.Response:
         await self._auth.member(request)

@@ -1,4 +1,5 @@
-"""Certificate routes: submit a CSR, follow requests, list/download certificates, ask for revocation."""
+"""Certificate routes: submit a CSR, follow requests, list/download certificates, ask for revocation,
+report a compromised key (anyone, by proof of possession) or block one (admins)."""
 
 from __future__ import annotations
 
@@ -7,16 +8,25 @@ from aiohttp import web
 from services.registration.api.common import Authenticator, query_text, schema
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
-from shared.http import read_json
+from services.registration.compromised_keys import CompromisedKeys
+from services.registration.ratelimit import RateLimiter
+from shared.http import client_address, read_json
 
 
 class CertificateRoutes:
     def __init__(
-        self, requests: CertificateRequests, certificates: Certificates, auth: Authenticator
+        self,
+        requests: CertificateRequests,
+        certificates: Certificates,
+        compromised_keys: CompromisedKeys,
+        auth: Authenticator,
+        limiter: RateLimiter,
     ) -> None:
         self._requests = requests
         self._certificates = certificates
+        self._compromised_keys = compromised_keys
         self._auth = auth
+        self._limiter = limiter
 
     def install(self, app: web.Application) -> None:
         app.router.add_post("/v1/requests", self.submit)
@@ -26,6 +36,8 @@ class CertificateRoutes:
         app.router.add_get("/v1/certificates/{serial}", self.get_certificate)
         app.router.add_get("/v1/certificates/{serial}/download", self.download)
         app.router.add_post("/v1/certificates/{serial}/revoke", self.revoke)
+        app.router.add_post("/v1/key-compromise-reports", self.report_key_compromise)
+        app.router.add_post("/v1/blocked-keys", self.block_key)
 
     async def submit(self, request: web.Request) -> web.Response:
         member = await self._auth.member(request)
@@ -70,3 +82,15 @@ class CertificateRoutes:
             member, request.match_info["serial"], body.get("reason", "unspecified")
         )
         return web.json_response(result, status=202)
+
+    async def report_key_compromise(self, request: web.Request) -> web.Response:
+        """No account: the proof of possession is the credential (shared/key_compromise.py)."""
+        await self._limiter.hit("confirm:client", client_address(request))
+        body = await read_json(request, schema("KeyCompromiseReport"))
+        return web.json_response(await self._compromised_keys.report(body["proof_csr_pem"]), status=202)
+
+    async def block_key(self, request: web.Request) -> web.Response:
+        admin = await self._auth.admin(request)
+        body = await read_json(request, schema("BlockedKeyRequest"))
+        return web.json_response(await self._compromised_keys.block(body["spki_sha256"], admin_id=admin.id),
+                                 status=202)

@@ -123,9 +123,10 @@ class AccountPages:
         typed = text(form, "email", 256)
         try:
             address = email_field(typed)
-            await self._limiter.hit("login:client", client_address(request))
-            await self._limiter.hit("login:account", address)
-            session = await self._sessions.login(address, text(form, "password", 1024), text(form, "totp", 16) or None)
+            client = client_address(request)
+            await self._limiter.hit("login:client", client)
+            session = await self._sessions.login(address, text(form, "password", 1024), text(form, "totp", 16) or None,
+                                                 client=client)
         except ApiError as exc:
             message = exc.message if exc.code != "validation_failed" else "Enter the email address you joined with."
             return render(

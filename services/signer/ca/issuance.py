@@ -30,6 +30,7 @@ from services.signer.ca.hierarchy import IssuingCA
 from services.signer.ca.profiles import SUBJECT_ATTRIBUTE_OIDS, CertificateProfile, SanType
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
+from shared.key_compromise import spki_sha256
 from shared.key_policy import check_public_key, csr_signature_problem
 
 __all__ = [
@@ -96,6 +97,7 @@ class ApprovedRequest:
     ip_addresses: list[str] = field(default_factory=list)
     emails: list[str] = field(default_factory=list)
     validity_days: int = 365
+    spki_sha256: str | None = None  # the key the RA approved (shared/key_compromise.py); None: not said
 
     @classmethod
     def from_payload(cls, payload: Mapping[str, Any]) -> ApprovedRequest:
@@ -111,6 +113,7 @@ class ApprovedRequest:
             ip_addresses=[str(n) for n in payload.get("ip_addresses") or []],
             emails=[str(n) for n in payload.get("emails") or []],
             validity_days=int(payload["validity_days"]),
+            spki_sha256=str(payload["spki_sha256"]) if payload.get("spki_sha256") else None,
         )
 
     def sans(self) -> dict[SanType, list[str]]:
@@ -248,6 +251,9 @@ def prepare_certificate(
 
     csr = check_csr(req.csr_pem)
     public_key = csr.public_key()
+    if req.spki_sha256 is not None and spki_sha256(public_key) != req.spki_sha256:
+        # The blocklist was checked against the key the approval names; it must be the CSR's.
+        raise CSRRejected("csr key is not the key the approval names (spki_sha256)")
     assert isinstance(public_key, rsa.RSAPublicKey | ec.EllipticCurvePublicKey)  # check_csr ensured it
     subject = _subject(req)
     sans = _san_entries(req)
