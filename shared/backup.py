@@ -89,6 +89,18 @@ def dump(client: MongoClient[Any], databases: Sequence[str], out: Path) -> Summa
     return Summary(counts)
 
 
+def prune(under: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` newest backups directly under `under` (those with a manifest); returns
+    what was deleted. Directories without a manifest (a dump cut short) are left for a person to look at."""
+    import shutil
+
+    made = sorted((p for p in under.iterdir() if (p / MANIFEST).is_file()), key=lambda p: p.name)
+    doomed = made[:-keep] if keep > 0 else made
+    for path in doomed:
+        shutil.rmtree(path)
+    return doomed
+
+
 def _checked_manifest(source: Path) -> dict[str, Any]:
     try:
         manifest = json.loads((source / MANIFEST).read_text())
@@ -160,8 +172,12 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_argument("--mongo-url", help=url_help)
         sub.add_argument("--database", action="append", default=[],
                          help="a database (repeatable); dump: required; restore: default all in the backup")
-    commands.choices["dump"].add_argument("--out", type=Path, required=True,
-                                          help="directory to create (it must not exist)")
+    where = commands.choices["dump"].add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", type=Path, help="directory to create (it must not exist)")
+    where.add_argument("--under", type=Path,
+                       help="make the backup in a new directory under this one, named by the UTC time")
+    commands.choices["dump"].add_argument("--keep", type=int, default=0,
+                                          help="with --under: then delete all but the KEEP newest backups there")
     commands.choices["restore"].add_argument("--from", dest="source", type=Path, required=True,
                                              help="a directory made by dump")
     commands.choices["restore"].add_argument("--replace", action="store_true",
@@ -179,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     client: MongoClient[Any] = MongoClient(url, serverSelectionTimeoutMS=10_000)
     try:
         if args.command == "dump":
-            summary = dump(client, args.database, args.out)
+            out = args.out or args.under / dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+            summary = dump(client, args.database, out)
+            if args.under and args.keep:
+                for old in prune(args.under, args.keep):
+                    print(json.dumps({"pruned": str(old)}))
         else:
             summary = restore(client, args.source, replace=args.replace, databases=args.database or None)
     except BackupError as exc:

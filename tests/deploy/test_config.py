@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -123,7 +123,10 @@ def test_mongodb_users_match_the_init_script(rendered: dict[str, list[Obj]]) -> 
         secret_name, _ = secret_mounts(template, container)["/var/run/secrets/cacert/mongodb"]
         url = urlsplit(base64.b64decode(secrets[secret_name]["data"]["url"]).decode())
         database, role = created[url.username]
-        assert url.query == f"authSource={database}"
+        query = dict(parse_qsl(url.query))
+        assert query == {"authSource": database, "replicaSet": "rs0", "tls": "true", "w": "majority",
+                         "tlsCAFile": "/var/run/secrets/cacert/mongodb-ca/ca.crt"}, (workload, query)
+        assert "/var/run/secrets/cacert/mongodb-ca" in secret_mounts(template, container), workload
         assert environ["CACERT_MONGO_DATABASE"] == database
         assert role == ("read" if workload == "signer-status" else "readWrite")
     mongod = named(objects, "StatefulSet", "mongodb")["spec"]["template"]["spec"]["containers"][0]

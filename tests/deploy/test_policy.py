@@ -63,9 +63,13 @@ def test_every_container_is_unprivileged_read_only_probed_and_limited(overlay: t
                 for resource in ("cpu", "memory"):
                     if resource not in resources.get(section, {}):
                         problems.append(f"{at}: no {section}.{resource}")
-            for probe in ("livenessProbe", "readinessProbe"):
-                if probe not in c:
-                    problems.append(f"{at}: no {probe}")
+            # Probes watch what keeps running: the containers of long-lived pods and native sidecars.
+            # A Job's container runs to completion, and Kubernetes forbids probes on a plain init container.
+            initial = c in template["spec"].get("initContainers", []) and c.get("restartPolicy") != "Always"
+            if owner["kind"] not in ("Job", "CronJob") and not initial:
+                for probe in ("livenessProbe", "readinessProbe"):
+                    if probe not in c:
+                        problems.append(f"{at}: no {probe}")
             if ":" not in c["image"].rsplit("/", 1)[-1] or c["image"].endswith(":latest"):
                 problems.append(f"{at}: image {c['image']} has no pinned tag")
             mounts_tmp |= any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", []))

@@ -199,3 +199,25 @@ async def test_a_damaged_backup_is_refused_before_anything_is_written(mongo_sett
     finally:
         await client.drop_database(source)
         await client.close()
+
+
+async def test_nightly_dumps_go_under_one_directory_and_only_the_newest_are_kept(
+        mongo_settings: MongoSettings, tmp_path: Path) -> None:
+    client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_settings.url)
+    try:
+        await client[mongo_settings.database]["audit"].insert_one({"_id": 1})
+        (tmp_path / "19990101T000000Z").mkdir()  # no manifest: a dump cut short is left for a person
+        made = []
+        for _ in range(3):
+            run = tool("shared.backup", "dump", "--mongo-url", mongo_settings.url, "--database",
+                       mongo_settings.database, "--under", str(tmp_path), "--keep", "2")
+            assert run.returncode == 0, run.stderr
+            made.append(sorted(p.name for p in tmp_path.iterdir()))
+            await asyncio.sleep(1.1)  # the directory name is the UTC second
+        dumps = [name for name in made[-1] if name != "19990101T000000Z"]
+        first = made[0][-1]
+        assert "19990101T000000Z" in made[-1], "a directory without a manifest is never deleted"
+        assert len(dumps) == 2 and first not in dumps, f"the oldest complete backup was pruned: {made}"
+    finally:
+        await client.drop_database(mongo_settings.database)
+        await client.close()
