@@ -174,6 +174,11 @@ class HttpSettings:
         help="CIDRs of the reverse proxies (the ingress controller) whose X-Forwarded-For is believed when "
              "rate limits key on the client's address (comma list; empty: the socket peer is the client)")
 
+    drain_seconds: float = setting(
+        "CACERT_SHUTDOWN_DRAIN_SECONDS", 0.0,
+        help="on SIGTERM, keep serving this long with /readyz failing and connections closing after each "
+             "answer before the listener closes, so no request is dropped during a rolling update")
+
     @property
     def trusted_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(c.strip(), strict=False) for c in self.trusted_proxies]
@@ -181,6 +186,8 @@ class HttpSettings:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"CACERT_HTTP_PORT must be between 0 and 65535, got {self.port}")
+        if not 0 <= self.drain_seconds <= 120:
+            raise ConfigError(f"CACERT_SHUTDOWN_DRAIN_SECONDS must be 0..120, got {self.drain_seconds}")
         for cidr in self.trusted_proxies:
             try:
                 ipaddress.ip_network(cidr.strip(), strict=False)

@@ -28,6 +28,10 @@ LATENCY = Histogram("cacert_http_request_seconds", "HTTP request latency", ["ser
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_KEY = web.AppKey("request_id_header", str)
 READINESS_KEY = web.AppKey("readiness", dict)
+DRAINING_KEY = web.AppKey("draining", bool)
+"""Set when the process is shutting down (shared.service.close_http): /readyz answers 503 so load
+balancers take the replica out, and every answer closes its connection so keep-alive clients reconnect
+to another replica instead of sending their next request into a closing socket."""
 SERVICE_KEY = web.AppKey("service", str)
 
 
@@ -80,6 +84,8 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
             response = error_response(500, "internal_error", "internal error; quote the request id to support",
                                       None, request_id)
         response.headers.setdefault("X-Request-ID", request_id)
+        if request.app.get(DRAINING_KEY) and not response.prepared:
+            response.force_close()
         REQUESTS.labels(service, route, str(response.status)).inc()
         return response
 
@@ -182,6 +188,8 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
+    if request.app.get(DRAINING_KEY):
+        return web.json_response({"status": "draining", "checks": {}}, status=503)
     results: dict[str, bool] = {}
     for name, check in request.app[READINESS_KEY].items():
         try:

@@ -18,9 +18,25 @@ from typing import Protocol
 
 from aiohttp import web
 
+from shared.http import DRAINING_KEY
 from shared.logging import get_logger
 
 log = get_logger("shared.service")
+
+
+async def close_http(runner: web.AppRunner, drain_seconds: float) -> None:
+    """Stop serving without dropping a request (a rolling update, a scale-down).
+
+    First drain for `drain_seconds` (CACERT_SHUTDOWN_DRAIN_SECONDS): /readyz answers 503 and every answer
+    closes its connection, while requests are still served, so the load balancers take this replica out
+    and keep-alive clients move to another. Then the listener closes and requests in flight finish (up to
+    the site's 5 s shutdown timeout). In Kubernetes the pod's preStop hook waits before SIGTERM as well,
+    for the endpoint removal to reach every ingress and kube-proxy (deploy/k8s)."""
+    runner.app[DRAINING_KEY] = True
+    if drain_seconds > 0:
+        log.info("draining http before closing", seconds=drain_seconds)
+        await asyncio.sleep(drain_seconds)
+    await runner.cleanup()
 
 
 async def start_http(app: web.Application, host: str, port: int) -> web.AppRunner:

@@ -2,6 +2,7 @@
 # Installs the pinned manifest tooling into the stack cache (outside the repo) and prints its path.
 #   deploy/k8s/tools.sh kustomize      -> prints the path of the pinned kustomize binary
 #   deploy/k8s/tools.sh strimzi-crds   -> prints a directory holding the pinned Strimzi CRDs (YAML)
+#   deploy/k8s/tools.sh keda-crds      -> prints a directory holding the pinned KEDA CRDs (YAML)
 # Idempotent: what is already in the cache is reused; nothing is downloaded twice.
 #
 # kustomize v5.8.2 (sigs.k8s.io/kustomize/api v0.21.2) is the newest release whose go.mod asks for
@@ -13,6 +14,8 @@ KUSTOMIZE_VERSION="v5.8.2"
 # releases (io.strimzi:crd-generator) on Maven Central; running that generator reproduces the release's
 # CustomResourceDefinitions without copying them from anywhere. 1.x serves kafka.strimzi.io/v1 only.
 STRIMZI_VERSION="1.2.0"
+# KEDA's CRDs ship in its Go module (config/crd/bases), which the Go module proxy serves.
+KEDA_VERSION="v2.16.0"
 CACHE="${CACERT_STACK_CACHE:-$HOME/.cache/cacert-stack}"
 BIN="$CACHE/bin"
 
@@ -88,8 +91,30 @@ POM
   echo "$out"
 }
 
+keda_crds() {
+  local out="$CACHE/keda-crds-$KEDA_VERSION"
+  if [ -f "$out/.complete" ]; then
+    echo "$out"
+    return
+  fi
+  command -v go >/dev/null 2>&1 || { echo "error: 'go' is required to fetch the KEDA CRDs" >&2; exit 1; }
+  echo "fetching github.com/kedacore/keda/v2@$KEDA_VERSION from the Go module proxy ..." >&2
+  local dir
+  mkdir -p "$CACHE"
+  dir="$(cd "$CACHE" && GOFLAGS=-mod=mod go mod download -json "github.com/kedacore/keda/v2@$KEDA_VERSION" \
+    | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  [ -d "$dir/config/crd/bases" ] || { echo "error: no CRDs in the KEDA module ($dir)" >&2; exit 1; }
+  rm -rf "$out.tmp" && mkdir -p "$out.tmp"
+  cp "$dir/config/crd/bases/keda.sh_scaledobjects.yaml" "$dir/config/crd/bases/keda.sh_triggerauthentications.yaml" \
+    "$out.tmp/"
+  echo "$KEDA_VERSION" > "$out.tmp/.complete"
+  rm -rf "$out" && mv "$out.tmp" "$out"
+  echo "$out"
+}
+
 case "${1:-}" in
   kustomize) kustomize ;;
   strimzi-crds) strimzi_crds ;;
-  *) echo "usage: $0 kustomize|strimzi-crds" >&2; exit 2 ;;
+  keda-crds) keda_crds ;;
+  *) echo "usage: $0 kustomize|strimzi-crds|keda-crds" >&2; exit 2 ;;
 esac

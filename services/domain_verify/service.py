@@ -41,7 +41,7 @@ from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_top
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
-from shared.service import Lifecycle, start_http
+from shared.service import Lifecycle, close_http, start_http
 
 NAME = "domain_verify"
 REQUESTED = BY_NAME["domain.verification_requested"].type
@@ -124,7 +124,8 @@ class DomainVerifyService:
         ConfirmEndpoint(self.store, self._outbox, self.settings, clock=self._clock,
                         audit=audit).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
-        self._lifecycle.started("http", self._http.cleanup)
+        http, drain = self._http, common.http.drain_seconds
+        self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("domain_verify started", port=self.http_port)
 

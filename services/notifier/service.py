@@ -34,7 +34,7 @@ from shared.kafka import ConsumerRunner, EventProducer, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
-from shared.service import Lifecycle, start_http
+from shared.service import Lifecycle, close_http, start_http
 
 NAME = "notifier"
 log = get_logger("notifier.service")
@@ -98,7 +98,8 @@ class NotifierService:
         client = self.client
         app = create_app(NAME, readiness={"kafka": self._producer.ping, "mongodb": lambda: ping(client)})
         self._http = await start_http(app, common.http.host, common.http.port)
-        self._lifecycle.started("http", self._http.cleanup)
+        http, drain = self._http, common.http.drain_seconds
+        self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("notifier started", port=self.http_port, smtp_host=self.settings.smtp_host,
                  smtp_port=self.settings.smtp_port, tls=self.settings.smtp_tls)

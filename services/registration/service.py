@@ -44,7 +44,7 @@ from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
 from shared.outbox import Outbox
 from shared.periodic import Periodic
-from shared.service import Lifecycle, start_http
+from shared.service import Lifecycle, close_http, start_http
 
 NAME = "registration"
 log = get_logger("registration.service")
@@ -159,7 +159,8 @@ class RegistrationService:
             settings=self.web_settings,
         ).install(app)
         self._http = await start_http(app, common.http.host, common.http.port)
-        self._lifecycle.started("http", self._http.cleanup)
+        http, drain = self._http, common.http.drain_seconds
+        self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("registration started", port=self.http_port)
 

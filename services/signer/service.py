@@ -27,7 +27,7 @@ from shared.http import create_app
 from shared.kafka import ConsumerRunner, EventProducer, Subscription, ensure_topics
 from shared.logging import get_logger
 from shared.mongo import connect, ensure_indexes, ping
-from shared.service import Lifecycle, start_http
+from shared.service import Lifecycle, close_http, start_http
 
 log = get_logger("services.signer")
 
@@ -66,7 +66,8 @@ class SignerService:
                 hierarchy, self.store, ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)
             ).add_routes(app)
         self._http = await start_http(app, common.http.host, common.http.port)
-        self._lifecycle.started("http", self._http.cleanup)
+        http, drain = self._http, common.http.drain_seconds
+        self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("signer started", mode=self.mode, port=self.http_port)
 
