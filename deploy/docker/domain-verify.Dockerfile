@@ -5,7 +5,7 @@
 #   docker build -f deploy/docker/domain-verify.Dockerfile -t cacert/domain-verify .
 # Dependencies are installed from requirements-runtime.lock with --require-hashes: the same versions the
 # tests and CI run with, and no file whose sha256 the lock does not list.
-ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
 
 # ---- build: compilers allowed here, nothing of this stage but /opt/cacert reaches the final image
 FROM ${PYTHON_IMAGE} AS build

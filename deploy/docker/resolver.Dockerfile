@@ -4,7 +4,7 @@
 # configuration (unbound.conf and the IANA root trust anchor) comes from the ConfigMap
 # `validating-resolver` (deploy/k8s/base/validating-resolver/), mounted at /etc/unbound/cacert.
 #   docker build -f deploy/docker/resolver.Dockerfile -t cacert/resolver .
-ARG DEBIAN_IMAGE=debian:bookworm-slim
+ARG DEBIAN_IMAGE=debian:12.11-slim
 
 FROM ${DEBIAN_IMAGE}
 RUN apt-get update \

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.manifests import DOCKER, REPO, SERVICE_WORKLOADS, Obj, container_environment, named, of_kind
+from tests.deploy.manifests import (
+    DOCKER,
+    REPO,
+    SERVICE_WORKLOADS,
+    Obj,
+    container_environment,
+    containers,
+    named,
+    of_kind,
+    pod_templates,
+)
 
 IMAGES = {
     "registration": "registration",
@@ -274,3 +284,20 @@ def test_images_are_the_ones_the_overlays_deploy(rendered: dict[str, list[Obj]])
         for workload in SERVICE_WORKLOADS:
             (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]
             assert container_environment(objects, container)["CACERT_HTTP_HOST"] == "0.0.0.0"  # noqa: S104
+
+
+def test_prod_pulls_every_image_by_digest(rendered: dict[str, list[Obj]]) -> None:
+    """A tag can be moved to other content, a digest cannot (the release process fills them in)."""
+    for _, template in pod_templates(rendered["prod"]):
+        for container in containers(template):
+            assert re.search(r"@sha256:[0-9a-f]{64}$", container["image"]), container["image"]
+
+
+def test_base_images_are_pinned_to_a_release() -> None:
+    """A floating base (`python:3.11-slim`) changes under a rebuild; the bases name an exact release."""
+    for path in DOCKER.glob("*.Dockerfile"):
+        args = dict(line.removeprefix("ARG ").split("=", 1) for line in path.read_text().splitlines()
+                    if line.startswith("ARG ") and "_IMAGE=" in line)
+        assert args, path.name
+        for base in args.values():
+            assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm|debian:12\.\d+-slim", base), f"{path.name}: {base}"
