@@ -2,9 +2,9 @@
 
 Found by probing the system as an attacker would: a deeply nested array made `POST /v1/sessions`
 answer 500 (RecursionError), and so did an integer of 5,000 digits (ValueError from Python's digit
-limit) and, in sign-up, a password holding a lone surrogate (`"\\ud800"`: valid JSON, but not text). Every JSON endpoint reads its body through `shared.http.read_json`, so each such body must get
-a 400 with a reason there, on every operation, for a member signed in or not, and the service keeps
-serving.
+limit) and, in sign-up, a password holding a lone surrogate (`"\\ud800"`: valid JSON, but not text).
+Every JSON endpoint reads its body through `shared.http.read_json`, so each such body must get a 400
+with a reason there, on every operation, for a member signed in or not, and the service keeps serving.
 """
 
 from __future__ import annotations
