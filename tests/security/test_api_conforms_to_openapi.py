@@ -43,7 +43,7 @@ from tests.security.test_authorization_matrix import owned_certificate
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 EXAMPLES_PER_OPERATION = 6
-"""Per operation and strategy (generated path ids, and the member's real ones): ~300 requests in all."""
+"""Per operation and strategy (generated path ids, and the member's real ones): ~280 requests in all."""
 
 
 def refusals(component: str, body: dict[str, Any]) -> list[str]:
