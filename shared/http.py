@@ -91,7 +91,11 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
 
 
 def _problem(error: jsonschema.ValidationError) -> str:
-    """jsonschema's message, unless it would only echo (a truncated copy of) a huge input value."""
+    """jsonschema's message, unless it would only echo (a truncated copy of) a huge input value or a long
+    pattern: a value that does not match the pattern of a schema with a `title` "is not <title>"."""
+    title = error.schema.get("title") if isinstance(error.schema, dict) else None
+    if error.validator == "pattern" and isinstance(title, str):
+        return f"is not {title}"
     if len(error.message) <= 300:
         return error.message
     if error.validator == "maxLength":
@@ -151,6 +155,25 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+def _unencodable(value: Any) -> bool:
+    """True when a string (or key) in the parsed body holds a lone surrogate (`"\\ud800"` is valid JSON but
+    no UTF-8 text: hashing, storing or logging it would fail later, as a 500)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 async def read_json(request: web.Request, schema: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The request body as a JSON object, validated against `schema`; 4xx with details otherwise."""
     if request.content_type != "application/json":
@@ -174,6 +197,9 @@ async def read_json(request: web.Request, schema: Mapping[str, Any] | None = Non
         raise ApiError(400, "invalid_json", "request body must be a JSON object")
     if _depth(body) > MAX_JSON_DEPTH:
         raise ApiError(400, "invalid_json", f"request body is nested more than {MAX_JSON_DEPTH} levels deep")
+    if _unencodable(body):
+        raise ApiError(400, "invalid_json", "request body is not valid JSON: a string in it holds a lone "
+                                            "surrogate (\\ud800-\\udfff), which is not text")
     if schema is not None:
         errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(body), key=lambda e: list(e.path))
         if errors:
@@ -181,6 +207,14 @@ async def read_json(request: web.Request, schema: Mapping[str, Any] | None = Non
                        for e in errors[:20]]
             raise ApiError(422, "validation_failed", "the request body is not valid", details)
     return body
+
+
+def check_value(value: Any, schema: Mapping[str, Any], field: str) -> None:
+    """422 `validation_failed` naming `field` unless `value` (e.g. a query parameter) satisfies `schema`."""
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    if errors:
+        raise ApiError(422, "validation_failed", f"{field} is not valid",
+                       [{"field": field, "problem": _problem(e)} for e in errors[:20]])
 
 
 async def _healthz(_: web.Request) -> web.Response:

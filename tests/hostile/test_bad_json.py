@@ -2,9 +2,9 @@
 
 Found by probing the system as an attacker would: a deeply nested array made `POST /v1/sessions`
 answer 500 (RecursionError), and so did an integer of 5,000 digits (ValueError from Python's digit
-limit). Every JSON endpoint reads its body through `shared.http.read_json`, so each such body must get
-a 400 with a reason there, on every operation, for a member signed in or not, and the service keeps
-serving.
+limit) and, in sign-up, a password holding a lone surrogate (`"\\ud800"`: valid JSON, but not text).
+Every JSON endpoint reads its body through `shared.http.read_json`, so each such body must get a 400
+with a reason there, on every operation, for a member signed in or not, and the service keeps serving.
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ HOSTILE: dict[str, bytes] = {
     "object nested past the limit": b'{"email":' + b'{"a":' * MAX_JSON_DEPTH + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
     "an integer of 5,000 digits": b'{"email": "a@example.org", "password": ' + b"9" * 5000 + b"}",
     "an integer of 5,000 digits, nested": b'{"x": [[' + b"1" * 5000 + b"]]}",
+    # valid JSON, but no text: hashing the password (UTF-8) failed with a 500
+    "a lone surrogate in a string": b'{"name": "N", "date_of_birth": "1990-01-01", "email": "a@example.org", '
+                                    b'"password": "\\ud800 and long enough"}',
 }
 
 

@@ -67,9 +67,12 @@ async def verify_domain(stack: Stack, member_id: str, token: str, domain: str) -
 async def test_domain_flow_public_suffix_idna_and_contacts(stack: Stack) -> None:
     api = stack.api
     member_id, token = await stack.member("Gus", "gus@example.org")
-    for bare in ("co.uk", "com", "github.io"):
+    for bare in ("co.uk", "github.io"):
         refused = await api.call("POST", "/v1/domains", token=token, json_body={"domain": bare})
         assert refused.status == 422 and refused.body["error"]["code"] == "public_suffix"
+    one_label = await api.call("POST", "/v1/domains", token=token, json_body={"domain": "com"})
+    assert one_label.status == 422 and one_label.body["error"]["details"] == [  # the DomainName schema
+        {"field": "domain", "problem": "is not a domain name"}]
     added = await api.call("POST", "/v1/domains", token=token, json_body={"domain": "Shop.Bücher.Example"})
     assert added.status == 201 and added.body["domain"] == "shop.xn--bcher-kva.example"
     assert added.body["status"] == "unverified"

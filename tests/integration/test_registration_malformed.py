@@ -11,6 +11,7 @@ from shared.config import KafkaSettings, MongoSettings
 from tests.registration.harness import Stack, running
 
 pytestmark = pytest.mark.usefixtures("topics")
+UNREADABLE_PEM = "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n"
 
 
 @pytest.fixture
@@ -104,12 +105,26 @@ async def test_malformed_bodies(stack: Stack) -> None:
             "/v1/domains",
             {"json_body": {"domain": "exa_mple..org"}, "token": token},
             422,
-            "invalid_domain",
+            "validation_failed",  # the request schema's DomainName pattern
+        ),
+        (
+            "POST",
+            "/v1/domains",
+            {"json_body": {"domain": "xn--abc.org"}, "token": token},
+            422,
+            "invalid_domain",  # the shape of an A-label, but not one IDNA can decode
         ),
         (
             "POST",
             "/v1/requests",
             {"json_body": {"csr_pem": "garbage", "profile": "server"}, "token": token},
+            422,
+            "validation_failed",  # not a PEM block: the request schema's CsrPem pattern
+        ),
+        (
+            "POST",
+            "/v1/requests",
+            {"json_body": {"csr_pem": UNREADABLE_PEM, "profile": "server"}, "token": token},
             422,
             "csr_rejected",
         ),
@@ -144,7 +159,8 @@ async def test_malformed_bodies(stack: Stack) -> None:
         ("GET", "/v1/me", {"token": "not-a-real-token-at-all"}, 401, "unauthorized"),
         ("GET", "/v1/me", {"headers": {"Authorization": "Basic abc"}}, 401, "unauthorized"),
         ("GET", "/v1/nope", {}, 404, "not_found"),
-        ("GET", "/v1/domain-contacts?domain=com", {"token": token}, 422, "public_suffix"),
+        ("GET", "/v1/domain-contacts?domain=com", {"token": token}, 422, "validation_failed"),  # one label
+        ("GET", "/v1/domain-contacts?domain=co.uk", {"token": token}, 422, "public_suffix"),
         ("POST", "/v1/emails/confirm", {"json_body": {"token": "../../etc/passwd"}}, 404, "token_unknown"),
     ]
     for method, path, kwargs, status, code in cases:
@@ -156,7 +172,12 @@ async def test_malformed_bodies(stack: Stack) -> None:
     garbage = await api.call(
         "POST", "/v1/requests", token=token, json_body={"csr_pem": "garbage", "profile": "server"}
     )
-    assert "csr_pem is not PEM" in garbage.body["error"]["details"]["reasons"][0]
+    assert {"field": "csr_pem", "problem": "is not one PEM certificate request block (-----BEGIN CERTIFICATE "
+            "REQUEST-----)"} in garbage.body["error"]["details"]
+    unreadable = await api.call(
+        "POST", "/v1/requests", token=token, json_body={"csr_pem": UNREADABLE_PEM, "profile": "server"}
+    )
+    assert "csr_pem is not a readable certificate request" in unreadable.body["error"]["details"]["reasons"][0]
     wrong_type = await api.call(
         "POST",
         "/v1/assurances",

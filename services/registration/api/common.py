@@ -33,9 +33,13 @@ def openapi_document() -> dict[str, Any]:
 
 
 def schema(name: str) -> dict[str, Any]:
-    """One request-body schema from the OpenAPI document's components."""
-    found: dict[str, Any] = openapi_document()["components"]["schemas"][name]
-    return found
+    """One request-body schema from the OpenAPI document's components, as a schema of its own: a
+    reference to it beside the document's components, so the `$ref`s inside it (EmailAddress,
+    DomainName, ...) resolve exactly as they do in the published document."""
+    components = openapi_document()["components"]
+    if name not in components["schemas"]:
+        raise KeyError(name)
+    return {"$ref": f"#/components/schemas/{name}", "components": components}
 
 
 def parse_date(value: str, field: str) -> date:

@@ -8,7 +8,7 @@ from services.registration.api.common import Authenticator, query_text, schema
 from services.registration.domains import DomainClaims, checked_domain
 from services.registration.ratelimit import RateLimiter
 from shared import dns_names
-from shared.http import ApiError, read_json
+from shared.http import ApiError, check_value, read_json
 
 
 class DomainRoutes:
@@ -55,7 +55,9 @@ class DomainRoutes:
 
     async def contacts_for_name(self, request: web.Request) -> web.Response:
         await self._auth.member(request)
-        name = checked_domain(query_text(request, "domain"))
+        raw = query_text(request, "domain")
+        check_value(raw, schema("DomainName"), "domain")  # the parameter's schema in openapi.json
+        name = checked_domain(raw)
         return web.json_response({"domain": name, "contacts": dns_names.official_contacts(name)})
 
     async def verify(self, request: web.Request) -> web.Response:
