@@ -34,6 +34,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from shared.config import ConfigError
 from shared.events import BY_NAME, CloudEvent
 
 MAIL_COMMAND = BY_NAME["mail.send_requested"].type
@@ -43,6 +44,10 @@ SECRET_PARAMS = ("link", "code")
 ALGORITHM = "HPKE-base-X25519-SHA256-ChaCha20Poly1305"
 _SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
 _PEM_PRIVATE_END = "-----END PRIVATE KEY-----"
+PUBLIC_KEY_SETTING = "CACERT_MAIL_SEALING_PUBLIC_KEY"
+"""The producers' setting (registration, domain_verify): the notifier's public key, PEM."""
+PRIVATE_KEY_SETTING = "CACERT_NOTIFIER_SEALING_KEY"
+"""The notifier's setting (a secret): its private key(s), PEM."""
 
 
 class SealingKeyError(ValueError):
@@ -183,3 +188,25 @@ class MailOpener:
         if not isinstance(secrets, dict):
             raise UnopenableMail("the sealed parameters are not a JSON object")
         return {k: v for k, v in secrets.items() if k in SECRET_PARAMS}
+
+
+def sealer_from_setting(pem: str) -> MailSealer:
+    """The producers' MailSealer from their setting; ConfigError naming it (never the key) when unusable."""
+    if not pem.strip():
+        raise ConfigError(f"{PUBLIC_KEY_SETTING} is required to serve (nor {PUBLIC_KEY_SETTING}_FILE): mail "
+                          "commands carry confirmation links and are sealed to the notifier's key")
+    try:
+        return MailSealer.from_pem(pem)
+    except SealingKeyError as exc:
+        raise ConfigError(f"{PUBLIC_KEY_SETTING} {exc}") from None
+
+
+def opener_from_setting(pem: str) -> MailOpener:
+    """The notifier's MailOpener from its setting; ConfigError naming it (never the key) when unusable."""
+    if not pem.strip():
+        raise ConfigError(f"{PRIVATE_KEY_SETTING} is required to serve (nor {PRIVATE_KEY_SETTING}_FILE): "
+                          "mail commands are sealed to this key")
+    try:
+        return MailOpener.from_pem(pem)
+    except SealingKeyError as exc:
+        raise ConfigError(f"{PRIVATE_KEY_SETTING} {exc}") from None

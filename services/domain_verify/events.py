@@ -20,7 +20,8 @@ CHALLENGE_TEMPLATE = "domain_challenge"
 
 def challenge_mail(*, request_id: str, member_id: str, to: str, link: str, domain: str,
                    expires_at: datetime, requested_at: datetime, member_name: str | None) -> CloudEvent:
-    """The mail command carrying the confirm link: the only event that ever holds the token."""
+    """The mail command carrying the confirm link: the only event that ever holds the token, and only until
+    the issuer seals it to the notifier (shared/sealed_mail.py), before it is stored or published."""
     params: dict[str, str] = {"link": link, "domain": domain, "expires_at": isoformat(expires_at)}
     if member_name:
         params["member_name"] = member_name

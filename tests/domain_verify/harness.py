@@ -30,6 +30,7 @@ from shared.kafka import EventProducer
 from shared.logging import configure
 from shared.settings import CommonSettings
 from tests.eventlog import read_topic, wait_until
+from tests.mail_keys import SEALING_PUBLIC_PEM
 
 PUBLIC_URL = "https://verify.cacert.test"
 
@@ -106,7 +107,8 @@ def settings_for(kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any) -
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(host="127.0.0.1", port=0))
     # The stack's validating resolver (devstack's Unbound), unless a test names another.
     resolver = os.environ.get("CACERT_DNS_RESOLVER") or endpoints.current().env()["CACERT_DNS_RESOLVER"]
-    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, "resolvers": [resolver], **overrides}
+    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, "resolvers": [resolver],
+                              "mail_sealing_public_key": SEALING_PUBLIC_PEM, **overrides}
     return DomainVerifySettings(common=common, **values)
 
 

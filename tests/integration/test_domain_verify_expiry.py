@@ -9,6 +9,7 @@ import pytest
 
 from shared.config import KafkaSettings, MongoSettings
 from tests.domain_verify.harness import Harness, running
+from tests.mail_keys import params_of
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -25,7 +26,7 @@ async def dv(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> As
 async def test_an_expired_link_is_refused_and_the_sweep_announces_it_once(dv: Harness) -> None:
     request = await dv.request()
     (mail,) = await dv.mail_commands(1)
-    url = dv.url(mail.data["params"]["link"])
+    url = dv.url(params_of(mail)["link"])
     async with dv.http.get(url) as page:
         assert page.status == 200
     (failed,) = await dv.outcomes(1, timeout=15)

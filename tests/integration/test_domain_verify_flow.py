@@ -17,6 +17,7 @@ import pytest
 from services.domain_verify.va.reuse import reuse_days
 from shared.config import KafkaSettings, MongoSettings
 from tests.domain_verify.harness import PUBLIC_URL, Harness, running
+from tests.mail_keys import params_of
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -37,7 +38,7 @@ async def test_request_mail_get_post_verifies_once_and_the_token_stays_in_the_ma
     (mail,) = await dv.mail_commands(1)
     assert mail.data["to"] == "hostmaster@example.org"  # the chosen contact, normalised
     assert mail.data["template"] == "domain_challenge" and mail.data["member_id"] == "m-ada"
-    params = mail.data["params"]
+    params = params_of(mail)
     assert params["domain"] == "shop.example.org" and params["member_name"] == "Ada Lovelace"
     assert params["link"].startswith(f"{PUBLIC_URL}/confirm/")
     expires = datetime.fromisoformat(params["expires_at"])
@@ -87,7 +88,7 @@ async def test_concurrent_confirmations_verify_exactly_once(dv: Harness) -> None
     """Several clicks at once (or replicas racing): one wins. FerretDB's non-atomic updates made this fail."""
     await dv.request()
     (mail,) = await dv.mail_commands(1)
-    url = dv.url(mail.data["params"]["link"])
+    url = dv.url(params_of(mail)["link"])
 
     async def post() -> int:
         async with dv.http.post(url) as response:
@@ -126,11 +127,11 @@ async def test_idn_contact_in_unicode_or_punycode_mails_the_same_a_label_address
     await dv.request(member_id="m-2", domain="xn--bcher-kva.de", contact="admin@xn--bcher-kva.de")
     mails = await dv.mail_commands(2)
     assert {m.data["to"] for m in mails} == {"admin@xn--bcher-kva.de"}
-    assert {m.data["params"]["domain"] for m in mails} == {"xn--bcher-kva.de"}
+    assert {params_of(m)["domain"] for m in mails} == {"xn--bcher-kva.de"}
     unicode_mail = next(m for m in mails if m.data["member_id"] == "m-1")
-    async with dv.http.get(dv.url(unicode_mail.data["params"]["link"])) as page:
+    async with dv.http.get(dv.url(params_of(unicode_mail)["link"])) as page:
         assert "bücher.de" in await page.text()  # people see the Unicode form
-    async with dv.http.post(dv.url(unicode_mail.data["params"]["link"])) as confirmed:
+    async with dv.http.post(dv.url(params_of(unicode_mail)["link"])) as confirmed:
         assert confirmed.status == 200
     (verified,) = await dv.outcomes(1)
     assert verified.data["domain"] == "xn--bcher-kva.de"
@@ -155,7 +156,7 @@ async def test_a_newer_request_supersedes_the_older_link(dv: Harness) -> None:
     await dv.wait_handled(1)
     new = await dv.request(requested_at=now, contact="webmaster@example.org")
     mails = await dv.mail_commands(2)
-    links = {m.subject: m.data["params"]["link"] for m in mails}
+    links = {m.subject: params_of(m)["link"] for m in mails}
     (failed,) = await dv.outcomes(1)
     assert failed.data["request_id"] == old.data["request_id"] and failed.data["reason"] == "superseded"
     for method in (dv.http.get, dv.http.post):
@@ -185,8 +186,8 @@ async def test_a_token_is_bound_to_its_member(dv: Harness) -> None:
     req_a = await dv.request(member_id="m-a", member_name="Alice")
     req_b = await dv.request(member_id="m-b", member_name="Bob")
     mails = {m.data["member_id"]: m for m in await dv.mail_commands(2)}
-    url_a = dv.url(mails["m-a"].data["params"]["link"])
-    url_b = dv.url(mails["m-b"].data["params"]["link"])
+    url_a = dv.url(params_of(mails["m-a"])["link"])
+    url_b = dv.url(params_of(mails["m-b"])["link"])
     async with dv.http.get(url_b) as page:
         html = await page.text()
         assert "Bob" in html and "m-b" in html and "Alice" not in html

@@ -21,6 +21,7 @@ from shared.mongo import connect
 from shared.settings import CommonSettings
 from tests.domain_verify.harness import PUBLIC_URL, Harness, running
 from tests.eventlog import wait_until
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM
 
 notifier_service = pytest.importorskip("services.notifier.service")
 notifier_settings = pytest.importorskip("services.notifier.settings")
@@ -64,7 +65,8 @@ async def stack(kafka_settings: KafkaSettings, mongo_settings: MongoSettings,
                                                     database=f"{mongo_settings.database}_notifier"),
                                 http=HttpSettings(host="127.0.0.1", port=0))
         settings: Any = notifier_settings.NotifierSettings(common=common, smtp_host="127.0.0.1",
-                                                           smtp_port=port, poll_seconds=0.2)
+                                                           smtp_port=port, poll_seconds=0.2,
+                                                           sealing_key=NOTIFIER_PRIVATE_PEM)
         notifier = notifier_service.NotifierService(settings)
         await notifier.start()
         try:

@@ -10,6 +10,7 @@ import pytest
 
 from shared.config import KafkaSettings, MongoSettings
 from tests.integration.test_registration_web_portal import CSRF
+from tests.mail_keys import params_of
 from tests.registration.harness import PASSWORD, Stack, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
@@ -20,7 +21,7 @@ async def reset_link(stack: Stack, address: str, expected: int = 1) -> str:
     mails = [m for m in await stack.events("mail.commands", "mail.send_requested", expected=expected + 1)
              if m.data["template"] == "password_reset" and m.data["to"] == address]
     assert mails, f"no reset mail to {address}"
-    return str(mails[-1].data["params"]["link"])
+    return str(params_of(mails[-1])["link"])
 
 
 async def test_a_member_changes_the_password_with_the_current_one_and_other_sessions_end(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,11 +11,13 @@ from cryptography import x509
 
 from services.notifier.addresses import mailbox, parse_mailbox
 from services.notifier.message import build_message
-from services.notifier.notices import Notice, notice_for
+from services.notifier.notices import Notice, notice_for, opened_context
 from services.notifier.rendering import MailRenderer, TemplateMissing
 from shared.events import make_event
 from shared.server_snippets import root_advice, server_snippets
 from tests.notifier.certs import CertFactory, issued_payload
+from shared.events import CloudEvent
+from tests.mail_keys import NOTIFIER, seal
 from tests.notifier.mailparse import attachments, body_text, parse
 
 SENDER = parse_mailbox("CAcert Community CA <noreply@cacert.test>")
@@ -26,6 +29,14 @@ renderer = MailRenderer(account_url=REGISTRATION_URL)
 @pytest.fixture(scope="module")
 def ca() -> CertFactory:
     return CertFactory()
+
+
+def mail_notice(ev: CloudEvent) -> Notice:
+    """The notice an event becomes, a command's sealed params opened as the sender opens them to render."""
+    ev = seal(ev)
+    notice = notice_for(ev, NOTIFIER)
+    context = opened_context(ev.id, ev.type, notice.to, notice.template, notice.context, notice.sealed, NOTIFIER)
+    return dataclasses.replace(notice, context=context)
 
 
 def rendered(notice: Notice, *, to: str = "ada@example.org", name: str | None = "Ada Lovelace") -> Any:
@@ -50,7 +61,7 @@ def test_password_reset_mail_goes_to_the_member_with_the_link_and_its_lifetime()
         "to": "ada@example.org", "template": "password_reset",
         "params": {"link": "https://ca.test/reset-password?token=SECRET", "name": "Ada", "hours": 1},
         "member_id": "m-1", "requested_at": "2026-03-01T12:00:00Z"})
-    message, _ = rendered(notice_for(cmd))
+    message, _ = rendered(mail_notice(cmd))
     assert message["To"].addresses[0].addr_spec == "ada@example.org"
     assert message["Subject"] == "Reset your CAcert password"
     text = body_text(message)
@@ -69,7 +80,7 @@ def test_email_confirmation_has_link_recipient_and_html_alternative() -> None:
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    message, _ = rendered(notice_for(cmd))
+    message, _ = rendered(mail_notice(cmd))
     assert message["To"].addresses[0].addr_spec == "new@example.org"
     assert message["To"].addresses[0].display_name == "Ada"
     assert message["Subject"] == "Confirm your email address"
@@ -97,7 +108,7 @@ def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    notice = notice_for(cmd)
+    notice = mail_notice(cmd)
     assert notice.to_name is None and notice.context["name"] is None
     message, _ = rendered(notice, name=None)
     assert message["To"].addresses[0].addr_spec == "hostmaster@example.org"
@@ -117,7 +128,7 @@ def test_domain_challenge_without_optional_params_renders() -> None:
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    message, _ = rendered(notice_for(cmd), name=None)
+    message, _ = rendered(mail_notice(cmd), name=None)
     assert "a CAcert member asked" in body_text(message)
 
 
@@ -127,7 +138,7 @@ def test_cert_issued_attaches_the_same_certificate_and_names_the_root(
 ) -> None:
     issued = ca.issue(cert_class=cert_class, dns_names=("www.example.org", "example.org"))
     data = issued_payload(issued, cert_class=cert_class, dns_names=["www.example.org", "example.org"])
-    message, _ = rendered(notice_for(event("cert.issued", data)))
+    message, _ = rendered(mail_notice(event("cert.issued", data)))
     assert message["Subject"] == "Your server certificate for www.example.org was issued"
     files = attachments(message)
     assert x509.load_pem_x509_certificate(files["certificate.pem"]) == issued.certificate
@@ -154,7 +165,7 @@ def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_an
 ) -> None:
     names = ["www.example.org", "example.org"]
     issued = ca.issue(cert_class=cert_class, dns_names=tuple(names))
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(issued, cert_class=cert_class,
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(issued, cert_class=cert_class,
                                                                          dns_names=names))))
     text = body_text(message)
     shared = server_snippets(names, client_root_class=3)
@@ -172,14 +183,14 @@ def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_an
 
 def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -> None:
     client = ca.issue(cert_class=1, dns_names=(), emails=("ada@example.org",))
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(
         client, profile="client", cert_class=1, dns_names=[], emails=["ada@example.org"]))))
     text = body_text(message)
     assert all(f"  - {line}\n" in text for line in root_advice())  # which sites admit it
     assert "SSLVerifyClient" not in text and "ssl_client_certificate" not in text
 
     signer = ca.issue(cert_class=3, dns_names=())
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(
         signer, profile="codesign", cert_class=3, dns_names=[]))))
     text = body_text(message)
     assert "Sign your code with it" in text
@@ -189,7 +200,7 @@ def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -
 def test_client_certificate_mail_explains_pkcs12_not_server_config(ca: CertFactory) -> None:
     issued = ca.issue(cert_class=1, dns_names=(), emails=("ada@example.org",))
     data = issued_payload(issued, profile="client", cert_class=1, dns_names=[], emails=["ada@example.org"])
-    message, _ = rendered(notice_for(event("cert.issued", data)))
+    message, _ = rendered(mail_notice(event("cert.issued", data)))
     assert message["Subject"] == "Your client certificate for ada@example.org was issued"
     text = body_text(message)
     assert "openssl pkcs12 -export" in text and "ssl_certificate" not in text
@@ -277,7 +288,7 @@ MEMBER_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("name", "data", "subject", "snippet"), MEMBER_EVENTS, ids=[m[0] for m in MEMBER_EVENTS]
 )
 def test_member_notices(name: str, data: dict[str, Any], subject: str, snippet: str) -> None:
-    notice = notice_for(event(name, data))
+    notice = mail_notice(event(name, data))
     assert notice.member_id == "m-1"
     message, content = rendered(notice)
     assert message["To"].addresses[0].addr_spec == "ada@example.org"

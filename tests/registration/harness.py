@@ -22,6 +22,7 @@ from shared.kafka import EventProducer
 from shared.settings import CommonSettings
 from tests.approval_keys import RA_PRIVATE_PEM
 from tests.eventlog import read_topic
+from tests.mail_keys import SEALING_PUBLIC_PEM, params_of
 
 PASSWORD = "a long test passphrase"
 
@@ -44,7 +45,7 @@ def registration_settings(
 ) -> RegistrationSettings:
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0), create_topics=False)
     return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
-                                                  **overrides})
+                                                  "mail_sealing_public_key": SEALING_PUBLIC_PEM, **overrides})
 
 
 SECOND_FACTORS: dict[str, str] = {}
@@ -139,7 +140,7 @@ class Stack:
                 if e.data["to"] == address and e.data["template"] == "email_confirmation"
             ]
             if len(mails) >= nth:
-                link = mails[nth - 1].data["params"]["link"]
+                link = params_of(mails[nth - 1])["link"]
                 return parse_qs(urlparse(link).query)["token"][0]
         raise AssertionError(f"no confirmation mail #{nth} to {address}")
 

@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import pytest
 
 from shared.config import KafkaSettings, MongoSettings
+from tests.mail_keys import params_of
 from tests.registration.harness import PASSWORD, Stack, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
@@ -92,7 +93,7 @@ async def test_domain_verify_limits_link_guessing_and_its_pages_carry_security_h
                              rate_limit_window_seconds=2.0) as harness:
         await harness.request(domain="example.org", contact="hostmaster@example.org")
         (mail,) = await harness.mail_commands(1)
-        path = urlparse(mail.data["params"]["link"]).path
+        path = urlparse(params_of(mail)["link"]).path
         page = await harness.http.get(harness.base_url + path)
         assert page.status == 200 and "example.org" in await page.text()
         assert_locked_down(page.headers, "GET /confirm/{token}")
