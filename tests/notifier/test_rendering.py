@@ -13,11 +13,10 @@ from services.notifier.addresses import mailbox, parse_mailbox
 from services.notifier.message import build_message
 from services.notifier.notices import Notice, notice_for, opened_context
 from services.notifier.rendering import MailRenderer, TemplateMissing
-from shared.events import make_event
+from shared.events import CloudEvent, make_event
 from shared.server_snippets import root_advice, server_snippets
-from tests.notifier.certs import CertFactory, issued_payload
-from shared.events import CloudEvent
 from tests.mail_keys import NOTIFIER, seal
+from tests.notifier.certs import CertFactory, issued_payload
 from tests.notifier.mailparse import attachments, body_text, parse
 
 SENDER = parse_mailbox("CAcert Community CA <noreply@cacert.test>")
