@@ -519,7 +519,7 @@ def table() -> str:
     logs = paths.logs_dir()
     rows = [
         ("member API (registration)", u["api"], f"`cacert --api {u['api']} ...`, {u['api']}/openapi.json"),
-        ("confirm links (domain_verify)", u["confirm"] + "/confirm/<token>", "opened from the mailed link"),
+        ("confirm links (domain_verify)", u["confirm"] + "/confirm#token=<token>", "opened from the mailed link"),
         ("OCSP responder", u["ocsp_class1"], f"and {u['ocsp_class3']} (or {u['status']}/ocsp)"),
         ("CRLs", u["crl_class1"], f"and {u['crl_class3']}"),
         ("CA certificates (DER)", u["class1_crt"], f"and {u['class3_crt']}"),

@@ -36,10 +36,6 @@ log = get_logger("domain_verify.issuer")
 SUPERSEDED = "superseded"
 
 
-def confirm_link(public_url: str, token: str) -> str:
-    return f"{public_url.rstrip('/')}/confirm/{token}"
-
-
 class ChallengeIssuer:
     def __init__(self, store: ChallengeStore, outbox: Outbox, settings: DomainVerifySettings, sealer: MailSealer,
                  clock: Callable[[], datetime] = utcnow) -> None:
@@ -87,7 +83,7 @@ class ChallengeIssuer:
                           token_hash=token_hash(token))
         mail = self._sealer.seal(events.challenge_mail(
             request_id=challenge.request_id, member_id=challenge.member_id, to=challenge.contact,
-            link=confirm_link(self._settings.public_url, token), domain=challenge.domain,
+            public_url=self._settings.public_url, token=token, domain=challenge.domain,
             expires_at=expires_at, requested_at=now, member_name=challenge.member_name,
         ))
         if await self._store.create(challenge, [mail]):

@@ -14,16 +14,18 @@ from typing import Any
 from shared.events import BY_NAME, CloudEvent
 from shared.sealed_mail import SEALED_FIELD, MailOpener, UnopenableMail
 
-# The mail commands' templates, with the params each one needs (`link` arrives sealed, shared/sealed_mail.py).
+# The mail commands' templates, with the params each one needs (shared/sealed_mail.py says which are sealed).
+# `link` and `code` (its token, to type in where the link does not work) arrive sealed; `page` is the link
+# without its token, the page the code is typed into (the mail names both only when it has both).
 COMMAND_TEMPLATES: dict[str, tuple[str, ...]] = {
     "email_confirmation": ("link",),
     "domain_challenge": ("link", "domain"),
     "password_reset": ("link",),
 }
 OPTIONAL_PARAMS: dict[str, tuple[str, ...]] = {
-    "email_confirmation": ("name",),
-    "domain_challenge": ("expires_at", "member_name"),
-    "password_reset": ("name", "hours"),
+    "email_confirmation": ("name", "code", "page"),
+    "domain_challenge": ("expires_at", "member_name", "code", "page"),
+    "password_reset": ("name", "hours", "code", "page"),
 }
 
 # Member notices: event name -> template, and the payload fields the template uses.

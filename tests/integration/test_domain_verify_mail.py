@@ -97,14 +97,16 @@ async def test_the_link_arrives_by_smtp_at_the_chosen_contact_and_confirms_once(
     assert recipients == ["postmaster@example.org"] and "postmaster@example.org" in str(message["To"])
     text = text_of(message)
     assert "example.org" in text and "Grace" in text
-    (link,) = [word for word in text.split() if word.startswith(PUBLIC_URL + "/confirm/")]
-    token = link.rsplit("/", 1)[1]
+    (link,) = [word for word in text.split() if word.startswith(PUBLIC_URL + "/confirm#token=")]
+    token = dv.token(link)
+    assert f"go to {PUBLIC_URL}/confirm" in text and token in text.split("enter this code:", 1)[1], \
+        "the code to type in where the link does not work"
 
-    async with dv.http.get(dv.url(link)) as page:
+    async with dv.review(link) as page:
         assert page.status == 200 and "example.org" in await page.text()
     doc = await dv.challenge_doc(request.data["request_id"])
     assert doc is not None and doc["state"] == "pending"
-    async with dv.http.post(dv.url(link)) as confirmed:
+    async with dv.confirm(link) as confirmed:
         assert confirmed.status == 200
     (verified,) = await dv.outcomes(2, timeout=4)
     assert verified.type == "org.cacert.domain.verified.v1" and verified.data["member_id"] == "m-smtp"

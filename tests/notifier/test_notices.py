@@ -27,7 +27,8 @@ def command(template: str, params: dict[str, Any], **extra: Any) -> CloudEvent:
 
 
 def test_command_keeps_recipient_member_and_params_and_its_link_sealed() -> None:
-    sealed = seal(command("email_confirmation", {"link": "https://x/c#token=T", "name": "Ada"}, member_id="m-1"))
+    sealed = seal(command("email_confirmation", {"link": "https://x/c#token=T", "code": "T", "page": "https://x/c",
+                                                 "name": "Ada"}, member_id="m-1"))
     notice = notice_for(sealed, NOTIFIER)
     assert (notice.template, notice.to, notice.to_name, notice.member_id) == (
         "email_confirmation",
@@ -35,7 +36,7 @@ def test_command_keeps_recipient_member_and_params_and_its_link_sealed() -> None
         "Ada",
         "m-1",
     )
-    assert notice.context == {"name": "Ada"}, "the link stays sealed in the queue"
+    assert notice.context == {"name": "Ada", "page": "https://x/c", "code": None}, "link and code stay sealed"
     assert notice.sealed == sealed.data["sealed"]
 
 

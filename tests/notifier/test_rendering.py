@@ -58,13 +58,14 @@ def event(name: str, data: dict[str, Any]) -> Any:
 def test_password_reset_mail_goes_to_the_member_with_the_link_and_its_lifetime() -> None:
     cmd = event("mail.send_requested", {
         "to": "ada@example.org", "template": "password_reset",
-        "params": {"link": "https://ca.test/reset-password?token=SECRET", "name": "Ada", "hours": 1},
+        "params": {"link": "https://ca.test/reset-password#token=SECRET", "name": "Ada", "hours": 1},
         "member_id": "m-1", "requested_at": "2026-03-01T12:00:00Z"})
     message, _ = rendered(mail_notice(cmd))
     assert message["To"].addresses[0].addr_spec == "ada@example.org"
     assert message["Subject"] == "Reset your CAcert password"
     text = body_text(message)
-    assert "https://ca.test/reset-password?token=SECRET" in text and "within 1 hour:" in text
+    assert "https://ca.test/reset-password#token=SECRET" in text and "within 1 hour:" in text
+    assert "enter this code" not in text, "without code and page the mail names the link alone"
     assert "ends every session" in text
 
 
@@ -74,7 +75,8 @@ def test_email_confirmation_has_link_recipient_and_html_alternative() -> None:
         {
             "to": "new@example.org",
             "template": "email_confirmation",
-            "params": {"link": "https://ca.test/confirm-email?token=SECRET", "name": "Ada"},
+            "params": {"link": "https://ca.test/confirm-email#token=SECRET", "code": "SECRET",
+                       "page": "https://ca.test/confirm-email", "name": "Ada"},
             "member_id": "m-1",
             "requested_at": "2026-03-01T12:00:00Z",
         },
@@ -86,9 +88,11 @@ def test_email_confirmation_has_link_recipient_and_html_alternative() -> None:
     assert message["From"].addresses[0].addr_spec == "noreply@cacert.test"
     assert message["Message-ID"] == "<mail-1@cacert.test>" and message["Auto-Submitted"] == "auto-generated"
     text = body_text(message)
-    assert "https://ca.test/confirm-email?token=SECRET" in text and text.startswith("Hello Ada,")
+    assert "https://ca.test/confirm-email#token=SECRET" in text and text.startswith("Hello Ada,")
+    assert "go to https://ca.test/confirm-email\nand enter this code:\n\n  SECRET\n" in text  # no script, no link
     html = message.get_body(preferencelist=("html",))
-    assert html is not None and 'href="https://ca.test/confirm-email?token=SECRET"' in html.get_content()
+    assert html is not None and 'href="https://ca.test/confirm-email#token=SECRET"' in html.get_content()
+    assert "<code>SECRET</code>" in html.get_content()
 
 
 def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
@@ -98,7 +102,7 @@ def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
             "to": "hostmaster@example.org",
             "template": "domain_challenge",
             "params": {
-                "link": "https://v.test/confirm/TOKEN",
+                "link": "https://v.test/confirm#token=TOKEN", "code": "TOKEN", "page": "https://v.test/confirm",
                 "domain": "example.org",
                 "expires_at": "2026-03-04T12:00:00Z",
                 "member_name": "Ada Lovelace",
@@ -114,7 +118,8 @@ def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
     assert message["Subject"] == "Confirm control of example.org"
     text = body_text(message)
     assert text.startswith("Hello,") and '"Ada Lovelace"' in text
-    assert "https://v.test/confirm/TOKEN" in text and "2026-03-04T12:00:00Z" in text
+    assert "https://v.test/confirm#token=TOKEN" in text and "2026-03-04T12:00:00Z" in text
+    assert "go to https://v.test/confirm\nand enter this code:\n\n  TOKEN\n" in text
 
 
 def test_domain_challenge_without_optional_params_renders() -> None:

@@ -52,7 +52,8 @@ class System:
         parsed = urlparse(link)
         origin = f"{parsed.scheme}://{parsed.netloc}"
         port = {PORTAL_URL: self.registration.http_port, VERIFY_URL: self.domain_verify.http_port}[origin]
-        return f"http://127.0.0.1:{port}{parsed.path}" + (f"?{parsed.query}" if parsed.query else "")
+        return (f"http://127.0.0.1:{port}{parsed.path}" + (f"?{parsed.query}" if parsed.query else "")
+                + (f"#{parsed.fragment}" if parsed.fragment else ""))  # mailed links carry their token there
 
 
 def _common(kafka: KafkaSettings, mongo: MongoSettings, name: str) -> CommonSettings:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from urllib.parse import urlparse
 
 import pytest
 
@@ -114,7 +113,7 @@ async def test_domain_verify_audits_a_verified_domain(
     async with domain_verify(kafka_settings, mongo_settings) as harness:
         await harness.request(member_id="m-7", domain="example.org", contact="webmaster@example.org")
         (mail,) = await harness.mail_commands(1)
-        reply = await harness.http.post(harness.base_url + urlparse(params_of(mail)["link"]).path)
+        reply = await harness.confirm(params_of(mail)["link"])
         assert reply.status == 200
         audit = AuditLog(harness.service.db)  # type: ignore[arg-type]
         (entry,) = await audit.collection.find({}).to_list()

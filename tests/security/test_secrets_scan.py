@@ -16,7 +16,6 @@ import base64
 import dataclasses
 import io
 from pathlib import Path
-from urllib.parse import urlparse
 
 import aiohttp
 import pytest
@@ -34,7 +33,7 @@ from tests.approval_keys import RA_PRIVATE_PEM
 from tests.domain_verify.harness import settings_for as domain_verify_settings
 from tests.eventlog import read_topic
 from tests.integration.test_signer_service import signer_settings
-from tests.mail_keys import NOTIFIER_PRIVATE_PEM, params_of
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM, link_parts, params_of
 from tests.registration.csrs import build_csr
 from tests.registration.harness import PASSWORD, running
 
@@ -88,8 +87,9 @@ async def test_no_secret_reaches_a_log_line_or_an_event(
                             None)
 
             link = await until(challenge_link, "domain challenge mail")
-            secrets["domain challenge token"] = urlparse(link).path.rsplit("/", 1)[1]
-            async with http.post(f"http://127.0.0.1:{verifier.http_port}{urlparse(link).path}") as confirmed:
+            _, secrets["domain challenge token"] = link_parts(link)
+            async with http.post(f"http://127.0.0.1:{verifier.http_port}/confirm",
+                                 data={"token": secrets["domain challenge token"]}) as confirmed:
                 assert confirmed.status == 200
 
             async def domain_verified() -> bool:
