@@ -1,7 +1,8 @@
 """Which mail an event calls for: the template, its parameters, and who receives it.
 
-Pure functions of one event, so the consumer stays a thin "decide, then
-enqueue" and this mapping is unit-testable without Kafka. Mail commands name
+Pure functions of one event (and the key that opens a command's sealed
+parameters), so the consumer stays a thin "decide, then enqueue" and this
+mapping is unit-testable without Kafka. Mail commands name
 their recipient; member notices name only the member, whose primary address
 the sender looks up in the notifier's own member view when it sends.
 """
@@ -14,9 +15,9 @@ from typing import Any
 from shared.events import BY_NAME, CloudEvent
 from shared.sealed_mail import SEALED_FIELD, MailOpener, UnopenableMail
 
-# The mail commands' templates, with the params each one needs (shared/sealed_mail.py says which are sealed).
-# `link` and `code` (its token, to type in where the link does not work) arrive sealed; `page` is the link
-# without its token, the page the code is typed into (the mail names both only when it has both).
+# The mail commands' templates, with the params each one needs. `link` and `code` (its token, to type in
+# where the link does not work) arrive sealed (shared/sealed_mail.py); `page` is the link without its token,
+# the page the code is typed into (the mail names both only when it has both).
 COMMAND_TEMPLATES: dict[str, tuple[str, ...]] = {
     "email_confirmation": ("link",),
     "domain_challenge": ("link", "domain"),
