@@ -20,7 +20,6 @@ import datetime as dt
 import random
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
@@ -32,6 +31,7 @@ from cryptography.x509.oid import NameOID
 from demo.member_api import MemberApi
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.kafka import EventProducer
+from shared.sealed_mail import MailOpener
 
 PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of a throw-away run
 
@@ -42,15 +42,17 @@ PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of 
 class Watcher:
     """One consumer on the cert, domain and mail.commands topics: answers by request id, tokens, requests."""
 
-    def __init__(self, bootstrap: str, topics: Topics, producer: EventProducer | None = None) -> None:
+    def __init__(self, bootstrap: str, topics: Topics, opener: MailOpener,
+                 producer: EventProducer | None = None) -> None:
         self._bootstrap = bootstrap
+        self._opener = opener  # plays the notifier: the confirmation tokens are sealed to its key
         self._topics = topics
         self._producer = producer
         self._publishing: set[asyncio.Task[None]] = set()
         self.answered: dict[str, float] = {}  # request id -> first time its cert.issued/rejected was read
         self.rejected: dict[str, str] = {}
         self.serials: dict[str, set[str]] = {}
-        self.links: dict[str, list[str]] = {}  # address -> confirmation links
+        self.codes: dict[str, list[str]] = {}  # address -> confirmation tokens
         self.domain_requests: dict[str, dict[str, Any]] = {}  # domain -> verification_requested data
         self._waiters: dict[str, list[asyncio.Future[float]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -110,7 +112,8 @@ class Watcher:
                     if not waiter.done():
                         waiter.set_result(now)
         elif kind == "mail.send_requested" and data.get("template") == "email_confirmation":
-            self.links.setdefault(data["to"], []).append(data["params"]["link"])
+            secrets = self._opener.open(event.type, event.id, data)
+            self.codes.setdefault(data["to"], []).append(str(secrets["code"]))
         elif kind == "domain.verification_requested":
             self.domain_requests[data["domain"]] = data
         elif kind == "domain.caa_check_requested" and self._producer is not None:
@@ -168,8 +171,8 @@ async def sign_up(api: MemberApi, watcher: Watcher, producer: EventProducer, ind
         {"name": f"Bench Member {index}", "date_of_birth": "1990-05-17", "email": address, "password": PASSWORD},
     )
     member_id = body["member_id"]
-    link = (await watcher.until(lambda: watcher.links.get(address), 30, f"confirmation mail to {address}"))[0]
-    await api.call("POST", "/v1/emails/confirm", {"token": parse_qs(urlparse(link).query)["token"][0]})
+    code = (await watcher.until(lambda: watcher.codes.get(address), 30, f"confirmation mail to {address}"))[0]
+    await api.call("POST", "/v1/emails/confirm", {"token": code})
     token = (await api.call("POST", "/v1/sessions", {"email": address, "password": PASSWORD}))["token"]
     domain = f"m{index}-{run_id}.example.org"
     body = await api.call("POST", "/v1/domains", {"domain": domain, "contact": f"hostmaster@{domain}"}, token=token)

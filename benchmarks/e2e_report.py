@@ -67,6 +67,7 @@ from shared.approvals import ApprovalSigner
 from shared.config import KafkaSettings
 from shared.events import Topics
 from shared.kafka import EventProducer, ensure_topics
+from shared.sealed_mail import MailOpener
 
 CA_ALGORITHM = "p256"
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
@@ -270,6 +271,8 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     # This run's RA key: registration signs its approvals with it, the signers trust its public half.
     ra = ApprovalSigner.generate()
     ra_private_pem = ra.private_pem()
+    # This run's notifier key: registration seals its mail commands to it, the watcher opens them.
+    notifier_key = MailOpener.generate()
     base_env = dict(
         os.environ,
         CACERT_KAFKA_BOOTSTRAP=opts.bootstrap,
@@ -286,12 +289,12 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     reg_log = work / f"registration-{run_id}.log"
     registration = start_registration(
         dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port),
-             CACERT_RA_SIGNING_KEY=ra_private_pem,
+             CACERT_RA_SIGNING_KEY=ra_private_pem, CACERT_MAIL_SEALING_PUBLIC_KEY=notifier_key.public_pem(),
              # a benchmark is one member family hammering one registered domain: no issuance limits
              CACERT_LIMIT_REQUESTS_PER_MEMBER="10000000", CACERT_LIMIT_REQUESTS_PER_DOMAIN="10000000"), reg_log
     )
     producer = EventProducer(kafka, client_id="e2e-bench")
-    watcher = Watcher(opts.bootstrap, topics, producer)
+    watcher = Watcher(opts.bootstrap, topics, notifier_key, producer)
     try:
         await wait_ready(reg_port, registration, "registration")
         await producer.start()

@@ -32,6 +32,7 @@ from shared.approvals import ApprovalSigner
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.kafka.topics import delete_topics_with_prefix
 from shared.logging import configure
+from shared.sealed_mail import MailOpener
 from shared.settings import CommonSettings
 
 PASSWORD = "a benchmark passphrase"  # noqa: S105 (a throw-away account on a throw-away database)
@@ -70,7 +71,8 @@ async def measure(bootstrap: str, mongo_url: str, *, logins: int, calls: int) ->
     key = ApprovalSigner.generate().private_pem()  # this run's RA key: registration needs one to serve
     settings = RegistrationSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0)),
-        login_per_account=10**9, login_per_client=10**9, ra_signing_key=key)
+        login_per_account=10**9, login_per_client=10**9, ra_signing_key=key,
+        mail_sealing_public_key=MailOpener.generate().public_pem())  # no mail is read: a throw-away key
     service = RegistrationService(settings)
     await service.start()
     try:

@@ -22,11 +22,12 @@ class DemoError(Exception):
 
 
 class _FormFinder(html.parser.HTMLParser):
-    """The first <form> of a page: its action and its hidden inputs."""
+    """The first <form> of a page: its action, its attributes and its inputs."""
 
     def __init__(self) -> None:
         super().__init__()
         self.action: str | None = None
+        self.attributes: dict[str, str] = {}
         self.fields: dict[str, str] = {}
         self._in_form = False
         self.found = False
@@ -36,6 +37,7 @@ class _FormFinder(html.parser.HTMLParser):
         if tag == "form" and not self.found:
             self.found = self._in_form = True
             self.action = values.get("action", "")
+            self.attributes = values
         elif tag == "input" and self._in_form and values.get("name"):
             self.fields[values["name"]] = values.get("value", "")
 
@@ -44,25 +46,42 @@ class _FormFinder(html.parser.HTMLParser):
             self._in_form = False
 
 
-async def follow_confirmation_link(session: aiohttp.ClientSession, link: str) -> str:
-    """What a person does with a mailed link: open it (a page that changes nothing), press the button.
-
-    Returns the text of the page shown after the button.
-    """
-    async with session.get(link) as page:
-        body = await page.text()
-        if page.status != 200:
-            raise DemoError(f"GET {link} answered {page.status}: {body[:500]}")
+def _first_form(body: str, url: str) -> _FormFinder:
     form = _FormFinder()
     form.feed(body)
     if not form.found:
-        raise DemoError(f"the page behind {link} has no form to confirm with")
-    target = urllib.parse.urljoin(link, form.action or link)
-    async with session.post(target, data=form.fields) as answer:
-        text = await answer.text()
-        if answer.status != 200:
-            raise DemoError(f"POST {target} answered {answer.status}: {text[:500]}")
-    return text
+        raise DemoError(f"the page at {url} has no form to confirm with")
+    return form
+
+
+async def follow_confirmation_link(session: aiohttp.ClientSession, link: str) -> str:
+    """What a person's browser does with a mailed link: open its page (which changes nothing; the token is in
+    the link's fragment, which is never sent), let the page's script put the token into the form (and send it
+    on when the form says `data-submit`, domain_verify's review step), then press the button.
+
+    Returns the text of the page shown after the button.
+    """
+    parts = urllib.parse.urlsplit(link)
+    token = urllib.parse.parse_qs(parts.fragment).get("token", [""])[0]
+    url = urllib.parse.urlunsplit(parts._replace(fragment=""))
+    if not token or token in url:
+        raise DemoError(f"the mailed link {link} does not carry its token in the fragment only")
+    async with session.get(url) as page:
+        body = await page.text()
+        if page.status != 200:
+            raise DemoError(f"GET {url} answered {page.status}: {body[:500]}")
+    form = _first_form(body, url)
+    while True:
+        if "data-mailed-token" in form.attributes:  # what mailed-link.js does
+            form.fields["token"] = token
+        target = urllib.parse.urljoin(url, form.action or url)
+        async with session.post(target, data=form.fields) as answer:
+            text = await answer.text()
+            if answer.status != 200:
+                raise DemoError(f"POST {target} answered {answer.status}: {text[:500]}")
+        if "data-submit" not in form.attributes:
+            return text
+        url, form = target, _first_form(text, target)  # the review page: the person presses its button
 
 
 class Mail:

@@ -5,7 +5,9 @@
 1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
    encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600); and the
    RA's Ed25519 key pair (`ra-signing-key.pem`, mode 0600, for registration; `ra-public-keys.pem` for
-   the signers), with which every approval is signed.
+   the signers), with which every approval is signed; and the notifier's X25519 sealing key pair
+   (`notifier-sealing-key.pem`, mode 0600, for the notifier; `mail-sealing-public-key.pem` for
+   registration and domain_verify), to which every mail command's link is sealed.
 2. **Support staff** (first run): registration's `create-admin` for one admin and `create-assurer` for
    two founding Assurers, who are not admins (one assurance gives at most 35 points and Assured needs
    50, so a newcomer needs two).
@@ -143,6 +145,14 @@ def ra_public_key_file() -> Path:
     return system_dir() / "ra-public-keys.pem"
 
 
+def notifier_key_file() -> Path:
+    return system_dir() / "notifier-sealing-key.pem"
+
+
+def mail_sealing_public_key_file() -> Path:
+    return system_dir() / "mail-sealing-public-key.pem"
+
+
 def _write_secret(path: Path, text: str) -> None:
     """Create `path` with mode 0600 from the start (never world-readable, not even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -171,6 +181,18 @@ def ra_keys() -> None:
     ra = ApprovalSigner.generate()
     _write_secret(ra_key_file(), ra.private_pem())
     ra_public_key_file().write_text(ra.public_pem())
+
+
+def mail_sealing_keys() -> None:
+    """The notifier's X25519 key pair, made once: registration and domain_verify seal the links in mail
+    commands to the public half, the notifier opens them with the private one (shared/sealed_mail.py)."""
+    if notifier_key_file().exists() and mail_sealing_public_key_file().exists():
+        return
+    from shared.sealed_mail import MailOpener
+
+    notifier = MailOpener.generate()
+    _write_secret(notifier_key_file(), notifier.private_pem())
+    mail_sealing_public_key_file().write_text(notifier.public_pem())
 
 
 def accounts() -> dict[str, Any]:
@@ -247,6 +269,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
     if spec.name == "registration":
         env["CACERT_PUBLIC_URL"] = spec.url
         env["CACERT_RA_SIGNING_KEY_FILE"] = str(ra_key_file())
+        env["CACERT_MAIL_SEALING_PUBLIC_KEY_FILE"] = str(mail_sealing_public_key_file())
         # Everyone reaches a local system from 127.0.0.1, so the per-client limits would count every
         # demo and test run against one client; the per-address and mail limits stay as shipped.
         env.update(CACERT_RATE_SIGNUP_PER_CLIENT="10000", CACERT_RATE_LOGIN_PER_CLIENT="10000",
@@ -258,6 +281,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
     elif spec.name == "domain_verify":
         env["CACERT_DOMAIN_VERIFY_PUBLIC_URL"] = spec.url
         env["CACERT_DOMAIN_VERIFY_PERSPECTIVES"] = ",".join(PERSPECTIVES)
+        env["CACERT_MAIL_SEALING_PUBLIC_KEY_FILE"] = str(mail_sealing_public_key_file())
         env.update(_validation_env())
     elif spec.name in PERSPECTIVES:
         env.update(_validation_env(), CACERT_DOMAIN_VERIFY_MODE="perspective",
@@ -268,6 +292,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
         env.update(_signer_env())
     elif spec.name == "notifier":
         env["CACERT_NOTIFIER_ACCOUNT_URL"] = BY_NAME["registration"].url
+        env["CACERT_NOTIFIER_SEALING_KEY_FILE"] = str(notifier_key_file())
     return env
 
 
@@ -278,7 +303,7 @@ def code_fingerprint(spec: ServiceSpec) -> str:
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for directory in spec.code:
         for path in sorted((ROOT / directory).rglob("*")):
-            if path.suffix in (".py", ".json", ".j2", ".html", ".css") and "__pycache__" not in path.parts:
+            if path.suffix in (".py", ".json", ".j2", ".html", ".css", ".js") and "__pycache__" not in path.parts:
                 stat = path.stat()
                 digest.update(f"{path.relative_to(ROOT)}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
@@ -305,6 +330,7 @@ def init_ca(say: Say) -> None:
     env = {**_base_env(), **_signer_env()}
     _passphrase()
     ra_keys()
+    mail_sealing_keys()
     started = time.monotonic()
     out = _run(["-m", "services.signer", "init-ca", "--if-missing"], env, "services.signer init-ca")
     if not existed:
@@ -493,7 +519,7 @@ def table() -> str:
     logs = paths.logs_dir()
     rows = [
         ("member API (registration)", u["api"], f"`cacert --api {u['api']} ...`, {u['api']}/openapi.json"),
-        ("confirm links (domain_verify)", u["confirm"] + "/confirm/<token>", "opened from the mailed link"),
+        ("confirm links (domain_verify)", u["confirm"] + "/confirm#token=<token>", "opened from the mailed link"),
         ("OCSP responder", u["ocsp_class1"], f"and {u['ocsp_class3']} (or {u['status']}/ocsp)"),
         ("CRLs", u["crl_class1"], f"and {u['crl_class3']}"),
         ("CA certificates (DER)", u["class1_crt"], f"and {u['class3_crt']}"),

@@ -8,7 +8,7 @@ import sys
 from services.domain_verify.perspective import RemotePerspective
 from services.domain_verify.service import NAME, DomainVerifyService
 from services.domain_verify.settings import DomainVerifySettings, settings_environment
-from shared.config import load_or_exit
+from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
@@ -21,7 +21,11 @@ def main() -> None:
     environ = settings_environment({"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
     settings = load_or_exit(DomainVerifySettings, environ)
     configure(NAME, settings.common.log_level)
-    service = RemotePerspective(settings) if settings.mode == "perspective" else DomainVerifyService(settings)
+    try:
+        service = RemotePerspective(settings) if settings.mode == "perspective" else DomainVerifyService(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
     sys.exit(run(lambda stop: run_until_stopped(service, stop)))
 
 

@@ -1,16 +1,19 @@
-"""ConfirmEndpoint: GET shows what the link would confirm, POST confirms it.
+"""ConfirmEndpoint: the page a challenge link opens, the review of what it would confirm, the confirmation.
 
-GET never changes anything: mail scanners and link previewers fetch links
-on their own, and a verification must come from a person pressing the
-button. POST needs no CSRF token: the only credential is the 256-bit token
-in the URL itself (there are no cookies or sessions, so no ambient
-authority a cross-site form could borrow), and anyone able to forge the POST
-must already know the token, which is exactly the power to confirm.
+The mailed link is `<public URL>/confirm#token=...`: the token is in the fragment, which browsers never
+send, so no request line (ingress access logs included) ever holds it (shared/mailed_links.py).
 
-No outcome page says more than the holder of the link could already know,
-and nothing here logs the URL, the path or the token: the path *is* the
-secret. Handlers therefore catch their own errors instead of letting the
-shared middleware log the failing request's path.
+* `GET /confirm` is a static page: its script moves the token from the fragment into a form and posts it
+  to `/confirm/review` at once; without JavaScript the contact types the code from the mail and presses
+  "Continue".
+* `POST /confirm/review` shows what the token would confirm (account, domain, contact, expiry), with the
+  confirm button; it changes nothing, so a link scanner that runs scripts confirms nothing either.
+* `POST /confirm` confirms. It needs no CSRF token: the only credential is the 256-bit token in the body
+  (there are no cookies or sessions, so no ambient authority a cross-site form could borrow), and anyone
+  able to forge the POST must already know the token, which is exactly the power to confirm.
+
+No outcome page says more than the holder of the link could already know, and nothing here logs a token.
+Handlers catch their own errors instead of letting the shared middleware log the failing request.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import ChallengeStore
 from services.domain_verify.tokens import looks_like_token, token_hash
 from services.domain_verify.va.reuse import reuse_days
+from shared import mailed_links
 from shared.audit import AuditLog
 from shared.events import utcnow
 from shared.http import client_address
@@ -98,9 +102,11 @@ class ConfirmEndpoint:
         self._audit = audit
 
     def install(self, app: web.Application) -> None:
-        app.router.add_get("/confirm/{token}", self._guarded(self.show))
-        app.router.add_post("/confirm/{token}", self._guarded(self.confirm))
+        app.router.add_get(events.CONFIRM_PATH, self._guarded(self.landing))
+        app.router.add_post(f"{events.CONFIRM_PATH}/review", self._guarded(self.show))
+        app.router.add_post(events.CONFIRM_PATH, self._guarded(self.confirm))
         app.router.add_get("/static/confirm.css", pages.stylesheet)
+        app.router.add_get(mailed_links.SCRIPT_PATH, mailed_links.script)
         app.on_response_prepare.append(pages.add_security_headers)
 
     def _client(self, request: web.Request) -> str:
@@ -122,15 +128,25 @@ class ConfirmEndpoint:
 
         return guarded
 
-    async def _challenge(self, request: web.Request) -> DomainChallenge | None:
-        token = request.match_info["token"]
+    async def _challenge(self, request: web.Request) -> tuple[str, DomainChallenge | None]:
+        """The token posted in the form (typed in: spaces around are forgiven) and its challenge, if any."""
+        try:
+            form = await request.post()
+        except ValueError:
+            return "", None
+        token = form.get(mailed_links.TOKEN_FIELD)
+        token = token.strip() if isinstance(token, str) else ""
         if not looks_like_token(token):
-            return None
-        return await self._store.by_token_hash(token_hash(token))
+            return "", None
+        return token, await self._store.by_token_hash(token_hash(token))
+
+    async def landing(self, _: web.Request) -> web.StreamResponse:
+        """What the mailed link opens: the token is in its fragment, which only the page's script reads."""
+        return pages.render("landing.html", title="Confirm domain control")
 
     async def show(self, request: web.Request) -> web.StreamResponse:
-        """The confirm page for a usable link; an explanation otherwise. Changes nothing."""
-        challenge = await self._challenge(request)
+        """The confirm page for a usable token; an explanation otherwise. Changes nothing."""
+        token, challenge = await self._challenge(request)
         if challenge is None:
             return outcome_page("unknown")
         state = challenge.effective_state(self._clock())
@@ -142,12 +158,12 @@ class ConfirmEndpoint:
         return pages.render(
             "confirm.html", title="Confirm domain control", account=account, domain=challenge.domain,
             domain_display=display_domain(challenge.domain), contact=challenge.contact,
-            expires_at=challenge.expires_at.strftime("%Y-%m-%d %H:%M"),
+            expires_at=challenge.expires_at.strftime("%Y-%m-%d %H:%M"), token=token,
         )
 
     async def confirm(self, request: web.Request) -> web.StreamResponse:
         """Confirm once: settling is a unique insert, so exactly one POST wins, whatever the concurrency."""
-        challenge = await self._challenge(request)
+        _, challenge = await self._challenge(request)
         if challenge is None:
             return outcome_page("unknown")
         now = self._clock()

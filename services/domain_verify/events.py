@@ -13,15 +13,20 @@ from typing import Any
 
 from shared.domain_methods import BR_SECTIONS
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event
+from shared.mailed_links import mailed_link, page
 
 SOURCE = "domain_verify"
 CHALLENGE_TEMPLATE = "domain_challenge"
+CONFIRM_PATH = "/confirm"  # the page a challenge link opens (confirm.py); the token is in the fragment
 
 
-def challenge_mail(*, request_id: str, member_id: str, to: str, link: str, domain: str,
+def challenge_mail(*, request_id: str, member_id: str, to: str, public_url: str, token: str, domain: str,
                    expires_at: datetime, requested_at: datetime, member_name: str | None) -> CloudEvent:
-    """The mail command carrying the confirm link: the only event that ever holds the token."""
-    params: dict[str, str] = {"link": link, "domain": domain, "expires_at": isoformat(expires_at)}
+    """The mail command carrying the confirm link: the only event that ever holds the token, and only until
+    the issuer seals it to the notifier (shared/sealed_mail.py), before it is stored or published."""
+    params: dict[str, str] = {"link": mailed_link(public_url, CONFIRM_PATH, token), "code": token,
+                              "page": page(public_url, CONFIRM_PATH), "domain": domain,
+                              "expires_at": isoformat(expires_at)}
     if member_name:
         params["member_name"] = member_name
     return make_event(

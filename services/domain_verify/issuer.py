@@ -29,22 +29,20 @@ from services.domain_verify.tokens import new_token, token_hash
 from shared.events import CloudEvent, utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
+from shared.sealed_mail import MailSealer
 
 log = get_logger("domain_verify.issuer")
 
 SUPERSEDED = "superseded"
 
 
-def confirm_link(public_url: str, token: str) -> str:
-    return f"{public_url.rstrip('/')}/confirm/{token}"
-
-
 class ChallengeIssuer:
-    def __init__(self, store: ChallengeStore, outbox: Outbox, settings: DomainVerifySettings,
+    def __init__(self, store: ChallengeStore, outbox: Outbox, settings: DomainVerifySettings, sealer: MailSealer,
                  clock: Callable[[], datetime] = utcnow) -> None:
         self._store = store
         self._outbox = outbox
         self._settings = settings
+        self._sealer = sealer
         self._clock = clock
 
     async def handle(self, event: CloudEvent) -> None:
@@ -83,11 +81,11 @@ class ChallengeIssuer:
         expires_at = expiry(now, self._settings.challenge_hours)
         challenge = _with(candidate, state=ChallengeState.PENDING, expires_at=expires_at,
                           token_hash=token_hash(token))
-        mail = events.challenge_mail(
+        mail = self._sealer.seal(events.challenge_mail(
             request_id=challenge.request_id, member_id=challenge.member_id, to=challenge.contact,
-            link=confirm_link(self._settings.public_url, token), domain=challenge.domain,
+            public_url=self._settings.public_url, token=token, domain=challenge.domain,
             expires_at=expires_at, requested_at=now, member_name=challenge.member_name,
-        )
+        ))
         if await self._store.create(challenge, [mail]):
             log.info("challenge mailed", request_id=challenge.request_id, domain=challenge.domain,
                      contact=challenge.contact, expires_at=expires_at.isoformat())

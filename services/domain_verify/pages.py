@@ -1,8 +1,9 @@
 """HTML pages of the confirm endpoint: Jinja2 templates with autoescaping and strict headers.
 
 The pages are shown to whoever holds a mailed link, often inside a webmail
-client, so they are locked down: no scripts, no framing, no referrer (the
-URL holds the token), nothing cached, styles only from this origin.
+client, so they are locked down: one static script from this origin (it moves
+the token from the link's fragment into the form, shared/mailed_links.py), no
+framing, no referrer, nothing cached, styles only from this origin.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ HERE = Path(__file__).parent
 STYLESHEET = HERE / "static" / "confirm.css"
 
 SECURITY_HEADERS = {
-    "Content-Security-Policy": ("default-src 'none'; style-src 'self'; form-action 'self'; "
+    "Content-Security-Policy": ("default-src 'none'; script-src 'self'; style-src 'self'; form-action 'self'; "
                                 "frame-ancestors 'none'; base-uri 'none'"),
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",

@@ -53,6 +53,7 @@ log = get_logger("domain_verify.service")
 class DomainVerifyService:
     def __init__(self, settings: DomainVerifySettings, *, clock: Callable[[], datetime] = utcnow) -> None:
         self.settings = settings
+        self._mail_sealer = settings.mail_sealer()  # ConfigError without the notifier's key: no link leaves clear
         self._clock = clock
         self.http_port: int | None = None
         self.client: AsyncMongoClient[dict[str, Any]] | None = None
@@ -88,7 +89,7 @@ class DomainVerifyService:
         self._lifecycle.started("outbox", self._outbox.stop)
 
         audit = AuditLog(self.db, clock=self._clock)
-        issuer = ChallengeIssuer(self.store, self._outbox, self.settings, clock=self._clock)
+        issuer = ChallengeIssuer(self.store, self._outbox, self.settings, self._mail_sealer, clock=self._clock)
         self.checks = ValidationChecks(self.settings)
         announcers: dict[str, Any] = {}
         self.corroboration = Corroboration(corroborations, self._outbox, self.settings, announcers,

@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 
 from shared.config import ConfigError, setting
+from shared.sealed_mail import PUBLIC_KEY_SETTING, MailSealer, sealer_from_setting
 from shared.settings import CommonSettings
 
 # Baseline Requirements 3.2.2.4.4 lets a mailed random value be used for at most 30 days.
@@ -41,6 +42,10 @@ class DomainVerifySettings:
     rate_limit_attempts: int = setting("CACERT_DOMAIN_VERIFY_RATE_LIMIT_ATTEMPTS", 20,
                                        help="confirm-link requests allowed per client address per window")
     rate_limit_window_seconds: float = setting("CACERT_DOMAIN_VERIFY_RATE_LIMIT_WINDOW_SECONDS", 60.0)
+    mail_sealing_public_key: str = setting(PUBLIC_KEY_SETTING, "",
+                                           help="the notifier's X25519 public key (PEM): confirm links in mail "
+                                                "commands are sealed to it (required to serve in primary mode; "
+                                                "shared/sealed_mail.py)")
 
     mode: str = setting("CACERT_DOMAIN_VERIFY_MODE", "primary",
                         help="primary (the validation authority) or perspective (a remote network perspective "
@@ -72,6 +77,10 @@ class DomainVerifySettings:
                                             help="CIDRs that website/http-01 fetches may reach although private "
                                                  "or loopback (dev/test only; empty in production)")
     http_timeout_seconds: float = setting("CACERT_DOMAIN_VERIFY_HTTP_TIMEOUT_SECONDS", 10.0)
+
+    def mail_sealer(self) -> MailSealer:
+        """Seals challenge mails to the notifier; ConfigError (naming the variable) when absent or unusable."""
+        return sealer_from_setting(self.mail_sealing_public_key)
 
     @property
     def nameservers(self) -> list[tuple[str, int]]:
@@ -123,6 +132,8 @@ class DomainVerifySettings:
                               f"got {self.sweep_seconds}")
         if self.rate_limit_attempts <= 0 or self.rate_limit_window_seconds <= 0:
             raise ConfigError("CACERT_DOMAIN_VERIFY_RATE_LIMIT_ATTEMPTS and _WINDOW_SECONDS must be positive")
+        if self.mail_sealing_public_key:
+            self.mail_sealer()
         if not self.public_url.startswith(("https://", "http://")):
             raise ConfigError(f"CACERT_DOMAIN_VERIFY_PUBLIC_URL must be an http(s) URL, "
                               f"got {self.public_url!r}")

@@ -7,7 +7,7 @@ import sys
 
 from services.notifier.service import NAME, NotifierService
 from services.notifier.settings import NotifierSettings
-from shared.config import load_or_exit
+from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
@@ -18,7 +18,12 @@ DEFAULT_PORT = "8085"
 def main() -> None:
     settings = load_or_exit(NotifierSettings, {"CACERT_HTTP_PORT": DEFAULT_PORT, **os.environ})
     configure(NAME, settings.common.log_level)
-    sys.exit(run(lambda stop: run_until_stopped(NotifierService(settings), stop)))
+    try:
+        service = NotifierService(settings)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run(lambda stop: run_until_stopped(service, stop)))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from shared.events import BY_NAME, BY_TYPE, CloudEvent
 from shared.kafka import PermanentError, Subscription
 from shared.kafka.consumer import Handler
 from shared.logging import get_logger
+from shared.sealed_mail import MailOpener
 
 log = get_logger("notifier.intake")
 HANDLED = (MAIL_COMMAND, *NOTICE_TYPES, BY_NAME["member.email_verified"].type)
@@ -26,9 +27,10 @@ MAX_EVENT_ID = 64  # mail.sent / mail.failed carry it as source_event_id (schema
 
 
 class MailIntake:
-    def __init__(self, queue: MailQueue, members: MemberDirectory, schedule: CertificateSchedule, *,
-                 clock: Callable[[], datetime], wake: Callable[[], None]) -> None:
+    def __init__(self, queue: MailQueue, members: MemberDirectory, schedule: CertificateSchedule,
+                 opener: MailOpener, *, clock: Callable[[], datetime], wake: Callable[[], None]) -> None:
         self._queue = queue
+        self._opener = opener
         self._members = members
         self._schedule = schedule
         self._clock = clock
@@ -65,7 +67,7 @@ class MailIntake:
         if len(event.id) > MAX_EVENT_ID:
             raise PermanentError(f"event id longer than {MAX_EVENT_ID} characters; cannot be tracked")
         try:
-            notice = notice_for(event)
+            notice = notice_for(event, self._opener)
         except NoticeError as exc:
             raise PermanentError(str(exc)) from None
         mail = OutgoingMail.from_notice(event.id, event.type, notice, now)

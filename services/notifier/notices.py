@@ -1,7 +1,8 @@
 """Which mail an event calls for: the template, its parameters, and who receives it.
 
-Pure functions of one event, so the consumer stays a thin "decide, then
-enqueue" and this mapping is unit-testable without Kafka. Mail commands name
+Pure functions of one event (and the key that opens a command's sealed
+parameters), so the consumer stays a thin "decide, then enqueue" and this
+mapping is unit-testable without Kafka. Mail commands name
 their recipient; member notices name only the member, whose primary address
 the sender looks up in the notifier's own member view when it sends.
 """
@@ -12,17 +13,20 @@ import dataclasses
 from typing import Any
 
 from shared.events import BY_NAME, CloudEvent
+from shared.sealed_mail import SEALED_FIELD, MailOpener, UnopenableMail
 
-# The mail commands' templates, with the params each one needs.
+# The mail commands' templates, with the params each one needs. `link` and `code` (its token, to type in
+# where the link does not work) arrive sealed (shared/sealed_mail.py); `page` is the link without its token,
+# the page the code is typed into (the mail names both only when it has both).
 COMMAND_TEMPLATES: dict[str, tuple[str, ...]] = {
     "email_confirmation": ("link",),
     "domain_challenge": ("link", "domain"),
     "password_reset": ("link",),
 }
 OPTIONAL_PARAMS: dict[str, tuple[str, ...]] = {
-    "email_confirmation": ("name",),
-    "domain_challenge": ("expires_at", "member_name"),
-    "password_reset": ("name", "hours"),
+    "email_confirmation": ("name", "code", "page"),
+    "domain_challenge": ("expires_at", "member_name", "code", "page"),
+    "password_reset": ("name", "hours", "code", "page"),
 }
 
 # Member notices: event name -> template, and the payload fields the template uses.
@@ -55,16 +59,26 @@ class Notice:
     member_id: str | None
     to: str | None = None  # explicit recipient; None: the member's primary address at send time
     to_name: str | None = None
+    sealed: dict[str, Any] | None = None  # a command's sealed secret params, opened again only to render
 
 
-def for_command(event: CloudEvent) -> Notice:
-    """A `mail.send_requested` command: the recipient and parameters are given."""
+def for_command(event: CloudEvent, opener: MailOpener) -> Notice:
+    """A `mail.send_requested` command: the recipient and parameters are given.
+
+    Its secret parameters are opened here only to check the command can be mailed (a command that does not
+    open, or lacks a parameter, is dead-lettered now rather than failing at send time); the notice keeps
+    them sealed, and the sender opens them again when it renders the mail."""
     data = event.data
     template = data["template"]
     params = data.get("params") or {}
     if template not in COMMAND_TEMPLATES:
         raise NoticeError(f"unknown template {template!r}")
-    missing = [p for p in COMMAND_TEMPLATES[template] if not isinstance(params.get(p), str) or not params[p]]
+    try:
+        secrets = opener.open(event.type, event.id, data)
+    except UnopenableMail as exc:
+        raise NoticeError(str(exc)) from None
+    given = {**params, **secrets}
+    missing = [p for p in COMMAND_TEMPLATES[template] if not isinstance(given.get(p), str) or not given[p]]
     if missing:
         raise NoticeError(f"template {template} needs params {', '.join(missing)}")
     context: dict[str, Any] = {k: params.get(k) for k in OPTIONAL_PARAMS[template]}
@@ -73,7 +87,16 @@ def for_command(event: CloudEvent) -> Notice:
     name = context.get("name") if template in ("email_confirmation", "password_reset") else None
     context["name"] = name if isinstance(name, str) else None
     return Notice(template=template, context=context, member_id=data.get("member_id"), to=data["to"],
-                  to_name=context["name"])
+                  to_name=context["name"], sealed=dict(data[SEALED_FIELD]))
+
+
+def opened_context(mail_id: str, source_type: str, to: str | None, template: str, context: dict[str, Any],
+                   sealed: dict[str, Any] | None, opener: MailOpener) -> dict[str, Any]:
+    """The template context with a command's secret parameters opened (UnopenableMail if they do not)."""
+    if sealed is None:
+        return context
+    secrets = opener.open(source_type, mail_id, {"to": to, "template": template, SEALED_FIELD: sealed})
+    return {**context, **secrets}
 
 
 def for_member_event(event: CloudEvent) -> Notice:
@@ -89,9 +112,9 @@ def for_member_event(event: CloudEvent) -> Notice:
     return Notice(template=template, context=context, member_id=data["member_id"])
 
 
-def notice_for(event: CloudEvent) -> Notice:
+def notice_for(event: CloudEvent, opener: MailOpener) -> Notice:
     if event.type == MAIL_COMMAND:
-        return for_command(event)
+        return for_command(event, opener)
     if event.type in NOTICE_TYPES:
         return for_member_event(event)
     raise NoticeError(f"no mail for {event.type}")

@@ -21,9 +21,10 @@ again (with the same Message-ID). Losing a confirmation link is worse than
 a rare duplicate.
 
 Every terminal transition writes its event into the document's `_outbox`
-in the same update (see `shared.outbox`) and drops the template context,
-which holds secrets (confirmation links) and certificates nobody needs once
-the mail is out.
+in the same update (see `shared.outbox`) and drops the template context and
+a mail command's sealed parameters (the confirmation link, which stays sealed
+to the notifier's key while queued: `shared/sealed_mail.py`), and the
+certificates nobody needs once the mail is out.
 """
 
 from __future__ import annotations
@@ -76,20 +77,24 @@ class OutgoingMail:
     next_attempt_at: datetime | None = None
     lease: str | None = None
     last_error: str | None = None
+    sealed: dict[str, Any] | None = None  # a command's secret params, opened only to render
 
     @classmethod
     def from_notice(cls, mail_id: str, source_type: str, notice: Notice, now: datetime) -> OutgoingMail:
         return cls(id=mail_id, source_type=source_type, template=notice.template, context=notice.context,
                    member_id=notice.member_id, to=notice.to, to_name=notice.to_name, created_at=now,
-                   next_attempt_at=now)
+                   next_attempt_at=now, sealed=notice.sealed)
 
     def to_document(self) -> dict[str, Any]:
-        return {
+        document = {
             "_id": self.id, "source_type": self.source_type, "template": self.template,
             "context": self.context, "member_id": self.member_id, "to": self.to, "to_name": self.to_name,
             "created_at": self.created_at, "state": self.state.value, "attempts": self.attempts,
             "next_attempt_at": self.next_attempt_at or self.created_at,
         }
+        if self.sealed is not None:
+            document["sealed"] = self.sealed
+        return document
 
     @classmethod
     def from_document(cls, doc: dict[str, Any]) -> OutgoingMail:
@@ -97,7 +102,7 @@ class OutgoingMail:
                    context=doc.get("context") or {}, member_id=doc.get("member_id"), to=doc.get("to"),
                    to_name=doc.get("to_name"), created_at=doc["created_at"], state=MailState(doc["state"]),
                    attempts=doc.get("attempts", 0), next_attempt_at=doc.get("next_attempt_at"),
-                   lease=doc.get("lease"), last_error=doc.get("last_error"))
+                   lease=doc.get("lease"), last_error=doc.get("last_error"), sealed=doc.get("sealed"))
 
 
 class MailQueue:
@@ -123,7 +128,7 @@ class MailQueue:
     async def _finish(self, mail: OutgoingMail, changes: dict[str, Any], event: CloudEvent) -> bool:
         result = await self.collection.update_one(
             {"_id": mail.id, "state": MailState.SENDING.value, "lease": mail.lease},
-            {"$set": changes, "$unset": {"context": "", "lease": "", "lease_until": ""},
+            {"$set": changes, "$unset": {"context": "", "sealed": "", "lease": "", "lease_until": ""},
              "$push": {outbox.FIELD: outbox.entry(event)}},
         )
         return result.modified_count == 1

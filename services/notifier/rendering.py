@@ -59,7 +59,8 @@ class MailRenderer:
     def render(self, template: str, context: dict[str, Any]) -> MailContent:
         if not self.known(template):
             raise TemplateMissing(f"no template {template!r}")
-        values = {"account_url": self._account_url, "name": None, **context}
+        # page/code: absent from mails queued before commands carried them; such a mail names the link alone.
+        values = {"account_url": self._account_url, "name": None, "page": None, "code": None, **context}
         if template in CERTIFICATE_TEMPLATES:
             values.update(certificate_mail.extras(values))
         if template == "expiry_reminder":

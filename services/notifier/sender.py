@@ -28,6 +28,7 @@ from prometheus_client import Counter
 from services.notifier.addresses import InvalidAddress, mailbox, parse_mailbox
 from services.notifier.members import MemberDirectory
 from services.notifier.message import build_message
+from services.notifier.notices import opened_context
 from services.notifier.outgoing import MailQueue, OutgoingMail
 from services.notifier.rendering import MailRenderer, TemplateMissing
 from services.notifier.settings import NotifierSettings
@@ -35,6 +36,7 @@ from services.notifier.smtp_relay import DeliveryResult, Outcome, Transport
 from shared.events import deterministic_event_id, isoformat, make_event
 from shared.logging import bound, get_logger
 from shared.outbox import Outbox
+from shared.sealed_mail import MailOpener, UnopenableMail
 
 SOURCE = "notifier"
 log = get_logger("notifier.sender")
@@ -51,9 +53,10 @@ def backoff(attempts: int, first: float, cap: float, jitter: float = 0.1) -> flo
 
 class MailSender:
     def __init__(self, queue: MailQueue, members: MemberDirectory, renderer: MailRenderer,
-                 transport: Transport, outbox: Outbox, settings: NotifierSettings,
+                 transport: Transport, outbox: Outbox, settings: NotifierSettings, opener: MailOpener,
                  *, clock: Callable[[], datetime]) -> None:
         self._queue = queue
+        self._opener = opener
         self._members = members
         self._renderer = renderer
         self._transport = transport
@@ -133,6 +136,12 @@ class MailSender:
             recipient = mailbox(name, to)
         except InvalidAddress as exc:
             await self._fail(mail, now, to=to, reason=f"invalid address: {exc}", permanent=True)
+            return
+        try:
+            context = opened_context(mail.id, mail.source_type, mail.to, mail.template, context, mail.sealed,
+                                     self._opener)
+        except UnopenableMail as exc:  # e.g. the key that sealed it was rotated away since intake
+            await self._fail(mail, now, to=recipient.addr_spec, reason=f"cannot open: {exc}", permanent=True)
             return
         try:
             content = self._renderer.render(mail.template, context)

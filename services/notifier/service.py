@@ -44,6 +44,7 @@ class NotifierService:
     def __init__(self, settings: NotifierSettings, *, clock: Callable[[], datetime] = utcnow,
                  transport: Transport | None = None) -> None:
         self.settings = settings
+        self._opener = settings.mail_opener()  # ConfigError without the key: no sealed link could be mailed
         self._clock = clock
         self._transport = transport or SmtpRelay(settings)
         self.http_port: int | None = None
@@ -79,11 +80,12 @@ class NotifierService:
 
         renderer = MailRenderer(account_url=self.settings.account_url)
         self.sender = MailSender(self.queue, self.members, renderer, self._transport, self._outbox,
-                                 self.settings, clock=self._clock)
+                                 self.settings, self._opener, clock=self._clock)
         self.sender.start()
         self._lifecycle.started("sender", self.sender.stop)
 
-        intake = MailIntake(self.queue, self.members, self.schedule, clock=self._clock, wake=self.sender.wake)
+        intake = MailIntake(self.queue, self.members, self.schedule, self._opener, clock=self._clock,
+                            wake=self.sender.wake)
         self._runner = ConsumerRunner(common.kafka, group_id=SERVICES[NAME].consumer_group, producer=self._producer,
                                       subscriptions=intake.subscriptions())
         await self._runner.start()

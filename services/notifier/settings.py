@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 
 from services.notifier.addresses import InvalidAddress, parse_mailbox
 from shared.config import ConfigError, setting
+from shared.sealed_mail import PRIVATE_KEY_SETTING, MailOpener, opener_from_setting
 from shared.settings import CommonSettings
 
 
@@ -51,6 +52,14 @@ class NotifierSettings:
                                help="registration's public URL (its CACERT_PUBLIC_URL): named in the mail "
                                     "footer; expiry reminders link to <it>/account/certificates/<serial>/renew "
                                     "(empty: neither)")
+    sealing_key: str = setting(PRIVATE_KEY_SETTING, "", secret=True,
+                               help="the notifier's X25519 private key(s) (PEM; two concatenated during a "
+                                    "rollover) that open the links sealed into mail commands (required to serve; "
+                                    "shared/sealed_mail.py)")
+
+    def mail_opener(self) -> MailOpener:
+        """Opens what producers sealed; ConfigError (naming the variable, never the key) when absent or unusable."""
+        return opener_from_setting(self.sealing_key)
 
     @property
     def tls(self) -> SmtpTls:
@@ -89,6 +98,8 @@ class NotifierSettings:
             if bad:
                 raise ConfigError("CACERT_NOTIFIER_ACCOUNT_URL must be registration's public http(s) URL "
                                   f"without query or fragment, got {self.account_url!r}")
+        if self.sealing_key:
+            self.mail_opener()
         try:
             parse_mailbox(self.mail_from)
         except InvalidAddress as exc:

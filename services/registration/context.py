@@ -15,6 +15,7 @@ from services.registration.settings import RegistrationSettings
 from services.registration.store import Document, RegistrationStore
 from shared.approvals import SIGNED_EVENTS, ApprovalSigner
 from shared.events import CloudEvent, make_event
+from shared.sealed_mail import MAIL_COMMAND, MailSealer
 
 SOURCE = "registration"
 __all__ = ["SOURCE", "Context", "Document"]
@@ -27,6 +28,8 @@ class Context:
     clock: Callable[[], datetime]
     approvals: ApprovalSigner | None = None
     """Signs what the signer acts on; None only where no such event is ever made (the bootstrap commands)."""
+    mail_sealer: MailSealer | None = None
+    """Seals mail commands to the notifier; None only where no mail is ever sent (the bootstrap commands)."""
 
     def event(self, name: str, data: dict[str, Any], *, event_id: str | None = None) -> CloudEvent:
         event = make_event(name, data, source=SOURCE, event_id=event_id)
@@ -34,6 +37,10 @@ class Context:
             if self.approvals is None:
                 raise RuntimeError(f"{name} must be signed by the RA, and this context has no RA key")
             return self.approvals.sign(event)
+        if event.type == MAIL_COMMAND:
+            if self.mail_sealer is None:
+                raise RuntimeError(f"{name} must be sealed to the notifier, and this context has no sealing key")
+            return self.mail_sealer.seal(event)
         return event
 
     async def audit(self, actor: str, action: str, subject: str, **details: Any) -> None:

@@ -1,7 +1,8 @@
 """Email addresses of an account and their confirmation by a single-use, expiring mailed link.
 
-The raw token only travels in the mail command (to the notifier); the
-store keeps its SHA-256 digest (`email_tokens`). Confirming first marks
+The raw token only travels in the mail command, sealed to the notifier's key
+(shared/sealed_mail.py), and in the link's fragment, which no request line carries
+(shared/mailed_links.py); the store keeps its SHA-256 digest (`email_tokens`). Confirming first marks
 the address verified (guarded by "still unverified", so a replay changes
 nothing), then deletes the token; an expired token is refused and leaves
 everything as it was.
@@ -11,13 +12,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from services.registration import tokens
 from services.registration.context import Context
 from services.registration.members import Member, Members, confirmation_stale, email_entry, email_id
 from shared.events import CloudEvent, deterministic_event_id, isoformat
 from shared.http import ApiError
+from shared.mailed_links import mailed_link, page
 
 CONFIRM_PATH = "/confirm-email"
 
@@ -42,8 +43,9 @@ class EmailAddresses:
                 "created_at": now,
             }
         )
-        link = f"{self._ctx.settings.public_url.rstrip('/')}{CONFIRM_PATH}?token={quote(token.raw)}"
-        params: dict[str, Any] = {"link": link}
+        public_url = self._ctx.settings.public_url
+        params: dict[str, Any] = {"link": mailed_link(public_url, CONFIRM_PATH, token.raw), "code": token.raw,
+                                  "page": page(public_url, CONFIRM_PATH)}  # link and code are sealed
         if name:
             params["name"] = name
         return self._ctx.event(

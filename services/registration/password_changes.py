@@ -7,14 +7,14 @@
   is drawn (256 bits, stored only as its SHA-256 digest, valid `RESET_HOURS`, purpose
   `password_reset` so the confirm-email endpoint cannot spend it) and its link mailed through the
   outbox. Using it sets the new password, spends the token and ends every session of the account.
-Both audit the change. The raw token travels only in the mail command, which only the notifier reads.
+Both audit the change. The raw token travels only in the mail command, sealed to the notifier's key, and
+in the link's fragment (shared/mailed_links.py), which no request line carries.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
-from urllib.parse import quote
 
 from services.registration import tokens
 from services.registration.context import Context
@@ -23,6 +23,7 @@ from services.registration.passwords import hash_async, password_problem, verify
 from services.registration.ratelimit import RateLimiter
 from shared.events import isoformat
 from shared.http import ApiError
+from shared.mailed_links import mailed_link, page
 
 RESET_PATH = "/reset-password"
 RESET_HOURS = 1
@@ -57,10 +58,11 @@ class PasswordChanges:
             "_id": token.digest, "purpose": PURPOSE, "member_id": member.id, "address": address,
             "expires_at": token.expires_at, "created_at": now,
         })
-        link = f"{self._ctx.settings.public_url.rstrip('/')}{RESET_PATH}?token={quote(token.raw)}"
-        mail = self._ctx.event("mail.send_requested", {
-            "to": address, "template": "password_reset", "params": {"link": link, "name": member.name,
-                                                                  "hours": RESET_HOURS},
+        public_url = self._ctx.settings.public_url
+        mail = self._ctx.event("mail.send_requested", {  # the context seals link and code to the notifier
+            "to": address, "template": "password_reset", "params": {
+                "link": mailed_link(public_url, RESET_PATH, token.raw), "code": token.raw,
+                "page": page(public_url, RESET_PATH), "name": member.name, "hours": RESET_HOURS},
             "member_id": member.id, "requested_at": isoformat(now),
         })
         await self._store.update_member_with_events(member.id, {}, [mail])

@@ -6,6 +6,7 @@ import dataclasses
 
 from shared.approvals import ApprovalKeyError, ApprovalSigner
 from shared.config import ConfigError, setting
+from shared.sealed_mail import PUBLIC_KEY_SETTING, MailSealer, sealer_from_setting
 from shared.settings import CommonSettings
 
 
@@ -87,6 +88,9 @@ class RegistrationSettings:
                                   help="the RA's Ed25519 private key (PEM) that signs every csr.approved, "
                                        "cert.revoke_requested and cert.key_compromised; the signer trusts its "
                                        "public key (required to serve; shared/approvals.py)")
+    mail_sealing_public_key: str = setting(PUBLIC_KEY_SETTING, "",
+                                           help="the notifier's X25519 public key (PEM): the links in mail commands "
+                                                "are sealed to it (required to serve; shared/sealed_mail.py)")
 
     def validate(self) -> None:
         if not 1 <= self.server_validity_days <= 397:
@@ -112,6 +116,8 @@ class RegistrationSettings:
             raise ConfigError(f"CACERT_LOGIN_MAX_DELAY_SECONDS must be at least 1, got {self.login_max_delay_seconds}")
         if self.ra_signing_key:
             self.approval_signer()
+        if self.mail_sealing_public_key:
+            self.mail_sealer()
 
     def approval_signer(self) -> ApprovalSigner:
         """The RA's signing key; ConfigError (naming the variable, never the key) when absent or unusable."""
@@ -122,6 +128,10 @@ class RegistrationSettings:
             return ApprovalSigner.from_pem(self.ra_signing_key)
         except ApprovalKeyError as exc:
             raise ConfigError(f"CACERT_RA_SIGNING_KEY {exc}") from None
+
+    def mail_sealer(self) -> MailSealer:
+        """Seals mail commands to the notifier; ConfigError (naming the variable) when absent or unusable."""
+        return sealer_from_setting(self.mail_sealing_public_key)
 
     @property
     def rate_limits(self) -> dict[str, RateLimit]:

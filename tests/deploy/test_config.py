@@ -25,6 +25,7 @@ from tests.deploy.manifests import (
     of_kind,
     secret_mounts,
 )
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM, SEALING_PUBLIC_PEM
 
 DUMMY_SECRETS = {
     "url": "mongodb://user:not-a-secret@mongodb:27017/?authSource=test",
@@ -34,6 +35,9 @@ DUMMY_SECRETS = {
     # the RA key pair must parse: a throw-away pair generated for the test run (tests/approval_keys.py)
     "ra-signing-key.pem": RA_PRIVATE_PEM,
     "ra-public-keys.pem": RA_PUBLIC_PEM,
+    # and so must the notifier's sealing key pair (tests/mail_keys.py)
+    "notifier-sealing-key.pem": NOTIFIER_PRIVATE_PEM,
+    "mail-sealing-public-key.pem": SEALING_PUBLIC_PEM,
     "csrf-secret": "not-a-secret",
 }
 

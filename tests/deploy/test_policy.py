@@ -115,6 +115,17 @@ def test_replicas_are_set_or_owned_by_an_autoscaler(overlay: tuple[str, list[Obj
             assert replicas >= 2, f"prod {workload} must survive the loss of one pod"
 
 
+def test_only_the_notifier_mounts_the_mail_sealing_key(overlay: tuple[str, list[Obj]]) -> None:
+    """The private key that opens mailed links is the notifier's alone; the producers get the public key."""
+    _, objects = overlay
+    def holders(secret: str) -> list[str]:
+        return sorted(owner["metadata"]["name"] for owner, template in pod_templates(objects)
+                      if secret in referenced_secrets(template))
+
+    assert holders("notifier-sealing-key") == ["notifier"]
+    assert holders("mail-sealing-public-key") == ["domain-verify", "registration"]
+
+
 def test_each_service_has_a_disruption_budget(overlay: tuple[str, list[Obj]]) -> None:
     _, objects = overlay
     budgets = of_kind(objects, "PodDisruptionBudget")

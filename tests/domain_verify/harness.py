@@ -16,7 +16,6 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 import aiohttp
 from prometheus_client import REGISTRY
@@ -30,6 +29,7 @@ from shared.kafka import EventProducer
 from shared.logging import configure
 from shared.settings import CommonSettings
 from tests.eventlog import read_topic, wait_until
+from tests.mail_keys import SEALING_PUBLIC_PEM, link_parts
 
 PUBLIC_URL = "https://verify.cacert.test"
 
@@ -50,10 +50,19 @@ class Harness:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.service.http_port}"
 
-    def url(self, link: str) -> str:
-        """The bound address for a mailed link (whose origin is the public one)."""
-        assert link.startswith(PUBLIC_URL + "/confirm/"), link
-        return self.base_url + urlparse(link).path
+    def token(self, link: str) -> str:
+        """The token of a mailed link: in its fragment (`<public URL>/confirm#token=...`), nowhere else."""
+        page, token = link_parts(link)
+        assert page == PUBLIC_URL + "/confirm", link
+        return token
+
+    def review(self, link: str) -> Any:
+        """What the link's page does in a browser: its script posts the fragment's token to the review step."""
+        return self.http.post(f"{self.base_url}/confirm/review", data={"token": self.token(link)})
+
+    def confirm(self, link: str) -> Any:
+        """The contact presses the confirm button of the review page (a form posting the token)."""
+        return self.http.post(f"{self.base_url}/confirm", data={"token": self.token(link)})
 
     async def request(self, *, member_id: str = "m-1", domain: str = "example.org",
                       contact: str = "hostmaster@example.org", request_id: str | None = None,
@@ -106,7 +115,8 @@ def settings_for(kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any) -
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(host="127.0.0.1", port=0))
     # The stack's validating resolver (devstack's Unbound), unless a test names another.
     resolver = os.environ.get("CACERT_DNS_RESOLVER") or endpoints.current().env()["CACERT_DNS_RESOLVER"]
-    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, "resolvers": [resolver], **overrides}
+    values: dict[str, Any] = {"public_url": PUBLIC_URL, "sweep_seconds": 0.5, "resolvers": [resolver],
+                              "mail_sealing_public_key": SEALING_PUBLIC_PEM, **overrides}
     return DomainVerifySettings(common=common, **values)
 
 

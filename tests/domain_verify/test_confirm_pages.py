@@ -93,18 +93,38 @@ def assert_locked_down(headers: Any) -> None:
     assert headers["Cache-Control"] == "no-store"
 
 
-async def test_get_names_domain_and_account_escapes_them_and_changes_nothing(
+async def test_the_link_opens_a_static_page_whose_script_is_the_only_one_allowed(
+        store: MemoryStore, client: TestClient[Any, Any]) -> None:
+    """The mailed link is /confirm#token=...: the browser asks for /confirm only; the page's script does the rest."""
+    token = new_token()
+    store.docs["r-1"] = pending(token)
+    page = await client.get("/confirm")
+    assert page.status == 200
+    assert_locked_down(page.headers)
+    assert "script-src 'self'" in page.headers["Content-Security-Policy"]
+    html = await page.text()
+    assert '<form method="post" action="/confirm/review" data-mailed-token data-submit>' in html
+    assert '<script src="/static/mailed-link.js" defer></script>' in html and html.count("<script") == 1
+    assert 'name="token"' in html and "style=" not in html
+    script = await client.get("/static/mailed-link.js")
+    assert script.status == 200 and script.content_type == "text/javascript"
+    assert "location.hash" in await script.text()
+    assert store.docs["r-1"].state is ChallengeState.PENDING and store.events == []
+
+
+async def test_review_names_domain_and_account_escapes_them_and_changes_nothing(
         store: MemoryStore, client: TestClient[Any, Any]) -> None:
     token = new_token()
     store.docs["r-1"] = pending(token)
-    for _ in range(3):  # a mail scanner fetching the link repeatedly
-        response = await client.get(f"/confirm/{token}")
+    for _ in range(3):  # a mail scanner that runs the page's script, repeatedly
+        response = await client.post("/confirm/review", data={"token": f" {token}\n"})  # typed in: spaces forgiven
         assert response.status == 200
         assert_locked_down(response.headers)
     html = await response.text()
     assert "bücher.de" in html and "xn--bcher-kva.de" in html and "m-42" in html
-    assert "<script>" not in html and "&lt;script&gt;" in html
-    assert '<form method="post">' in html and "<script" not in html and "style=" not in html
+    assert "&lt;script&gt;" in html and "<script>alert" not in html
+    assert '<form method="post" action="/confirm">' in html and f'name="token" value="{token}"' in html
+    assert "style=" not in html
     assert store.docs["r-1"].state is ChallengeState.PENDING and store.events == []
 
 
@@ -112,10 +132,10 @@ async def test_post_confirms_once_and_a_replay_gets_a_used_page(
         store: MemoryStore, client: TestClient[Any, Any]) -> None:
     token = new_token()
     store.docs["r-1"] = pending(token)
-    first = await client.post(f"/confirm/{token}")
+    first = await client.post("/confirm", data={"token": token})
     assert first.status == 200 and "Domain confirmed" in await first.text()
     assert_locked_down(first.headers)
-    replay = await client.post(f"/confirm/{token}")
+    replay = await client.post("/confirm", data={"token": token})
     assert replay.status == 410 and "already been used" in await replay.text()
     (event,) = store.events
     assert event.type == "org.cacert.domain.verified.v1"
@@ -133,8 +153,8 @@ async def test_dead_links_get_a_clear_page_and_change_nothing(
 ) -> None:
     token = new_token()
     store.docs["r-1"] = pending(token, state=state)
-    for method in (client.get, client.post):
-        response = await method(f"/confirm/{token}")
+    for path in ("/confirm/review", "/confirm"):
+        response = await client.post(path, data={"token": token})
         assert response.status == status and text in await response.text()
         assert_locked_down(response.headers)
     assert store.docs["r-1"].state is state and store.events == []
@@ -144,25 +164,32 @@ async def test_a_pending_link_past_its_expiry_is_expired_before_the_sweep_runs(
         store: MemoryStore, client: TestClient[Any, Any]) -> None:
     token = new_token()
     store.docs["r-1"] = pending(token, expires_at=NOW)
-    response = await client.post(f"/confirm/{token}")
+    response = await client.post("/confirm", data={"token": token})
     assert response.status == 410 and "expired" in await response.text()
     assert store.events == []
 
 
-@pytest.mark.parametrize("path", ["/confirm/" + "A" * 43, "/confirm/nope", "/confirm/%3Cscript%3E"])
-async def test_unknown_or_malformed_tokens_get_404_pages(client: TestClient[Any, Any], path: str) -> None:
-    for method in (client.get, client.post):
-        response = await method(path)
+@pytest.mark.parametrize("token", ["A" * 43, "nope", "<script>", ""])
+async def test_unknown_or_malformed_tokens_get_404_pages(client: TestClient[Any, Any], token: str) -> None:
+    for path in ("/confirm/review", "/confirm"):
+        response = await client.post(path, data={"token": token})
         assert response.status == 404 and "not valid" in await response.text()
         assert response.content_type == "text/html"
         assert_locked_down(response.headers)
 
 
+async def test_a_token_in_the_path_is_not_a_route(client: TestClient[Any, Any]) -> None:
+    """Links of the old form (/confirm/<token>) put the token into access logs: nothing answers them."""
+    token = new_token()
+    for method in (client.get, client.post):
+        assert (await method(f"/confirm/{token}")).status in (404, 405)
+
+
 async def test_attempts_are_rate_limited_per_client(store: MemoryStore) -> None:
     async for client in client_for(store, attempts=3):
-        statuses = [(await client.get("/confirm/nope")).status for _ in range(4)]
+        statuses = [(await client.post("/confirm/review", data={"token": "nope"})).status for _ in range(4)]
         assert statuses == [404, 404, 404, 429]
-        limited = await client.get("/confirm/nope")
+        limited = await client.post("/confirm", data={"token": "nope"})
         assert int(limited.headers["Retry-After"]) >= 1 and "Too many attempts" in await limited.text()
 
 

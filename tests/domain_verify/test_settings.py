@@ -10,6 +10,7 @@ import pytest
 
 from services.domain_verify.settings import DomainVerifySettings
 from shared.config import ConfigError, load
+from tests.mail_keys import SEALING_PUBLIC_PEM
 
 BASE = {"CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:19092", "CACERT_MONGO_URL": "mongodb://127.0.0.1:27018"}
 
@@ -49,7 +50,7 @@ def test_entry_point_defaults_to_port_8082(monkeypatch: pytest.MonkeyPatch) -> N
         captured["ran"] = True
         return 0
 
-    for key, value in BASE.items():
+    for key, value in {**BASE, "CACERT_MAIL_SEALING_PUBLIC_KEY": SEALING_PUBLIC_PEM}.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("CACERT_HTTP_PORT", raising=False)
     monkeypatch.setattr(entry, "run", fake_run)

@@ -130,14 +130,15 @@ async def test_signer_dead_letters_poison_on_csr_and_cert(
 
 async def test_notifier_dead_letters_poison_on_every_input_topic(
         kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    from tests.mail_keys import seal
     from tests.notifier.harness import running
 
     serial = "0a1b2c"
     good: dict[str, CloudEvent] = {
-        "mail.commands": make_event("mail.send_requested", {
+        "mail.commands": seal(make_event("mail.send_requested", {
             "to": "ada@example.org", "template": "email_confirmation",
-            "params": {"link": "https://ca.test/confirm-email?token=x", "name": "Ada"},
-            "requested_at": isoformat(NOW)}, source="registration"),
+            "params": {"link": "https://ca.test/confirm-email#token=x", "name": "Ada"},
+            "requested_at": isoformat(NOW)}, source="registration")),
         "member": make_event("member.registered", {
             "member_id": "m-1", "name": "Ada", "email": "ada@example.org", "registered_at": isoformat(NOW)},
             source="registration"),

@@ -9,6 +9,7 @@ import pytest
 
 from shared.config import KafkaSettings, MongoSettings
 from tests.domain_verify.harness import Harness, running
+from tests.mail_keys import params_of
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -25,15 +26,15 @@ async def dv(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> As
 async def test_an_expired_link_is_refused_and_the_sweep_announces_it_once(dv: Harness) -> None:
     request = await dv.request()
     (mail,) = await dv.mail_commands(1)
-    url = dv.url(mail.data["params"]["link"])
-    async with dv.http.get(url) as page:
+    link = params_of(mail)["link"]
+    async with dv.review(link) as page:
         assert page.status == 200
     (failed,) = await dv.outcomes(1, timeout=15)
     assert failed.type == "org.cacert.domain.verification_failed.v1"
     assert failed.data == {**failed.data, "request_id": request.data["request_id"], "member_id": "m-1",
                            "domain": "example.org", "reason": "expired"}
-    for method in (dv.http.get, dv.http.post):
-        async with method(url) as page:
+    for step in (dv.review, dv.confirm):
+        async with step(link) as page:
             assert page.status == 410 and "expired" in await page.text()
     await asyncio.sleep(1.5)  # several more sweeps: still one failure, and no verification
     outcomes = await dv.outcomes(2, timeout=2)

@@ -17,6 +17,7 @@ import pytest
 from services.domain_verify.va.reuse import reuse_days
 from shared.config import KafkaSettings, MongoSettings
 from tests.domain_verify.harness import PUBLIC_URL, Harness, running
+from tests.mail_keys import params_of
 
 pytestmark = pytest.mark.usefixtures("topics")
 
@@ -27,41 +28,44 @@ async def dv(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> As
         yield harness
 
 
-def token_of(link: str) -> str:
-    return link.rsplit("/", 1)[1]
-
-
 async def test_request_mail_get_post_verifies_once_and_the_token_stays_in_the_mail(dv: Harness) -> None:
     request = await dv.request(member_id="m-ada", member_name="Ada Lovelace", domain="shop.example.org",
                                contact="Hostmaster@example.org")
     (mail,) = await dv.mail_commands(1)
     assert mail.data["to"] == "hostmaster@example.org"  # the chosen contact, normalised
     assert mail.data["template"] == "domain_challenge" and mail.data["member_id"] == "m-ada"
-    params = mail.data["params"]
+    params = params_of(mail)
     assert params["domain"] == "shop.example.org" and params["member_name"] == "Ada Lovelace"
-    assert params["link"].startswith(f"{PUBLIC_URL}/confirm/")
+    assert params["link"] == f"{PUBLIC_URL}/confirm#token={params['code']}"  # the token only in the fragment
     expires = datetime.fromisoformat(params["expires_at"])
     assert timedelta(hours=71) < expires - datetime.now(UTC) <= timedelta(hours=72)
-    token = token_of(params["link"])
-    url = dv.url(params["link"])
+    link = params["link"]
+    token = dv.token(link)
 
-    # GET, as a mail scanner would, several times: a page naming domain and account, nothing changes.
+    # GET, as a mail scanner would, several times: the static page, which knows no token and changes nothing.
     for _ in range(3):
-        async with dv.http.get(url) as page:
+        async with dv.http.get(f"{dv.base_url}/confirm") as page:
+            html = await page.text()
+            assert page.status == 200 and 'action="/confirm/review"' in html and "shop.example.org" not in html
+            assert 'src="/static/mailed-link.js"' in html
+            assert "default-src 'none'; script-src 'self'" in page.headers["Content-Security-Policy"]
+    # The page's script posts the token to the review, which names domain and account and changes nothing.
+    for _ in range(3):
+        async with dv.review(link) as page:
             html = await page.text()
             assert page.status == 200
             assert "shop.example.org" in html and "Ada Lovelace" in html and "m-ada" in html
-            assert '<form method="post">' in html
+            assert '<form method="post" action="/confirm">' in html
             assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     doc = await dv.challenge_doc(request.data["request_id"])
     assert doc is not None and doc["state"] == "pending" and "confirmed_at" not in doc
     assert await dv.outcomes(0, timeout=2) == []
 
-    async with dv.http.post(url) as confirmed:
+    async with dv.confirm(link) as confirmed:
         assert confirmed.status == 200 and "Domain confirmed" in await confirmed.text()
-    async with dv.http.post(url) as replay:  # the replayed token
+    async with dv.confirm(link) as replay:  # the replayed token
         assert replay.status == 410 and "already been used" in await replay.text()
-    async with dv.http.get(url) as after:
+    async with dv.review(link) as after:
         assert after.status == 410
 
     (verified,) = await dv.outcomes(2, timeout=4)  # waits for a second one that must not come
@@ -87,10 +91,10 @@ async def test_concurrent_confirmations_verify_exactly_once(dv: Harness) -> None
     """Several clicks at once (or replicas racing): one wins. FerretDB's non-atomic updates made this fail."""
     await dv.request()
     (mail,) = await dv.mail_commands(1)
-    url = dv.url(mail.data["params"]["link"])
+    link = params_of(mail)["link"]
 
     async def post() -> int:
-        async with dv.http.post(url) as response:
+        async with dv.confirm(link) as response:
             return response.status
 
     statuses = await asyncio.gather(*(post() for _ in range(10)))
@@ -126,11 +130,11 @@ async def test_idn_contact_in_unicode_or_punycode_mails_the_same_a_label_address
     await dv.request(member_id="m-2", domain="xn--bcher-kva.de", contact="admin@xn--bcher-kva.de")
     mails = await dv.mail_commands(2)
     assert {m.data["to"] for m in mails} == {"admin@xn--bcher-kva.de"}
-    assert {m.data["params"]["domain"] for m in mails} == {"xn--bcher-kva.de"}
+    assert {params_of(m)["domain"] for m in mails} == {"xn--bcher-kva.de"}
     unicode_mail = next(m for m in mails if m.data["member_id"] == "m-1")
-    async with dv.http.get(dv.url(unicode_mail.data["params"]["link"])) as page:
+    async with dv.review(params_of(unicode_mail)["link"]) as page:
         assert "bücher.de" in await page.text()  # people see the Unicode form
-    async with dv.http.post(dv.url(unicode_mail.data["params"]["link"])) as confirmed:
+    async with dv.confirm(params_of(unicode_mail)["link"]) as confirmed:
         assert confirmed.status == 200
     (verified,) = await dv.outcomes(1)
     assert verified.data["domain"] == "xn--bcher-kva.de"
@@ -155,13 +159,13 @@ async def test_a_newer_request_supersedes_the_older_link(dv: Harness) -> None:
     await dv.wait_handled(1)
     new = await dv.request(requested_at=now, contact="webmaster@example.org")
     mails = await dv.mail_commands(2)
-    links = {m.subject: m.data["params"]["link"] for m in mails}
+    links = {m.subject: params_of(m)["link"] for m in mails}
     (failed,) = await dv.outcomes(1)
     assert failed.data["request_id"] == old.data["request_id"] and failed.data["reason"] == "superseded"
-    for method in (dv.http.get, dv.http.post):
-        async with method(dv.url(links[old.data["request_id"]])) as stale:
+    for step in (dv.review, dv.confirm):
+        async with step(links[old.data["request_id"]]) as stale:
             assert stale.status == 410 and "newer verification request" in await stale.text()
-    async with dv.http.post(dv.url(links[new.data["request_id"]])) as confirmed:
+    async with dv.confirm(links[new.data["request_id"]]) as confirmed:
         assert confirmed.status == 200
     outcomes = {e.data["request_id"]: e for e in await dv.outcomes(3, timeout=3)}
     assert len(outcomes) == 2 and outcomes[old.data["request_id"]].type.endswith("verification_failed.v1")
@@ -185,20 +189,20 @@ async def test_a_token_is_bound_to_its_member(dv: Harness) -> None:
     req_a = await dv.request(member_id="m-a", member_name="Alice")
     req_b = await dv.request(member_id="m-b", member_name="Bob")
     mails = {m.data["member_id"]: m for m in await dv.mail_commands(2)}
-    url_a = dv.url(mails["m-a"].data["params"]["link"])
-    url_b = dv.url(mails["m-b"].data["params"]["link"])
-    async with dv.http.get(url_b) as page:
+    link_a = params_of(mails["m-a"])["link"]
+    link_b = params_of(mails["m-b"])["link"]
+    async with dv.review(link_b) as page:
         html = await page.text()
         assert "Bob" in html and "m-b" in html and "Alice" not in html
-    async with dv.http.post(url_a) as confirmed:
+    async with dv.confirm(link_a) as confirmed:
         assert confirmed.status == 200
     (verified,) = await dv.outcomes(1)
     assert verified.data["member_id"] == "m-a" and verified.data["request_id"] == req_a.data["request_id"]
     doc_b = await dv.challenge_doc(req_b.data["request_id"])
     assert doc_b is not None and doc_b["state"] == "pending"  # Bob's request is untouched by Alice's link
-    async with dv.http.post(url_a) as replay:  # Alice's link cannot be spent again, e.g. on Bob's request
+    async with dv.confirm(link_a) as replay:  # Alice's link cannot be spent again, e.g. on Bob's request
         assert replay.status == 410
-    async with dv.http.post(url_b) as confirmed_b:
+    async with dv.confirm(link_b) as confirmed_b:
         assert confirmed_b.status == 200
     outcomes = await dv.outcomes(2)
     assert {(e.data["member_id"], e.data["request_id"]) for e in outcomes} == {
@@ -206,9 +210,10 @@ async def test_a_token_is_bound_to_its_member(dv: Harness) -> None:
 
 
 async def test_unknown_tokens_get_a_clear_page(dv: Harness) -> None:
-    async with dv.http.get(f"{dv.base_url}/confirm/{'x' * 43}") as page:
-        assert page.status == 404 and "not valid" in await page.text()
-        assert page.headers["Referrer-Policy"] == "no-referrer"
+    for step in ("review", ""):
+        async with dv.http.post(f"{dv.base_url}/confirm{'/' if step else ''}{step}", data={"token": "x" * 43}) as page:
+            assert page.status == 404 and "not valid" in await page.text()
+            assert page.headers["Referrer-Policy"] == "no-referrer"
 
 
 async def test_the_dns_method_is_refused_until_it_is_offered(dv: Harness) -> None:

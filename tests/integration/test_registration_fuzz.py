@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 
 from shared.config import KafkaSettings, MongoSettings
 from tests.approval_keys import RA_PRIVATE_PEM
+from tests.mail_keys import SEALING_PUBLIC_PEM
 
 pytestmark = pytest.mark.usefixtures("topics")
 PASSWORD = "fuzzing admin passphrase"
@@ -54,6 +55,7 @@ def service_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
         "CACERT_RATE_LOGIN_PER_CLIENT": "100000",
         "CACERT_ADMIN_PASSWORD": PASSWORD,
         "CACERT_RA_SIGNING_KEY": RA_PRIVATE_PEM,
+        "CACERT_MAIL_SEALING_PUBLIC_KEY": SEALING_PUBLIC_PEM,
     }
     created = subprocess.run(
         [

@@ -30,6 +30,7 @@ from shared.kafka import EventProducer
 from shared.logging import configure
 from shared.settings import CommonSettings
 from tests.eventlog import read_topic, wait_until
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM, seal
 from tests.notifier.mailparse import parse
 
 
@@ -132,7 +133,8 @@ class Harness:
     async def publish(
         self, name: str, data: dict[str, Any], *, event_id: str | None = None, source: str = "test"
     ) -> CloudEvent:
-        event = make_event(name, data, source=source, event_id=event_id)
+        """Publish as a producer would: a mail command's link and code sealed to the notifier's key."""
+        event = seal(make_event(name, data, source=source, event_id=event_id))
         await self.producer.publish(event)
         return event
 
@@ -186,6 +188,7 @@ def settings_for(
         "retry_first_seconds": 0.2,
         "retry_max_seconds": 1.0,
         "reminder_check_seconds": 3600.0,
+        "sealing_key": NOTIFIER_PRIVATE_PEM,
         **overrides,
     }
     return NotifierSettings(common=common, **values)

@@ -8,6 +8,8 @@ import pytest
 
 from services.notifier.notices import NoticeError, notice_for
 from shared.events import CloudEvent, make_event
+from shared.sealed_mail import MailOpener
+from tests.mail_keys import NOTIFIER, seal
 
 
 def command(template: str, params: dict[str, Any], **extra: Any) -> CloudEvent:
@@ -24,17 +26,34 @@ def command(template: str, params: dict[str, Any], **extra: Any) -> CloudEvent:
     )
 
 
-def test_command_keeps_recipient_member_and_params() -> None:
-    notice = notice_for(
-        command("email_confirmation", {"link": "https://x/c?token=T", "name": "Ada"}, member_id="m-1")
-    )
+def test_command_keeps_recipient_member_and_params_and_its_link_sealed() -> None:
+    sealed = seal(command("email_confirmation", {"link": "https://x/c#token=T", "code": "T", "page": "https://x/c",
+                                                 "name": "Ada"}, member_id="m-1"))
+    notice = notice_for(sealed, NOTIFIER)
     assert (notice.template, notice.to, notice.to_name, notice.member_id) == (
         "email_confirmation",
         "ada@example.org",
         "Ada",
         "m-1",
     )
-    assert notice.context == {"link": "https://x/c?token=T", "name": "Ada"}
+    assert notice.context == {"name": "Ada", "page": "https://x/c", "code": None}, "link and code stay sealed"
+    assert notice.sealed == sealed.data["sealed"]
+
+
+@pytest.mark.parametrize("how", ["clear", "wrong key", "moved"])
+def test_a_command_that_does_not_open_is_refused_without_quoting_it(how: str) -> None:
+    plain = command("email_confirmation", {"link": "https://x/c#token=SECRET-TOKEN", "name": "Ada"})
+    event = plain
+    opener = NOTIFIER
+    if how == "wrong key":
+        event, opener = seal(plain), MailOpener.generate()
+    elif how == "moved":
+        other = command("email_confirmation", {"name": "Ada"})
+        event = CloudEvent(type=other.type, source="test", subject=other.subject, id=other.id,
+                           data={**other.data, "sealed": seal(plain).data["sealed"]})
+    with pytest.raises(NoticeError) as refused:
+        notice_for(event, opener)
+    assert "SECRET" not in str(refused.value)
 
 
 @pytest.mark.parametrize(
@@ -48,7 +67,7 @@ def test_command_keeps_recipient_member_and_params() -> None:
 )
 def test_command_missing_required_params_is_refused(template: str, params: dict[str, Any]) -> None:
     with pytest.raises(NoticeError) as refused:
-        notice_for(command(template, params))
+        notice_for(seal(command(template, params)), NOTIFIER)
     assert "SECRET" not in str(refused.value)  # the dead-letter reason never echoes the params
 
 
@@ -65,7 +84,7 @@ def test_unknown_template_is_refused() -> None:
         },
     )
     with pytest.raises(NoticeError):
-        notice_for(event)
+        notice_for(event, NOTIFIER)
 
 
 def test_member_registered_is_addressed_from_the_event_itself() -> None:
@@ -79,7 +98,7 @@ def test_member_registered_is_addressed_from_the_event_itself() -> None:
         },
         source="test",
     )
-    notice = notice_for(event)
+    notice = notice_for(event, NOTIFIER)
     assert (notice.template, notice.to, notice.to_name, notice.member_id) == (
         "member_registered",
         "ada@example.org",
@@ -101,5 +120,5 @@ def test_other_member_notices_wait_for_the_member_view() -> None:
         },
         source="test",
     )
-    notice = notice_for(event)
+    notice = notice_for(event, NOTIFIER)
     assert notice.to is None and notice.member_id == "m-2" and notice.template == "domain_verified"

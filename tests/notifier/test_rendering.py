@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,10 +11,11 @@ from cryptography import x509
 
 from services.notifier.addresses import mailbox, parse_mailbox
 from services.notifier.message import build_message
-from services.notifier.notices import Notice, notice_for
+from services.notifier.notices import Notice, notice_for, opened_context
 from services.notifier.rendering import MailRenderer, TemplateMissing
-from shared.events import make_event
+from shared.events import CloudEvent, make_event
 from shared.server_snippets import root_advice, server_snippets
+from tests.mail_keys import NOTIFIER, seal
 from tests.notifier.certs import CertFactory, issued_payload
 from tests.notifier.mailparse import attachments, body_text, parse
 
@@ -26,6 +28,14 @@ renderer = MailRenderer(account_url=REGISTRATION_URL)
 @pytest.fixture(scope="module")
 def ca() -> CertFactory:
     return CertFactory()
+
+
+def mail_notice(ev: CloudEvent) -> Notice:
+    """The notice an event becomes, a command's sealed params opened as the sender opens them to render."""
+    ev = seal(ev)
+    notice = notice_for(ev, NOTIFIER)
+    context = opened_context(ev.id, ev.type, notice.to, notice.template, notice.context, notice.sealed, NOTIFIER)
+    return dataclasses.replace(notice, context=context)
 
 
 def rendered(notice: Notice, *, to: str = "ada@example.org", name: str | None = "Ada Lovelace") -> Any:
@@ -48,13 +58,14 @@ def event(name: str, data: dict[str, Any]) -> Any:
 def test_password_reset_mail_goes_to_the_member_with_the_link_and_its_lifetime() -> None:
     cmd = event("mail.send_requested", {
         "to": "ada@example.org", "template": "password_reset",
-        "params": {"link": "https://ca.test/reset-password?token=SECRET", "name": "Ada", "hours": 1},
+        "params": {"link": "https://ca.test/reset-password#token=SECRET", "name": "Ada", "hours": 1},
         "member_id": "m-1", "requested_at": "2026-03-01T12:00:00Z"})
-    message, _ = rendered(notice_for(cmd))
+    message, _ = rendered(mail_notice(cmd))
     assert message["To"].addresses[0].addr_spec == "ada@example.org"
     assert message["Subject"] == "Reset your CAcert password"
     text = body_text(message)
-    assert "https://ca.test/reset-password?token=SECRET" in text and "within 1 hour:" in text
+    assert "https://ca.test/reset-password#token=SECRET" in text and "within 1 hour:" in text
+    assert "enter this code" not in text, "without code and page the mail names the link alone"
     assert "ends every session" in text
 
 
@@ -64,21 +75,24 @@ def test_email_confirmation_has_link_recipient_and_html_alternative() -> None:
         {
             "to": "new@example.org",
             "template": "email_confirmation",
-            "params": {"link": "https://ca.test/confirm-email?token=SECRET", "name": "Ada"},
+            "params": {"link": "https://ca.test/confirm-email#token=SECRET", "code": "SECRET",
+                       "page": "https://ca.test/confirm-email", "name": "Ada"},
             "member_id": "m-1",
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    message, _ = rendered(notice_for(cmd))
+    message, _ = rendered(mail_notice(cmd))
     assert message["To"].addresses[0].addr_spec == "new@example.org"
     assert message["To"].addresses[0].display_name == "Ada"
     assert message["Subject"] == "Confirm your email address"
     assert message["From"].addresses[0].addr_spec == "noreply@cacert.test"
     assert message["Message-ID"] == "<mail-1@cacert.test>" and message["Auto-Submitted"] == "auto-generated"
     text = body_text(message)
-    assert "https://ca.test/confirm-email?token=SECRET" in text and text.startswith("Hello Ada,")
+    assert "https://ca.test/confirm-email#token=SECRET" in text and text.startswith("Hello Ada,")
+    assert "go to https://ca.test/confirm-email\nand enter this code:\n\n  SECRET\n" in text  # no script, no link
     html = message.get_body(preferencelist=("html",))
-    assert html is not None and 'href="https://ca.test/confirm-email?token=SECRET"' in html.get_content()
+    assert html is not None and 'href="https://ca.test/confirm-email#token=SECRET"' in html.get_content()
+    assert "<code>SECRET</code>" in html.get_content()
 
 
 def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
@@ -88,7 +102,7 @@ def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
             "to": "hostmaster@example.org",
             "template": "domain_challenge",
             "params": {
-                "link": "https://v.test/confirm/TOKEN",
+                "link": "https://v.test/confirm#token=TOKEN", "code": "TOKEN", "page": "https://v.test/confirm",
                 "domain": "example.org",
                 "expires_at": "2026-03-04T12:00:00Z",
                 "member_name": "Ada Lovelace",
@@ -97,14 +111,15 @@ def test_domain_challenge_goes_to_the_contact_not_greeting_the_member() -> None:
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    notice = notice_for(cmd)
+    notice = mail_notice(cmd)
     assert notice.to_name is None and notice.context["name"] is None
     message, _ = rendered(notice, name=None)
     assert message["To"].addresses[0].addr_spec == "hostmaster@example.org"
     assert message["Subject"] == "Confirm control of example.org"
     text = body_text(message)
     assert text.startswith("Hello,") and '"Ada Lovelace"' in text
-    assert "https://v.test/confirm/TOKEN" in text and "2026-03-04T12:00:00Z" in text
+    assert "https://v.test/confirm#token=TOKEN" in text and "2026-03-04T12:00:00Z" in text
+    assert "go to https://v.test/confirm\nand enter this code:\n\n  TOKEN\n" in text
 
 
 def test_domain_challenge_without_optional_params_renders() -> None:
@@ -117,7 +132,7 @@ def test_domain_challenge_without_optional_params_renders() -> None:
             "requested_at": "2026-03-01T12:00:00Z",
         },
     )
-    message, _ = rendered(notice_for(cmd), name=None)
+    message, _ = rendered(mail_notice(cmd), name=None)
     assert "a CAcert member asked" in body_text(message)
 
 
@@ -127,7 +142,7 @@ def test_cert_issued_attaches_the_same_certificate_and_names_the_root(
 ) -> None:
     issued = ca.issue(cert_class=cert_class, dns_names=("www.example.org", "example.org"))
     data = issued_payload(issued, cert_class=cert_class, dns_names=["www.example.org", "example.org"])
-    message, _ = rendered(notice_for(event("cert.issued", data)))
+    message, _ = rendered(mail_notice(event("cert.issued", data)))
     assert message["Subject"] == "Your server certificate for www.example.org was issued"
     files = attachments(message)
     assert x509.load_pem_x509_certificate(files["certificate.pem"]) == issued.certificate
@@ -154,7 +169,7 @@ def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_an
 ) -> None:
     names = ["www.example.org", "example.org"]
     issued = ca.issue(cert_class=cert_class, dns_names=tuple(names))
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(issued, cert_class=cert_class,
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(issued, cert_class=cert_class,
                                                                          dns_names=names))))
     text = body_text(message)
     shared = server_snippets(names, client_root_class=3)
@@ -172,14 +187,14 @@ def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_an
 
 def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -> None:
     client = ca.issue(cert_class=1, dns_names=(), emails=("ada@example.org",))
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(
         client, profile="client", cert_class=1, dns_names=[], emails=["ada@example.org"]))))
     text = body_text(message)
     assert all(f"  - {line}\n" in text for line in root_advice())  # which sites admit it
     assert "SSLVerifyClient" not in text and "ssl_client_certificate" not in text
 
     signer = ca.issue(cert_class=3, dns_names=())
-    message, _ = rendered(notice_for(event("cert.issued", issued_payload(
+    message, _ = rendered(mail_notice(event("cert.issued", issued_payload(
         signer, profile="codesign", cert_class=3, dns_names=[]))))
     text = body_text(message)
     assert "Sign your code with it" in text
@@ -189,7 +204,7 @@ def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -
 def test_client_certificate_mail_explains_pkcs12_not_server_config(ca: CertFactory) -> None:
     issued = ca.issue(cert_class=1, dns_names=(), emails=("ada@example.org",))
     data = issued_payload(issued, profile="client", cert_class=1, dns_names=[], emails=["ada@example.org"])
-    message, _ = rendered(notice_for(event("cert.issued", data)))
+    message, _ = rendered(mail_notice(event("cert.issued", data)))
     assert message["Subject"] == "Your client certificate for ada@example.org was issued"
     text = body_text(message)
     assert "openssl pkcs12 -export" in text and "ssl_certificate" not in text
@@ -277,7 +292,7 @@ MEMBER_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
     ("name", "data", "subject", "snippet"), MEMBER_EVENTS, ids=[m[0] for m in MEMBER_EVENTS]
 )
 def test_member_notices(name: str, data: dict[str, Any], subject: str, snippet: str) -> None:
-    notice = notice_for(event(name, data))
+    notice = mail_notice(event(name, data))
     assert notice.member_id == "m-1"
     message, content = rendered(notice)
     assert message["To"].addresses[0].addr_spec == "ada@example.org"

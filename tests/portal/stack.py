@@ -27,6 +27,7 @@ from services.signer.settings import SignerSettings
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.settings import CommonSettings
 from tests.approval_keys import RA_PUBLIC_PEM
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM, SEALING_PUBLIC_PEM
 from tests.registration.harness import registration_settings
 
 PASSPHRASE = b"portal test passphrase"
@@ -51,7 +52,8 @@ class System:
         parsed = urlparse(link)
         origin = f"{parsed.scheme}://{parsed.netloc}"
         port = {PORTAL_URL: self.registration.http_port, VERIFY_URL: self.domain_verify.http_port}[origin]
-        return f"http://127.0.0.1:{port}{parsed.path}" + (f"?{parsed.query}" if parsed.query else "")
+        return (f"http://127.0.0.1:{port}{parsed.path}" + (f"?{parsed.query}" if parsed.query else "")
+                + (f"#{parsed.fragment}" if parsed.fragment else ""))  # mailed links carry their token there
 
 
 def _common(kafka: KafkaSettings, mongo: MongoSettings, name: str) -> CommonSettings:
@@ -84,10 +86,11 @@ async def running_system(kafka: KafkaSettings, mongo: MongoSettings, env: dict[s
         await start(SignerService(signer, mode="issuing"))
         verify = await start(DomainVerifyService(DomainVerifySettings(
             common=_common(kafka, mongo, "domain_verify"), public_url=VERIFY_URL,
-            resolvers=[env["CACERT_DNS_RESOLVER"]])))
+            resolvers=[env["CACERT_DNS_RESOLVER"]], mail_sealing_public_key=SEALING_PUBLIC_PEM)))
         await start(NotifierService(NotifierSettings(
             common=_common(kafka, mongo, "notifier"), smtp_host=env["CACERT_SMTP_HOST"],
-            smtp_port=int(env["CACERT_SMTP_PORT"]), poll_seconds=0.2)))
+            smtp_port=int(env["CACERT_SMTP_PORT"]), poll_seconds=0.2,
+            sealing_key=NOTIFIER_PRIVATE_PEM)))
         settings = registration_settings(kafka, MongoSettings(url=mongo.url, database=f"{mongo.database}_reg"),
                                          public_url=PORTAL_URL)
         web = WebSettings(ca_certs_url=f"http://127.0.0.1:{status.http_port}", cookie_secure="false",

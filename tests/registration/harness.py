@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 import aiohttp
 import pyotp
@@ -22,6 +21,7 @@ from shared.kafka import EventProducer
 from shared.settings import CommonSettings
 from tests.approval_keys import RA_PRIVATE_PEM
 from tests.eventlog import read_topic
+from tests.mail_keys import SEALING_PUBLIC_PEM, params_of
 
 PASSWORD = "a long test passphrase"
 
@@ -46,7 +46,7 @@ def registration_settings(
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0, trusted_proxies=proxies),
                             create_topics=False)
     return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
-                                                  **overrides})
+                                                  "mail_sealing_public_key": SEALING_PUBLIC_PEM, **overrides})
 
 
 SECOND_FACTORS: dict[str, str] = {}
@@ -141,8 +141,9 @@ class Stack:
                 if e.data["to"] == address and e.data["template"] == "email_confirmation"
             ]
             if len(mails) >= nth:
-                link = mails[nth - 1].data["params"]["link"]
-                return parse_qs(urlparse(link).query)["token"][0]
+                params = params_of(mails[nth - 1])
+                assert params["link"].endswith("#token=" + params["code"]), "the token only in the fragment"
+                return str(params["code"])
         raise AssertionError(f"no confirmation mail #{nth} to {address}")
 
     async def answer_caa(self, request_id: str, *, allowed: bool = True, reason: str = "no_caa",

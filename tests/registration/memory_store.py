@@ -20,6 +20,7 @@ from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import BY_NAME, CloudEvent
 from shared.settings import CommonSettings
 from tests.approval_keys import RA
+from tests.mail_keys import SEALER
 
 Document = dict[str, Any]
 
@@ -343,7 +344,7 @@ def settings() -> RegistrationSettings:
 
 
 def context(store: MemoryStore, now: datetime = NOW) -> Context:
-    return Context(store, settings(), lambda: now, RA)
+    return Context(store, settings(), lambda: now, RA, SEALER)
 
 
 def with_second_factor(store: MemoryStore, member: Member) -> Member:

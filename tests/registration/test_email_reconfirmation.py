@@ -17,6 +17,7 @@ from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Member, Members
 from shared.http import ApiError
 from tests.approval_keys import RA
+from tests.mail_keys import SEALER, params_of
 from tests.registration.csrs import build_csr
 from tests.registration.memory_store import NOW, MemoryStore, settings
 
@@ -27,14 +28,14 @@ class World:
     def __init__(self) -> None:
         self.now = NOW
         self.store = MemoryStore()
-        ctx = Context(self.store, dataclasses.replace(settings(), email_reuse_days=30), lambda: self.now, RA)
+        ctx = Context(self.store, dataclasses.replace(settings(), email_reuse_days=30), lambda: self.now, RA, SEALER)
         self.members = Members(ctx)
         self.emails = EmailAddresses(ctx, self.members)
         self.requests = CertificateRequests(ctx, Assurances(ctx), DomainClaims(ctx))
 
     def latest_link_token(self) -> str:
         mails = [e for (_, _, e) in self.store.queued if e.data.get("template") == "email_confirmation"]
-        return str(mails[-1].data["params"]["link"].split("token=", 1)[1])
+        return str(params_of(mails[-1])["code"])
 
 
 async def test_an_address_confirmed_over_30_days_ago_is_refused_until_it_is_confirmed_again() -> None:

@@ -18,6 +18,7 @@ from services.registration.members import Member, Members
 from services.registration.ratelimit import RateLimited
 from shared.http import ApiError
 from tests.approval_keys import RA
+from tests.mail_keys import SEALER
 from tests.registration.csrs import build_csr
 from tests.registration.memory_store import NOW, MemoryStore, settings
 
@@ -29,7 +30,7 @@ class Limited:
         limited = dataclasses.replace(settings(), requests_per_member=requests_per_member,
                                       requests_per_domain=requests_per_domain,
                                       domain_claims_per_member=domain_claims_per_member)
-        ctx = Context(self.store, limited, lambda: NOW, RA)
+        ctx = Context(self.store, limited, lambda: NOW, RA, SEALER)
         self.members = Members(ctx)
         self.domains = DomainClaims(ctx)
         self.requests = CertificateRequests(ctx, Assurances(ctx), self.domains)

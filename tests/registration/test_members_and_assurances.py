@@ -10,6 +10,7 @@ from services.registration.assurance import Assurances
 from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Member, Members
 from shared.http import ApiError
+from tests.mail_keys import params_of
 from tests.registration.memory_store import MemoryStore, context, with_second_factor
 
 MET = date(2026, 2, 1)
@@ -53,7 +54,7 @@ async def test_an_added_address_queues_its_events_and_is_verified_once_by_its_li
     ada = await reg.member("ada@example.org")
     await reg.emails.add(ada, "ada@work.example.org")
     [mail] = [e for e in reg.store.events("mail.send_requested") if e.data["to"] == "ada@work.example.org"]
-    token = mail.data["params"]["link"].split("token=")[1]
+    token = params_of(mail)["code"]
 
     confirmed = await reg.emails.confirm(token)
     with pytest.raises(ApiError) as replay:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import subprocess
 import sys
-from urllib.parse import urlparse
 
 import pytest
 
@@ -14,6 +13,7 @@ from shared.audit import AuditLog, Pending, entry_hash, entry_key
 from shared.config import KafkaSettings, MongoSettings
 from shared.mongo import connect
 from tests.integration.test_registration_certificates import verify_domain
+from tests.mail_keys import params_of
 from tests.registration.csrs import build_csr
 from tests.registration.harness import running
 
@@ -113,7 +113,7 @@ async def test_domain_verify_audits_a_verified_domain(
     async with domain_verify(kafka_settings, mongo_settings) as harness:
         await harness.request(member_id="m-7", domain="example.org", contact="webmaster@example.org")
         (mail,) = await harness.mail_commands(1)
-        reply = await harness.http.post(harness.base_url + urlparse(mail.data["params"]["link"]).path)
+        reply = await harness.confirm(params_of(mail)["link"])
         assert reply.status == 200
         audit = AuditLog(harness.service.db)  # type: ignore[arg-type]
         (entry,) = await audit.collection.find({}).to_list()

@@ -10,11 +10,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
-from urllib.parse import urlparse
 
 import pytest
 
 from shared.config import KafkaSettings, MongoSettings
+from tests.mail_keys import params_of
 from tests.registration.harness import PASSWORD, Reply, Stack, running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
@@ -119,7 +119,7 @@ def assert_locked_down(headers: object, where: str) -> None:
 
 
 async def test_registration_confirm_email_pages_carry_security_headers(stack: Stack) -> None:
-    page = await stack.api.call("GET", "/confirm-email?token=abc")
+    page = await stack.api.call("GET", "/confirm-email")
     assert page.status == 200
     assert_locked_down(page.headers, "GET /confirm-email")
     refused = await stack.api.call("POST", "/confirm-email", data="token=abc",
@@ -136,17 +136,20 @@ async def test_domain_verify_limits_link_guessing_and_its_pages_carry_security_h
                              rate_limit_window_seconds=2.0) as harness:
         await harness.request(domain="example.org", contact="hostmaster@example.org")
         (mail,) = await harness.mail_commands(1)
-        path = urlparse(mail.data["params"]["link"]).path
-        page = await harness.http.get(harness.base_url + path)
+        link = params_of(mail)["link"]
+        landing = await harness.http.get(harness.base_url + "/confirm")
+        assert landing.status == 200
+        assert_locked_down(landing.headers, "GET /confirm")
+        page = await harness.review(link)
         assert page.status == 200 and "example.org" in await page.text()
-        assert_locked_down(page.headers, "GET /confirm/{token}")
-        for n in range(LIMIT - 1):
-            guess = await harness.http.post(f"{harness.base_url}/confirm/{n:043d}")
+        assert_locked_down(page.headers, "POST /confirm/review")
+        for n in range(LIMIT - 2):
+            guess = await harness.http.post(f"{harness.base_url}/confirm", data={"token": f"{n:043d}"})
             assert guess.status == 404
-            assert_locked_down(guess.headers, "POST /confirm/{wrong token}")
-        limited = await harness.http.post(harness.base_url + path)  # the right link, over the limit
+            assert_locked_down(guess.headers, "POST /confirm (wrong token)")
+        limited = await harness.confirm(link)  # the right token, over the limit
         assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
         assert_locked_down(limited.headers, "429 page")
         await asyncio.sleep(2.5)
-        confirmed = await harness.http.post(harness.base_url + path)
+        confirmed = await harness.confirm(link)
         assert confirmed.status == 200

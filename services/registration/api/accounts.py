@@ -227,11 +227,9 @@ class AccountRoutes:
         return web.json_response(await self._emails.confirm(body["token"]))
 
     async def confirm_page(self, request: web.Request) -> web.Response:
-        """The link in the mail: a page with a button, so link scanners that fetch it confirm nothing."""
-        token = request.query.get("token", "")[:256]
-        return render_link_page(
-            "confirm_email.html", title="Confirm your email address", action=CONFIRM_PATH, token=token
-        )
+        """The link in the mail: a page with a button, so link scanners that fetch it confirm nothing. The token
+        is in the link's fragment, which the page's script puts into the form; the URL is never read."""
+        return render_link_page("confirm_email.html", title="Confirm your email address", action=CONFIRM_PATH)
 
     async def confirm_form(self, request: web.Request) -> web.Response:
         try:
@@ -239,8 +237,7 @@ class AccountRoutes:
         except (ValueError, web.HTTPException):
             form = {}  # type: ignore[assignment]
         token = form.get("token") if form else None
-        if not isinstance(token, str):
-            token = ""
+        token = token.strip() if isinstance(token, str) else ""  # typed in from the mail: spaces around
         await self._limiter.hit("confirm:client", client_address(request))
         try:
             result = await self._emails.confirm(token)

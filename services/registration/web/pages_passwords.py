@@ -11,7 +11,7 @@ from services.registration.password_changes import RESET_HOURS, RESET_PATH, Pass
 from services.registration.ratelimit import RateLimiter
 from services.registration.web.forms import Form, Route, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
-from services.registration.web.security import Visitor
+from services.registration.web.security import LINK_PAGE_HEADERS, Visitor
 from shared.http import ApiError, client_address
 
 
@@ -66,9 +66,12 @@ class PasswordPages:
 
     async def reset_form(self, request: web.Request, visitor: Visitor, form: Form, *, error: str | None = None,
                          status: int = 200) -> web.StreamResponse:
-        token = (text(form, "token", 256) or request.query.get("token", ""))[:256]
-        return render(visitor, "password_reset.html", title="Choose a new password", token=token, error=error,
-                      status=status)
+        # The mailed link's token is in its fragment: the page's script (or the person) puts it into the form;
+        # the server never reads it from the URL (shared/mailed_links.py).
+        page = render(visitor, "password_reset.html", title="Choose a new password", token=text(form, "token", 256),
+                      error=error, status=status)
+        page.headers.update(LINK_PAGE_HEADERS)
+        return page
 
     async def reset(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         new = text(form, "new_password")
@@ -76,7 +79,7 @@ class PasswordPages:
             return await self.reset_form(request, visitor, form, error="The two passwords differ.", status=422)
         await self._limiter.hit("confirm:client", client_address(request))
         try:
-            await self._passwords.reset(text(form, "token", 256), new)
+            await self._passwords.reset(text(form, "token", 256).strip(), new)
         except ApiError as exc:
             return await self.reset_form(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other("/login?notice=password_reset")

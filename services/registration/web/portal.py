@@ -38,6 +38,7 @@ from services.registration.web.pages_trust import TrustPages
 from services.registration.web.rendering import error_page, favicon, favicon_ico, see_other, stylesheet
 from services.registration.web.security import CookieSecurity, Visitor, add_html_headers
 from services.registration.web.settings import WebSettings
+from shared import mailed_links
 from shared.http import ApiError
 
 
@@ -88,6 +89,7 @@ class WebPortal:
         app.on_response_prepare.append(add_html_headers)
         app.router.add_get("/static/portal.css", stylesheet)
         app.router.add_get("/static/favicon.svg", favicon)
+        app.router.add_get(mailed_links.SCRIPT_PATH, mailed_links.script)  # pages opened from mailed links
         app.router.add_get("/favicon.ico", favicon_ico)
         for area in self.areas:
             for method, path, handler, access in area.routes():

@@ -10,9 +10,10 @@
   random anonymous cookie (a signed double-submit cookie). A POST whose token
   does not match is refused with 403 before its handler runs.
 * HTML responses carry a CSP without any script, no framing, nosniff and no
-  referrer (pages may sit behind mailed links carrying tokens). Pages whose URL
-  holds a secret (the mailed confirmation link) get `LINK_PAGE_HEADERS`, whose
-  CSP starts from `default-src 'none'`.
+  referrer. Pages opened from a mailed link (confirm-email, reset-password) get
+  `LINK_PAGE_HEADERS`, whose CSP starts from `default-src 'none'` and allows one
+  script, the static `/static/mailed-link.js` that moves the token from the URL
+  fragment into the form (shared/mailed_links.py).
 """
 
 from __future__ import annotations
@@ -43,10 +44,11 @@ HTML_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-# Opened from a mail with the token in the URL: nothing but the stylesheet, the icon and a form to this site.
+# Opened from a mailed link (the token in its fragment): nothing but the stylesheet, the icon, the one static
+# script that puts the token into the form (shared/mailed_links.py), and a form to this site.
 LINK_PAGE_CSP = (
-    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
 )
 LINK_PAGE_HEADERS = {**HTML_HEADERS, "Content-Security-Policy": LINK_PAGE_CSP}
 
