@@ -7,10 +7,12 @@ placeholder; nothing else was edited. During a rolling upgrade such events sit o
 
 * every one still validates against today's schemas (a schema change within v1 may only add);
 * replayed onto fresh topics, today's registration, signer and notifier take each one: the signer
-  answers the approvals (signed by the old system's RA key, which it is given), the notifier answers
-  the mail commands, registration stores the certificates; nothing is dead-lettered except the two
-  revocation requests, whose serials this fresh CA never issued (the answer the signer gives any
-  unknown serial).
+  answers the approvals (signed by the old system's RA key, which it is given) and registration stores
+  the certificates. Two dead-letters are expected and nothing else: the revocation requests, whose
+  serials this fresh CA never issued (the answer the signer gives any unknown serial), and, once with
+  this release, the previous release's mail commands: their links carry the token in the clear and in the
+  query, which today's notifier refuses to mail and today's pages no longer read (docs/decisions.md,
+  "Mailed tokens"; docs/operations.md, "Upgrades").
 """
 
 from __future__ import annotations
@@ -114,8 +116,9 @@ async def test_todays_consumers_take_every_event_the_previous_release_left_on_th
             answers = {e.data.get("request_id") for e in await events("cert") if e.source == "signer"}
             return approvals <= answers
 
-        async def notifier_answered() -> bool:
-            return commands <= {e.data.get("source_event_id") for e in await events("mail")}
+        async def notifier_refused() -> bool:
+            refused = await read_topic(kafka_settings.bootstrap, topics.dlq("mail.commands"), 10**6, timeout=1)
+            return commands <= {CloudEvent.from_kafka(r.key, r.value, r.headers).id for r in refused}
 
         async def registration_stored() -> bool:
             assert registration.service.context is not None
@@ -123,12 +126,13 @@ async def test_todays_consumers_take_every_event_the_previous_release_left_on_th
             return all([await store.certificate(serial, None) is not None for serial in issued])
 
         await _until(signer_answered, "the signer answers every approval of the previous release")
-        await _until(notifier_answered, "the notifier answers every mail command of the previous release")
+        await _until(notifier_refused, "the notifier dead-letters the previous release's unsealed mail commands")
         await _until(registration_stored, "registration stores every certificate of the previous release")
 
         dead: list[tuple[str, CloudEvent]] = []
         for topic in {t for t, _, _ in old}:
             for record in await read_topic(kafka_settings.bootstrap, topics.dlq(topic), 10**6, timeout=1):
                 dead.append((topic, CloudEvent.from_kafka(record.key, record.value, record.headers)))
-        unexpected = [(t, e.type) for t, e in dead if not e.type.endswith("cert.revoke_requested.v1")]
+        expected = ("cert.revoke_requested.v1", "mail.send_requested.v1")
+        unexpected = [(t, e.type) for t, e in dead if not e.type.endswith(expected)]
         assert not unexpected, f"dead-lettered: {unexpected}"
