@@ -37,6 +37,7 @@ type config struct {
 	prefix    string
 	group     string
 	schemas   string
+	since     time.Time
 	max       int
 	timeout   time.Duration
 	follow    bool
@@ -95,12 +96,20 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.prefix, "prefix", env("CACERT_KAFKA_TOPIC_PREFIX", "cacert."), "topic prefix; the topic read is <prefix>cert (env CACERT_KAFKA_TOPIC_PREFIX)")
 	fs.StringVar(&c.group, "group", env("GO_CONSUMER_GROUP", ""), "consumer group: commit offsets after each batch and resume there next time; empty reads the whole topic and commits nothing (env GO_CONSUMER_GROUP)")
 	fs.StringVar(&c.schemas, "schemas", env("GO_CONSUMER_SCHEMAS", ""), "directory of the event JSON Schemas, <ce_type>.json (env GO_CONSUMER_SCHEMAS; default: the repo's shared/events/schemas, found from the working directory)")
+	since := fs.String("since", env("GO_CONSUMER_SINCE", ""), "read only events written at or after this time: RFC 3339, or a duration meaning that long ago (env GO_CONSUMER_SINCE)")
 	fs.IntVar(&c.max, "max", envInt("GO_CONSUMER_MAX", 0), "stop after this many records, 0 for no limit (env GO_CONSUMER_MAX)")
 	fs.DurationVar(&c.timeout, "timeout", envDuration("GO_CONSUMER_TIMEOUT", 0), "stop after this long, 0 for no limit; without -follow, not reaching the end in time is an error (env GO_CONSUMER_TIMEOUT)")
 	fs.BoolVar(&c.follow, "follow", false, "keep waiting for new events instead of stopping at the end of the topic")
 	fs.IntVar(&c.passes, "passes", 1, "read the topic from the start this many times in one process (no -group, no -follow): every pass after the first is a re-delivery that de-duplication must drop")
 	if err := fs.Parse(args); err != nil {
 		return c, err
+	}
+	if *since != "" {
+		if ago, err := time.ParseDuration(*since); err == nil {
+			c.since = time.Now().Add(-ago)
+		} else if c.since, err = time.Parse(time.RFC3339, *since); err != nil {
+			return c, fmt.Errorf("-since %q is neither an RFC 3339 time nor a duration", *since)
+		}
 	}
 	if c.passes < 1 {
 		return c, errors.New("-passes must be at least 1")
@@ -224,8 +233,9 @@ func (c *Checker) validate(h map[string]string, value []byte, line *Line) error 
 	return schema.Validate(data)
 }
 
-// offsets returns, per partition, where reading starts and where the topic ends now.
-func offsets(ctx context.Context, adm *kadm.Client, topic, group string) (from, end map[int32]int64, err error) {
+// offsets returns, per partition, where reading starts (the group's committed offset, else the
+// first record at or after since, else the start) and where the topic ends now.
+func offsets(ctx context.Context, adm *kadm.Client, topic, group string, since time.Time) (from, end map[int32]int64, err error) {
 	ends, err := adm.ListEndOffsets(ctx, topic)
 	if err == nil {
 		err = ends.Error()
@@ -233,7 +243,12 @@ func offsets(ctx context.Context, adm *kadm.Client, topic, group string) (from, 
 	if err != nil {
 		return nil, nil, fmt.Errorf("listing the offsets of %s: %w", topic, err)
 	}
-	starts, err := adm.ListStartOffsets(ctx, topic)
+	var starts kadm.ListedOffsets
+	if since.IsZero() {
+		starts, err = adm.ListStartOffsets(ctx, topic)
+	} else {
+		starts, err = adm.ListOffsetsAfterMilli(ctx, since.UnixMilli(), topic)
+	}
 	if err == nil {
 		err = starts.Error()
 	}
@@ -261,13 +276,17 @@ func offsets(ctx context.Context, adm *kadm.Client, topic, group string) (from, 
 	return from, end, nil
 }
 
-// pass reads the topic once: from the start (or the group's committed offsets) to the end it had
-// when the pass began, or on and on with -follow.
+// pass reads the topic once: from the start (or -since, or the group's committed offsets) to the
+// end it had when the pass began, or on and on with -follow.
 func pass(ctx context.Context, cfg config, topic string, checker *Checker, out io.Writer) error {
+	reset := kgo.NewOffset().AtStart()
+	if !cfg.since.IsZero() {
+		reset = kgo.NewOffset().AfterMilli(cfg.since.UnixMilli())
+	}
 	opts := []kgo.Opt{
 		kgo.SeedBrokers(strings.Split(cfg.bootstrap, ",")...),
 		kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.ConsumeResetOffset(reset),
 	}
 	if cfg.group != "" {
 		opts = append(opts, kgo.ConsumerGroup(cfg.group), kgo.DisableAutoCommit())
@@ -277,7 +296,7 @@ func pass(ctx context.Context, cfg config, topic string, checker *Checker, out i
 		return err
 	}
 	defer client.Close()
-	next, end, err := offsets(ctx, kadm.NewClient(client), topic, cfg.group)
+	next, end, err := offsets(ctx, kadm.NewClient(client), topic, cfg.group, cfg.since)
 	if err != nil {
 		return err
 	}
