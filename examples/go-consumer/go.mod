@@ -1,4 +1,4 @@
-module github.com/cacert-community/ca/examples/go-consumer
+module cacert.example/examples/go-consumer
 
 go 1.26.0
 

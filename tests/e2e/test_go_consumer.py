@@ -49,7 +49,7 @@ def go_consumer() -> Path:
     try:
         go = tools.find("go")
     except tools.ToolMissing as exc:
-        pytest.fail(f"the Go example consumer needs Go: {exc}")
+        pytest.fail(f"examples/go-consumer needs Go 1.26+ (its go.mod says why): {exc}")
     binary = paths.cache_dir() / "go-consumer" / "go-consumer"
     binary.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "GOWORK": "off", "GOTOOLCHAIN": "local"}
