@@ -200,4 +200,8 @@ def test_the_guard_sees_this_release_s_additions() -> None:
     old, new = load(evolution.RELEASED_DIR, rejected), load(evolution.SCHEMA_DIR, rejected)
     assert "compromised_key" in set(new[P]["reason"]["enum"]) - set(old[P]["reason"]["enum"])
     assert evolution.breaking_changes(old, new) == []
+    mail = "org.cacert.mail.send_requested.v1"
+    old, new = load(evolution.RELEASED_DIR, mail), load(evolution.SCHEMA_DIR, mail)
+    assert "sealed" in set(new[P]) - set(old[P])
+    assert evolution.breaking_changes(old, new) == []
     assert not (evolution.RELEASED_DIR / "org.cacert.cert.key_compromised.v1.json").exists()
