@@ -8,18 +8,25 @@ the process dies in between, `Outbox.sweep()` (run periodically and at
 start-up) finds documents with pending events and publishes them. Events
 may thus be published twice, never zero times; consumers de-duplicate on
 the CloudEvent id.
+
+Each sweep also measures how long the oldest event it found pending had been waiting
+(`cacert_outbox_oldest_pending_seconds{collection}`, 0 when nothing was pending): right after a write
+it is a fraction of a second; a value that grows means events are not being published (the broker is
+unreachable or refuses this service), so the rest of the system is not hearing about changes.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
+from prometheus_client import Gauge
 from pymongo import IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 
-from shared.events.envelope import CloudEvent
+from shared.events.envelope import CloudEvent, utcnow
 from shared.kafka.producer import EventProducer
 from shared.logging import get_logger
 from shared.periodic import Periodic
@@ -27,6 +34,12 @@ from shared.periodic import Periodic
 FIELD = "_outbox"
 INDEX = IndexModel([(f"{FIELD}.id", 1)], name="outbox_pending", sparse=True)
 log = get_logger("shared.outbox")
+OLDEST_PENDING = Gauge(
+    "cacert_outbox_oldest_pending_seconds",
+    "Age of the oldest event the last outbox sweep found unpublished, per collection (0: none)",
+    ["collection"],
+)
+PENDING = {f"{FIELD}.0": {"$exists": True}}
 
 Document = dict[str, Any]
 
@@ -69,6 +82,8 @@ class Outbox:
         self._producer = producer
         self._collections = {c.name: c for c in collections}
         self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every)
+        for name in self._collections:
+            OLDEST_PENDING.labels(name).set(0)
 
     async def flush(self, collection: AsyncCollection[Document], document_id: Any) -> None:
         """Publish a document's pending events now, then remove them from it."""
@@ -87,10 +102,21 @@ class Outbox:
     async def sweep(self) -> int:
         """Publish everything still pending in every registered collection; returns how many documents."""
         count = 0
-        for collection in self._collections.values():
-            async for doc in collection.find({f"{FIELD}.0": {"$exists": True}}, {FIELD: 1}):
-                await self._publish(collection, doc)
-                count += 1
+        for name, collection in self._collections.items():
+            oldest: datetime | None = None
+            try:
+                async for doc in collection.find(PENDING, {FIELD: 1}):
+                    oldest = _oldest(doc, oldest)
+                    await self._publish(collection, doc)
+                    count += 1
+            except Exception:
+                # Not published: measure everything still pending (times only, not the payloads). If the
+                # database is what failed, this fails too and the gauge keeps its last value.
+                async for doc in collection.find(PENDING, {f"{FIELD}.time": 1}):
+                    oldest = _oldest(doc, oldest)
+                _report_age(name, oldest)
+                raise
+            _report_age(name, oldest)
         return count
 
     def start(self) -> None:
@@ -103,3 +129,19 @@ class Outbox:
         swept = await self.sweep()
         if swept:
             log.info("outbox sweep published pending events", documents=swept)
+
+
+def _oldest(doc: Document, oldest: datetime | None) -> datetime | None:
+    """The earlier of `oldest` and the time of the document's oldest pending event."""
+    for stored in doc.get(FIELD) or []:
+        try:
+            created = datetime.fromisoformat(stored["time"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if oldest is None or created < oldest:
+            oldest = created
+    return oldest
+
+
+def _report_age(collection: str, oldest: datetime | None) -> None:
+    OLDEST_PENDING.labels(collection).set(0 if oldest is None else max(0.0, (utcnow() - oldest).total_seconds()))

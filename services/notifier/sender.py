@@ -30,7 +30,7 @@ from services.notifier.members import MemberDirectory
 from services.notifier.message import build_message
 from services.notifier.notices import opened_context
 from services.notifier.outgoing import MailQueue, OutgoingMail
-from services.notifier.rendering import MailRenderer, TemplateMissing
+from services.notifier.rendering import TEMPLATES, MailRenderer, TemplateMissing
 from services.notifier.settings import NotifierSettings
 from services.notifier.smtp_relay import DeliveryResult, Outcome, Transport
 from shared.events import deterministic_event_id, isoformat, make_event
@@ -42,6 +42,13 @@ SOURCE = "notifier"
 log = get_logger("notifier.sender")
 ATTEMPTS = Counter("cacert_notifier_mail_attempts_total", "Mail delivery attempts by template and outcome",
                    ["template", "outcome"])  # outcome: sent, deferred, failed
+FAILURES = Counter("cacert_notifier_mail_failures_total",
+                   "Mails given up (mail.failed), by template and whether the failure was permanent",
+                   ["template", "permanent"])  # permanent: "true" (5xx, bad address, template), "false" (gave up)
+# From 0 for every template, so that an alert on increase() sees the first failure.
+for _template in sorted(p.name.removesuffix(".txt.j2") for p in TEMPLATES.glob("*.txt.j2") if p.name[0] != "_"):
+    for _permanent in ("true", "false"):
+        FAILURES.labels(_template, _permanent)
 
 
 def backoff(attempts: int, first: float, cap: float, jitter: float = 0.1) -> float:
@@ -179,6 +186,7 @@ class MailSender:
             source=SOURCE, event_id=deterministic_event_id(SOURCE, "failed", mail.id))
         if await self._queue.mark_failed(mail, now=now, reason=reason, event=event):
             ATTEMPTS.labels(mail.template, "failed").inc()
+            FAILURES.labels(mail.template, "true" if permanent else "false").inc()
             log.warning("mail failed", reason=reason, permanent=permanent, attempts=mail.attempts + 1)
             await self._flush(mail)
 

@@ -31,7 +31,7 @@ from typing import Any
 
 from prometheus_client import Histogram
 
-from services.signer import caa_freshness
+from services.signer import caa_freshness, monitoring
 from services.signer.ca.issuance import ApprovedRequest
 from services.signer.revoking import CompromisedKeys
 from services.signer.signing import SigningPool, refusal
@@ -213,6 +213,7 @@ class CertificateIssuer:
                     for d in (await self._store.outcomes_of(list(raced))).values()
                 ]
             stored = [d for d in outcomes if d["_id"] not in raced]
+            monitoring.count_answers(stored)
             collisions = await self._store.insert_new(
                 self._store.statuses, [_status_of(d) for d in stored if d["kind"] == "issued"]
             )
@@ -259,6 +260,7 @@ class CertificateIssuer:
              "reason": UNAUTHENTICATED, "details": [problem], "rejected_at": isoformat(now)},
             source="signer", event_id=deterministic_event_id("signer", UNAUTHENTICATED, event.id),
         ) for event, problem in refused])
+        monitoring.count_refused(UNAUTHENTICATED, len(refused))
         if self._audit is not None:
             await self._audit.append_many(
                 Pending("signer", "approval.refused", str(event.data["request_id"]),
@@ -279,6 +281,7 @@ class CertificateIssuer:
         if back:
             await self._producer.publish_many(
                 [caa_freshness.stale_answer(by_request[r].data, why, now) for r, why in back.items()])
+            monitoring.count_refused(caa_freshness.REASON, len(back))
             for request_id, why in back.items():
                 log.warning("approval sent back: CAA check too old", request_id=request_id, detail=why)
         return [r for r in ids if r not in back]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from services.signer import monitoring
 from services.signer.ca.crl import build_crl
 from services.signer.ca.hierarchy import Hierarchy
 from services.signer.ca.revocation import parse_reason
@@ -59,6 +60,7 @@ class CRLPublisher:
             now = utcnow()
             der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity)
             await self._store.save_crl(issuer, number, der, now, now + self._validity, len(entries))
+            monitoring.crl_next_update(issuer, now + self._validity)
             log.info("crl published", issuer=issuer, crl_number=number, revoked=len(entries))
             return number
 
@@ -67,6 +69,8 @@ class CRLPublisher:
             current = await self._store.current_crl(ca.label)
             if current is None or current["next_update"] - utcnow() <= self._refresh_before:
                 await self.regenerate(ca.label)
+            else:
+                monitoring.crl_next_update(ca.label, current["next_update"])
 
     def start(self) -> None:
         self._periodic.start()

@@ -13,6 +13,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+from services.signer import monitoring
 from services.signer import store as store_module
 from services.signer.ca.hierarchy import Hierarchy, load_hierarchy
 from services.signer.issuing import CertificateIssuer
@@ -53,6 +54,7 @@ class SignerService:
         hierarchy = load_hierarchy(
             self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == ISSUING
         )
+        monitoring.export_certificate_expiry(hierarchy)
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
         if self.mode == ISSUING:
             await self._start_issuing(hierarchy, readiness)
@@ -60,6 +62,9 @@ class SignerService:
             expiry = OCSPSignerExpiry(hierarchy)
             expiry.export_metrics()
             readiness["ocsp_signers"] = expiry.readiness
+            crl_freshness = monitoring.CRLFreshness(hierarchy, self.store)
+            crl_freshness.start()
+            self._lifecycle.started("CRL freshness", crl_freshness.stop)
         app = create_app(f"signer-{self.mode}", readiness=readiness)
         if self.mode == STATUS:
             StatusEndpoints(

@@ -40,7 +40,17 @@ def overlay(request: pytest.FixtureRequest, rendered: dict[str, list[Obj]]) -> t
 def strimzi_crds() -> dict[tuple[str, str], dict[str, Any]]:
     """(apiVersion, kind) -> openAPIV3Schema of the pinned Strimzi release's CRDs (generated into the
     cache from Maven Central by deploy/k8s/tools.sh, never copied into the repository)."""
-    directory = Path(tool("strimzi-crds"))
+    return _crd_schemas(Path(tool("strimzi-crds")))
+
+
+@pytest.fixture(scope="session")
+def prometheus_operator_crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema of the pinned Prometheus operator's PodMonitor, ServiceMonitor and
+    PrometheusRule CRDs (from its Go module on the Go module proxy, into the cache by deploy/k8s/tools.sh)."""
+    return _crd_schemas(Path(tool("prometheus-operator-crds")))
+
+
+def _crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(directory.glob("*.yaml")):
         crd = yaml.safe_load(path.read_text())

@@ -192,3 +192,27 @@ def strip_hash(name: str, generated: set[str]) -> str:
         if name.startswith(base + "-") and len(name) == len(base) + 11:
             return base
     return name
+
+
+def strict_schema(schema: Any) -> Any:
+    """A CRD structural schema as the API server applies it with strict field validation: fields that
+    the schema does not declare are rejected (instead of silently pruned), unless the schema says
+    x-kubernetes-preserve-unknown-fields. Kubernetes-only keywords are dropped for jsonschema."""
+    if isinstance(schema, list):
+        return [strict_schema(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {
+        k: strict_schema(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "description"
+    }
+    if (
+        schema.get("type") == "object"
+        and "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    if schema.get("x-kubernetes-int-or-string"):
+        out.pop("type", None)
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+    return out

@@ -12,7 +12,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 
-from tests.deploy.manifests import K8S, Obj, build, of_kind
+from tests.deploy.manifests import K8S, Obj, build, of_kind, strict_schema
 
 # The oldest Kubernetes minor these manifests support and the newest kubernetes-validate knows.
 KUBERNETES_VERSIONS = ("1.33", kubernetes_validate.latest_version())
@@ -79,30 +79,6 @@ def test_core_objects_validate_against_kubernetes_schemas(
     assert not errors, f"overlays/{name} against Kubernetes {version}:\n" + "\n".join(errors)
 
 
-def _strict(schema: Any) -> Any:
-    """A CRD structural schema as the API server applies it with strict field validation: fields that
-    the schema does not declare are rejected (instead of silently pruned), unless the schema says
-    x-kubernetes-preserve-unknown-fields. Kubernetes-only keywords are dropped for jsonschema."""
-    if isinstance(schema, list):
-        return [_strict(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out = {
-        k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes-") and k != "description"
-    }
-    if (
-        schema.get("type") == "object"
-        and "properties" in schema
-        and "additionalProperties" not in schema
-        and not schema.get("x-kubernetes-preserve-unknown-fields")
-    ):
-        out["additionalProperties"] = False
-    if schema.get("x-kubernetes-int-or-string"):
-        out.pop("type", None)
-        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
-    return out
-
-
 _VALIDATORS: dict[tuple[str, str], jsonschema.Draft7Validator] = {}
 
 
@@ -110,7 +86,7 @@ def _validator(
     crds: dict[tuple[str, str], dict[str, Any]], key: tuple[str, str]
 ) -> jsonschema.Draft7Validator:
     if key not in _VALIDATORS:
-        _VALIDATORS[key] = jsonschema.Draft7Validator(_strict(crds[key]))
+        _VALIDATORS[key] = jsonschema.Draft7Validator(strict_schema(crds[key]))
     return _VALIDATORS[key]
 
 

@@ -20,8 +20,8 @@ import yaml
 from shared.config import HttpSettings
 from shared.events import Topics
 from shared.events.access import SERVICES
-from tests.deploy.manifests import K8S, SERVICE_WORKLOADS, Obj, build, named, of_kind, tool
-from tests.deploy.test_render import KUBERNETES_VERSIONS, _strict
+from tests.deploy.manifests import K8S, SERVICE_WORKLOADS, Obj, build, named, of_kind, strict_schema, tool
+from tests.deploy.test_render import KUBERNETES_VERSIONS
 
 PUBLIC_HTTP = ("registration", "domain-verify", "signer-status")
 
@@ -109,7 +109,8 @@ def test_opt_in_keda_component_scales_the_issuing_signer_on_its_lag(
     for o in keda:
         body = copy.deepcopy(o)
         body.pop("metadata")
-        errors = list(jsonschema.Draft7Validator(_strict(keda_crds[(o["apiVersion"], o["kind"])])).iter_errors(body))
+        schema = strict_schema(keda_crds[(o["apiVersion"], o["kind"])])
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(body))
         assert not errors, [e.message for e in errors]
     scaled = named(objects, "ScaledObject", "signer-issuing")
     (trigger,) = scaled["spec"]["triggers"]

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from shared import outbox
 from shared.config import KafkaSettings, MongoSettings
-from shared.events import Topics, make_event
+from shared.events import Topics, isoformat, make_event, utcnow
 from shared.kafka import EventProducer
 from shared.mongo import connect, ensure_indexes, insert_once, ping
 from tests.eventlog import read_topic
@@ -60,3 +63,43 @@ async def test_outbox_sweep_publishes_events_left_by_a_crash(db: AsyncDatabase[d
     topic = Topics(kafka_settings.topic_prefix).of("member")
     (message,) = await read_topic(kafka_settings.bootstrap, topic, expected=1)
     assert dict(message.headers)["ce_id"].decode() == event.id
+
+
+class _BrokerDown:
+    async def publish_many(self, events: Any) -> None:
+        raise ConnectionError("broker unreachable")
+
+
+@pytest.mark.usefixtures("topics")
+async def test_outbox_sweep_reports_how_long_the_oldest_pending_event_has_waited(
+        db: AsyncDatabase[dict[str, Any]], kafka_settings: KafkaSettings) -> None:
+    def age() -> float | None:
+        return REGISTRY.get_sample_value("cacert_outbox_oldest_pending_seconds", {"collection": db.members.name})
+
+    waiting_since = utcnow() - dt.timedelta(hours=2)
+    old = make_event("member.registered", {"member_id": "m-7", "name": "Ada", "email": "a@example.org",
+                                           "registered_at": isoformat(waiting_since)}, source="test")
+    old = dataclasses.replace(old, time=isoformat(waiting_since))
+    new = make_event("member.email_verified", {"member_id": "m-8", "email": "b@example.org", "primary": True,
+                                               "verified_at": isoformat(utcnow())}, source="test")
+    await db.members.update_one({"_id": "m-7"}, {"$push": outbox.pending([old])}, upsert=True)
+    await db.members.update_one({"_id": "m-8"}, {"$push": outbox.pending([new])}, upsert=True)
+
+    box = outbox.Outbox(_BrokerDown(), [db.members])  # type: ignore[arg-type]
+    assert age() == 0  # the series exists from the start
+    with pytest.raises(ConnectionError):
+        await box.sweep()
+    measured = age()
+    assert measured is not None and 2 * 3600 <= measured < 3 * 3600  # the older of the two, still pending
+
+    producer = EventProducer(kafka_settings, client_id="test")
+    await producer.start()
+    try:
+        box = outbox.Outbox(producer, [db.members])
+        assert await box.sweep() == 2
+        published = age()
+        assert published is not None and published >= 2 * 3600  # what this sweep found had waited that long
+        assert await box.sweep() == 0
+        assert age() == 0
+    finally:
+        await producer.stop()

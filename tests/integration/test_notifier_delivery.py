@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.notifier.outgoing import OutgoingMail
 from shared.config import KafkaSettings, MongoSettings
@@ -16,6 +17,12 @@ pytestmark = pytest.mark.usefixtures("topics")
 NOW = isoformat(utcnow())
 MAIL_SENT = "org.cacert.mail.sent.v1"
 MAIL_FAILED = "org.cacert.mail.failed.v1"
+
+
+def failures(permanent: str) -> float:
+    """The counter the operator's mail alerts watch (deploy/k8s/components/monitoring)."""
+    labels = {"template": "email_confirmation", "permanent": permanent}
+    return REGISTRY.get_sample_value("cacert_notifier_mail_failures_total", labels) or 0.0
 
 
 def confirmation(to: str, n: int = 0) -> dict[str, object]:
@@ -117,6 +124,7 @@ async def test_a_mail_left_sending_by_a_crashed_sender_is_sent_after_its_lease(
 async def test_550_yields_mail_failed_and_the_next_mail_still_goes_out(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings
 ) -> None:
+    permanent_before = failures("true")
     async with running(kafka_settings, mongo_settings) as notifier:
         notifier.smtp.handler.refuse.add("nobody@example.org")
         refused = await notifier.publish("mail.send_requested", confirmation("nobody@example.org", 1))
@@ -132,6 +140,7 @@ async def test_550_yields_mail_failed_and_the_next_mail_still_goes_out(
         assert doc is not None and doc["state"] == "failed" and doc["attempts"] == 1  # not retried
         await notifier.settle(1.5)
         assert len(notifier.smtp.received) == 1
+    assert failures("true") == permanent_before + 1
 
 
 async def test_invalid_address_is_a_permanent_failure_without_smtp(
@@ -148,8 +157,10 @@ async def test_invalid_address_is_a_permanent_failure_without_smtp(
 async def test_a_temporary_failure_past_the_give_up_horizon_is_reported(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings
 ) -> None:
+    gave_up_before = failures("false")
     async with running(kafka_settings, mongo_settings, smtp_up=False, give_up_hours=0.0005) as notifier:
         event = await notifier.publish("mail.send_requested", confirmation("ada@example.org"))
         (failed,) = await notifier.mail_events(1)
         assert failed.type == MAIL_FAILED and failed.data["source_event_id"] == event.id
         assert failed.data["permanent"] is False and "undeliverable" in failed.data["reason"]
+    assert failures("false") == gave_up_before + 1

@@ -15,6 +15,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+from prometheus_client import REGISTRY
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
@@ -223,6 +225,12 @@ async def test_bad_csrs_are_rejected_with_reasons_and_next_request_is_issued(
                             dns=["good.example.org"], subject={"CN": "good.example.org"}),
     }
     good = approved("server", 1, good_csr, dns=["good.example.org"], subject={"CN": "good.example.org"})
+
+    def answered(outcome: str, reason: str) -> float:
+        labels = {"outcome": outcome, "reason": reason}
+        return REGISTRY.get_sample_value("cacert_signer_certificates_total", labels) or 0.0
+
+    before = {key: answered(*key) for key in [("issued", ""), ("rejected", "weak_key"), ("rejected", "csr_invalid")]}
     service = SignerService(signer_settings(kafka_settings, mongo_settings, ca_dir))
     await service.start()
     try:
@@ -231,6 +239,9 @@ async def test_bad_csrs_are_rejected_with_reasons_and_next_request_is_issued(
         answers = {e.data["request_id"]: e for e in await cert_events(kafka_settings, 4)}
     finally:
         await service.stop()
+    # the operator's alerts count outcomes by reason (deploy/k8s/components/monitoring)
+    assert {key: answered(*key) - count for key, count in before.items()} == {
+        ("issued", ""): 1, ("rejected", "weak_key"): 1, ("rejected", "csr_invalid"): 2}
     for name, event in bad.items():
         answer = answers[event.data["request_id"]]
         assert answer.type == "org.cacert.cert.rejected.v1", name
@@ -282,6 +293,10 @@ async def test_revocation_flips_ocsp_and_lands_in_the_crl(
         both.write_text(issuer.read_text() + root.read_text())
         crl = openssl("crl", "-inform", "DER", "-in", str(tmp_path / "class3.crl"), "-CAfile", str(both),
                       "-noout", "-text")
+        served = x509.load_der_x509_crl((tmp_path / "class3.crl").read_bytes())
+        assert served.next_update_utc is not None
+        assert REGISTRY.get_sample_value("cacert_crl_next_update_seconds", {"issuer": "class3"}) == (
+            served.next_update_utc.timestamp())
         assert "verify OK" in crl.stderr + crl.stdout
         assert issued.data["serial"].upper().lstrip("0") in crl.stdout.replace(":", "").upper()
     finally:
@@ -312,6 +327,13 @@ async def test_status_mode_runs_without_the_ca_key_files(
                 ready = await response.json()
         assert 'cacert_ocsp_signer_renewal_due{issuer="class3"} 0.0' in metrics  # a fresh signer is not due
         assert "cacert_ocsp_signer_not_after_seconds" in metrics
+        samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                   for family in text_string_to_metric_families(metrics) for s in family.samples}
+        for label in ("class1", "class3"):
+            for kind, name in (("ca", f"{label}.crt.pem"), ("ocsp_signer", f"ocsp-{label}.crt.pem")):
+                ends = x509.load_pem_x509_certificate((public / name).read_bytes()).not_valid_after_utc
+                assert samples[("cacert_ca_certificate_expiry_seconds", (("ca", label), ("kind", kind)))] == (
+                    ends.timestamp())
         assert ready["checks"]["ocsp_signers"] is True
     finally:
         await status.stop()
