@@ -74,7 +74,7 @@ from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
 from shared.approvals import ApprovalSigner
-from shared.config import KafkaSettings, MongoSettings, load
+from shared.config import KafkaSettings, MongoSettings, load_or_exit
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.events.envelope import Headers, header
 from shared.kafka import ensure_topics
@@ -682,8 +682,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--rate must be positive")
 
     if args.from_env:
-        kafka = load(KafkaSettings)
-        mongo_url = load(MongoSettings).url
+        kafka = load_or_exit(KafkaSettings)  # a missing Secret: one line naming it, exit 2
+        mongo_url = load_or_exit(MongoSettings).url
     elif args.bootstrap and args.mongo_url:
         kafka, mongo_url = KafkaSettings(bootstrap=args.bootstrap), args.mongo_url
     else:
