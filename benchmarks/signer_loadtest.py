@@ -21,6 +21,20 @@ has every run, each with its own baseline and ratio. Latency is from publishing 
 request to the signer publishing its answer (the answer record's timestamp,
 so the collector's own polling does not enter the figures). Throughput counts
 from the first publish to the last answer.
+
+Two ways to offer the load: "all at once" (the default: every request
+published as fast as the producer takes them, which measures the most the
+signer can do) or an open loop at a target rate (`--rate N` requests/s for
+`--requests` or `--duration` seconds): each request is published at its
+scheduled time whether or not earlier ones were answered, and the report
+adds `target_rate_per_s`, `achieved_rate_per_s` (what was really published)
+and the latency percentiles at that rate (`p50_ms`, `p90_ms`, `p99_ms`,
+`max_ms`).
+
+`--from-env` takes Kafka and MongoDB from the environment like the services
+(CACERT_KAFKA_BOOTSTRAP, CACERT_KAFKA_SECURITY_PROTOCOL, CACERT_KAFKA_USERNAME,
+CACERT_KAFKA_PASSWORD_FILE, CACERT_KAFKA_CA_FILE, CACERT_MONGO_URL, ...): that is
+how the Kubernetes Job (deploy/k8s/components/signer-loadtest) runs it.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -51,7 +66,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from devstack.process import stop_processes
 from services.signer.ca import issuance, keys
 from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.hierarchy import load_hierarchy
@@ -60,13 +74,15 @@ from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
 from shared.approvals import ApprovalSigner
-from shared.config import KafkaSettings
+from shared.config import KafkaSettings, MongoSettings, load_or_exit
 from shared.events import CloudEvent, Topics, isoformat, make_event, utcnow
 from shared.events.envelope import Headers, header
 from shared.kafka import ensure_topics
-from shared.kafka.topics import delete_topics_with_prefix
+from shared.kafka.connection import client_kwargs
+from shared.kafka.topics import broker_count, delete_topics_with_prefix
 
 PASSPHRASE = b"loadtest-only-passphrase"
+OPEN_LOOP_LATE_MS = 1000.0  # a publish later than this behind its schedule counts as late
 REQUEST_ID = re.compile(rb'"request_id":"([^"]+)"')
 SERIAL = re.compile(rb'"serial":"([0-9a-f]+)"')
 PUBLIC_URL = "http://pki.example.net"
@@ -187,6 +203,33 @@ def measure_minimal_baseline(ca_dir: Path, seconds: float) -> float:
     return done / (time.perf_counter() - started)
 
 
+def stop_processes(procs: list[subprocess.Popen[bytes]], timeout: float = 30) -> None:
+    """SIGTERM every replica still running (each finishes what it has in hand), then wait; kill what
+    is left after `timeout` seconds. (The same as devstack's, which the load-test image does not carry.)"""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    for proc in procs:
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _port_of(address: str) -> int | None:
+    """The port of `host:port` or of a MongoDB URL's last host (None when there is none to find)."""
+    found = re.search(r":(\d+)(?:/|$|\?)", address.split("@")[-1].split(",")[-1])
+    return int(found.group(1)) if found else None
+
+
+def percentile(ordered: list[float], fraction: float) -> float | None:
+    """The value at `fraction` of a sorted list (the same rule as the p99 always reported: index n*f)."""
+    if not ordered:
+        return None
+    return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 1)
+
+
 def _cpu_seconds(pid: int) -> float:
     """utime + stime of a process (Linux /proc), 0 if it is gone."""
     try:
@@ -236,10 +279,12 @@ def _children(pids: list[int]) -> list[int]:
     return found
 
 
-def system_pids(signer_pids: list[int], kafka_port: int, mongo_port: int) -> dict[str, list[int]]:
-    """The processes of the system under test, found once so before/after compare the same ones."""
-    return {"signer": signer_pids, "signing_workers": _children(signer_pids), "kafka": _pid_listening_on(kafka_port),
-            "ferretdb": _pid_listening_on(mongo_port), "load_generator": [os.getpid()]}
+def system_pids(signer_pids: list[int], kafka_port: int | None, mongo_port: int | None) -> dict[str, list[int]]:
+    """The processes of the system under test, found once so before/after compare the same ones
+    (Kafka and the database count only when they run on this host, as locally)."""
+    return {"signer": signer_pids, "signing_workers": _children(signer_pids),
+            "kafka": _pid_listening_on(kafka_port) if kafka_port else [],
+            "ferretdb": _pid_listening_on(mongo_port) if mongo_port else [], "load_generator": [os.getpid()]}
 
 
 def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
@@ -337,7 +382,7 @@ async def wait_for_group(
 
 
 async def collect(
-    bootstrap: str,
+    kafka: KafkaSettings,
     topic: str,
     expected: set[str],
     timeout: float,
@@ -346,7 +391,7 @@ async def collect(
 ) -> None:
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(kafka),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -385,7 +430,7 @@ async def collect(
 async def run_once(
     args: argparse.Namespace,
     ca_dir: Path,
-    kafka_bootstrap: str,
+    base: KafkaSettings,
     mongo_url: str,
     lint: bool,
     replicas: int,
@@ -393,16 +438,21 @@ async def run_once(
     work_dir: Path,
 ) -> dict[str, Any]:
     run_id = uuid.uuid4().hex[:8]
-    prefix = f"load{run_id}."
-    kafka = KafkaSettings(bootstrap=kafka_bootstrap, topic_prefix=prefix)
-    await ensure_topics(kafka, partitions=args.partitions)
+    prefix = f"{args.topic_prefix}{run_id}."
+    kafka = dataclasses.replace(base, topic_prefix=prefix, group_prefix=prefix)
+    # As many copies as the cluster can hold, up to 3: acks=all producers need min.insync.replicas of them.
+    replication = min(3, await broker_count(kafka))
+    await ensure_topics(kafka, partitions=args.partitions, replication_factor=replication)
+    database = args.database or f"signer_load_{run_id}"
+    if args.database:
+        await asyncio.to_thread(empty_database, mongo_url, database)
     env = dict(
         os.environ,
-        CACERT_KAFKA_BOOTSTRAP=kafka_bootstrap,
+        CACERT_KAFKA_BOOTSTRAP=kafka.bootstrap,
         CACERT_KAFKA_TOPIC_PREFIX=prefix,
         CACERT_KAFKA_GROUP_PREFIX=prefix,  # this run's replicas form a group of their own
         CACERT_MONGO_URL=mongo_url,
-        CACERT_MONGO_DATABASE=f"signer_load_{run_id}",
+        CACERT_MONGO_DATABASE=database,
         CACERT_CA_DIR=str(ca_dir),
         CACERT_CA_PASSPHRASE=PASSPHRASE.decode(),
         CACERT_SIGNER_PUBLIC_URL=PUBLIC_URL,
@@ -412,7 +462,7 @@ async def run_once(
         CACERT_LOG_LEVEL=os.environ.get("CACERT_LOG_LEVEL", "WARNING"),
     )
     topics = Topics(prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, client_id="loadtest", acks="all",
+    producer = AIOKafkaProducer(**client_kwargs(kafka), client_id="loadtest", acks="all",
                                 enable_idempotence=True, linger_ms=5, max_request_size=4 * 1024 * 1024)
     await producer.start()
     replicas_started = start_signers(replicas, env, lint, work_dir)
@@ -424,14 +474,14 @@ async def run_once(
         await wait_for_group(replicas_started, topics.of("csr"), args.partitions, work_dir)
         # Warm-up (not measured): the first batches through every replica.
         warm = build_requests(max(8, 2 * args.partitions), parse_mix(args.mix), args.csr_keys, "warmup")
-        await _drive(producer, kafka_bootstrap, topics, encode(warm), timeout=180)
+        await _drive(producer, kafka, topics, encode(warm), timeout=180)
         # Built and serialized before the clock starts: the load generator's own work is not measured.
         requests = encode(build_requests(args.requests, parse_mix(args.mix), args.csr_keys, "loadtest"))
         seen: dict[str, list[tuple[float, str, str]]] = {}
-        pids = system_pids([p.pid for p in procs], int(kafka_bootstrap.rsplit(":", 1)[1]),
-                           int(mongo_url.rsplit(":", 1)[1].split("/")[0]))
+        pids = system_pids([p.pid for p in procs], _port_of(kafka.bootstrap), _port_of(mongo_url))
         cpu_before = cpu_snapshot(pids)
-        sent_at, finished = await _drive(producer, kafka_bootstrap, topics, requests, timeout=args.timeout, seen=seen)
+        sent_at, finished, late = await _drive(producer, kafka, topics, requests, timeout=args.timeout, seen=seen,
+                                         rate=args.rate)
         cpu_after = cpu_snapshot(pids)
         breakdown["cpu_ms_per_request"] = {
             k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(1, len(seen)), 2) for k in cpu_before
@@ -444,6 +494,8 @@ async def run_once(
         stop_processes(procs)
         await producer.stop()
         await delete_topics_with_prefix(kafka, prefix)
+        if args.database:
+            await asyncio.to_thread(empty_database, mongo_url, database)
     issued = {
         r for r, answers in seen.items() if any(t == "org.cacert.cert.issued.v1" for _, t, _ in answers)
     }
@@ -457,7 +509,8 @@ async def run_once(
     latencies = sorted((min(a[0] for a in seen[r]) - sent_at[r]) * 1000 for r in seen)
     first = min(sent_at.values())
     elapsed = (finished - first) if seen else float("nan")
-    return {
+    result: dict[str, Any] = {
+        "mode": "open_loop" if args.rate else "all_at_once",
         "replicas": replicas,
         "workers_per_replica": workers,
         "lint": lint,
@@ -468,11 +521,31 @@ async def run_once(
         "missing": args.requests - len(seen),
         "throughput_per_s": round(len(seen) / elapsed, 1) if seen else 0.0,
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
-        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 1)
-        if latencies
-        else None,
-        **breakdown,
+        "p90_ms": percentile(latencies, 0.90),
+        "p99_ms": percentile(latencies, 0.99),
+        "max_ms": round(latencies[-1], 1) if latencies else None,
     }
+    if args.rate:
+        publishing = max(sent_at.values()) - first
+        result["target_rate_per_s"] = args.rate
+        # requests published per second of the publishing window (n - 1 intervals between n publishes)
+        result["achieved_rate_per_s"] = round((len(sent_at) - 1) / publishing, 1) if publishing > 0 else None
+        result["late_publishes"] = late
+    result.update(breakdown)
+    return result
+
+
+def empty_database(url: str, name: str) -> None:
+    """Drop every collection of the run's database: needs only readWrite on it (the in-cluster user)."""
+    from pymongo import MongoClient
+
+    client: MongoClient[dict[str, Any]] = MongoClient(url, serverSelectionTimeoutMS=30000)
+    try:
+        db = client[name]
+        for collection in db.list_collection_names():
+            db.drop_collection(collection)
+    finally:
+        client.close()
 
 
 Encoded = tuple[str, bytes, bytes, Headers]  # request id, Kafka key, value, headers
@@ -484,31 +557,52 @@ def encode(requests: list[CloudEvent]) -> list[Encoded]:
 
 async def _drive(
     producer: AIOKafkaProducer,
-    bootstrap: str,
+    kafka: KafkaSettings,
     topics: Topics,
     requests: list[Encoded],
     *,
     timeout: float,
     seen: dict[str, list[tuple[float, str, str]]] | None = None,
-) -> tuple[dict[str, float], float]:
+    rate: float | None = None,
+) -> tuple[dict[str, float], float, int]:
+    """Publish `requests` (all at once, or at `rate` per second on schedule: an open loop) and collect
+    the answers; (publish time per request id, time of the last answer, publishes more than
+    OPEN_LOOP_LATE_MS behind their schedule)."""
     seen = {} if seen is None else seen
     expected = {request_id for request_id, *_ in requests}
     done = asyncio.Event()
-    collector = asyncio.create_task(collect(bootstrap, topics.of("cert"), expected, timeout, seen, done))
+    collector = asyncio.create_task(collect(kafka, topics.of("cert"), expected, timeout, seen, done))
     await asyncio.sleep(0.5)  # the collector is positioned before the first answer can arrive
     sent_at: dict[str, float] = {}
-    chunk = 100
-    for start in range(0, len(requests), chunk):
-        part = requests[start : start + chunk]
-        now = time.time()  # the same clock as the answers' record timestamps
+    late = 0
+    if rate:
         sends = []
-        for request_id, key, value, headers in part:
-            sent_at[request_id] = now
+        start = time.time()
+        for index, (request_id, key, value, headers) in enumerate(requests):
+            due = start + index / rate
+            now = time.time()
+            if due > now:
+                await asyncio.sleep(due - now)
+            elif (now - due) * 1000 > OPEN_LOOP_LATE_MS:
+                late += 1
+            # Latency counts from the scheduled time, not from when the generator got round to it: a
+            # generator falling behind must not hide the wait (coordinated omission).
+            sent_at[request_id] = due
             sends.append(await producer.send(topics.of("csr"), value=value, key=key, headers=headers))
         await asyncio.gather(*sends)
+    else:
+        chunk = 100
+        for begin in range(0, len(requests), chunk):
+            part = requests[begin : begin + chunk]
+            now = time.time()  # the same clock as the answers' record timestamps
+            sends = []
+            for request_id, key, value, headers in part:
+                sent_at[request_id] = now
+                sends.append(await producer.send(topics.of("csr"), value=value, key=key, headers=headers))
+            await asyncio.gather(*sends)
     await collector
     last = max((min(a[0] for a in answers) for answers in seen.values()), default=time.time())
-    return sent_at, last
+    return sent_at, last, late
 
 
 _REPLICAS: list[subprocess.Popen[bytes]] = []  # every signer this process started
@@ -523,7 +617,7 @@ def _terminate(signum: int, frame: object) -> None:
 def measured_run(
     args: argparse.Namespace,
     ca_dir: Path,
-    bootstrap_servers: str,
+    kafka: KafkaSettings,
     mongo_url: str,
     lint: bool,
     replicas: int,
@@ -534,7 +628,7 @@ def measured_run(
     """One run with its baselines measured right before and right after it (the same machine)."""
     half = args.baseline_seconds / 2
     before = measure_baseline(ca_dir, half, sample), measure_minimal_baseline(ca_dir, half / 2)
-    result = asyncio.run(run_once(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, workers, log_dir))
+    result = asyncio.run(run_once(args, ca_dir, kafka, mongo_url, lint, replicas, workers, log_dir))
     baseline = (before[0] + measure_baseline(ca_dir, half, sample)) / 2
     minimal = (before[1] + measure_minimal_baseline(ca_dir, half / 2)) / 2
     result["baseline_sign_per_s"] = round(baseline, 1)
@@ -550,6 +644,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m benchmarks.signer_loadtest", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--rate", type=float,
+                        help="open loop: publish this many requests per second on schedule (default: all at once)")
+    parser.add_argument("--duration", type=float,
+                        help="with --rate: publish for this many seconds (sets --requests to rate x duration)")
     parser.add_argument("--replicas", default="1", help="comma list, e.g. 1,2: one run per value")
     parser.add_argument("--workers", default="1",
                         help="signing processes per replica (CACERT_SIGNER_WORKERS), comma list: one run per value")
@@ -565,17 +663,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="runs per shape; the median (by ratio) is reported, every ratio is listed")
     parser.add_argument("--bootstrap", help="Kafka bootstrap (default: start/reuse the local devstack)")
     parser.add_argument("--mongo-url", help="MongoDB URL (default: the local devstack)")
+    parser.add_argument("--from-env", action="store_true",
+                        help="Kafka and MongoDB settings from the environment, like the services (CACERT_KAFKA_*, "
+                             "CACERT_MONGO_URL): how the Kubernetes Job runs it")
+    parser.add_argument("--topic-prefix", default="load",
+                        help="each run's topics and consumer group are <this><run id>. (default: load)")
+    parser.add_argument("--database",
+                        help="use this database, emptied before and after each run (default: a new "
+                             "signer_load_<run id> per run)")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     parser.add_argument("--log-dir", type=Path, help="keep the signer replicas' logs here")
     args = parser.parse_args(argv)
+    if args.duration is not None:
+        if not args.rate:
+            parser.error("--duration needs --rate")
+        args.requests = max(1, int(args.rate * args.duration))
+    if args.rate is not None and args.rate <= 0:
+        parser.error("--rate must be positive")
 
-    if args.bootstrap and args.mongo_url:
-        bootstrap_servers, mongo_url = args.bootstrap, args.mongo_url
+    if args.from_env:
+        kafka = load_or_exit(KafkaSettings)  # a missing Secret: one line naming it, exit 2
+        mongo_url = load_or_exit(MongoSettings).url
+    elif args.bootstrap and args.mongo_url:
+        kafka, mongo_url = KafkaSettings(bootstrap=args.bootstrap), args.mongo_url
     else:
         import devstack
 
         env = devstack.ensure_up(("kafka", "mongo"))
-        bootstrap_servers, mongo_url = env["CACERT_KAFKA_BOOTSTRAP"], env["CACERT_MONGO_URL"]
+        kafka, mongo_url = KafkaSettings(bootstrap=env["CACERT_KAFKA_BOOTSTRAP"]), env["CACERT_MONGO_URL"]
 
     with tempfile.TemporaryDirectory(prefix="signer-load-") as tmp:
         work = Path(tmp)
@@ -597,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeat):
             for replicas, workers, lint in cases:
                 repeats[(replicas, workers, lint)].append(
-                    measured_run(args, ca_dir, bootstrap_servers, mongo_url, lint, replicas, workers, log_dir, sample)
+                    measured_run(args, ca_dir, kafka, mongo_url, lint, replicas, workers, log_dir, sample)
                 )
         for case in cases:
             # The median run (by ratio) stands for the case; every run's ratio is kept beside it,
@@ -626,8 +741,10 @@ def main(argv: list[str] | None = None) -> int:
     report.update(
         {
             k: runs[0][k]
-            for k in ("issued", "duplicates", "missing", "throughput_per_s", "p50_ms", "p99_ms", "baseline_sign_per_s",
+            for k in ("mode", "issued", "duplicates", "missing", "throughput_per_s", "p50_ms", "p90_ms", "p99_ms",
+                      "max_ms", "target_rate_per_s", "achieved_rate_per_s", "late_publishes", "baseline_sign_per_s",
                       "ratio", "minimal_cert_sign_per_s", "ratio_vs_minimal_cert")
+            if k in runs[0]
         }
     )
     report["runs"] = runs

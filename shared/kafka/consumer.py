@@ -29,6 +29,7 @@ import contextlib
 import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -84,6 +85,16 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         for topic in self._topics:
             ASSIGNED_PARTITIONS.labels(self._group, topic).set(sum(1 for tp in assigned if tp.topic == topic))
 log = get_logger("shared.kafka.consumer")
+
+# Headers of a replayed dead letter (shared/dlq.py) that a second dead-lettering keeps as they are.
+KEPT_ON_DEAD_LETTER = frozenset({"dlq_first_failed_at", "dlq_replayed_from", "dlq_replayed_at", "dlq_replay_group"})
+
+
+def _record_time(message: ConsumerRecord[Any, Any]) -> str:
+    """The record's timestamp (when it was produced, or appended for LogAppendTime topics), RFC 3339."""
+    if message.timestamp is None or message.timestamp < 0:
+        return ""
+    return isoformat(datetime.fromtimestamp(message.timestamp / 1000, UTC))
 
 
 class PermanentError(Exception):
@@ -349,6 +360,11 @@ class ConsumerRunner:
         topic = message.topic
         handlers = self._routes[topic]
         type_ = header(message.headers, "ce_type") or "?"
+        replay_group = header(message.headers, "dlq_replay_group")
+        if replay_group is not None and replay_group != self.group_id:
+            # A dead letter replayed for the group that refused it: the other groups handled it already.
+            EVENTS_CONSUMED.labels(topic, type_, "skipped").inc()
+            return None
         if type_ != "?" and type_ not in handlers and header(message.headers, "ce_specversion") == "1.0":
             EVENTS_CONSUMED.labels(topic, type_, "skipped").inc()
             return None
@@ -425,15 +441,22 @@ class ConsumerRunner:
             await asyncio.sleep(self._retry.delay(attempt))
 
     async def _dead_letter(self, message: ConsumerRecord[Any, Any], reason: str) -> None:
+        failed_at = isoformat(utcnow())
+        # A replayed message (python -m shared.dlq replay) that fails again keeps where it was replayed
+        # from and when it first failed, so an operator sees its history on the new dead letter.
+        kept = {k: v for k, v in (message.headers or ()) if k in KEPT_ON_DEAD_LETTER}
         headers: Headers = [(k, v) for k, v in (message.headers or ()) if not k.startswith("dlq_")]
         headers += [
             ("dlq_reason", reason[:2000].encode()),
             ("dlq_source_topic", message.topic.encode()),
             ("dlq_source_partition", str(message.partition).encode()),
             ("dlq_source_offset", str(message.offset).encode()),
+            ("dlq_source_timestamp", _record_time(message).encode()),
             ("dlq_consumer_group", self.group_id.encode()),
-            ("dlq_failed_at", isoformat(utcnow()).encode()),
+            ("dlq_failed_at", failed_at.encode()),
+            ("dlq_first_failed_at", kept.pop("dlq_first_failed_at", failed_at.encode())),
         ]
+        headers += sorted(kept.items())
         attempt = 0
         while True:
             attempt += 1

@@ -19,6 +19,7 @@ from aiokafka.errors import (
     ProducerFenced,
     UnknownProducerId,
 )
+from aiokafka.structs import RecordMetadata
 
 from shared.config import KafkaSettings
 from shared.events.catalog import BY_TYPE, Topics
@@ -108,14 +109,14 @@ class EventProducer:
         for event in events:
             EVENTS_PUBLISHED.labels(self.topic_for(event), event.type).inc()
 
-    async def send_raw(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> None:
-        """Forward a message as-is (dead-lettering keeps the original bytes)."""
+    async def send_raw(self, topic: str, *, key: bytes | None, value: bytes | None, headers: Headers) -> RecordMetadata:
+        """Forward a message as-is (dead-lettering keeps the original bytes); where it was written."""
         producer = self._producer
         try:
-            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            return await producer.send_and_wait(topic, value=value, key=key, headers=headers)
         except FATAL_PRODUCER_ERRORS as exc:
             await self._replace_client(producer, exc)
-            await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
+            return await self._producer.send_and_wait(topic, value=value, key=key, headers=headers)
 
     async def ping(self) -> bool:
         """True when the producer's client can reach a broker (readiness)."""

@@ -17,11 +17,12 @@ from shared.kafka.connection import client_kwargs
 
 
 async def ensure_topics(settings: KafkaSettings, partitions: int = 4, names: list[str] | None = None,
-                        attempts: int = 5) -> None:
+                        attempts: int = 5, replication_factor: int = 1) -> None:
     """Create missing topics; a broker that is still starting (or busy) gets a few tries before we give up."""
     for attempt in range(1, attempts + 1):
         try:
-            await _create_missing(settings, partitions, names or Topics(settings.topic_prefix).all())
+            await _create_missing(settings, partitions, names or Topics(settings.topic_prefix).all(),
+                                  replication_factor)
             return
         except KafkaError:
             if attempt == attempts:
@@ -41,7 +42,18 @@ async def delete_topics_with_prefix(settings: KafkaSettings, prefix: str) -> Non
         await admin.close()
 
 
-async def _create_missing(settings: KafkaSettings, partitions: int, names: list[str]) -> None:
+async def broker_count(settings: KafkaSettings) -> int:
+    """How many brokers the cluster has (a replication factor must not exceed it)."""
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="cacert-topic-setup")
+    await admin.start()
+    try:
+        return len((await admin.describe_cluster())["brokers"])
+    finally:
+        await admin.close()
+
+
+async def _create_missing(settings: KafkaSettings, partitions: int, names: list[str],
+                          replication_factor: int = 1) -> None:
     admin = AIOKafkaAdminClient(**client_kwargs(settings), client_id="cacert-topic-setup")
     await admin.start()
     try:
@@ -49,9 +61,8 @@ async def _create_missing(settings: KafkaSettings, partitions: int, names: list[
         missing = [n for n in names if n not in existing]
         if missing:
             try:
-                await admin.create_topics(
-                    [NewTopic(name=n, num_partitions=partitions, replication_factor=1) for n in missing]
-                )
+                await admin.create_topics([NewTopic(name=n, num_partitions=partitions,
+                                                    replication_factor=replication_factor) for n in missing])
             except TopicAlreadyExistsError:
                 pass
     finally:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.manifests import K8S, OVERLAYS, Obj, build, tool
+from tests.deploy.manifests import K8S, OVERLAYS, Obj, build, build_with_component, tool
 
 
 @pytest.fixture(scope="session")
@@ -60,3 +60,21 @@ def _crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
                 schemas[(f"{group}/{version['name']}", kind)] = version["schema"]["openAPIV3Schema"]
     assert schemas, f"no CRDs in {directory}"
     return schemas
+
+
+# What an operator's kustomization adds beside the component: the namespace (a component's own objects
+# get it only from the kustomization that includes it) and the image (prod: by digest, like every image).
+LOADTEST_EXTRA = {
+    "dev": "namespace: cacert-dev\nimages:\n  - {name: cacert/signer-loadtest, newTag: dev}\n",
+    "prod": "namespace: cacert\nimages:\n  - {name: cacert/signer-loadtest, "
+            "newName: registry.cacert.example/cacert/signer-loadtest, "
+            'newTag: "0.1.0", digest: "sha256:' + "0" * 64 + '"}\n',
+}
+
+
+@pytest.fixture(scope="session")
+def with_loadtest(kustomize: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Obj]]:
+    """overlay name -> its objects with the opt-in components/signer-loadtest added."""
+    workdir = tmp_path_factory.mktemp("with-loadtest")
+    return {overlay: build_with_component(kustomize, workdir, overlay, "signer-loadtest", LOADTEST_EXTRA[overlay])
+            for overlay in OVERLAYS}

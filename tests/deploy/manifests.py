@@ -75,6 +75,23 @@ def build(kustomize: str, directory: Path, *extra: str) -> list[Obj]:
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 
 
+def build_with_component(kustomize: str, workdir: Path, overlay: str, component: str, extra: str = "") -> list[Obj]:
+    """`overlays/<overlay>` with the opt-in `components/<component>` added, as an operator would do it (a
+    kustomization of their own naming both), plus `extra` lines (e.g. an `images:` entry)."""
+    import shutil
+
+    k8s = workdir / "k8s"
+    if not k8s.exists():
+        shutil.copytree(K8S, k8s)
+    directory = workdir / f"{overlay}-{component}"
+    directory.mkdir(exist_ok=True)
+    (directory / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        f"resources: [../k8s/overlays/{overlay}]\ncomponents: [../k8s/components/{component}]\n{extra}"
+    )
+    return build(kustomize, directory)
+
+
 def of_kind(objects: list[Obj], kind: str) -> list[Obj]:
     return [o for o in objects if o["kind"] == kind]
 

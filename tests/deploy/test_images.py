@@ -37,6 +37,9 @@ IMAGES = {
     "notifier": "notifier",
 }
 
+# Images of opt-in components, not of a service: image -> the module its entry point runs.
+TOOL_IMAGES = {"signer-loadtest": "benchmarks.signer_loadtest"}
+
 
 @dataclass
 class Stage:
@@ -279,7 +282,9 @@ def test_images_are_the_ones_the_overlays_deploy(rendered: dict[str, list[Obj]])
         if "cacert" in c["image"]
     }
     assert sidecars == {"resolver"}, "the validating resolver beside domain_verify (tests/deploy/test_perspectives)"
-    assert {p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")} == set(IMAGES) | sidecars
+    # and the opt-in load-test Job's image (tests/deploy/test_signer_loadtest.py)
+    assert {p.name.removesuffix(".Dockerfile") for p in DOCKER.glob("*.Dockerfile")} == (
+        set(IMAGES) | sidecars | set(TOOL_IMAGES))
     for objects in rendered.values():
         for workload in SERVICE_WORKLOADS:
             (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]
