@@ -80,16 +80,7 @@ async def signer(kafka: KafkaSettings, database: MongoSettings, ca_dir: Path) ->
 
 
 async def issued(stack: Stack, token: str, name: str) -> str:
-    submitted = await stack.api.call("POST", "/v1/requests", token=token, json_body={
-        "csr_pem": build_csr(dns=[name], key=ec.generate_private_key(ec.SECP256R1())), "profile": "server"})
-    assert submitted.status == 202, submitted.body
-    await stack.answer_caa(submitted.body["id"])
-    for _ in range(300):
-        found = (await stack.api.call("GET", f"/v1/requests/{submitted.body['id']}", token=token)).body
-        if found.get("status") == "issued" and found.get("serial"):
-            return str(found["serial"])
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{name} was not issued")
+    return await stack.issued_serial(token, build_csr(dns=[name], key=ec.generate_private_key(ec.SECP256R1())))
 
 
 async def revoked(stack: Stack, token: str, serial: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from collections.abc import AsyncIterator
@@ -111,7 +112,6 @@ class Stack:
         """Events of one type on a logical topic, waiting until `expected` have arrived."""
         found: list[CloudEvent] = []
         deadline = 0.0
-        import asyncio
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -130,7 +130,6 @@ class Stack:
 
     async def confirmation_token(self, address: str, nth: int = 1) -> str:
         """The token of the nth confirmation mail to `address`, read from the mail-command topic."""
-        import asyncio
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + 20
@@ -145,6 +144,20 @@ class Stack:
                 assert params["link"].endswith("#token=" + params["code"]), "the token only in the fragment"
                 return str(params["code"])
         raise AssertionError(f"no confirmation mail #{nth} to {address}")
+
+    async def issued_serial(self, token: str, csr_pem: str) -> str:
+        """Submit a server CSR through the API, play domain_verify's CAA answer, and wait for a signer
+        (which the test runs beside) to issue it; the serial."""
+        submitted = await self.api.call("POST", "/v1/requests", token=token,
+                                        json_body={"csr_pem": csr_pem, "profile": "server"})
+        assert submitted.status == 202, submitted.body
+        await self.answer_caa(submitted.body["id"])
+        for _ in range(300):
+            found = (await self.api.call("GET", f"/v1/requests/{submitted.body['id']}", token=token)).body
+            if found.get("status") == "issued" and found.get("serial"):
+                return str(found["serial"])
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"request {submitted.body['id']} was not issued")
 
     async def answer_caa(self, request_id: str, *, allowed: bool = True, reason: str = "no_caa",
                          records: list[str] | None = None) -> CloudEvent:

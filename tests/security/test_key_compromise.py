@@ -73,20 +73,6 @@ async def producer(kafka_settings: KafkaSettings) -> AsyncIterator[EventProducer
     await producer.stop()
 
 
-async def _certificate_of(stack: Stack, token: str, csr: str) -> str:
-    """Submit through the API, play domain_verify's CAA answer, wait for the signer; the serial."""
-    submitted = await stack.api.call("POST", "/v1/requests", token=token,
-                                     json_body={"csr_pem": csr, "profile": "server"})
-    assert submitted.status == 202, submitted.body
-    await stack.answer_caa(submitted.body["id"])
-    for _ in range(300):
-        found = (await stack.api.call("GET", f"/v1/requests/{submitted.body['id']}", token=token)).body
-        if found.get("status") == "issued" and found.get("serial"):
-            return str(found["serial"])
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"request {submitted.body['id']} was not issued")
-
-
 async def _status(stack: Stack, token: str, serial: str, wanted: str) -> dict[str, object]:
     for _ in range(300):
         body = (await stack.api.call("GET", f"/v1/certificates/{serial}", token=token)).body
@@ -101,9 +87,9 @@ async def test_a_proof_of_possession_revokes_every_certificate_of_the_key_and_bl
     member_id, token = await stack.member("Kim Keyholder", "kim@example.org")
     await verify_domain(stack, member_id, token, "example.org")
     stolen = ec.generate_private_key(ec.SECP256R1())
-    first = await _certificate_of(stack, token, build_csr(dns=["www.example.org"], key=stolen))
-    second = await _certificate_of(stack, token, build_csr(dns=["shop.example.org"], key=stolen))
-    unrelated = await _certificate_of(stack, token, build_csr(dns=["mail.example.org"],
+    first = await stack.issued_serial(token, build_csr(dns=["www.example.org"], key=stolen))
+    second = await stack.issued_serial(token, build_csr(dns=["shop.example.org"], key=stolen))
+    unrelated = await stack.issued_serial(token, build_csr(dns=["mail.example.org"],
                                                               key=ec.generate_private_key(ec.SECP256R1())))
 
     reported = await stack.api.call("POST", "/v1/key-compromise-reports",
