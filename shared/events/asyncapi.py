@@ -59,6 +59,8 @@ _DEAD_LETTER_HEADERS = {
     "dlq_source_offset": "its offset there (decimal)",
     "dlq_consumer_group": "the consumer group that refused it",
     "dlq_failed_at": "RFC 3339 UTC time it was refused",
+    "dlq_source_timestamp": "RFC 3339 UTC time of the original record (its Kafka timestamp; empty if it had none)",
+    "dlq_first_failed_at": "RFC 3339 UTC time of the first refusal (kept when a replay is refused again)",
 }
 DEAD_LETTER_MESSAGE = "dead_letter"
 _GROUP_PREFIX_NOTE = "As with the default, empty CACERT_KAFKA_GROUP_PREFIX; a deployment's prefix goes in front."
