@@ -16,6 +16,7 @@ import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from shared.logging import get_logger
 
@@ -56,6 +57,11 @@ class CaCertificate:
     @property
     def subject(self) -> str:
         return self.certificate.subject.rfc4514_string()
+
+    @property
+    def common_name(self) -> str:
+        names = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else self.subject
 
     @property
     def issuer(self) -> str:

@@ -76,7 +76,7 @@ class WebPortal:
             ),
             RootPages(self.ca),
             DomainPages(domains, limiter),
-            CertificatePages(requests, certificates, assurances),
+            CertificatePages(requests, certificates, assurances, self.ca, context.clock),
             TrustPages(context, members, assurances),
             AdminPages(members, assurances, certificates),
             PasswordPages(context, members, limiter),
