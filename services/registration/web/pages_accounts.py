@@ -16,7 +16,7 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.signup import Signup, SignupProblem, SignupRefused, enrol, parse_signup
-from services.registration.web.forms import Form, Route, detail_lines, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import CookieSecurity, Visitor
 from shared.http import ApiError, client_address
@@ -33,7 +33,7 @@ def signup_error_line(problem: SignupProblem) -> str:
     if problem.rule == "blank_name":
         return "Enter your name as it appears on your identity documents."
     if problem.rule == "unusable_email":
-        return f"Email: {'; '.join(detail_lines(problem.error.details)) or problem.error.message}"
+        return f"Email: {sentence(problem.error)}"
     if problem.rule == "not_a_date":
         return "Date of birth: use the form YYYY-MM-DD."
     if problem.rule == "implausible_date":
@@ -108,7 +108,9 @@ class AccountPages:
         try:
             await enrol(signup, self._members, self._emails)
         except ApiError as exc:
-            return render(visitor, "signup.html", title="Join", values=values, errors=[exc.message], status=exc.status)
+            return render(
+                visitor, "signup.html", title="Join", values=values, errors=[sentence(exc)], status=exc.status
+            )
         return see_other("/login?notice=signed_up")
 
     async def login_form(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -128,7 +130,7 @@ class AccountPages:
             session = await self._sessions.login(address, text(form, "password", 1024), text(form, "totp", 16) or None,
                                                  client=client)
         except ApiError as exc:
-            message = exc.message if exc.code != "validation_failed" else "Enter the email address you joined with."
+            message = sentence(exc) if exc.code != "validation_failed" else "Enter the email address you joined with."
             return render(
                 visitor,
                 "login.html",
@@ -177,7 +179,7 @@ class AccountPages:
             await self._limiter.hit("mail:address", address)
             await self._emails.add(member, address)
         except ApiError as exc:
-            message = "; ".join(detail_lines(exc.details)) or exc.message
+            message = sentence(exc)
             return await self.account(request, visitor, form, error=message, status=exc.status)
         return see_other("/account?notice=email_added")
 

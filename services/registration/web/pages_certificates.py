@@ -206,7 +206,7 @@ class CertificatePages:
         return render(
             visitor,
             "csr_preview.html",
-            title="Check before you confirm",
+            title="Check before you confirm" if shown.approved else "This CSR cannot be certified",
             section=kind,
             kind=kind,
             preview=shown,

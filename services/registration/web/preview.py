@@ -22,6 +22,7 @@ from services.registration.certificate_requests import CertificateRequests
 from services.registration.csr import MAX_PEM_CHARS, MAX_SUBJECT_ALT_NAMES, CsrProblem, parse_csr
 from services.registration.issuance_policy import Decision
 from services.registration.members import Member
+from services.registration.web.messages import plain
 from shared import certificate_validity
 
 CA_NAMES = {1: "Class 1 root", 3: "Class 3 root"}
@@ -105,10 +106,11 @@ class Preview:
 
 
 def refusal(reason: str) -> Refusal:
+    """A refusal reason in the member's words (web/messages.py), with what to do about it."""
     for needle, hint, link in HINTS:
         if needle in reason:
-            return Refusal(reason, hint, link)
-    return Refusal(reason, None, None)
+            return Refusal(plain(reason), hint, link)
+    return Refusal(plain(reason), None, None)
 
 
 def _requested_subject(pem: str) -> list[tuple[str, str]]:
