@@ -316,7 +316,8 @@ async def test_preview_shows_names_and_dropped_attributes_before_anything_is_sub
         if "the signer is issuing" in text:
             break
         await asyncio.sleep(0.1)
-    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text and ">approved<" in text
+    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text
+    assert ">Approved, being issued<" in text
 
 
 def _ca_cert(name: str, serial: int) -> x509.Certificate:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from datetime import datetime
 
 import aiohttp
 from cryptography import x509
@@ -68,8 +69,8 @@ class CaCertificate:
         return self.certificate.issuer.rfc4514_string()
 
     @property
-    def not_after(self) -> str:
-        return self.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
 
     @property
     def self_signed(self) -> bool:

@@ -108,6 +108,7 @@ class CertificatePages:
             ("GET", "/account/certificates/{serial}", self.certificate_page, "member"),
             ("GET", "/account/certificates/{serial}/renew", self.renew, "member"),
             ("GET", "/account/certificates/{serial}/download/{fmt}", self.certificate_download, "member"),
+            ("GET", "/account/certificates/{serial}/revoke", self.revoke_confirm, "member"),
             ("POST", "/account/certificates/{serial}/revoke", self.certificate_revoke, "member"),
         ]
 
@@ -290,9 +291,30 @@ class CertificatePages:
             headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
         )
 
+    async def revoke_confirm(
+        self, request: web.Request, visitor: Visitor, form: Form, *, error: str | None = None, status: int = 200
+    ) -> web.StreamResponse:
+        """Confirm first: the certificate, the reasons in words, and the button that revokes."""
+        cert = await self._certificates.get(signed_in(visitor), request.match_info["serial"])
+        if cert.get("status") != "valid":
+            return see_other(f"/account/certificates/{cert['serial']}")
+        return render(
+            visitor,
+            "revoke.html",
+            title="Revoke this certificate?",
+            section=kind_of(cert.get("profile")),
+            cert=cert,
+            reasons=REVOCATION_REASONS,
+            chosen=text(form, "reason", 64),
+            error=error,
+            status=status,
+        )
+
     async def certificate_revoke(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         reason = text(form, "reason", 64)
         if reason not in REVOCATION_REASONS:
-            reason = "unspecified"
+            return await self.revoke_confirm(
+                request, visitor, form, error="Choose why you revoke the certificate.", status=422
+            )
         done = await self._certificates.request_revocation(signed_in(visitor), request.match_info["serial"], reason)
         return see_other(f"/account/certificates/{done['serial']}?notice=revocation_requested")

@@ -23,10 +23,8 @@ from services.registration.csr import MAX_PEM_CHARS, MAX_SUBJECT_ALT_NAMES, CsrP
 from services.registration.issuance_policy import Decision
 from services.registration.members import Member
 from services.registration.web.messages import plain
+from services.registration.web.rendering import CA_NAMES
 from shared import certificate_validity
-
-CA_NAMES = {1: "Class 1 root", 3: "Class 3 root"}
-"""The one name of each CA on every page (the Class 3 root is technically signed by Class 1)."""
 
 SUBJECT_LABELS = {"CN": "commonName", "GN": "givenName", "SN": "surname"}
 KEY_HINT = (
