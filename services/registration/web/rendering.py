@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,31 @@ REVOCATION_REASON_WORDS = {
     "superseded": "It has been replaced by a new certificate",
     "cessation_of_operation": "The site, service or address is no longer used",
 }
+
+# Why a domain check failed (domain_verify's codes, docs/events.md), in words; a sentence passes as it is.
+DOMAIN_FAILURES = {
+    "expired": "The verification link expired before it was used. Send the mail again.",
+    "superseded": "A newer verification request replaced this one.",
+    "not_found": "The CA found no record or file with the value.",
+    "wrong_value": "The CA found a different value from the one on this page.",
+    "nxdomain": "The name does not exist in the DNS.",
+    "servfail": "The domain's DNS servers did not answer properly.",
+    "timeout": "The domain's servers did not answer in time.",
+    "dnssec_bogus": "The domain's DNSSEC signatures do not validate.",
+    "http_status_404": "The website answered 'not found' for the file.",
+    "redirect_refused": "The website redirected to another site, which the CA does not follow.",
+    "private_address": "The name points to a private network address the CA cannot reach.",
+    "perspective_disagreement": "The checks from different networks did not agree; check again in a few minutes.",
+}
+
+
+def failure_words(reason: Any) -> str:
+    text = str(reason or "")
+    if text in DOMAIN_FAILURES:
+        return DOMAIN_FAILURES[text]
+    if re.fullmatch(r"[a-z0-9_]+", text):
+        return text.replace("_", " ").capitalize() + "."
+    return text
 
 
 def status_words(status: Any) -> str:
@@ -95,7 +121,9 @@ _templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-_templates.filters.update(status=status_words, reason=reason_words, day=day, when=when, fingerprint=fingerprint)
+_templates.filters.update(
+    failure=failure_words, status=status_words, reason=reason_words, day=day, when=when, fingerprint=fingerprint
+)
 _templates.globals.update(ca_names=CA_NAMES)
 
 # The member menu, CAcert style: (section, label, path); admin entries only for support staff.
