@@ -112,10 +112,16 @@ async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, 
     await page.goto(system.local(link))
     await expect(page.get_by_label("The code from the mail")).to_be_hidden()  # the script filled it in
     assert "#token" not in page.url, "the script takes the token out of the address bar"
+    styled = "getComputedStyle(document.querySelector('header.site')).backgroundColor"
+    assert await page.evaluate(styled) == "rgb(15, 81, 50)", "the page has the portal's stylesheet"
+    await maybe_shot(page, "24-confirm-email")
     await page.get_by_role("button", name="Confirm this address").click()
-    await expect(page.locator("body")).to_contain_text("is now verified")
+    await expect(page.locator("#confirmed")).to_contain_text("is now confirmed")
+    assert await page.evaluate(styled) == "rgb(15, 81, 50)"
+    await maybe_shot(page, "25-email-confirmed")
     assert requested and not [url for url in requested if token in url], "no request line carries the token"
-    await page.goto(system.portal + "/login")
+    await page.locator("#to-login").click()  # the way on: the login page
+    await expect(page).to_have_url(system.portal + "/login")
     await page.get_by_label("Email address").fill(address)
     await page.get_by_label("Password").fill(PASSWORD)
     await maybe_shot(page, "03-login")

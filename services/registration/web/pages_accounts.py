@@ -72,6 +72,8 @@ class AccountPages:
             ("GET", "/account", self.account, "member"),
             ("POST", "/account/emails", self.email_add, "member"),
             ("POST", "/account/emails/{email_id}/resend", self.email_resend, "member"),
+            ("GET", "/resend-confirmation", self.resend_form, "public"),
+            ("POST", "/resend-confirmation", self.resend_confirmation, "public"),
         ]
 
     async def home(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -118,7 +120,8 @@ class AccountPages:
         if visitor.member is not None:
             return see_other(following)
         notice = notice_of(request)
-        return render(visitor, "login.html", title="Log in", next=following, notice=notice, error=None, email="")
+        return render(visitor, "login.html", title="Log in", next=following, notice=notice, error=None, email="",
+                      unconfirmed=False)
 
     async def login(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         following = _safe_next(text(form, "next"))
@@ -139,11 +142,36 @@ class AccountPages:
                 notice=None,
                 error=message,
                 email=typed,
+                unconfirmed=exc.code == "email_unverified",
                 status=exc.status,
             )
         response = see_other(following)
         self._security.log_in(response, session["token"])
         return response
+
+    async def resend_form(
+        self, request: web.Request, visitor: Visitor, form: Form, *, sent_to: str | None = None,
+        error: str | None = None, status: int = 200,
+    ) -> web.StreamResponse:
+        return render(visitor, "resend_confirmation.html", title="Send the confirmation link again",
+                      sent_to=sent_to, error=error, typed=text(form, "email", 320), status=status)
+
+    async def resend_confirmation(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        """Mail a new confirmation link to an unconfirmed address, without logging in (the login refuses until
+        the address is confirmed). The same answer whether or not the address belongs to an account."""
+        try:
+            address = email_field(text(form, "email", 320))
+        except ApiError:
+            return await self.resend_form(request, visitor, form, error="Enter the email address you joined with.",
+                                          status=422)
+        await self._limiter.hit("confirm:client", client_address(request))
+        await self._limiter.hit("mail:address", address)
+        member = await self._members.by_address(address)
+        if member is not None:
+            for eid, entry in member.emails.items():
+                if entry.get("address") == address and not entry.get("verified"):
+                    await self._emails.resend(member, eid)
+        return await self.resend_form(request, visitor, form, sent_to=address)
 
     async def logout(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         assert visitor.session_digest is not None
