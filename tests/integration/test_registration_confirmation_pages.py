@@ -17,13 +17,13 @@ from tests.registration.harness import PASSWORD, Stack
 pytestmark = pytest.mark.usefixtures("topics")
 
 
-async def _sign_up(stack: Stack, address: str) -> None:
+async def _sign_up(stack: Stack, address: str) -> None:  # noqa: F811
     reply = await stack.api.call("POST", "/v1/members", json_body={
         "name": "Nora Newcomer", "date_of_birth": "1990-05-17", "email": address, "password": PASSWORD})
     assert reply.status == 201, reply.body
 
 
-async def _confirmation_mails(stack: Stack, address: str) -> int:
+async def _confirmation_mails(stack: Stack, address: str) -> int:  # noqa: F811
     mails = await stack.events("mail.commands", "mail.send_requested", expected=1, timeout=2)
     return len([m for m in mails if m.data["to"] == address and m.data["template"] == "email_confirmation"])
 
