@@ -65,7 +65,7 @@ async def test_a_refused_login_offers_a_new_link_and_the_confirmation_pages_lead
     assert 'href="/resend-confirmation"' in page and 'href="/login"' in page
     assert re.search(r'id="not-confirmed"><p>[A-Z][^<]*\.</p>', page), page
     status, page, _ = await browser.post("/confirm-email", {"token": second})
-    assert status == 200 and f"{address} is now confirmed." in page
+    assert status == 200 and f"{address} is now verified." in page
     assert '<a class="button" href="/login" id="to-login">Log in</a>' in page
     status, page, _ = await browser.post("/confirm-email", {"token": second})
     assert status == 404 and "log in" in page

@@ -116,7 +116,7 @@ async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, 
     assert await page.evaluate(styled) == "rgb(15, 81, 50)", "the page has the portal's stylesheet"
     await maybe_shot(page, "24-confirm-email")
     await page.get_by_role("button", name="Confirm this address").click()
-    await expect(page.locator("#confirmed")).to_contain_text("is now confirmed")
+    await expect(page.locator("#confirmed")).to_contain_text("is now verified")
     assert await page.evaluate(styled) == "rgb(15, 81, 50)"
     await maybe_shot(page, "25-email-confirmed")
     assert requested and not [url for url in requested if token in url], "no request line carries the token"
