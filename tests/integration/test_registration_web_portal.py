@@ -261,7 +261,7 @@ async def test_another_members_certificate_page_is_404(stack: Stack, browsers: l
     for path in (f"/account/certificates/{serial}", f"/account/certificates/{serial}/download/pem",
                  f"/account/certificates/{serial}/download/der", "/account/certificates/ffff"):
         status, text, _ = await other.get(path)
-        assert status == 404 and "no such certificate" in text and "www.example.org" not in text, path
+        assert status == 404 and "No such certificate" in text and "www.example.org" not in text, path
     token = await other.csrf("/account")
     assert (await other.post(f"/account/certificates/{serial}/revoke", {"csrf": token}))[0] == 404
     owners_view = (await stack.api.call("GET", f"/v1/certificates/{serial}", token=owner_token)).body
@@ -316,7 +316,8 @@ async def test_preview_shows_names_and_dropped_attributes_before_anything_is_sub
         if "the signer is issuing" in text:
             break
         await asyncio.sleep(0.1)
-    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text and ">approved<" in text
+    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text
+    assert ">Approved, being issued<" in text
 
 
 def _ca_cert(name: str, serial: int) -> x509.Certificate:

@@ -112,10 +112,16 @@ async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, 
     await page.goto(system.local(link))
     await expect(page.get_by_label("The code from the mail")).to_be_hidden()  # the script filled it in
     assert "#token" not in page.url, "the script takes the token out of the address bar"
+    styled = "getComputedStyle(document.querySelector('header.site')).backgroundColor"
+    assert await page.evaluate(styled) == "rgb(15, 81, 50)", "the page has the portal's stylesheet"
+    await maybe_shot(page, "24-confirm-email")
     await page.get_by_role("button", name="Confirm this address").click()
-    await expect(page.locator("body")).to_contain_text("is now verified")
+    await expect(page.locator("#confirmed")).to_contain_text("is now verified")
+    assert await page.evaluate(styled) == "rgb(15, 81, 50)"
+    await maybe_shot(page, "25-email-confirmed")
     assert requested and not [url for url in requested if token in url], "no request line carries the token"
-    await page.goto(system.portal + "/login")
+    await page.locator("#to-login").click()  # the way on: the login page
+    await expect(page).to_have_url(system.portal + "/login")
     await page.get_by_label("Email address").fill(address)
     await page.get_by_label("Password").fill(PASSWORD)
     await maybe_shot(page, "03-login")
@@ -161,10 +167,10 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await expect(page.locator("h1")).to_have_text("Domain confirmed")
     for _ in range(60):
         await page.goto(domain_page)
-        if (await page.locator("#domain-status").inner_text()) == "verified":
+        if (await page.locator("#domain-status").inner_text()) == "Verified":
             break
         await page.wait_for_timeout(500)
-    await expect(page.locator("#domain-status")).to_have_text("verified")
+    await expect(page.locator("#domain-status")).to_have_text("Verified")
     await shot(page, "06-domain-verified")
 
     # Paste the CSR, check the preview, confirm.
@@ -180,7 +186,8 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await shot(page, "08-preview")
     await page.get_by_role("button", name="Confirm and request the certificate").click()
     await page.wait_for_url(re.compile(r"/account/certificates/[0-9a-f]+$"), timeout=60_000)
-    await expect(page.locator("#certificate")).to_contain_text("valid")
+    await expect(page.locator("#certificate-status")).to_have_text("Valid")
+    await expect(page.locator("#certificate-issuer")).to_have_text(re.compile(r"^Class [13] root$"))
     await shot(page, "09-certificate")
     async with page.expect_download() as pending:
         await page.get_by_role("link", name="Certificate with chain (PEM)").click()
@@ -222,6 +229,17 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
                              capture_output=True, text=True, check=True).stdout
     assert printed.count("subject=") == 2, printed
 
+    # On a phone (390 px wide) every page fits the screen: nothing is cut off or needs sideways scrolling.
+    await page.set_viewport_size({"width": 390, "height": 844})
+    for path, name in ((certificate_page.removeprefix(system.portal), "19-certificate-390px"),
+                       ("/account/server-certs", "20-server-certificates-390px"),
+                       ("/roots", "21-roots-390px"), ("/account", "22-account-390px")):
+        await page.goto(system.portal + path)
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"{path} is {width} px wide at a 390 px viewport"
+        await shot(page, name)
+    await page.set_viewport_size({"width": 1200, "height": 900})
+
     # The other main pages, for the screenshots.
     for path, name in (("/account/server-certs", "11-server-certificates"),
                        ("/account/client-certs/new", "12-new-client-certificate"),
@@ -229,6 +247,17 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
                        ("/account/code-signing", "16-code-signing")):
         await page.goto(system.portal + path)
         await shot(page, name)
+
+    # Revoking asks first, with the reasons in words.
+    await page.goto(certificate_page)
+    await page.get_by_role("link", name="Revoke this certificate…").click()
+    await expect(page.get_by_role("heading", level=1)).to_have_text("Revoke this certificate?")
+    await page.get_by_label("It has been replaced by a new certificate").check()
+    await shot(page, "23-revoke-confirm")
+    await page.get_by_role("button", name="Revoke the certificate").click()
+    await expect(page.get_by_role("status")).to_contain_text("Revocation requested")
+    await expect(page.locator("#certificate-status")).to_contain_text("Revo")
+    await expect(page.locator("#certificate-status")).to_contain_text("replaced by a new certificate")
 
     # Support staff see the admin page for this member.
     assert system.registration.db is not None
@@ -289,11 +318,11 @@ async def test_member_verifies_a_domain_by_a_dns_record_in_the_portal_and_sees_w
         domain_page = page.url.split("#")[0].split("?")[0]
 
         await zone.publish(record_name, "TXT", '"a-stale-value"')
-        assert await domain_status_after_check(page, domain_page, until="verified") != "verified"
+        assert await domain_status_after_check(page, domain_page, until="Verified") != "Verified"
         await expect(page.locator("#domain-failure")).to_contain_text("a-stale-value")
         await shot(page, "18-domain-dns-wrong-value")
 
         await zone.publish(record_name, "TXT", f'"{value}"')
-        assert await domain_status_after_check(page, domain_page, until="verified") == "verified"
+        assert await domain_status_after_check(page, domain_page, until="Verified") == "Verified"
         await expect(page.locator("#domain-verified-by")).to_contain_text("DNS TXT record")
         await expect(page.locator("#domain-verified-by")).to_contain_text("3.2.2.4.7")

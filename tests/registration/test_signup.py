@@ -59,7 +59,7 @@ def test_an_unusable_email_is_refused_by_one_rule_for_both_front_ends() -> None:
     assert api_answer(problem) == (
         422, "validation_failed", "email is not a usable email address", [{"field": "email", "problem": finding}],
     )
-    assert signup_error_line(problem) == f"Email: {finding}"
+    assert signup_error_line(problem) == f"Email: {finding}."
 
 
 def test_a_date_of_birth_that_is_not_a_date_is_refused_by_one_rule_for_both_front_ends() -> None:

@@ -18,6 +18,7 @@ from services.registration.ratelimit import RateLimiter
 from services.registration.second_factor import SecondFactor
 from services.registration.sessions import Sessions
 from services.registration.signup import Rule, SignupProblem, SignupRefused, enrol, parse_signup
+from services.registration.web.messages import for_error
 from services.registration.web.rendering import render_link_page
 from shared.events import isoformat
 from shared.http import ApiError, client_address, read_json
@@ -243,7 +244,7 @@ class AccountRoutes:
             result = await self._emails.confirm(token)
         except ApiError as exc:
             return render_link_page(
-                "email_confirmed.html", title="Not confirmed", status=exc.status, message=exc.message, address=None
+                "email_confirmed.html", title="Not confirmed", status=exc.status, message=for_error(exc), address=None
             )
         return render_link_page(
             "email_confirmed.html", title="Address confirmed", message=None, address=result["email"]

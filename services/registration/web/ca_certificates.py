@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from datetime import datetime
 
 import aiohttp
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.x509.oid import NameOID
 
 from shared.logging import get_logger
 
@@ -58,12 +60,17 @@ class CaCertificate:
         return self.certificate.subject.rfc4514_string()
 
     @property
+    def common_name(self) -> str:
+        names = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        return str(names[0].value) if names else self.subject
+
+    @property
     def issuer(self) -> str:
         return self.certificate.issuer.rfc4514_string()
 
     @property
-    def not_after(self) -> str:
-        return self.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+    def not_after(self) -> datetime:
+        return self.certificate.not_valid_after_utc
 
     @property
     def self_signed(self) -> bool:

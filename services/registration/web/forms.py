@@ -10,6 +10,7 @@ from multidict import MultiDict, MultiDictProxy
 
 from services.registration.api.common import email_field
 from services.registration.members import Member, Members
+from services.registration.web import messages
 from services.registration.web.security import Visitor
 from shared.http import ApiError
 
@@ -50,14 +51,6 @@ def signed_in(visitor: Visitor) -> Member:
     return visitor.member
 
 
-def detail_lines(details: Any) -> list[str]:
-    if isinstance(details, list):
-        return [str(d.get("problem", d)) if isinstance(d, dict) else str(d) for d in details][:20]
-    if isinstance(details, dict) and isinstance(details.get("reasons"), list):
-        return [str(r) for r in details["reasons"]][:20]
-    return []
-
-
 async def member_by_reference(members: Members, reference: str) -> Member:
     """The member a support or assurance form names, by email address or member id; 404 if none."""
     reference = reference.strip()
@@ -74,6 +67,5 @@ async def member_by_reference(members: Members, reference: str) -> Member:
 
 
 def sentence(error: ApiError) -> str:
-    """An API error message as a portal sentence: capitalised, with a full stop."""
-    message = error.message
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+    """An API error as the portal's sentence for the member (web/messages.py: no field names, no library text)."""
+    return messages.for_error(error)

@@ -16,7 +16,7 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.signup import Signup, SignupProblem, SignupRefused, enrol, parse_signup
-from services.registration.web.forms import Form, Route, detail_lines, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import CookieSecurity, Visitor
 from shared.http import ApiError, client_address
@@ -33,7 +33,7 @@ def signup_error_line(problem: SignupProblem) -> str:
     if problem.rule == "blank_name":
         return "Enter your name as it appears on your identity documents."
     if problem.rule == "unusable_email":
-        return f"Email: {'; '.join(detail_lines(problem.error.details)) or problem.error.message}"
+        return f"Email: {sentence(problem.error)}"
     if problem.rule == "not_a_date":
         return "Date of birth: use the form YYYY-MM-DD."
     if problem.rule == "implausible_date":
@@ -72,6 +72,8 @@ class AccountPages:
             ("GET", "/account", self.account, "member"),
             ("POST", "/account/emails", self.email_add, "member"),
             ("POST", "/account/emails/{email_id}/resend", self.email_resend, "member"),
+            ("GET", "/resend-confirmation", self.resend_form, "public"),
+            ("POST", "/resend-confirmation", self.resend_confirmation, "public"),
         ]
 
     async def home(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -108,7 +110,9 @@ class AccountPages:
         try:
             await enrol(signup, self._members, self._emails)
         except ApiError as exc:
-            return render(visitor, "signup.html", title="Join", values=values, errors=[exc.message], status=exc.status)
+            return render(
+                visitor, "signup.html", title="Join", values=values, errors=[sentence(exc)], status=exc.status
+            )
         return see_other("/login?notice=signed_up")
 
     async def login_form(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -116,7 +120,8 @@ class AccountPages:
         if visitor.member is not None:
             return see_other(following)
         notice = notice_of(request)
-        return render(visitor, "login.html", title="Log in", next=following, notice=notice, error=None, email="")
+        return render(visitor, "login.html", title="Log in", next=following, notice=notice, error=None, email="",
+                      unconfirmed=False)
 
     async def login(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         following = _safe_next(text(form, "next"))
@@ -128,7 +133,7 @@ class AccountPages:
             session = await self._sessions.login(address, text(form, "password", 1024), text(form, "totp", 16) or None,
                                                  client=client)
         except ApiError as exc:
-            message = exc.message if exc.code != "validation_failed" else "Enter the email address you joined with."
+            message = sentence(exc) if exc.code != "validation_failed" else "Enter the email address you joined with."
             return render(
                 visitor,
                 "login.html",
@@ -137,11 +142,36 @@ class AccountPages:
                 notice=None,
                 error=message,
                 email=typed,
+                unconfirmed=exc.code == "email_unverified",
                 status=exc.status,
             )
         response = see_other(following)
         self._security.log_in(response, session["token"])
         return response
+
+    async def resend_form(
+        self, request: web.Request, visitor: Visitor, form: Form, *, sent_to: str | None = None,
+        error: str | None = None, status: int = 200,
+    ) -> web.StreamResponse:
+        return render(visitor, "resend_confirmation.html", title="Send the confirmation link again",
+                      sent_to=sent_to, error=error, typed=text(form, "email", 320), status=status)
+
+    async def resend_confirmation(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
+        """Mail a new confirmation link to an unconfirmed address, without logging in (the login refuses until
+        the address is confirmed). The same answer whether or not the address belongs to an account."""
+        try:
+            address = email_field(text(form, "email", 320))
+        except ApiError:
+            return await self.resend_form(request, visitor, form, error="Enter the email address you joined with.",
+                                          status=422)
+        await self._limiter.hit("confirm:client", client_address(request))
+        await self._limiter.hit("mail:address", address)
+        member = await self._members.by_address(address)
+        if member is not None:
+            for eid, entry in member.emails.items():
+                if entry.get("address") == address and not entry.get("verified"):
+                    await self._emails.resend(member, eid)
+        return await self.resend_form(request, visitor, form, sent_to=address)
 
     async def logout(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         assert visitor.session_digest is not None
@@ -177,7 +207,7 @@ class AccountPages:
             await self._limiter.hit("mail:address", address)
             await self._emails.add(member, address)
         except ApiError as exc:
-            message = "; ".join(detail_lines(exc.details)) or exc.message
+            message = sentence(exc)
             return await self.account(request, visitor, form, error=message, status=exc.status)
         return see_other("/account?notice=email_added")
 

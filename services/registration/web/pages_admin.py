@@ -12,7 +12,7 @@ from services.registration.assurance import Assurances
 from services.registration.certificates import REVOCATION_REASONS, Certificates
 from services.registration.members import ASSURER_POINTS, Members
 from services.registration.staff_actions import StaffActions
-from services.registration.web.forms import Form, Route, member_by_reference, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, member_by_reference, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
 from shared.http import ApiError
@@ -41,7 +41,7 @@ class AdminPages:
             try:
                 target = await member_by_reference(self._members, reference)
             except ApiError as exc:
-                error = exc.message
+                error = sentence(exc)
             else:
                 await self._members.audit(admin.id, "admin.member_viewed", target.id)
                 found = await member_view(target, self._assurances)

@@ -8,6 +8,8 @@ member may not have.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -18,6 +20,7 @@ from services.registration.certificates import FORMATS, REVOCATION_REASONS, Cert
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member
 from services.registration.web import preview as previews
+from services.registration.web.ca_certificates import CaCertificates, CaUnavailable
 from services.registration.web.forms import Form, Route, notice_of, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
@@ -63,10 +66,37 @@ def renewal_check(old: dict[str, Any], shown: previews.Preview) -> dict[str, Any
 
 
 class CertificatePages:
-    def __init__(self, requests: CertificateRequests, certificates: Certificates, assurances: Assurances) -> None:
+    def __init__(
+        self,
+        requests: CertificateRequests,
+        certificates: Certificates,
+        assurances: Assurances,
+        ca: CaCertificates,
+        clock: Callable[[], datetime],
+    ) -> None:
         self._requests = requests
         self._certificates = certificates
         self._assurances = assurances
+        self._ca = ca
+        self._clock = clock
+
+    async def _preview(
+        self, member: Member, pem: str, profile: str, cert_class: int | None
+    ) -> previews.Preview:
+        """The preview for a certificate signed now, by the issuing CA whose certificate the signer publishes."""
+        try:
+            known = await self._ca.all()
+        except CaUnavailable:
+            known = {}
+        issuing = {
+            int(label.removeprefix("class")): previews.IssuingCa(
+                ca.common_name, ca.certificate.not_valid_after_utc
+            )
+            for label, ca in known.items()
+        }
+        return await previews.preview(
+            self._requests, member, pem, profile, cert_class, now=self._clock(), issuing_cas=issuing
+        )
 
     def routes(self) -> list[Route]:
         return [
@@ -78,6 +108,7 @@ class CertificatePages:
             ("GET", "/account/certificates/{serial}", self.certificate_page, "member"),
             ("GET", "/account/certificates/{serial}/renew", self.renew, "member"),
             ("GET", "/account/certificates/{serial}/download/{fmt}", self.certificate_download, "member"),
+            ("GET", "/account/certificates/{serial}/revoke", self.revoke_confirm, "member"),
             ("POST", "/account/certificates/{serial}/revoke", self.certificate_revoke, "member"),
         ]
 
@@ -172,11 +203,11 @@ class CertificatePages:
                 visitor, kind, profile=profile, cert_class=cert_class, renewing=renewing,
                 error="Paste a CSR or choose a .csr file.", status=422,
             )
-        shown = await previews.preview(self._requests, member, pem, profile, cert_class)
+        shown = await self._preview(member, pem, profile, cert_class)
         return render(
             visitor,
             "csr_preview.html",
-            title="Check before you confirm",
+            title="Check before you confirm" if shown.approved else "This CSR cannot be certified",
             section=kind,
             kind=kind,
             preview=shown,
@@ -195,7 +226,7 @@ class CertificatePages:
         except ApiError as exc:
             if exc.code != "csr_rejected":
                 raise
-            shown = await previews.preview(self._requests, member, pem, profile, cert_class)
+            shown = await self._preview(member, pem, profile, cert_class)
             if shown.approved:  # refused for a reason the preview no longer sees (cannot happen today)
                 shown = previews.Preview(profile, pem, tuple(previews.refusal(r) for r in exc.details["reasons"]))
             return render(
@@ -260,9 +291,30 @@ class CertificatePages:
             headers={"Content-Disposition": f'attachment; filename="{filename}"', "Cache-Control": "no-store"},
         )
 
+    async def revoke_confirm(
+        self, request: web.Request, visitor: Visitor, form: Form, *, error: str | None = None, status: int = 200
+    ) -> web.StreamResponse:
+        """Confirm first: the certificate, the reasons in words, and the button that revokes."""
+        cert = await self._certificates.get(signed_in(visitor), request.match_info["serial"])
+        if cert.get("status") != "valid":
+            return see_other(f"/account/certificates/{cert['serial']}")
+        return render(
+            visitor,
+            "revoke.html",
+            title="Revoke this certificate?",
+            section=kind_of(cert.get("profile")),
+            cert=cert,
+            reasons=REVOCATION_REASONS,
+            chosen=text(form, "reason", 64),
+            error=error,
+            status=status,
+        )
+
     async def certificate_revoke(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         reason = text(form, "reason", 64)
         if reason not in REVOCATION_REASONS:
-            reason = "unspecified"
+            return await self.revoke_confirm(
+                request, visitor, form, error="Choose why you revoke the certificate.", status=422
+            )
         done = await self._certificates.request_revocation(signed_in(visitor), request.match_info["serial"], reason)
         return see_other(f"/account/certificates/{done['serial']}?notice=revocation_requested")

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from services.registration.domains import DomainClaims
 from services.registration.ratelimit import RateLimiter
-from services.registration.web.forms import Form, Route, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
 from shared.http import ApiError
@@ -54,7 +54,7 @@ class DomainPages:
         try:
             claim = await self._domains.add(signed_in(visitor), typed, None)
         except ApiError as exc:
-            return await self.domain_list(request, visitor, form, error=exc.message, typed=typed, status=exc.status)
+            return await self.domain_list(request, visitor, form, error=sentence(exc), typed=typed, status=exc.status)
         return see_other(f"/account/domains/{claim['id']}")
 
     async def domain_page(
@@ -87,7 +87,7 @@ class DomainPages:
         try:
             await self._domains.request_verification(member, claim_id, contact)
         except ApiError as exc:
-            return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
+            return await self.domain_page(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other(f"/account/domains/{claim_id}?notice=mail_sent")
 
     async def domain_method(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -98,7 +98,7 @@ class DomainPages:
         try:
             await self._domains.prepare_challenge(member, claim_id, method)
         except ApiError as exc:
-            return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
+            return await self.domain_page(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other(f"/account/domains/{claim_id}#publish")
 
     async def domain_check(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -109,5 +109,5 @@ class DomainPages:
         try:
             await self._domains.check_now(member, claim_id)
         except ApiError as exc:
-            return await self.domain_page(request, visitor, form, error=exc.message, status=exc.status)
+            return await self.domain_page(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other(f"/account/domains/{claim_id}?notice=check_started")

@@ -35,7 +35,7 @@ class SecondFactorPages:
         try:
             started = await self._second_factor.begin(signed_in(visitor))
         except ApiError as exc:
-            return await self.page(request, visitor, form, error=exc.message, status=exc.status)
+            return await self.page(request, visitor, form, error=sentence(exc), status=exc.status)
         return await self.page(request, visitor, form, started=started)
 
     async def confirm(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:

@@ -10,7 +10,7 @@ from services.registration.assurance import MAX_POINTS, Assurances
 from services.registration.context import Context
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import ASSURER_POINTS, Members
-from services.registration.web.forms import Form, Route, member_by_reference, notice_of, signed_in, text
+from services.registration.web.forms import Form, Route, member_by_reference, notice_of, sentence, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
 from shared.http import ApiError
@@ -87,5 +87,5 @@ class TrustPages:
             target = await member_by_reference(self._members, text(form, "member", 320))
             await self._assurances.record(assurer, target, points=points, location=location, met_on=met_on)
         except ApiError as exc:
-            return await self.assurance(request, visitor, form, error=exc.message, status=exc.status)
+            return await self.assurance(request, visitor, form, error=sentence(exc), status=exc.status)
         return see_other("/account/assurance?notice=assured")

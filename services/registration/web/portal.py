@@ -26,7 +26,8 @@ from services.registration.members import Members
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
 from services.registration.web.ca_certificates import CaCertificates, CaUnavailable
-from services.registration.web.forms import EMPTY, Access, Form, Handler, detail_lines
+from services.registration.web.forms import EMPTY, Access, Form, Handler, sentence
+from services.registration.web.messages import detail_lines
 from services.registration.web.pages_accounts import AccountPages
 from services.registration.web.pages_admin import AdminPages
 from services.registration.web.pages_certificates import CertificatePages
@@ -40,6 +41,16 @@ from services.registration.web.security import CookieSecurity, Visitor, add_html
 from services.registration.web.settings import WebSettings
 from shared import mailed_links
 from shared.http import ApiError
+from shared.logging import get_logger
+
+log = get_logger("registration.web")
+API_PREFIXES = ("/v1/",)
+API_PATHS = frozenset({"/v1", "/openapi.json", "/healthz", "/readyz", "/metrics"})
+
+
+def is_api_path(path: str) -> bool:
+    """The JSON API and the operational endpoints: their errors stay JSON."""
+    return path in API_PATHS or path.startswith(API_PREFIXES)
 
 
 class WebPortal:
@@ -76,7 +87,7 @@ class WebPortal:
             ),
             RootPages(self.ca),
             DomainPages(domains, limiter),
-            CertificatePages(requests, certificates, assurances),
+            CertificatePages(requests, certificates, assurances, self.ca, context.clock),
             TrustPages(context, members, assurances),
             AdminPages(members, assurances, certificates),
             PasswordPages(context, members, limiter),
@@ -87,6 +98,7 @@ class WebPortal:
 
     def install(self, app: web.Application) -> None:
         app.on_response_prepare.append(add_html_headers)
+        app.middlewares.append(self._html_errors)
         app.router.add_get("/static/portal.css", stylesheet)
         app.router.add_get("/static/favicon.svg", favicon)
         app.router.add_get(mailed_links.SCRIPT_PATH, mailed_links.script)  # pages opened from mailed links
@@ -94,6 +106,47 @@ class WebPortal:
         for area in self.areas:
             for method, path, handler, access in area.routes():
                 app.router.add_route(method, path, self._page(handler, access))
+
+    @web.middleware
+    async def _html_errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Unknown portal addresses and unexpected failures answer HTML pages; the API keeps its JSON errors."""
+        if is_api_path(request.path):
+            return await handler(request)
+        try:
+            return await handler(request)
+        except web.HTTPNotFound:
+            return await self._plain_error(
+                request, 404, "Page not found",
+                "There is no page at this address. Check the address, or start again from the start page.",
+            )
+        except web.HTTPMethodNotAllowed:
+            return await self._plain_error(
+                request, 405, "Not available this way",
+                "This address is not opened like this. Go back and use the page's links and buttons.",
+            )
+        except (web.HTTPException, ApiError, RateLimited):
+            raise
+        except Exception:
+            request_id = str(request.get("request_id", ""))
+            log.exception("unhandled error in the portal", path=request.path, method=request.method)
+            anonymous = Visitor(None, None, "", False, "")
+            return error_page(
+                anonymous, 500, "Something went wrong",
+                "The CA could not complete this. Try again in a minute; if it keeps failing, write to support "
+                f"and quote this reference: {request_id}.",
+            )
+
+    async def _plain_error(self, request: web.Request, status: int, title: str, message: str) -> web.Response:
+        try:
+            visitor = await self.security.visitor(request)
+        except Exception:  # the store is unreachable: the page still answers, without the menu
+            visitor = Visitor(None, None, "", False, "")
+        response = error_page(visitor, status, title, message)
+        if visitor.anonymous_id:
+            self.security.finish(response, visitor)
+        return response
 
     def _page(self, handler: Handler, access: Access) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def page(request: web.Request) -> web.StreamResponse:
@@ -147,6 +200,5 @@ class WebPortal:
             )
         except ApiError as exc:
             titles = {404: "Not found", 409: "Not possible", 403: "Not allowed", 410: "Expired"}
-            return error_page(
-                visitor, exc.status, titles.get(exc.status, "Not done"), exc.message, detail_lines(exc.details)
-            )
+            details = [] if exc.code == "validation_failed" else detail_lines(exc.details)
+            return error_page(visitor, exc.status, titles.get(exc.status, "Not done"), sentence(exc), details)

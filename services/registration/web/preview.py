@@ -5,11 +5,16 @@ It runs the registration's own CSR parsing (`csr.parse_csr`) and the same
 standing, so the preview and the decision cannot disagree; this module only
 adds presentation: which subject attributes of the CSR are dropped, and a
 hint on what to do for each refusal reason.
+
+The validity comes from the rule the signer applies, `shared/certificate_validity.py` (the RA's
+days for the profile, the CA/B Forum maximum at the time of signing, never beyond the issuing CA's
+own notAfter), computed for a certificate signed now; the issuing CA is named from its certificate.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 from cryptography import x509
 
@@ -17,6 +22,9 @@ from services.registration.certificate_requests import CertificateRequests
 from services.registration.csr import MAX_PEM_CHARS, MAX_SUBJECT_ALT_NAMES, CsrProblem, parse_csr
 from services.registration.issuance_policy import Decision
 from services.registration.members import Member
+from services.registration.web.messages import plain
+from services.registration.web.rendering import CA_NAMES
+from shared import certificate_validity
 
 SUBJECT_LABELS = {"CN": "commonName", "GN": "givenName", "SN": "surname"}
 KEY_HINT = (
@@ -80,6 +88,10 @@ class Preview:
     key: str = ""
     cert_class: int = 1
     validity_days: int = 0
+    not_after: dt.datetime | None = None
+    """notAfter of a certificate signed now (None when refused)."""
+    issuer: str = ""
+    """The issuing CA: its name here and, when its certificate is known, its common name."""
     names: tuple[str, ...] = ()
     emails: tuple[str, ...] = ()
     subject: tuple[tuple[str, str], ...] = ()
@@ -92,10 +104,11 @@ class Preview:
 
 
 def refusal(reason: str) -> Refusal:
+    """A refusal reason in the member's words (web/messages.py), with what to do about it."""
     for needle, hint, link in HINTS:
         if needle in reason:
-            return Refusal(reason, hint, link)
-    return Refusal(reason, None, None)
+            return Refusal(plain(reason), hint, link)
+    return Refusal(plain(reason), None, None)
 
 
 def _requested_subject(pem: str) -> list[tuple[str, str]]:
@@ -103,10 +116,33 @@ def _requested_subject(pem: str) -> list[tuple[str, str]]:
     return [(attr.oid._name, str(attr.value)) for attr in csr.subject]
 
 
+@dataclasses.dataclass(frozen=True)
+class IssuingCa:
+    """What the preview needs of the issuing CA's certificate."""
+
+    common_name: str
+    not_after: dt.datetime
+
+
+def _issuer(cert_class: int, ca: IssuingCa | None) -> str:
+    return f"{CA_NAMES[cert_class]} ({ca.common_name})" if ca else CA_NAMES[cert_class]
+
+
 async def preview(
-    requests: CertificateRequests, member: Member, pem: str, profile: str, cert_class: int | None = None
+    requests: CertificateRequests,
+    member: Member,
+    pem: str,
+    profile: str,
+    cert_class: int | None = None,
+    *,
+    now: dt.datetime,
+    issuing_cas: dict[int, IssuingCa] | None = None,
 ) -> Preview:
-    """What submitting `pem` for `profile` would give this member now (or every reason it would not)."""
+    """What submitting `pem` for `profile` would give this member now (or every reason it would not).
+
+    `issuing_cas` are the CA certificates by class (None or missing: not known, e.g. the signer's
+    status endpoint is down; the validity is then not capped by the CA's own expiry).
+    """
     pem = pem.strip()
     if len(pem) > MAX_PEM_CHARS:
         return Preview(profile, "", (refusal(f"the CSR is larger than {MAX_PEM_CHARS} characters"),))
@@ -115,6 +151,18 @@ async def preview(
     except CsrProblem as exc:
         return Preview(profile, pem, tuple(refusal(r) for r in exc.reasons))
     decision: Decision = requests.policy.decide(profile, csr, await requests.standing(member), cert_class)
+    if decision.reasons:
+        return Preview(profile, csr.pem, tuple(refusal(r) for r in decision.reasons), key=csr.key_description)
+    ca = (issuing_cas or {}).get(decision.cert_class)
+    maximum = certificate_validity.max_validity_days(profile, certificate_validity.not_before_for(now))
+    try:
+        period = certificate_validity.validity_period(
+            decision.validity_days, maximum, now, ca.not_after if ca else None
+        )
+    except certificate_validity.IssuerExpiresTooSoon:
+        return Preview(
+            profile, csr.pem, (refusal(f"the {CA_NAMES[decision.cert_class]} expires too soon to issue"),)
+        )
     requested = _requested_subject(csr.pem)
     final = [(SUBJECT_LABELS.get(k, k), v) for k, v in decision.subject.items()]
     kept = [(k, v) for k, v in requested if (k, v) in final]
@@ -125,7 +173,9 @@ async def preview(
         refusals=tuple(refusal(r) for r in decision.reasons),
         key=csr.key_description,
         cert_class=decision.cert_class,
-        validity_days=decision.validity_days,
+        validity_days=period.days,
+        not_after=period.not_after,
+        issuer=_issuer(decision.cert_class, ca),
         names=decision.dns_names,
         emails=decision.emails,
         subject=tuple(final),

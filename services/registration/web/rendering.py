@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,103 @@ HERE = Path(__file__).parent
 STYLESHEET = HERE / "static" / "portal.css"
 FAVICON = HERE / "static" / "favicon.svg"
 
+# The one name of each CA on every page (the Class 3 root is technically signed by Class 1).
+CA_NAMES = {1: "Class 1 root", 3: "Class 3 root"}
+# Every status a member sees, in words (certificates, requests, domains).
+STATUSES = {
+    "valid": "Valid",
+    "revocation_requested": "Revocation requested",
+    "revoked": "Revoked",
+    "expired": "Expired",
+    "pending": "Waiting for confirmation",
+    "approved": "Approved, being issued",
+    "caa_pending": "Approved, checking CAA records",
+    "issued": "Issued",
+    "rejected": "Refused",
+    "verified": "Verified",
+    "unverified": "Not verified yet",
+    "failed": "Verification failed",
+    "blocked": "Blocked",
+}
+# The revocation reasons (RFC 5280 CRLReason) a member may give, in words.
+REVOCATION_REASON_WORDS = {
+    "unspecified": "No particular reason",
+    "key_compromise": "The private key was lost, stolen or exposed (key compromise)",
+    "affiliation_changed": "The name or organisation in it no longer applies",
+    "superseded": "It has been replaced by a new certificate",
+    "cessation_of_operation": "The site, service or address is no longer used",
+}
+
+# Why a domain check failed (domain_verify's codes, docs/events.md), in words; a sentence passes as it is.
+DOMAIN_FAILURES = {
+    "expired": "The verification link expired before it was used. Send the mail again.",
+    "superseded": "A newer verification request replaced this one.",
+    "not_found": "The CA found no record or file with the value.",
+    "wrong_value": "The CA found a different value from the one on this page.",
+    "nxdomain": "The name does not exist in the DNS.",
+    "servfail": "The domain's DNS servers did not answer properly.",
+    "timeout": "The domain's servers did not answer in time.",
+    "dnssec_bogus": "The domain's DNSSEC signatures do not validate.",
+    "http_status_404": "The website answered 'not found' for the file.",
+    "redirect_refused": "The website redirected to another site, which the CA does not follow.",
+    "private_address": "The name points to a private network address the CA cannot reach.",
+    "perspective_disagreement": "The checks from different networks did not agree; check again in a few minutes.",
+}
+
+
+def failure_words(reason: Any) -> str:
+    text = str(reason or "")
+    if text in DOMAIN_FAILURES:
+        return DOMAIN_FAILURES[text]
+    if re.fullmatch(r"[a-z0-9_]+", text):
+        return text.replace("_", " ").capitalize() + "."
+    return text
+
+
+def status_words(status: Any) -> str:
+    return STATUSES.get(str(status), str(status).replace("_", " ").capitalize())
+
+
+def reason_words(reason: Any) -> str:
+    return REVOCATION_REASON_WORDS.get(str(reason), str(reason).replace("_", " ").capitalize())
+
+
+def _instant(value: Any) -> datetime | date | None:
+    if isinstance(value, datetime | date):
+        return value
+    if not value:
+        return None
+    text = str(value).strip().replace("Z", "+00:00")
+    try:
+        return datetime.fromisoformat(text) if "T" in text or " " in text else date.fromisoformat(text[:10])
+    except ValueError:
+        return None
+
+
+def day(value: Any) -> str:
+    """The one date format of the portal: 3 December 2026."""
+    found = _instant(value)
+    if found is None:
+        return str(value or "")
+    return f"{found.day} {found:%B %Y}"
+
+
+def when(value: Any) -> str:
+    """A moment in the portal's date format, with the time in UTC: 3 December 2026, 14:05 UTC."""
+    found = _instant(value)
+    if not isinstance(found, datetime):
+        return day(value)
+    if found.tzinfo is not None:
+        found = found.astimezone(UTC)
+    return f"{day(found)}, {found:%H:%M} UTC"
+
+
+def fingerprint(value: Any) -> str:
+    """The one fingerprint format: upper-case hex pairs separated by colons (as browsers and openssl show it)."""
+    text = str(value or "").replace(":", "").strip()
+    return ":".join(text[i:i + 2] for i in range(0, len(text), 2)).upper()
+
+
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
     autoescape=True,
@@ -22,6 +121,10 @@ _templates = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+_templates.filters.update(
+    failure=failure_words, status=status_words, reason=reason_words, day=day, when=when, fingerprint=fingerprint
+)
+_templates.globals.update(ca_names=CA_NAMES)
 
 # The member menu, CAcert style: (section, label, path); admin entries only for support staff.
 MENU = (

@@ -30,6 +30,7 @@ from services.signer.ca.hierarchy import IssuingCA
 from services.signer.ca.profiles import SUBJECT_ATTRIBUTE_OIDS, CertificateProfile, SanType
 from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
+from shared import certificate_validity
 from shared.key_compromise import spki_sha256
 from shared.key_policy import check_public_key, csr_signature_problem
 
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 MAX_CSR_PEM_BYTES: Final = 65536
-BACKDATE: Final = dt.timedelta(minutes=1)
+BACKDATE: Final = certificate_validity.BACKDATE
 """notBefore lies this far before signing, for relying parties with slightly slow clocks (BR 7.1.2.7
 allows up to 48 hours; keep it small so the certificate's stated life is its real life)."""
 CN_MAX_LENGTH: Final = 64  # RFC 5280 ub-common-name
@@ -202,19 +203,17 @@ def _subject(req: ApprovedRequest) -> x509.Name:
 def _validity(
     req: ApprovedRequest, profile: CertificateProfile, ca: IssuingCA, now: dt.datetime
 ) -> tuple[dt.datetime, dt.datetime]:
-    if now.tzinfo is None:
-        raise ValueError("now must be timezone-aware")
     if req.validity_days < 1:
         raise RequestRejected("validity_days must be at least 1")
-    not_before = now.astimezone(dt.UTC).replace(microsecond=0) - BACKDATE
-    days = min(req.validity_days, profile.max_validity_days_at(not_before))
-    # RFC 5280 4.1.2.5: the period includes notAfter, so N days end one second before N*24h.
-    not_after = not_before + dt.timedelta(days=days) - dt.timedelta(seconds=1)
-    ca_end = ca.certificate.not_valid_after_utc
-    if not_after > ca_end:
-        not_after = ca_end  # a certificate never outlives its issuer
-    if not_after <= now:
-        raise RequestRejected(f"issuing CA {ca.label} expires too soon to issue")
+    # One rule for the signer and the registration's preview: shared/certificate_validity.py.
+    maximum = profile.max_validity_days_at(certificate_validity.not_before_for(now))
+    try:
+        period = certificate_validity.validity_period(
+            req.validity_days, maximum, now, ca.certificate.not_valid_after_utc
+        )
+    except certificate_validity.IssuerExpiresTooSoon:
+        raise RequestRejected(f"issuing CA {ca.label} expires too soon to issue") from None
+    not_before, not_after = period.not_before, period.not_after
     return not_before, not_after
 
 

@@ -8,7 +8,9 @@ neither hard-codes a rule of its own.
 Where the CA/Browser Forum requirements constrain a choice, the rule is cited:
 
 * server: TLS BR 7.1.2.7 (DV subscriber), validity BR 6.3.2 as amended by ballot SC-081
-  (398 days before 2026-03-15, then 200, then 100 from 2027-03-15, then 47 from 2029-03-15);
+  (398 days before 2026-03-15, then 200, then 100 from 2027-03-15, then 47 from 2029-03-15; the
+  schedule and every other validity limit live in shared/certificate_validity.py, which the
+  registration's CSR preview uses too);
 * client: S/MIME BR 7.1.2.3 multipurpose generation (emailProtection, plus clientAuth which
   CAcert members use to log in), mailbox-validated in Class 1 (no name in the subject) and
   individual-validated in Class 3 when the approved subject carries the member's name;
@@ -28,6 +30,16 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
 from services.signer.ca.keys import PublicKey
+from shared.certificate_validity import (
+    CLIENT_MAX_VALIDITY_DAYS,
+    CODESIGN_CA_MAX_VALIDITY_DAYS,
+    CODESIGN_MAX_VALIDITY_DAYS,
+    SMIME_MAX_VALIDITY_DAYS,
+    max_validity_days,
+    tls_max_validity_days,
+)
+
+__all__ = ["CODESIGN_MAX_VALIDITY_DAYS", "SMIME_MAX_VALIDITY_DAYS", "tls_max_validity_days"]  # re-exported
 
 
 class SanType(enum.Enum):
@@ -61,18 +73,6 @@ POLICY_SMIME_MAILBOX_MULTIPURPOSE: Final = ObjectIdentifier("2.23.140.1.5.1.2")
 POLICY_SMIME_INDIVIDUAL_MULTIPURPOSE: Final = ObjectIdentifier("2.23.140.1.5.4.2")
 POLICY_CODE_SIGNING: Final = ObjectIdentifier("2.23.140.1.4.1")
 
-SMIME_MAX_VALIDITY_DAYS: Final = 824  # S/MIME BR 6.3.2: 825 days; pkilint warns at the maximum
-CODESIGN_MAX_VALIDITY_DAYS: Final = 459  # Code Signing BR 6.3.2: 460 days
-
-_UTC = dt.UTC
-_TLS_VALIDITY_SCHEDULE: Final = (
-    # (notBefore earlier than, maximum days): one day under each BR limit, where pkilint warns.
-    (dt.datetime(2026, 3, 15, tzinfo=_UTC), 397),
-    (dt.datetime(2027, 3, 15, tzinfo=_UTC), 199),
-    (dt.datetime(2029, 3, 15, tzinfo=_UTC), 99),
-)
-_TLS_VALIDITY_AFTER_SCHEDULE: Final = 46
-
 _KU_FIELDS: Final = (
     "digital_signature",
     "content_commitment",
@@ -84,14 +84,6 @@ _KU_FIELDS: Final = (
     "encipher_only",
     "decipher_only",
 )
-
-
-def tls_max_validity_days(not_before: dt.datetime) -> int:
-    """The longest TLS subscriber validity allowed for a certificate starting at ``not_before``."""
-    for before, days in _TLS_VALIDITY_SCHEDULE:
-        if not_before < before:
-            return days
-    return _TLS_VALIDITY_AFTER_SCHEDULE
 
 
 @dataclass(frozen=True)
@@ -123,9 +115,8 @@ class CertificateProfile:
         return cert_class in self.subject_keys_by_class
 
     def max_validity_days_at(self, not_before: dt.datetime) -> int:
-        if self.max_validity_days is not None:
-            return self.max_validity_days
-        return tls_max_validity_days(not_before)
+        """The longest validity from ``not_before``: the one rule in shared/certificate_validity.py."""
+        return max_validity_days(self.name, not_before, self.max_validity_days)
 
     def key_usage(self, public_key: PublicKey) -> x509.KeyUsage:
         """The keyUsage bits for this profile and key type (RSA can encrypt, EC agrees keys)."""
@@ -244,7 +235,9 @@ def _profiles(
 
 
 def build_profiles(
-    *, client_max_validity_days: int = 365, codesign_max_validity_days: int = 365
+    *,
+    client_max_validity_days: int = CLIENT_MAX_VALIDITY_DAYS,
+    codesign_max_validity_days: int = CODESIGN_CA_MAX_VALIDITY_DAYS,
 ) -> Mapping[str, CertificateProfile]:
     """All profiles, with the configurable maxima checked against the BR limits."""
     return _profiles(client_max_validity_days, codesign_max_validity_days)
