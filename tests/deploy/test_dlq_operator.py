@@ -57,8 +57,8 @@ def test_its_kafka_user_may_do_what_the_tool_does_and_no_more(with_dlq_operator:
     decisions = f"cacert.{DECISIONS}"
     wanted |= {("topic", decisions, "literal", op) for op in ("Read", "Write", "Describe")}
     assert granted == wanted
-    topic = named(objects, "KafkaTopic", decisions)
-    assert topic["spec"]["config"]["cleanup.policy"] == "compact"
+    decision_log = named(objects, "KafkaTopic", decisions)
+    assert decision_log["spec"]["config"]["cleanup.policy"] == "compact"
 
 
 def test_its_pod_reaches_the_brokers_only_and_the_listener_admits_it(with_dlq_operator: dict[str, list[Obj]]) -> None:
