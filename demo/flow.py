@@ -292,7 +292,8 @@ class MemberDemo:
             session = MemberApi(http, self.urls.api)
             await session.login(assurer["email"], assurer["password"], assurer.get("totp_secret"))
             await session.call("POST", "/v1/assurances", {"member": self.email, "points": points,
-                                                          "location": "Demo meetup", "date": today})  # fmt: skip
+                                                          "location": "Demo meetup", "date": today,
+                                                          "documents_checked": True})  # fmt: skip
             await session.call("DELETE", "/v1/sessions/current")
         me = await member.call("GET", "/v1/me")
         if not me.get("assured"):

@@ -31,15 +31,34 @@ class Assurances:
         docs = await self._store.assurances_received(member_id)
         return sum(int(doc.get("points", 0)) for doc in docs)
 
-    async def record(
-        self, assurer: Member, member: Member, *, points: int, location: str, met_on: date
-    ) -> dict[str, Any]:
-        """Record one assurance; refuses non-Assurers, self-assurance and a second one per pair."""
+    def _may_assure(self, assurer: Member, member: Member) -> None:
         if not assurer.is_assurer:
             raise ApiError(403, "not_an_assurer", "only Assurers may record assurances")
         require_for(assurer, "assure anyone")
         if assurer.id == member.id:
             raise ApiError(422, "self_assurance", "you cannot assure yourself")
+
+    async def identity_for_assurer(self, assurer: Member, member: Member) -> dict[str, str]:
+        """What the Assurer compares with the identity documents: the name(s) and date of birth the member
+        entered at sign-up. Only an Assurer (with the second factor on) who could assure this member sees it,
+        only in the assurance flow, and every look-up is in the audit log."""
+        self._may_assure(assurer, member)
+        await self._ctx.audit(assurer.id, "assurance.identity_shown", member.id)
+        return {"id": member.id, "name": member.name, "date_of_birth": member.date_of_birth,
+                "email": member.primary_email}
+
+    async def record(
+        self, assurer: Member, member: Member, *, points: int, location: str, met_on: date,
+        documents_checked: bool,
+    ) -> dict[str, Any]:
+        """Record one assurance; refuses non-Assurers, self-assurance, a second one per pair, and an Assurer
+        who does not confirm having checked the member's identity documents (CAcert's Assurance Policy: two
+        government-issued photo IDs compared with the name and date of birth the member entered)."""
+        self._may_assure(assurer, member)
+        if documents_checked is not True:
+            raise ApiError(422, "documents_not_checked",
+                           "confirm that you checked two government-issued photo ID documents of the member "
+                           "against their name and date of birth")
         if not 0 <= points <= MAX_POINTS:
             raise ApiError(422, "invalid_points", f"points must be between 0 and {MAX_POINTS}")
         if met_on > self._ctx.clock().date():
@@ -58,6 +77,7 @@ class Assurances:
                 "location": location,
                 "date": met_on.isoformat(),
                 "recorded_at": isoformat(now),
+                "assurer_name": assurer.name,
             },
             event_id=deterministic_event_id("member.assurance_recorded", assurer.id, member.id),
         )
@@ -90,6 +110,14 @@ class Assurances:
         received = await self._store.assurances_received(member_id)
         given = await self._store.assurances_given(member_id)
         return {"received": [_public(d) for d in received], "given": [_public(d) for d in given]}
+
+    async def received_naming_assurers(self, member_id: str) -> list[Document]:
+        """The assurances a member received, each with `assurer_name`: whom the member met (their own page)."""
+        out = []
+        for doc in await self._store.assurances_received(member_id):
+            assurer = await self._store.member(doc["assurer_id"])
+            out.append({**_public(doc), "assurer_name": assurer["name"] if assurer else "a former member"})
+        return out
 
 
 def _public(doc: Document) -> Document:

@@ -205,7 +205,8 @@ def run(args: argparse.Namespace, client: Client) -> None:
             client.call(
                 "POST",
                 "/v1/assurances",
-                {"member": args.member, "points": args.points, "location": args.location, "date": args.date},
+                {"member": args.member, "points": args.points, "location": args.location, "date": args.date,
+                 "documents_checked": args.documents_checked},
             )
         )
     elif command == "assurances":
@@ -295,6 +296,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--points", type=int, required=True)
     s.add_argument("--location", required=True)
     s.add_argument("--date", required=True, help="YYYY-MM-DD of the meeting")
+    s.add_argument("--documents-checked", action="store_true", required=True,
+                   help="confirm you checked two government-issued photo ID documents against the member's name "
+                        "and date of birth (required)")
     sub.add_parser("assurances", help="assurances you received and gave")
     s = sub.add_parser("admin", help="support actions")
     ad = s.add_subparsers(dest="action", required=True)

@@ -94,7 +94,8 @@ async def test_malformed_bodies(stack: Stack) -> None:
             "POST",
             "/v1/assurances",
             {
-                "json_body": {"member": "x", "points": "35", "location": "B", "date": "2026-01-01"},
+                "json_body": {"member": "x", "points": "35", "location": "B", "date": "2026-01-01",
+                              "documents_checked": True},
                 "token": token,
             },
             422,
@@ -182,7 +183,8 @@ async def test_malformed_bodies(stack: Stack) -> None:
         "POST",
         "/v1/assurances",
         token=token,
-        json_body={"member": "x", "points": "35", "location": "B", "date": "2026-01-01"},
+        json_body={"member": "x", "points": "35", "location": "B", "date": "2026-01-01",
+                              "documents_checked": True},
     )
     assert wrong_type.body["error"]["details"][0]["field"] == "points"
     assert (await api.call("GET", "/healthz")).status == 200

@@ -20,7 +20,8 @@ async def stack(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
 
 
 def assurance(member: str, points: int) -> dict[str, object]:
-    return {"member": member, "points": points, "location": "Berlin", "date": "2026-01-10"}
+    return {"member": member, "points": points, "location": "Berlin", "date": "2026-01-10",
+            "documents_checked": True}
 
 
 async def test_assurance_thresholds_self_assurance_and_once_per_pair(stack: Stack) -> None:

@@ -40,7 +40,8 @@ class Registration:
         """Two Assurers award 25 points each: 50 points make the member Assured."""
         for n in (1, 2):
             assurer = await self.member(f"assurer{n}@example.org", name=f"Assurer {n}", roles=("member", "assurer"))
-            await self.assurances.record(assurer, member, points=25, location="Berlin", met_on=date(2026, 2, 1))
+            await self.assurances.record(assurer, member, points=25, location="Berlin", met_on=date(2026, 2, 1),
+                                         documents_checked=True)
 
     def stored(self) -> list[dict[str, Any]]:
         return list(self.store.collections["requests"].values())

@@ -24,8 +24,9 @@ class Registration:
         self.emails = EmailAddresses(ctx, self.members)
         self.assurances = Assurances(ctx)
 
-    async def member(self, address: str, roles: tuple[str, ...] = ("member",)) -> Member:
-        created = await self.members.create(name="Ada Lovelace", date_of_birth=date(1990, 1, 1), address=address,
+    async def member(self, address: str, roles: tuple[str, ...] = ("member",), name: str = "Ada Lovelace"
+                     ) -> Member:
+        created = await self.members.create(name=name, date_of_birth=date(1990, 1, 1), address=address,
                                          password="correct horse battery staple", roles=roles, verified=True)
         staff = {"assurer", "admin"} & set(roles)
         return with_second_factor(self.store, created) if staff else created
@@ -73,10 +74,10 @@ async def test_points_add_up_and_each_assurer_assures_a_member_once(reg: Registr
     first = await reg.member("a1@example.org", ("member", "assurer"))
     second = await reg.member("a2@example.org", ("member", "assurer"))
 
-    one = await reg.assurances.record(first, member, points=30, location="Berlin", met_on=MET)
-    two = await reg.assurances.record(second, member, points=25, location="Paris", met_on=MET)
+    one = await reg.assurances.record(first, member, points=30, location="Berlin", met_on=MET, documents_checked=True)
+    two = await reg.assurances.record(second, member, points=25, location="Paris", met_on=MET, documents_checked=True)
     with pytest.raises(ApiError) as again:
-        await reg.assurances.record(first, member, points=35, location="Berlin", met_on=MET)
+        await reg.assurances.record(first, member, points=35, location="Berlin", met_on=MET, documents_checked=True)
 
     assert (one["total_points"], one["assured"]) == (30, False)
     assert (two["total_points"], two["assured"]) == (55, True)
@@ -92,8 +93,34 @@ async def test_only_assurers_assure_and_never_themselves(reg: Registration) -> N
     member = await reg.member("m@example.org")
     assurer = await reg.member("a@example.org", ("member", "assurer"))
     with pytest.raises(ApiError) as not_assurer:
-        await reg.assurances.record(member, assurer, points=10, location="Berlin", met_on=MET)
+        await reg.assurances.record(member, assurer, points=10, location="Berlin", met_on=MET, documents_checked=True)
     with pytest.raises(ApiError) as self_assured:
-        await reg.assurances.record(assurer, assurer, points=10, location="Berlin", met_on=MET)
+        await reg.assurances.record(assurer, assurer, points=10, location="Berlin", met_on=MET, documents_checked=True)
     assert (not_assurer.value.status, self_assured.value.code) == (403, "self_assurance")
     assert reg.store.collections["assurances"] == {}
+
+
+async def test_an_assurer_sees_the_identity_to_compare_and_must_confirm_the_documents(reg: Registration) -> None:
+    member = await reg.member("m@example.org", name="Grace Brewster Hopper")
+    assurer = await reg.member("a@example.org", ("member", "assurer"), name="Alan Assurer")
+    other = await reg.member("o@example.org", name="Otto Other")
+
+    shown = await reg.assurances.identity_for_assurer(assurer, member)
+    with pytest.raises(ApiError) as not_assurer:
+        await reg.assurances.identity_for_assurer(other, member)
+    with pytest.raises(ApiError) as unchecked:
+        await reg.assurances.record(assurer, member, points=10, location="Berlin", met_on=MET,
+                                    documents_checked=False)
+    assert shown == {"id": member.id, "name": "Grace Brewster Hopper", "date_of_birth": "1990-01-01",
+                     "email": "m@example.org"}
+    assert not_assurer.value.status == 403
+    assert (unchecked.value.status, unchecked.value.code) == (422, "documents_not_checked")
+    assert reg.store.collections["assurances"] == {}
+    assert [(a["actor"], a["action"], a["subject"]) for a in reg.store.audit
+            if a["action"] == "assurance.identity_shown"] == [(assurer.id, "assurance.identity_shown", member.id)]
+
+    await reg.assurances.record(assurer, member, points=35, location="Berlin", met_on=MET, documents_checked=True)
+    received = await reg.assurances.received_naming_assurers(member.id)
+    assert [(a["assurer_name"], a["points"]) for a in received] == [("Alan Assurer", 35)]
+    [event] = reg.store.events("member.assurance_recorded")
+    assert event.data["assurer_name"] == "Alan Assurer"

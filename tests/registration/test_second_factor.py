@@ -68,7 +68,8 @@ async def test_assurers_and_admins_without_it_can_neither_assure_nor_grant_nor_a
     admin = await _member(members, "admin@example.org", ("member", "admin"))
     newcomer = await _member(members, "new@example.org")
     with pytest.raises(ApiError) as assure:
-        await assurances.record(assurer, newcomer, points=10, location="Berlin", met_on=date(2026, 2, 1))
+        await assurances.record(assurer, newcomer, points=10, location="Berlin", met_on=date(2026, 2, 1),
+                                         documents_checked=True)
     assert assure.value.status == 403 and assure.value.code == "second_factor_required"
     staff = StaffActions(members, assurances)
     with pytest.raises(ApiError) as grant:

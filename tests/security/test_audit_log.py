@@ -35,7 +35,7 @@ async def test_registration_actions_are_audited_and_tampering_is_found(
         admin_id, admin = await stack.founder("Ada Admin", "ada@example.net", ("member", "admin"))
         await verify_domain(stack, member_id, member, "example.org")
         assured = await api.call("POST", "/v1/assurances", token=assurer, json_body={
-            "member": member_id, "points": 35, "location": "Paris", "date": "2026-01-02"})
+            "member": member_id, "points": 35, "location": "Paris", "date": "2026-01-02", "documents_checked": True})
         assert assured.status == 201
         assert (await api.call("GET", f"/v1/admin/members/{member_id}", token=admin)).status == 200
         refused = await api.call("POST", f"/v1/admin/members/{assurer_id}/assurer", token=admin,

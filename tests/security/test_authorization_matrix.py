@@ -137,7 +137,7 @@ async def test_authorization_matrix(stack: Stack) -> None:
             "POST /v1/password-resets/confirm": {"token": "A" * 43, "new_password": "a new passphrase"},
             "POST /v1/emails/{email_id}/resend": {},
             "POST /v1/assurances": {"member": member_id, "points": 10, "location": "Berlin",
-                                    "date": "2026-01-10"},
+                                    "date": "2026-01-10", "documents_checked": True},
             "POST /v1/domains": {"domain": f"{role}{unique}.example.com"},
             "POST /v1/domains/{domain_id}/verify": {"contact": "hostmaster@shop.example.com"},
             "POST /v1/requests": {"csr_pem": build_csr(dns=["www.example.org"]), "profile": "server"},

@@ -59,7 +59,8 @@ class TrustRoutes:
             raise ApiError(403, "not_an_assurer", "only Assurers may record assurances")
         member = await self._target(body["member"])
         result = await self._assurances.record(
-            assurer, member, points=int(body["points"]), location=location, met_on=met_on
+            assurer, member, points=int(body["points"]), location=location, met_on=met_on,
+            documents_checked=body["documents_checked"] is True,
         )
         return web.json_response(result, status=201)
 
