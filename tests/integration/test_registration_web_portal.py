@@ -380,7 +380,8 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
 
 
 def _assurance(member: str, points: int) -> dict[str, object]:
-    return {"member": member, "points": points, "location": "Berlin", "date": "2026-01-10"}
+    return {"member": member, "points": points, "location": "Berlin", "date": "2026-01-10",
+            "documents_checked": True}
 
 
 async def assured_member(stack: Stack, name: str, address: str) -> tuple[str, str]:
@@ -564,3 +565,67 @@ async def test_code_signing_page_explains_the_rule_until_support_activates_it(
                                                                         "csr_pem": csr})
     # a bootstrapped Assurer holds no assurance points yet, hence Class 1; the subject is the real name
     assert status == 200 and "Code signing, Class 1" in text and "commonName = <code>Cody Signer</code>" in text
+
+
+async def test_an_assurer_checks_the_name_and_date_of_birth_confirms_the_documents_and_is_named(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    """Issue 22 item 2: look the member up, compare name and date of birth, confirm two documents, record."""
+    assurer, member = browsers
+    member_id, _ = await stack.member("Grace Brewster Hopper", "grace@example.org", date_of_birth="1906-12-09")
+    await stack.founder("Alan Assurer", "alan@example.org", ("member", "assurer"))
+    await assurer.login("alan@example.org")
+    await member.login("grace@example.org")
+
+    # the Assurer's own page is truthful: an Assurer (founding, 0 points), not "not yet Assured"
+    status, text, _ = await assurer.get("/account")
+    assert status == 200 and "a founding Assurer appointed by the CA's operators" in " ".join(text.split())
+    assert re.search(r'id="account-roles">Member, Assurer<', text)
+    status, text, _ = await assurer.get("/account/assurance")
+    assert "You are an <strong>Assurer</strong>" in text and 'action="/account/assurance/member"' in text
+    assert "1906" not in text  # nothing about the member before the look-up
+
+    # step 1: the name and date of birth, only after a look-up by the Assurer
+    csrf = await assurer.csrf("/account/assurance")
+    status, text, _ = await assurer.post("/account/assurance/member", {"csrf": csrf, "member": "grace@example.org"})
+    assert status == 200
+    assert "Grace Brewster Hopper" in text and "9 December 1906" in text and 'name="documents_checked"' in text
+    status, text, _ = await assurer.post("/account/assurance/member", {"csrf": csrf, "member": "nobody@example.org"})
+    assert status == 404 and "There is no member with this address or id." in text
+    # a member who is no Assurer cannot look anyone up (nor learn whether an address has an account)
+    member_csrf = await member.csrf("/account/assurance")
+    status, text, _ = await member.post("/account/assurance/member",
+                                        {"csrf": member_csrf, "member": "alan@example.org"})
+    assert status == 403 and "Alan" not in text and "1970" not in text
+
+    # step 2: without the documents confirmed, nothing is recorded and the details stay on the page
+    form = {"csrf": csrf, "member": member_id, "points": "35", "location": "Berlin", "date": "2026-01-10"}
+    status, text, _ = await assurer.post("/account/assurance", form)
+    assert status == 422 and "two government-issued photo ID documents" in text and "9 December 1906" in text
+    assert (await stack.api.call("GET", "/v1/assurances", token=None)).status == 401
+    status, _, headers = await assurer.post("/account/assurance", {**form, "documents_checked": "yes"})
+    assert status == 303 and headers["Location"] == f"/account/assurance?assured={member_id}"
+    status, text, _ = await assurer.get(headers["Location"])
+    assert re.search(r"You assured <strong>Grace Brewster Hopper</strong> with\s+<strong>35</strong> points", text)
+    status, text, _ = await assurer.get(f"/account/assurance?assured={member_id}x")
+    assert "You assured" not in text  # only names a member the Assurer assured
+
+    # the member's received list names the Assurer
+    status, text, _ = await member.get("/account/assurance")
+    assert re.search(r"<td>Alan Assurer</td><td>10 January 2026</td><td>Berlin</td><td>35</td>", text)
+    (event,) = [e for e in await stack.events("member", "member.assurance_recorded")
+                if e.data["member_id"] == member_id]
+    assert event.data["assurer_name"] == "Alan Assurer" and event.data["points"] == 35
+
+
+async def test_the_api_refuses_an_assurance_without_the_documents_checked(stack: Stack) -> None:
+    member_id, _ = await stack.member("Dora Docs", "dora.docs@example.org")
+    _, assurer = await stack.founder("Ann Api", "ann.api@example.org", ("member", "assurer"))
+    body = {**_assurance(member_id, 10), "documents_checked": False}
+    refused = await stack.api.call("POST", "/v1/assurances", token=assurer, json_body=body)
+    assert refused.status == 422 and refused.body["error"]["code"] == "documents_not_checked"
+    missing = {k: v for k, v in body.items() if k != "documents_checked"}
+    refused = await stack.api.call("POST", "/v1/assurances", token=assurer, json_body=missing)
+    assert refused.status == 422 and "'documents_checked' is a required property" in str(refused.body["error"])
+    assert (await stack.api.call("POST", "/v1/assurances", token=assurer, json_body=_assurance(member_id, 10))
+            ).status == 201

@@ -12,6 +12,7 @@ from services.registration.api.common import email_field
 from services.registration.assurance import Assurances
 from services.registration.context import Context
 from services.registration.email_addresses import EmailAddresses
+from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Members
 from services.registration.ratelimit import RateLimiter
 from services.registration.sessions import Sessions
@@ -21,6 +22,7 @@ from services.registration.web.rendering import render, see_other
 from services.registration.web.security import CookieSecurity, Visitor
 from shared.http import ApiError, client_address
 
+ROLE_WORDS = {"member": "Member", "assurer": "Assurer", "admin": "Support (admin)"}
 _NEXT = re.compile(r"^/account(/[A-Za-z0-9._~/-]*)?$")
 
 
@@ -192,6 +194,8 @@ class AccountPages:
             title="My account",
             section="account",
             view=view,
+            assured_points=ASSURED_POINTS,
+            role_words=ROLE_WORDS,
             typed=text(form, "email", 320),
             error=error,
             status=status,
