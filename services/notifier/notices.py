@@ -32,6 +32,8 @@ OPTIONAL_PARAMS: dict[str, tuple[str, ...]] = {
 # Member notices: event name -> template, and the payload fields the template uses.
 MEMBER_NOTICES: dict[str, tuple[str, tuple[str, ...]]] = {
     "member.registered": ("member_registered", ("member_id", "name", "registered_at")),
+    "member.assurance_recorded": ("assurance_recorded", (
+        "assurer_name", "points", "total_points", "assured", "location", "date")),
     "cert.issued": ("cert_issued", (
         "request_id", "serial", "issuer", "cert_class", "profile", "subject", "dns_names", "ip_addresses",
         "emails", "not_before", "not_after", "fingerprint_sha256", "certificate_pem", "chain_pem",

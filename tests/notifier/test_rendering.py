@@ -274,6 +274,36 @@ MEMBER_EVENTS: list[tuple[str, dict[str, Any], str, str]] = [
         "2027-04-03T12:00:00Z",
     ),
     (
+        "member.assurance_recorded",
+        {
+            "member_id": "m-1",
+            "assurer_id": "a-1",
+            "assurer_name": "Alan Assurer",
+            "points": 35,
+            "total_points": 55,
+            "assured": True,
+            "location": "Berlin",
+            "date": "2026-03-01",
+            "recorded_at": "2026-03-01T12:00:00Z",
+        },
+        "Alan Assurer assured you with 35 points",
+        "Alan Assurer recorded an assurance for you: 35 points, met in Berlin on 2026-03-01.\n"
+        "You now have 55 assurance points and are Assured",
+    ),
+    (
+        "member.assurance_recorded",
+        {  # an event from before the Assurer's name was added
+            "member_id": "m-1",
+            "assurer_id": "a-1",
+            "points": 10,
+            "total_points": 10,
+            "assured": False,
+            "recorded_at": "2026-03-01T12:00:00Z",
+        },
+        "An Assurer assured you with 10 points",
+        "An Assurer recorded an assurance for you: 10 points.\nYou now have 10 assurance points; with 50",
+    ),
+    (
         "domain.verification_failed",
         {
             "request_id": "req-10",
