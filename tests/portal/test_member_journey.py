@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -261,19 +262,38 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
 
     # Support staff see the admin page for this member.
     assert system.registration.db is not None
+    support_totp = pyotp.random_base32()
     await bootstrap_member(system.registration.db, system.registration.settings, email=f"support-{unique}@example.org",
                            name="CA Support", date_of_birth=date(1970, 1, 1), password=PASSWORD,
-                           roles=("member", "admin", "assurer"))
+                           roles=("member", "admin", "assurer"), second_factor_secret=support_totp)
     admin = await (await browser.new_context(viewport={"width": 1200, "height": 900})).new_page()
     await admin.goto(system.portal + "/login")
     await admin.get_by_label("Email address").fill(f"support-{unique}@example.org")
     await admin.get_by_label("Password").fill(PASSWORD)
+    await admin.get_by_label("Authentication code").fill(pyotp.TOTP(support_totp).now())
     await admin.get_by_role("button", name="Log in").click()
     await admin.get_by_role("link", name="Support (admin)").click()
     await admin.get_by_label("Find a member").fill(address)
     await admin.get_by_role("button", name="Find").click()
     await expect(admin.get_by_role("heading", level=2).first).to_have_text("Ada Lovelace")
     await shot(admin, "14-admin")
+
+    # The same account is an Assurer: it compares Ada's name and date of birth with her documents.
+    await admin.goto(system.portal + "/account/assurance")
+    await admin.get_by_label("Member's email address").fill(address)
+    await admin.get_by_role("button", name="Show the name and date of birth to check").click()
+    await expect(admin.locator("#identity")).to_contain_text("Ada Lovelace")
+    await expect(admin.locator("#identity")).to_contain_text("10 December 1990")
+    await admin.get_by_label("I checked two government-issued photo ID documents").check()
+    await admin.get_by_label("Points (0 to 35)").fill("35")
+    await admin.get_by_label("Where you met").fill("Berlin")
+    await admin.get_by_label("Date of the meeting").fill(date.today().isoformat())
+    await shot(admin, "24-assure-member")
+    await admin.get_by_role("button", name="Record the assurance").click()
+    await expect(admin.locator("#assured")).to_contain_text("You assured Ada Lovelace with 35 points")
+    await page.goto(system.portal + "/account/assurance")
+    await expect(page.locator("#received")).to_contain_text("CA Support")
+    await mailbox.wait_for(to=address, subject="CA Support assured you with 35 points", timeout=30)
     # No CSP violations, script errors or missing resources (domain_verify's page has no icon: not ours).
     verify_icon = f"http://127.0.0.1:{system.domain_verify.http_port}/favicon.ico"
     assert not [p for p in problems if verify_icon not in p], problems
