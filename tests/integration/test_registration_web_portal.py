@@ -629,3 +629,36 @@ async def test_the_api_refuses_an_assurance_without_the_documents_checked(stack:
     assert refused.status == 422 and "'documents_checked' is a required property" in str(refused.body["error"])
     assert (await stack.api.call("POST", "/v1/assurances", token=assurer, json_body=_assurance(member_id, 10))
             ).status == 201
+
+
+async def test_client_certificate_page_names_the_attributes_and_explains_pkcs12_and_the_import(
+    stack: Stack, browsers: list[Browser]
+) -> None:
+    """Issue 22 item 6: no raw OIDs, no server wording, and how to get the certificate into a mail client."""
+    owner = browsers[0]
+    member_id, token = await stack.member("Grace Hopper", "grace.client@example.org")
+    leaf_pem, leaf = self_signed("Grace Hopper", serial=0xC11E47)
+    serial = format(leaf.serial_number, "x")
+    await stack.publish("cert.issued", {
+        "request_id": f"req-{serial}", "member_id": member_id, "serial": serial, "issuer": "class3",
+        "cert_class": 3, "profile": "client", "subject": "2.5.4.4=Hopper,2.5.4.42=Grace,CN=Grace Hopper",
+        "dns_names": [], "ip_addresses": [], "emails": ["grace.client@example.org"],
+        "not_before": isoformat(leaf.not_valid_before_utc), "not_after": isoformat(leaf.not_valid_after_utc),
+        "fingerprint_sha256": hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
+        "certificate_pem": leaf_pem, "chain_pem": "", "trust_anchors": ["class1"],
+        "issued_at": isoformat(datetime.now(UTC)),
+    }, source="signer")
+    for _ in range(200):
+        if (await stack.api.call("GET", f"/v1/certificates/{serial}", token=token)).status == 200:
+            break
+        await asyncio.sleep(0.1)
+    await owner.login("grace.client@example.org")
+
+    status, text, _ = await owner.get(f"/account/certificates/{serial}")
+    assert status == 200
+    assert "Common name: Grace Hopper<br>Given name: Grace<br>Surname: Hopper" in text
+    assert "2.5.4." not in text
+    assert "Apache" not in text and "IIS" not in text and "nginx" not in text
+    assert (f'openssl pkcs12 -export -inkey your.key -in {serial}.pem -name "grace.client@example.org" '
+            f"-out {serial}.p12") in text
+    assert "never left it" in text and "Thunderbird" in text and "Keychain Access" in text

@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 from aiohttp import web
+from cryptography import x509
 
 from services.registration.members import Member
 from services.registration.web.security import CSRF_FIELD, LINK_PAGE_HEADERS, Visitor
@@ -108,6 +109,36 @@ def when(value: Any) -> str:
     return f"{day(found)}, {found:%H:%M} UTC"
 
 
+# Subject attributes by OID, in words (the stored subject is RFC 4514 text, where cryptography spells
+# attributes without a short name as dotted OIDs: `2.5.4.4=Hopper`).
+SUBJECT_ATTRIBUTE_WORDS = {
+    "2.5.4.3": "Common name",
+    "2.5.4.42": "Given name",
+    "2.5.4.4": "Surname",
+    "1.2.840.113549.1.9.1": "Email address",
+    "2.5.4.10": "Organization",
+    "2.5.4.11": "Organizational unit",
+    "2.5.4.6": "Country",
+    "2.5.4.8": "State or province",
+    "2.5.4.7": "Locality",
+    "2.5.4.5": "Serial number",
+    "2.5.4.65": "Pseudonym",
+}
+
+
+def subject_attributes(value: Any) -> list[tuple[str, str]]:
+    """A certificate subject as (attribute in words, value) pairs, in certificate order; the text itself when it
+    cannot be read as RFC 4514."""
+    text = str(value or "").strip()
+    if not text:
+        return []
+    try:
+        name = x509.Name.from_rfc4514_string(text)
+    except ValueError:
+        return [("Subject", text)]
+    return [(SUBJECT_ATTRIBUTE_WORDS.get(attr.oid.dotted_string, attr.oid._name), str(attr.value)) for attr in name]
+
+
 def fingerprint(value: Any) -> str:
     """The one fingerprint format: upper-case hex pairs separated by colons (as browsers and openssl show it)."""
     text = str(value or "").replace(":", "").strip()
@@ -122,7 +153,8 @@ _templates = jinja2.Environment(
     lstrip_blocks=True,
 )
 _templates.filters.update(
-    failure=failure_words, status=status_words, reason=reason_words, day=day, when=when, fingerprint=fingerprint
+    failure=failure_words, status=status_words, reason=reason_words, day=day, when=when, fingerprint=fingerprint,
+    subject_attributes=subject_attributes,
 )
 _templates.globals.update(ca_names=CA_NAMES)
 
