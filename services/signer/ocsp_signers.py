@@ -85,6 +85,11 @@ def signer_from_document(doc: Document, ca: IssuingCA, passphrase: bytes) -> OCS
     return signer
 
 
+def _version(doc: Document) -> str:
+    """A stored signer's identity for the caches: its ``_id`` and its certificate's serial (replaceable)."""
+    return f"{doc['_id']}/{doc.get('serial', '')}"
+
+
 class OCSPSigners:
     """The current OCSP signer of each CA: the CA directory's plus the stored ones, re-read periodically;
     with a ``renewal`` policy (issuing mode) it also re-issues the ones that are due."""
@@ -137,7 +142,7 @@ class OCSPSigners:
         return current_ocsp_signer(signers, now)
 
     async def _decode(self, doc: Document, ca: IssuingCA) -> OCSPSigner | None:
-        doc_id = str(doc["_id"])
+        doc_id = _version(doc)
         if doc_id in self._decoded or doc_id in self._refused:
             return self._decoded.get(doc_id)
         try:
@@ -145,7 +150,7 @@ class OCSPSigners:
         except (HierarchyError, keys.KeyFileError, ValueError, KeyError) as exc:
             self._refused.add(doc_id)
             log.error("stored OCSP signer refused; answering with the others", alert=True, issuer=ca.label,
-                      signer=doc_id, error=str(exc))
+                      signer=str(doc["_id"]), error=str(exc))
             return None
         self._decoded[doc_id] = signer
         return signer
@@ -156,9 +161,17 @@ class OCSPSigners:
             ceremony.reissue_ocsp_signer, ca, now=now, validity_days=self._renewal.validity_days
         )
         doc = signer_document(ca, current, new, self._passphrase, now)
+        renewed = dict(issuer=ca.label, replaces=serial_hex(current.certificate.serial_number),
+                       serial=doc["serial"], not_after=doc["not_after"].isoformat())
         if await self._store.save_ocsp_signer(doc):
-            log.info("OCSP signer renewed", issuer=ca.label, replaces=serial_hex(current.certificate.serial_number),
-                     serial=doc["serial"], not_after=doc["not_after"].isoformat())
+            log.info("OCSP signer renewed", **renewed)
+            return
+        existing = await self._store.ocsp_signer(doc["_id"])
+        if existing is not None and _version(existing) in self._refused:
+            # A successor this signer cannot use (say, stored under an earlier OCSP signer passphrase) would
+            # block renewal for good: the issuing mode, which made it, replaces it.
+            await self._store.replace_ocsp_signer(doc)
+            log.warning("OCSP signer renewed over an unusable stored one", **renewed)
         else:
             log.info("OCSP signer already renewed by another issuing signer", issuer=ca.label)
 

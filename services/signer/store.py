@@ -188,6 +188,13 @@ class CertificateStore:
             return False
         return True
 
+    async def ocsp_signer(self, signer_id: str) -> Document | None:
+        return await self.ocsp_signers.find_one({"_id": signer_id})
+
+    async def replace_ocsp_signer(self, doc: Document) -> None:
+        """Overwrite a stored successor the issuing mode cannot use (see ``ocsp_signers.py``)."""
+        await self.ocsp_signers.replace_one({"_id": doc["_id"]}, doc)
+
     async def ocsp_signers_of(self, issuer: str) -> list[Document]:
         """The stored OCSP signers of one CA (a handful: one per renewal, expired ones removed)."""
         return await self.ocsp_signers.find({"issuer": issuer}).to_list()

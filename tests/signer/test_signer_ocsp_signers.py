@@ -23,7 +23,7 @@ WINDOW = RenewalPolicy(dt.timedelta(days=45), 90)
 
 
 class MemoryStore:
-    """The three ``CertificateStore`` methods ``OCSPSigners`` calls."""
+    """The ``CertificateStore`` methods ``OCSPSigners`` calls."""
 
     def __init__(self) -> None:
         self.docs: dict[str, dict[str, Any]] = {}
@@ -33,6 +33,12 @@ class MemoryStore:
             return False
         self.docs[doc["_id"]] = doc
         return True
+
+    async def ocsp_signer(self, signer_id: str) -> dict[str, Any] | None:
+        return self.docs.get(signer_id)
+
+    async def replace_ocsp_signer(self, doc: dict[str, Any]) -> None:
+        self.docs[doc["_id"]] = doc
 
     async def ocsp_signers_of(self, issuer: str) -> list[dict[str, Any]]:
         return [d for d in self.docs.values() if d["issuer"] == issuer]
@@ -45,8 +51,8 @@ class MemoryStore:
 
 
 def watcher(pki: Hierarchy, store: MemoryStore, now: list[dt.datetime], changes: list[tuple[str, OCSPSigner]],
-            *, renewal: RenewalPolicy | None) -> OCSPSigners:
-    return OCSPSigners(pki, store, passphrase=OCSP_PASSPHRASE,  # type: ignore[arg-type]
+            *, renewal: RenewalPolicy | None, passphrase: bytes = OCSP_PASSPHRASE) -> OCSPSigners:
+    return OCSPSigners(pki, store, passphrase=passphrase,  # type: ignore[arg-type]
                        on_change=lambda label, signer: changes.append((label, signer)),
                        every=60, renewal=renewal, clock=lambda: now[0])
 
@@ -110,6 +116,27 @@ def test_a_stored_signer_that_does_not_check_out_is_refused_with_an_alert(tmp_pa
     assert all(e["alert"] is True and e["log_level"] == "error" for e in refused)
     assert changes == []
     assert status.current["class3"] is mine.issuing_ca(3).ocsp_signer
+
+
+def test_after_the_ocsp_signer_passphrase_changes_the_issuing_mode_renews_over_what_it_cannot_read(
+        tmp_path: Path, h) -> None:
+    created = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    pki = ceremony.bootstrap(tmp_path / "ca", h.passphrase, "p256", class1_urls=h.urls_for(1), now=created)
+    store = MemoryStore()
+    now = [created + dt.timedelta(days=46)]
+    asyncio.run(watcher(pki, store, now, [], renewal=WINDOW).check())
+    first = {d["_id"]: d["serial"] for d in store.docs.values()}
+    rotated = watcher(pki, store, now, [], renewal=WINDOW, passphrase=b"the new passphrase")
+    with capture_logs() as logs:
+        asyncio.run(rotated.check())
+    assert sorted(store.docs) == sorted(first) and all(store.docs[k]["serial"] != v for k, v in first.items())
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == [
+        "OCSP signer renewed over an unusable stored one"] * 2
+    status: list[tuple[str, OCSPSigner]] = []
+    reader = watcher(pki, store, now, status, renewal=None, passphrase=b"the new passphrase")
+    asyncio.run(reader.check())
+    assert {label: s.certificate for label, s in status} == {
+        label: s.certificate for label, s in rotated.current.items()}
 
 
 def test_the_readiness_warning_and_gauge_follow_the_renewed_signer(tmp_path: Path, h) -> None:
