@@ -132,3 +132,12 @@ def test_short_lived_signers_for_tests(tmp_path: Path, h) -> None:
     pki = ceremony.bootstrap(tmp_path / "ca", h.passphrase, "p256", class1_urls=h.urls_for(1),
                              lifetimes=Lifetimes(ocsp_signer_days=10))
     assert pki.issuing_ca(1).ocsp_signer.expires_soon(dt.datetime.now(dt.UTC), dt.timedelta(days=45))
+
+
+def test_a_reissued_signer_passes_pkilint_as_an_ocsp_responder(pki, tool, h) -> None:
+    """CA/B TLS BR 7.1.2.8 (pkilint's OCSP-RESPONDER type): no error. The session hierarchy has a country;
+    without one (init-ca's default names) pkilint reports country_attribute_absent, for init-ca's signer too."""
+    new = ceremony.reissue_ocsp_signer(pki.issuing_ca(3), now=dt.datetime.now(dt.UTC))
+    path = tool.write("renewed.pem", h.pem(new.certificate))
+    out = tool.run(*h.pkilint("lint_cabf_serverauth_cert"), "lint", "-t", "OCSP-RESPONDER", path)
+    assert "(ERROR)" not in out.stdout and "(FATAL)" not in out.stdout, out.stdout
