@@ -6,7 +6,8 @@ docs/operations.md), beyond the request, event and stage metrics every service h
   (`reason` empty), `rejected` (`reason` is the `cert.rejected` reason) or `sent_back` (`caa_stale`:
   not an answer, the RA checks CAA again). Issuing mode.
 * `cacert_ca_certificate_expiry_seconds{ca, kind}`: notAfter (Unix time) of each loaded CA certificate
-  (`kind="ca"`) and each CA's delegated OCSP signer (`kind="ocsp_signer"`). Both modes.
+  (`kind="ca"`) and each CA's current delegated OCSP signer (`kind="ocsp_signer"`: the renewed one as soon
+  as it is in use, see `ocsp_signers.py`). Both modes.
 * `cacert_crl_next_update_seconds{issuer}`: nextUpdate (Unix time) of the newest stored CRL of each CA,
   the one `/<issuer>.crl` serves: set by the issuing mode when it publishes a CRL and read back from the
   database every minute by the status mode. An empty sample means no CRL has been stored yet.
@@ -22,7 +23,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from services.signer import caa_freshness
-from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.hierarchy import Hierarchy, OCSPSigner
 from services.signer.store import CertificateStore
 from shared.approvals import UNAUTHENTICATED
 from shared.periodic import Periodic
@@ -73,9 +74,12 @@ def crl_next_update(issuer: str, next_update: dt.datetime) -> None:
 def export_certificate_expiry(hierarchy: Hierarchy) -> None:
     for ca in hierarchy.cas.values():
         CA_CERTIFICATE_EXPIRY.labels(ca.label, "ca").set(ca.certificate.not_valid_after_utc.timestamp())
-        CA_CERTIFICATE_EXPIRY.labels(ca.label, "ocsp_signer").set(
-            ca.ocsp_signer.certificate.not_valid_after_utc.timestamp()
-        )
+        ocsp_signer_expiry(ca.label, ca.ocsp_signer)
+
+
+def ocsp_signer_expiry(ca: str, signer: OCSPSigner) -> None:
+    """The current OCSP signer of ``ca`` (its delegate answering now)."""
+    CA_CERTIFICATE_EXPIRY.labels(ca, "ocsp_signer").set(signer.certificate.not_valid_after_utc.timestamp())
 
 
 class CRLFreshness:

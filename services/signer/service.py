@@ -5,6 +5,8 @@
   only health and metrics: no member or public traffic reaches it.
 * **status** holds the CA certificates and OCSP signing keys only and serves
   CRLs and OCSP to the public from the signer's database.
+
+Both follow the delegated OCSP signers the issuing mode renews (``ocsp_signers.py``).
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 from services.signer import monitoring
 from services.signer import store as store_module
-from services.signer.ca.hierarchy import Hierarchy, load_hierarchy
+from services.signer.ca.hierarchy import Hierarchy, OCSPSigner, load_hierarchy
 from services.signer.issuing import CertificateIssuer
+from services.signer.ocsp_signers import OCSPSigners, RenewalPolicy
 from services.signer.revoking import CompromisedKeys, CRLPublisher, Revoker
 from services.signer.settings import ISSUING, STATUS, SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
@@ -56,25 +59,57 @@ class SignerService:
         )
         monitoring.export_certificate_expiry(hierarchy)
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
+        endpoints = (
+            StatusEndpoints(
+                hierarchy, self.store, ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)
+            )
+            if self.mode == STATUS
+            else None
+        )
+        await self._start_ocsp_signers(hierarchy, endpoints, readiness)
         if self.mode == ISSUING:
             await self._start_issuing(hierarchy, readiness)
         else:
-            expiry = OCSPSignerExpiry(hierarchy)
-            expiry.export_metrics()
-            readiness["ocsp_signers"] = expiry.readiness
             crl_freshness = monitoring.CRLFreshness(hierarchy, self.store)
             crl_freshness.start()
             self._lifecycle.started("CRL freshness", crl_freshness.stop)
         app = create_app(f"signer-{self.mode}", readiness=readiness)
-        if self.mode == STATUS:
-            StatusEndpoints(
-                hierarchy, self.store, ocsp_validity=dt.timedelta(hours=self.settings.ocsp_validity_hours)
-            ).add_routes(app)
+        if endpoints is not None:
+            endpoints.add_routes(app)
         self._http = await start_http(app, common.http.host, common.http.port)
         http, drain = self._http, common.http.drain_seconds
         self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("signer started", mode=self.mode, port=self.http_port)
+
+    async def _start_ocsp_signers(
+        self, hierarchy: Hierarchy, endpoints: StatusEndpoints | None, readiness: dict[str, Any]
+    ) -> None:
+        """Both modes follow the current OCSP signer of each CA (metrics, readiness warning; the status mode
+        answers with it); the issuing mode also renews them (``ocsp_signers.py``)."""
+        settings = self.settings
+        window = dt.timedelta(days=settings.ocsp_signer_renew_before_days)
+        expiry = OCSPSignerExpiry(hierarchy, margin=window)
+        expiry.export_metrics()
+        readiness["ocsp_signers"] = expiry.readiness
+
+        def signer_changed(label: str, signer: OCSPSigner) -> None:
+            monitoring.ocsp_signer_expiry(label, signer)
+            expiry.use(label, signer)
+            if endpoints is not None:
+                endpoints.use_signer(label, signer)
+
+        self.ocsp_signers = OCSPSigners(
+            hierarchy,
+            self.store,
+            passphrase=settings.ocsp_key_passphrase,
+            on_change=signer_changed,
+            every=settings.ocsp_signer_check_seconds,
+            renewal=RenewalPolicy(window, settings.ocsp_signer_validity_days) if self.mode == ISSUING else None,
+        )
+        await self.ocsp_signers.check()
+        self.ocsp_signers.start()
+        self._lifecycle.started("OCSP signers", self.ocsp_signers.stop)
 
     async def _start_issuing(self, hierarchy: Hierarchy, readiness: dict[str, Any]) -> None:
         common = self.settings.common

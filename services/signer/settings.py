@@ -73,6 +73,27 @@ class SignerSettings:
         "CACERT_CRL_REFRESH_BEFORE_HOURS", 6, help="regenerate a CRL this long before its nextUpdate"
     )
     ocsp_validity_hours: int = setting("CACERT_OCSP_VALIDITY_HOURS", 24)
+    ocsp_signer_passphrase: bytes = setting(
+        "CACERT_OCSP_SIGNER_PASSPHRASE",
+        b"",
+        secret=True,
+        help="encrypts the renewed OCSP signer keys the issuing mode stores in the signer database and decrypts "
+             "them in the status mode (default: CACERT_CA_PASSPHRASE)",
+    )
+    ocsp_signer_renew_before_days: int = setting(
+        "CACERT_OCSP_SIGNER_RENEW_BEFORE_DAYS",
+        45,
+        help="the issuing mode re-issues a CA's OCSP signer this many days before it ends; readiness warns "
+             "when one is inside this window and not renewed",
+    )
+    ocsp_signer_validity_days: int = setting(
+        "CACERT_OCSP_SIGNER_VALIDITY_DAYS", 90, help="lifetime of a re-issued OCSP signer certificate"
+    )
+    ocsp_signer_check_seconds: float = setting(
+        "CACERT_OCSP_SIGNER_CHECK_SECONDS",
+        60.0,
+        help="how often the issuing mode checks whether an OCSP signer is due and the status mode reloads them",
+    )
     ra_public_keys: str = setting(
         "CACERT_SIGNER_RA_PUBLIC_KEYS",
         "",
@@ -90,6 +111,11 @@ class SignerSettings:
         except ApprovalKeyError as exc:
             raise ConfigError(f"CACERT_SIGNER_RA_PUBLIC_KEYS {exc}") from None
 
+    @property
+    def ocsp_key_passphrase(self) -> bytes:
+        """The passphrase of the OCSP signer keys stored in the database."""
+        return self.ocsp_signer_passphrase or self.ca_passphrase
+
     def validate(self) -> None:
         if self.ra_public_keys.strip():
             self.approval_verifier()
@@ -99,6 +125,17 @@ class SignerSettings:
         if not 1 <= self.signing_workers <= 64:
             raise ConfigError(f"CACERT_SIGNER_WORKERS must be between 1 and 64, got {self.signing_workers}")
         _check_ca_files(self.ca_passphrase, self.public_base_url)
+        if not 1 <= self.ocsp_signer_validity_days <= 366:
+            raise ConfigError(
+                f"CACERT_OCSP_SIGNER_VALIDITY_DAYS must be between 1 and 366, got {self.ocsp_signer_validity_days}"
+            )
+        if not 0 < self.ocsp_signer_renew_before_days < self.ocsp_signer_validity_days:
+            raise ConfigError(
+                "CACERT_OCSP_SIGNER_RENEW_BEFORE_DAYS must be positive and smaller than "
+                "CACERT_OCSP_SIGNER_VALIDITY_DAYS"
+            )
+        if self.ocsp_signer_check_seconds <= 0:
+            raise ConfigError("CACERT_OCSP_SIGNER_CHECK_SECONDS must be positive")
         if self.crl_refresh_before_hours >= self.crl_validity_hours:
             raise ConfigError(
                 "CACERT_CRL_REFRESH_BEFORE_HOURS must be smaller than CACERT_CRL_VALIDITY_HOURS"

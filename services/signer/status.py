@@ -9,15 +9,18 @@ Routes follow `CAUrls.under()`, which is what issued certificates point at:
 `/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
 base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
 
-The delegated OCSP signers live 90 days; `OCSPSignerExpiry` exports when each ends
-(`cacert_ocsp_signer_not_after_seconds`, `cacert_ocsp_signer_renewal_due` on `/metrics`)
-and logs a warning from the readiness check once renewal is due, without failing it.
+The delegated OCSP signers live 90 days and the issuing mode renews them (`ocsp_signers.py`); the
+status mode switches to a renewed one without a restart (`StatusEndpoints.use_signer`). `OCSPSignerExpiry`
+exports when each current signer ends (`cacert_ocsp_signer_not_after_seconds`,
+`cacert_ocsp_signer_renewal_due` on `/metrics`) and logs a warning from the readiness check while one is
+inside its renewal window and not yet renewed, without failing it.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import datetime as dt
 import urllib.parse
 from collections.abc import Callable
@@ -38,17 +41,19 @@ log = get_logger("services.signer.status")
 OCSP_REQUEST = "application/ocsp-request"
 OCSP_RESPONSE = "application/ocsp-response"
 RENEWAL_MARGIN = dt.timedelta(days=30)
-"""Renew an OCSP signer (``renew-ocsp``) when less than this is left of its certificate."""
+"""The default renewal window; the service passes ``CACERT_OCSP_SIGNER_RENEW_BEFORE_DAYS``."""
 SIGNER_NOT_AFTER = Gauge(
     "cacert_ocsp_signer_not_after_seconds", "End of the loaded OCSP signer certificate (Unix time)", ["issuer"]
 )
 SIGNER_RENEWAL_DUE = Gauge(
-    "cacert_ocsp_signer_renewal_due", "1 when the loaded OCSP signer certificate ends within 30 days", ["issuer"]
+    "cacert_ocsp_signer_renewal_due",
+    "1 when the current OCSP signer certificate is inside its renewal window (not renewed yet)",
+    ["issuer"],
 )
 
 
 class OCSPSignerExpiry:
-    """Tells operators when the delegated OCSP signers need ``renew-ocsp``: metrics and a readiness warning.
+    """Tells operators when a delegated OCSP signer is due and not renewed: metrics and a readiness warning.
 
     An expired signer makes every OCSP answer of its CA unverifiable, but the responder must go on
     answering (and the CRLs stay valid), so this never fails readiness; it warns at most once an hour.
@@ -69,10 +74,16 @@ class OCSPSignerExpiry:
     def export_metrics(self) -> None:
         for label, signer in self._signers.items():
             SIGNER_NOT_AFTER.labels(label).set(signer.certificate.not_valid_after_utc.timestamp())
-            SIGNER_RENEWAL_DUE.labels(label).set_function(self._renewal_due(signer))
+            SIGNER_RENEWAL_DUE.labels(label).set_function(self._renewal_due(label))
 
-    def _renewal_due(self, signer: OCSPSigner) -> Callable[[], float]:
-        return lambda: float(signer.expires_soon(self._clock(), self._margin))
+    def use(self, label: str, signer: OCSPSigner) -> None:
+        """A CA's current signer changed (renewed): watch the new one."""
+        self._signers[label] = signer
+        self._warned.pop(label, None)
+        SIGNER_NOT_AFTER.labels(label).set(signer.certificate.not_valid_after_utc.timestamp())
+
+    def _renewal_due(self, label: str) -> Callable[[], float]:
+        return lambda: float(self._signers[label].expires_soon(self._clock(), self._margin))
 
     async def readiness(self) -> bool:
         now = self._clock()
@@ -80,7 +91,8 @@ class OCSPSignerExpiry:
             last = self._warned.get(label)
             if last is None or now - last >= dt.timedelta(hours=1):
                 self._warned[label] = now
-                log.warning("OCSP signer expires soon; run `python -m services.signer renew-ocsp`",
+                log.warning("OCSP signer expires soon and is not renewed: check the issuing signer "
+                            "(it renews them), or run `python -m services.signer renew-ocsp`",
                             issuer=label, not_after=self._signers[label].certificate.not_valid_after_utc.isoformat())
         return True
 
@@ -103,6 +115,8 @@ class StatusEndpoints:
     def __init__(self, hierarchy: Hierarchy, store: CertificateStore, *, ocsp_validity: dt.timedelta) -> None:
         self._store = store
         self._hierarchy = hierarchy
+        self._ocsp_validity = ocsp_validity
+        self._cas = {ca.label: ca for ca in hierarchy.cas.values()}
         self._lookups: dict[str, PrefetchedStatuses] = {}
         self._responders: dict[str, ocsp.OCSPResponder] = {}
         for ca in hierarchy.cas.values():
@@ -110,6 +124,11 @@ class StatusEndpoints:
             self._lookups[ca.label] = lookup
             self._responders[ca.label] = ocsp.OCSPResponder(ca, lookup, validity=ocsp_validity)
         self._ca_der = {ca.label: ca.certificate.public_bytes(Encoding.DER) for ca in hierarchy.cas.values()}
+
+    def use_signer(self, label: str, signer: OCSPSigner) -> None:
+        """Answer for CA ``label`` through ``signer`` from the next request on (a renewed delegate)."""
+        ca = dataclasses.replace(self._cas[label], ocsp_signer=signer)
+        self._responders[label] = ocsp.OCSPResponder(ca, self._lookups[label], validity=self._ocsp_validity)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/{issuer:class[13]}.crl", self.crl)

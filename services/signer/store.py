@@ -9,6 +9,10 @@
 * `blocked_keys` (`_id` = spki_sha256): keys reported compromised (`cert.key_compromised`); no
   certificate is issued for them, and each status carries its key's `spki_sha256` so all
   certificates of a key can be found and revoked.
+* `ocsp_signers` (`_id` = `<issuer>:after:<serial of the signer it replaces>`): delegated OCSP signers
+  the issuing mode re-issued (`ocsp_signers.py`), the certificate (DER) and its key, encrypted PKCS#8 under
+  the OCSP signer passphrase; the status mode reads them and answers with the current one. The `_id`
+  makes two issuing replicas renewing the same signer store one successor.
 * `claims` (`_id` = request id): written, in one batched insert, *before*
   signing. A request whose claim already exists was seen before (redelivery,
   or a duplicate publication upstream) and is looked up instead of signed, so
@@ -54,6 +58,7 @@ INDEXES = {
     "crls": [],
     "claims": [],
     "blocked_keys": [],
+    "ocsp_signers": [],
 }
 
 
@@ -65,6 +70,7 @@ class CertificateStore:
         self.crls = db.crls
         self.claims = db.claims
         self.blocked_keys = db.blocked_keys
+        self.ocsp_signers = db.ocsp_signers
 
     async def claim(self, request_ids: list[str], owner: str, now: datetime) -> set[str]:
         """Claim requests before signing; returns those claimed before (by anyone, this process included)."""
@@ -173,3 +179,26 @@ class CertificateStore:
 
     async def current_crl(self, issuer: str) -> Document | None:
         return await self.crls.find_one({"_id": f"current:{issuer}"})
+
+    async def save_ocsp_signer(self, doc: Document) -> bool:
+        """Store a renewed OCSP signer; False when its `_id` (the successor of one signer) exists already."""
+        try:
+            await self.ocsp_signers.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def ocsp_signer(self, signer_id: str) -> Document | None:
+        return await self.ocsp_signers.find_one({"_id": signer_id})
+
+    async def replace_ocsp_signer(self, doc: Document) -> None:
+        """Overwrite a stored successor the issuing mode cannot use (see ``ocsp_signers.py``)."""
+        await self.ocsp_signers.replace_one({"_id": doc["_id"]}, doc)
+
+    async def ocsp_signers_of(self, issuer: str) -> list[Document]:
+        """The stored OCSP signers of one CA (a handful: one per renewal, expired ones removed)."""
+        return await self.ocsp_signers.find({"issuer": issuer}).to_list()
+
+    async def remove_ocsp_signers_ended_before(self, moment: datetime) -> int:
+        result = await self.ocsp_signers.delete_many({"not_after": {"$lt": moment}})
+        return result.deleted_count

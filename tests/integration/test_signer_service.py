@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -14,6 +15,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509 import ocsp as ocsp_x509
 from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -365,3 +367,87 @@ async def test_issuance_and_revocation_are_in_the_verified_audit_chain(
         assert (await audit.verify()).ok
     finally:
         await service.stop()
+
+
+async def test_the_issuing_signer_renews_an_ocsp_signer_and_the_running_status_mode_answers_with_it(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, producer: EventProducer,
+        tmp_path: Path) -> None:
+    """Issue 18 item 5: a signer 10 days from its end (inside the 45-day window) is re-issued by the issuing
+    mode at its start; the status mode, started before and never restarted, answers with the new one."""
+    import aiohttp
+
+    from services.signer.ca.ceremony import Lifetimes
+    from services.signer.ca.keys import KeyDecryptionFailed, decrypt_private_key
+
+    short = tmp_path / "short-ca"
+    bootstrap(short, PASSPHRASE, "p256", class1_urls=CAUrls.under("http://pki.example.net", "class1"),
+              lifetimes=Lifetimes(ocsp_signer_days=10))
+    old = x509.load_pem_x509_certificate((short / "ocsp-class3.crt.pem").read_bytes())
+    settings = dataclasses.replace(signer_settings(kafka_settings, mongo_settings, short),
+                                   ocsp_signer_check_seconds=0.2, ocsp_signer_passphrase=b"only the OCSP keys")
+    status = SignerService(settings, mode="status")
+    await status.start()
+    base = f"http://127.0.0.1:{status.http_port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 200  # due, not renewed: a warning, never unready
+            async with http.get(f"{base}/metrics") as response:
+                assert 'cacert_ocsp_signer_renewal_due{issuer="class3"} 1.0' in await response.text()
+
+        issuing = SignerService(settings)
+        await issuing.start()
+        try:
+            await producer.publish(approved("server", 3, make_csr(["renewed.example.org"]),
+                                            dns=["renewed.example.org"], subject={"CN": "renewed.example.org"}))
+            (issued,) = await cert_events(kafka_settings, 1)
+        finally:
+            await issuing.stop()  # the status mode needs nothing more from it
+
+        leaf, issuer, root = tmp_path / "leaf.pem", tmp_path / "class3.pem", tmp_path / "class1.pem"
+        leaf.write_text(issued.data["certificate_pem"])
+        issuer.write_bytes((short / "class3.crt.pem").read_bytes())
+        root.write_bytes((short / "class1.crt.pem").read_bytes())
+
+        def ask() -> tuple[str, x509.Certificate]:
+            result = openssl("ocsp", "-issuer", str(issuer), "-cert", str(leaf), "-url", f"{base}/ocsp/class3",
+                             "-CAfile", str(root), "-verify_other", str(issuer),
+                             "-respout", str(tmp_path / "resp.der"))
+            answer = ocsp_x509.load_der_ocsp_response((tmp_path / "resp.der").read_bytes())
+            return result.stdout + result.stderr, answer.certificates[0]
+
+        deadline = asyncio.get_running_loop().time() + 10
+        while True:
+            out, responder = await asyncio.to_thread(ask)
+            if responder != old or asyncio.get_running_loop().time() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert responder != old, "the status mode still answers with the old signer"
+        assert "leaf.pem: good" in out and "Response verify OK" in out
+        assert responder.issuer == old.issuer and responder.subject == old.subject
+        assert responder.not_valid_after_utc - responder.not_valid_before_utc == timedelta(days=90, seconds=-1)
+        assert responder.extensions.get_extension_for_class(x509.OCSPNoCheck)
+        assert not (short / ".ocsp-class3.crt.pem.new").exists()  # nothing was written into the CA directory
+        assert x509.load_pem_x509_certificate((short / "ocsp-class3.crt.pem").read_bytes()) == old
+
+        client, db = connect(mongo_settings, service="test")
+        try:
+            stored = await db.ocsp_signers.find({}).to_list()
+        finally:
+            await client.close()
+        assert sorted(d["issuer"] for d in stored) == ["class1", "class3"]
+        (doc,) = [d for d in stored if d["issuer"] == "class3"]
+        assert doc["_id"] == f"class3:after:{old.serial_number:x}"
+        decrypt_private_key(doc["key_pem"], b"only the OCSP keys")
+        with pytest.raises(KeyDecryptionFailed):
+            decrypt_private_key(doc["key_pem"], PASSPHRASE)  # under the OCSP signer passphrase only
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/metrics") as response:
+                metrics = await response.text()
+        assert 'cacert_ocsp_signer_renewal_due{issuer="class3"} 0.0' in metrics
+        assert REGISTRY.get_sample_value("cacert_ca_certificate_expiry_seconds",
+                                         {"ca": "class3", "kind": "ocsp_signer"}) == (
+            responder.not_valid_after_utc.timestamp())
+    finally:
+        await status.stop()

@@ -1,7 +1,7 @@
 """The creation ceremony of the hierarchy: new keys, the Class 1 root, the Class 3 CA under it and a
 delegated OCSP signer per CA, written encrypted into one directory (``init-ca``); and the renewal of
-the short-lived OCSP signers (``renew-ocsp``). The files it writes are what ``hierarchy.load_hierarchy``
-reads.
+the short-lived OCSP signers: offline into the files (``renew-ocsp``), or in memory for the issuing mode's
+automatic renewal (``reissue_ocsp_signer``). The files it writes are what ``hierarchy.load_hierarchy`` reads.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from services.signer.ca.hierarchy import (
     CertClass,
     Hierarchy,
     HierarchyError,
+    IssuingCA,
     OCSPSigner,
     all_paths,
     certificate_path,
@@ -194,11 +195,14 @@ def create_ocsp_signer_certificate(
     names: HierarchyNames,
     now: dt.datetime,
     validity_days: int,
+    *,
+    subject: x509.Name | None = None,
 ) -> x509.Certificate:
     """A delegated OCSP responder certificate (RFC 6960 4.2.2.2, BR 7.1.2.8).
 
     EKU id-kp-OCSPSigning makes it a responder for exactly this CA; id-pkix-ocsp-nocheck tells
-    clients not to check its own status, which is why its lifetime is kept short.
+    clients not to check its own status, which is why its lifetime is kept short. ``subject``
+    (a renewal keeps the current signer's) overrides ``names``.
     """
     not_after = min(
         now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), ca_certificate.not_valid_after_utc
@@ -206,7 +210,7 @@ def create_ocsp_signer_certificate(
     ca_ski = ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
-        .subject_name(names.ocsp_subject(cert_class))
+        .subject_name(subject or names.ocsp_subject(cert_class))
         .issuer_name(ca_certificate.subject)
         .public_key(signer_key.public_key())
         .serial_number(new_serial_number())
@@ -314,3 +318,20 @@ def renew_ocsp_signer(
     keys.replace_private_key(ocsp_key_path(directory, cls), signer_key, passphrase)
     _replace_file(ocsp_certificate_path(directory, cls), _pem(signer_cert))
     return OCSPSigner(signer_cert, signer_key)
+
+
+def reissue_ocsp_signer(
+    ca: IssuingCA, *, now: dt.datetime | None = None, validity_days: int | None = None
+) -> OCSPSigner:
+    """A new delegated OCSP signer for a loaded CA, in memory: a new key of the CA key's algorithm and a
+    certificate with the same profile as ``init-ca``'s (``create_ocsp_signer_certificate``) and the current
+    signer's subject, signed with the CA key. The issuing mode stores it (``ocsp_signers.py``); the current
+    signer is left alone and keeps verifying until it ends."""
+    moment = _utc_seconds(now)
+    signer_key = keys.generate_private_key(keys.algorithm_of(ca.signing_key))
+    days = validity_days if validity_days is not None else Lifetimes().ocsp_signer_days
+    certificate = create_ocsp_signer_certificate(
+        ca.cert_class, ca.certificate, ca.signing_key, signer_key, HierarchyNames(), moment, days,
+        subject=ca.ocsp_signer.certificate.subject,
+    )
+    return OCSPSigner(certificate, signer_key)

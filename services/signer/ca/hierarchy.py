@@ -7,7 +7,9 @@ of Class 3 chain leaf -> Class 3 -> Class 1, leaves of Class 1 chain leaf -> Cla
 
 Each issuing CA answers OCSP through a delegated signer (RFC 6960 4.2.2.2) so that the CA key is
 used only to sign certificates and CRLs. Those signer certificates carry id-pkix-ocsp-nocheck and
-are short-lived instead, hence ``ceremony.renew_ocsp_signer``.
+are short-lived instead: the issuing mode re-issues them before they end (``ceremony.reissue_ocsp_signer``,
+stored in the signer database, see ``services/signer/ocsp_signers.py``), and ``ceremony.renew_ocsp_signer``
+(``renew-ocsp``) still replaces the files offline. ``current_ocsp_signer`` picks the one that answers.
 
 On disk (one directory, certificates PEM, keys encrypted PKCS#8 PEM with mode 0600)::
 
@@ -23,13 +25,14 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.signer.ca import keys
 from services.signer.ca.keys import PrivateKey
@@ -59,8 +62,29 @@ class OCSPSigner:
     private_key: PrivateKey = field(repr=False)
 
     def expires_soon(self, now: dt.datetime, margin: dt.timedelta = dt.timedelta(days=30)) -> bool:
-        """Whether the certificate ends within ``margin`` of ``now``: time to run ``renew-ocsp``."""
+        """Whether the certificate ends within ``margin`` of ``now``: its renewal window has begun."""
         return self.certificate.not_valid_after_utc - margin <= now
+
+    def valid_at(self, now: dt.datetime) -> bool:
+        return self.certificate.not_valid_before_utc <= now <= self.certificate.not_valid_after_utc
+
+
+def current_ocsp_signer(signers: Iterable[OCSPSigner], now: dt.datetime) -> OCSPSigner:
+    """The signer that answers at ``now``: of those valid now, the newest (latest notBefore, then latest
+    notAfter), so answers switch to a renewed signer as soon as it is valid while the older certificate
+    keeps verifying until it ends. When none is valid, the one ending last (an answer signed by an expired
+    responder is still better than none, and its alert is already firing)."""
+    candidates = list(signers)
+    if not candidates:
+        raise ValueError("no OCSP signer to choose from")
+
+    def newest(signer: OCSPSigner) -> tuple[dt.datetime, dt.datetime]:
+        return signer.certificate.not_valid_before_utc, signer.certificate.not_valid_after_utc
+
+    valid = [s for s in candidates if s.valid_at(now)]
+    if valid:
+        return max(valid, key=newest)
+    return max(candidates, key=lambda s: s.certificate.not_valid_after_utc)
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,19 @@ def _check_key_matches(cert: x509.Certificate, key: PrivateKey, what: str) -> No
         raise HierarchyError(f"the key file of {what} does not belong to its certificate")
 
 
+def check_ocsp_signer(signer: OCSPSigner, ca_certificate: x509.Certificate, what: str) -> None:
+    """A delegated OCSP signer is fit to answer for ``ca_certificate``: issued by it, with its own key, and
+    with the id-kp-OCSPSigning extended key usage (RFC 6960 4.2.2.2). ``HierarchyError`` otherwise."""
+    _check_key_matches(signer.certificate, signer.private_key, what)
+    _check_issued(signer.certificate, ca_certificate, what)
+    try:
+        usages = signer.certificate.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    except x509.ExtensionNotFound:
+        usages = x509.ExtendedKeyUsage([])
+    if ExtendedKeyUsageOID.OCSP_SIGNING not in usages:
+        raise HierarchyError(f"{what} lacks the id-kp-OCSPSigning extended key usage")
+
+
 def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) -> Hierarchy:
     """Load and cross-check the eight files: every certificate is signed by its issuer and every
     key belongs to its certificate, so a mixed-up deployment fails at start-up, not at signing.
@@ -215,9 +252,9 @@ def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) 
             _check_key_matches(cert, key, cls.label)
         signer_cert = read_certificate(ocsp_certificate_path(directory, cls))
         signer_key = keys.read_private_key(ocsp_key_path(directory, cls), passphrase)
-        _check_key_matches(signer_cert, signer_key, f"ocsp-{cls.label}")
-        _check_issued(signer_cert, cert, f"ocsp-{cls.label}")
-        loaded[cls] = (cert, key, OCSPSigner(signer_cert, signer_key))
+        signer = OCSPSigner(signer_cert, signer_key)
+        check_ocsp_signer(signer, cert, f"ocsp-{cls.label}")
+        loaded[cls] = (cert, key, signer)
 
     root = loaded[CertClass.CLASS1][0]
     class3 = loaded[CertClass.CLASS3][0]
