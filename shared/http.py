@@ -28,7 +28,15 @@ LATENCY = Histogram("cacert_http_request_seconds", "HTTP request latency", ["ser
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_KEY = web.AppKey("request_id_header", str)
 READINESS_KEY = web.AppKey("readiness", dict)
-DRAINING_KEY = web.AppKey("draining", bool)
+class Draining:
+    """Whether the process is shutting down; one per application, flipped by shared.service.close_http
+    (an application's own state may not change once it runs)."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+
+DRAINING_KEY = web.AppKey("draining", Draining)
 """Set when the process is shutting down (shared.service.close_http): /readyz answers 503 so load
 balancers take the replica out, and every answer closes its connection so keep-alive clients reconnect
 to another replica instead of sending their next request into a closing socket."""
@@ -84,7 +92,7 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
             response = error_response(500, "internal_error", "internal error; quote the request id to support",
                                       None, request_id)
         response.headers.setdefault("X-Request-ID", request_id)
-        if request.app.get(DRAINING_KEY) and not response.prepared:
+        if request.app[DRAINING_KEY].active and not response.prepared:
             response.force_close()
         REQUESTS.labels(service, route, str(response.status)).inc()
         return response
@@ -222,7 +230,7 @@ async def _healthz(_: web.Request) -> web.Response:
 
 
 async def _readyz(request: web.Request) -> web.Response:
-    if request.app.get(DRAINING_KEY):
+    if request.app[DRAINING_KEY].active:
         return web.json_response({"status": "draining", "checks": {}}, status=503)
     results: dict[str, bool] = {}
     for name, check in request.app[READINESS_KEY].items():
@@ -245,6 +253,7 @@ def create_app(service: str, *, readiness: Mapping[str, ReadinessCheck] | None =
     app = web.Application(middlewares=[_observe], client_max_size=client_max_size)
     app[SERVICE_KEY] = service
     app[READINESS_KEY] = dict(readiness or {})
+    app[DRAINING_KEY] = Draining()
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)

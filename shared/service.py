@@ -32,7 +32,7 @@ async def close_http(runner: web.AppRunner, drain_seconds: float) -> None:
     and keep-alive clients move to another. Then the listener closes and requests in flight finish (up to
     the site's 5 s shutdown timeout). In Kubernetes the pod's preStop hook waits before SIGTERM as well,
     for the endpoint removal to reach every ingress and kube-proxy (deploy/k8s)."""
-    runner.app[DRAINING_KEY] = True
+    runner.app[DRAINING_KEY].active = True
     if drain_seconds > 0:
         log.info("draining http before closing", seconds=drain_seconds)
         await asyncio.sleep(drain_seconds)
