@@ -26,6 +26,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import shutil
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -92,8 +93,6 @@ def dump(client: MongoClient[Any], databases: Sequence[str], out: Path) -> Summa
 def prune(under: Path, keep: int) -> list[Path]:
     """Delete all but the `keep` newest backups directly under `under` (those with a manifest); returns
     what was deleted. Directories without a manifest (a dump cut short) are left for a person to look at."""
-    import shutil
-
     made = sorted((p for p in under.iterdir() if (p / MANIFEST).is_file()), key=lambda p: p.name)
     doomed = made[:-keep] if keep > 0 else made
     for path in doomed:

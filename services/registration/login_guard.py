@@ -58,9 +58,11 @@ class LoginGuard:
         if state is None or state["failures"] < self._ctx.settings.login_free_failures:
             return False
         now = self._ctx.clock()
-        wait_until: datetime = state["next_at"]
-        if now < wait_until or not await self._store.claim_login_slot(key, wait_until, now + self.delay(
-                state["failures"])):
+        # No wait stored yet: the failure that reached the threshold is still setting it; no wait then.
+        wait_until: datetime | None = state.get("next_at")
+        if (wait_until is not None and now < wait_until) or not await self._store.claim_login_slot(
+                key, wait_until, now + self.delay(state["failures"])):
+            wait_until = wait_until or now
             left = max(1, math.ceil((wait_until - now).total_seconds()))
             raise RateLimited("login", left, "too many failed logins for this account: wait, then try again")
         return False

@@ -117,8 +117,9 @@ class RegistrationStore(Protocol):
     async def count_login_failure(self, key: str, expires_at: datetime) -> int:
         """One more failed login for the account; returns the count."""
     async def set_login_wait(self, key: str, next_at: datetime) -> None: ...
-    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
-        """Move the account's next slot from `was` to `next_at`; False if another attempt took it first."""
+    async def claim_login_slot(self, key: str, was: datetime | None, next_at: datetime) -> bool:
+        """Move the account's next slot from `was` (None: not set yet) to `next_at`; False if another
+        attempt took it first."""
     async def forget_login_failures(self, key: str) -> None: ...
     async def remember_login_client(self, key: str, expires_at: datetime) -> None: ...
 
@@ -327,7 +328,7 @@ class MongoRegistrationStore:
     async def set_login_wait(self, key: str, next_at: datetime) -> None:
         await self._login_guard.update_one({"_id": key}, {"$set": {"next_at": next_at}})
 
-    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
+    async def claim_login_slot(self, key: str, was: datetime | None, next_at: datetime) -> bool:
         result = await self._login_guard.update_one({"_id": key, "next_at": was}, {"$set": {"next_at": next_at}})
         return result.modified_count == 1
 

@@ -180,7 +180,7 @@ class MemoryStore:
         if key in self.collections["login_guard"]:
             self.collections["login_guard"][key]["next_at"] = next_at
 
-    async def claim_login_slot(self, key: str, was: datetime, next_at: datetime) -> bool:
+    async def claim_login_slot(self, key: str, was: datetime | None, next_at: datetime) -> bool:
         doc = self.collections["login_guard"].get(key)
         if doc is None or doc.get("next_at") != was:
             return False
