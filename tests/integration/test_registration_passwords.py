@@ -98,6 +98,7 @@ async def test_the_portal_resets_a_forgotten_password_and_changes_one(
             differ = {"csrf": csrf, "token": token, "new_password": NEW, "new_password_again": NEW + "!"}
             status, text, _ = await browser.post("/reset-password", differ)
             assert status == 422 and "differ" in text
+            assert text.count('class="error"') == 1, "the page says what is wrong once"
             status, _, headers = await browser.post("/reset-password", {**differ, "new_password_again": NEW})
             assert status == 303 and headers["Location"] == "/login?notice=password_reset"
             status, text, _ = await browser.post("/reset-password", {**differ, "new_password_again": NEW})
@@ -112,6 +113,7 @@ async def test_the_portal_resets_a_forgotten_password_and_changes_one(
                      "new_password_again": "third passphrase here"}
             status, text, _ = await browser.post("/account/password", wrong)
             assert status == 403 and "The current password is not right." in text
+            assert text.count("The current password is not right.") == 1
             status, _, headers = await browser.post("/account/password", {**wrong, "current_password": NEW})
             assert status == 303 and headers["Location"] == "/account?notice=password_changed"
             status, text, _ = await browser.get("/account?notice=password_changed")
