@@ -358,6 +358,9 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
                 async with http.get(f"{stack.api.base}/roots/{label}.der") as der:
                     assert await der.read() == cert.public_bytes(Encoding.DER)
             assert "update-ca-certificates" in text and "certutil -addstore" in text
+            # a local system: the page names the status service that answers here, not the public addresses
+            assert 'id="local-status"' in text and f"http://127.0.0.1:{port}/ocsp/class1" in text
+            assert f"http://127.0.0.1:{port}/class3.crl" in text
             assert 'href="/roots/cacert-roots.p7b"' in text and 'href="/roots/cacert-roots.pem"' in text
             async with http.get(f"{stack.api.base}/roots/cacert-roots.p7b") as p7b:
                 assert p7b.content_type == "application/pkcs7-mime"

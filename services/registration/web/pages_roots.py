@@ -33,8 +33,9 @@ def _attachment(body: bytes, content_type: str, filename: str) -> web.Response:
 
 
 class RootPages:
-    def __init__(self, ca: CaCertificates) -> None:
+    def __init__(self, ca: CaCertificates, local_status_url: str | None = None) -> None:
         self._ca = ca
+        self._local_status_url = local_status_url
 
     def routes(self) -> list[Route]:
         return [
@@ -53,7 +54,8 @@ class RootPages:
         except CaUnavailable:
             return render(visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=None, status=503)
         return render(
-            visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=cas, bundle=BUNDLE_NAME
+            visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=cas, bundle=BUNDLE_NAME,
+            local_status_url=self._local_status_url,
         )
 
     async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:

@@ -85,7 +85,7 @@ class WebPortal:
                 limiter=limiter,
                 security=self.security,
             ),
-            RootPages(self.ca),
+            RootPages(self.ca, settings.local_status_url(context.settings.public_url)),
             DomainPages(domains, limiter),
             CertificatePages(requests, certificates, assurances, self.ca, context.clock),
             TrustPages(context, members, assurances),

@@ -49,6 +49,11 @@ class WebSettings:
             raise ConfigError("CACERT_WEB_CSRF_SECRET is required (nor CACERT_WEB_CSRF_SECRET_FILE) when "
                               "CACERT_PUBLIC_URL is not http on loopback: every replica must share it")
 
+    def local_status_url(self, public_url: str) -> str | None:
+        """The status service's address when this is the local system (its certificates name public CRL and
+        OCSP addresses that do not serve there), else None: in a cluster it is an internal address."""
+        return self.ca_certs_url.rstrip("/") if _local(public_url) else None
+
     def secure_cookies(self, public_url: str) -> bool:
         """Whether cookies carry the Secure flag (auto: off only for http:// on a loopback host)."""
         if self.cookie_secure != "auto":
