@@ -168,7 +168,7 @@ async def test_the_signer_refuses_a_blocked_key_even_from_a_genuine_approval(
         "spki_sha256": spki_sha256(other.public_key())}))
     for event in (named, unnamed, lying):
         await producer.publish(event)
-    answers = {e.data["request_id"]: e for e in await _cert_events(kafka_settings, 3)
+    answers = {e.data["request_id"]: e for e in await _cert_events(kafka_settings, 4)  # + cert.key_compromised
                if e.type.endswith("cert.rejected.v1") or e.type.endswith("cert.issued.v1")}
     assert answers[named.data["request_id"]].data["reason"] == "compromised_key"
     assert answers[unnamed.data["request_id"]].data["reason"] == "compromised_key"
