@@ -135,7 +135,7 @@ class CertificateRequests:
             for base in registered_domains(csr):
                 await self._limits.hit("requests:domain", base, message=f"too many certificate requests for "
                                                                         f"{base} this week")
-            decision = self.policy.decide(profile, csr, await self.standing(member), cert_class)
+            decision = self.policy.decide(profile, csr, await self.standing(member), cert_class, now)
             if await self._store.blocked_key(csr.spki_sha256) is not None:
                 decision = dataclasses.replace(decision, reasons=(*decision.reasons, BLOCKED_KEY))
             pem = csr.pem

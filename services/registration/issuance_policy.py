@@ -11,10 +11,11 @@ Nothing from the CSR's subject reaches the approved subject except through
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from collections.abc import Iterable, Sequence
 
 from services.registration.csr import SubmittedCsr
-from shared import dns_names
+from shared import certificate_validity, dns_names
 
 PROFILES = ("server", "client", "codesign")
 CLASSES = (1, 3)
@@ -63,11 +64,15 @@ class IssuancePolicy:
     codesign_validity_days: int = 365
 
     def decide(
-        self, profile: str, csr: SubmittedCsr, member: MemberStanding, requested_class: int | None = None
+        self, profile: str, csr: SubmittedCsr, member: MemberStanding, requested_class: int | None = None,
+        now: dt.datetime | None = None,
     ) -> Decision:
         """Approve with the exact certificate content, or refuse listing every reason.
 
-        `requested_class` is the root the member asked for (None: the highest they may have).
+        `requested_class` is the root the member asked for (None: the highest they may have). The
+        validity is the configured one capped by the profile's maximum for a certificate signed at
+        `now` (shared/certificate_validity.py, the rule the signer applies), so the request shows
+        the days the certificate will get, not a setting the signer would cut (TLS BR 6.3.2).
         """
         if profile not in PROFILES:
             return Decision(profile, (f"unknown profile {profile!r}: use one of {', '.join(PROFILES)}",))
@@ -93,6 +98,8 @@ class IssuancePolicy:
         subject = self.subject_for(profile, cert_class, member, names, emails, reasons)
         if reasons:
             return Decision(profile, tuple(dict.fromkeys(reasons)))
+        not_before = certificate_validity.not_before_for(now or dt.datetime.now(dt.UTC))
+        validity = min(validity, certificate_validity.max_validity_days(profile, not_before))
         return Decision(profile, (), cert_class, subject, names, emails, validity)
 
     @staticmethod

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
+from shared import certificate_validity
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import isoformat
 from tests.registration.csrs import build_csr, self_signed
@@ -181,7 +182,13 @@ async def test_csr_policy_end_to_end_and_certificate_lifecycle(stack: Stack) -> 
     assert (await api.call("GET", f"/v1/requests/{request_id}", token=token)).body["status"] == "approved"
     assert event.data["subject"] == {"CN": "www.example.org"}
     assert event.data["dns_names"] == ["www.example.org", "*.example.org"]
-    assert event.data["cert_class"] == 1 and event.data["validity_days"] == 365 and event.data["emails"] == []
+    assert event.data["cert_class"] == 1 and event.data["emails"] == []
+    # The days the signer will issue (SC-081 caps the RA's configured 365), shown alike to the member.
+    not_before = certificate_validity.not_before_for(datetime.now(UTC))
+    server_days = certificate_validity.max_validity_days("server", not_before)
+    assert event.data["validity_days"] == min(365, server_days)
+    shown = (await api.call("GET", f"/v1/requests/{request_id}", token=token)).body
+    assert shown["validity_days"] == event.data["validity_days"]
 
     # Code signing refused for a member without activation.
     codesign = await api.call(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from services.registration.csr import CsrProblem, parse_csr
 from services.registration.issuance_policy import IssuancePolicy, MemberStanding
-from shared import dns_names
+from shared import certificate_validity, dns_names
 from tests.registration.csrs import build_csr
 
 POLICY = IssuancePolicy()
@@ -77,7 +78,7 @@ def test_every_approved_server_name_is_covered_and_every_uncovered_name_is_named
     assert set(decision.dns_names) == set(requested)
     assert set(decision.subject) <= {"CN"}
     assert decision.subject.get("CN") == decision.dns_names[0]
-    assert decision.emails == () and decision.cert_class == 1 and decision.validity_days == 365
+    assert decision.emails == () and decision.cert_class == 1
 
 
 @FAST
@@ -244,3 +245,23 @@ def test_an_assured_member_choosing_class_1_for_a_client_certificate_gets_no_nam
     pem = build_csr(emails=["ada@example.org"])
     decision = POLICY.decide("client", parse_csr(pem), ASSURED, requested_class=1)
     assert decision.approved and decision.cert_class == 1 and decision.subject == {}
+
+
+@pytest.mark.parametrize(
+    ("now", "server_days"),
+    [
+        (dt.datetime(2026, 1, 10, tzinfo=dt.UTC), 365),  # the BR allowed 397: the RA's 365 stands
+        (dt.datetime(2026, 12, 3, tzinfo=dt.UTC), 199),  # SC-081: 200 days from 2026-03-15
+        (dt.datetime(2027, 6, 1, tzinfo=dt.UTC), 99),
+        (dt.datetime(2029, 6, 1, tzinfo=dt.UTC), 46),
+    ],
+)
+def test_the_decision_names_the_days_the_signer_will_issue_not_the_configured_setting(
+    now: dt.datetime, server_days: int
+) -> None:
+    server = POLICY.decide("server", parse_csr(build_csr(dns=["www.example.org"])), MEMBER, now=now)
+    assert server.validity_days == server_days
+    assert server_days == min(365, certificate_validity.max_validity_days("server", now))
+    client = POLICY.decide("client", parse_csr(build_csr(emails=["ada@example.org"])), MEMBER, now=now)
+    assert client.approved, client.reasons
+    assert client.validity_days == 365  # the CA's own maximum for client certificates

@@ -150,7 +150,7 @@ async def preview(
         csr = parse_csr(pem)
     except CsrProblem as exc:
         return Preview(profile, pem, tuple(refusal(r) for r in exc.reasons))
-    decision: Decision = requests.policy.decide(profile, csr, await requests.standing(member), cert_class)
+    decision: Decision = requests.policy.decide(profile, csr, await requests.standing(member), cert_class, now)
     if decision.reasons:
         return Preview(profile, csr.pem, tuple(refusal(r) for r in decision.reasons), key=csr.key_description)
     ca = (issuing_cas or {}).get(decision.cert_class)
