@@ -54,9 +54,11 @@ from benchmarks.e2e_system import (
     loadavg,
     log_tail,
     machine,
+    services_traffic,
     signer_batches,
     start_registration,
     system_pids,
+    traffic_per_certificate,
     wait_ready,
 )
 from demo.member_api import MemberApi
@@ -168,6 +170,7 @@ async def run_config(
     watcher: Watcher,
     factory: CsrFactory,
     registration_pid: int,
+    registration_port: int,
     work: Path,
     guard: StackGuard,
 ) -> dict[str, Any]:
@@ -195,14 +198,18 @@ async def run_config(
 
         guard.check()
         pids = system_pids([p.pid for p in procs], registration_pid)
+        service_ports = {"registration": [registration_port], "signer": ports}
+        traffic_before = await asyncio.to_thread(services_traffic, service_ports)
         before = signer_loadtest.cpu_snapshot(pids)
         burst = await closed_loop(api, watcher, factory.make(opts.saturation_count), opts.concurrency, opts.timeout)
         after = signer_loadtest.cpu_snapshot(pids)
+        traffic_after = await asyncio.to_thread(services_traffic, service_ports)
         saturation = summarize(burst, watcher)
         saturation["concurrency"] = opts.concurrency
         saturation["steady_per_s"] = round(steady_rate(burst), 1)
         issued = max(1, saturation["issued"])
         saturation["cpu_ms_per_cert"] = {k: round((after[k] - before[k]) * 1000 / issued, 2) for k in before}
+        saturation["traffic_per_cert"] = traffic_per_certificate(traffic_before, traffic_after, issued)
         saturation["cpu_busy_cores"] = round(
             sum(after[k] - before[k] for k in before) / max(1e-3, saturation["duration_s"]), 2
         )
@@ -309,7 +316,8 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
             )
             prepared_s = time.perf_counter() - t
             config = await run_config(
-                opts, replicas, base_env, run_id, api, watcher, CsrFactory(members), registration.pid, work, guard
+                opts, replicas, base_env, run_id, api, watcher, CsrFactory(members), registration.pid, reg_port, work,
+                guard,
             )
             config["members_prepared_s"] = round(prepared_s, 1)
             return config
@@ -421,6 +429,36 @@ def where_the_time_goes(report: dict[str, Any]) -> str:
             f"waiting)."
         )
     return " ".join(text)
+
+
+def per_certificate_table(report: dict[str, Any]) -> list[str]:
+    """Issue 21 item 1: per certificate and per service, CPU ms, database commands (by command and
+    collection) and Kafka records, from the saturation burst of each replica configuration."""
+    lines: list[str] = []
+    for config in report["configs"]:
+        sat = config["saturation"]
+        cpu = sat.get("cpu_ms_per_cert", {})
+        traffic = sat.get("traffic_per_cert", {})
+        lines += [
+            f"With {config['replicas']} signer replica(s), saturation burst ({sat['issued']} certificates):",
+            "",
+            "| process | CPU (ms) | DB commands | Kafka records produced | Kafka records consumed "
+            "| commands by command and collection |",
+            "|---|---|---|---|---|---|",
+        ]
+        for part in sorted(cpu, key=lambda k: -cpu[k]):
+            row = traffic.get(part, {})
+            detail = ", ".join(
+                f"{key[3:]} {value:g}" for key, value in sorted(row.items(), key=lambda kv: -kv[1])
+                if key.startswith("db ")
+            )
+            lines.append(
+                f"| {part} | {_fmt(cpu[part])} | {_fmt(row.get('db_commands'))} | {_fmt(row.get('kafka_produced'))} "
+                f"| {_fmt(row.get('kafka_consumed'))} | {detail or '-'} |"
+            )
+        lines += [f"| **total** | **{sum(cpu.values()):.1f}** | "
+                  f"**{_fmt(round(sum(r.get('db_commands', 0) for r in traffic.values()), 2))}** | | | |", ""]
+    return lines
 
 
 def render(report: dict[str, Any], plot_rel: str) -> str:
@@ -537,6 +575,14 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
         f"**{_fmt(signer['ratio'])}** (linting off, one replica). Bare signing with a P-256 key is very cheap, so "
         f"the ratio is dominated by everything around the signature.",
         "",
+        "## Per certificate, per service",
+        "",
+        "CPU from /proc per process; database commands from each service's "
+        "`cacert_mongo_commands_total` (PyMongo command monitoring) and Kafka records from "
+        "`cacert_events_published_total` / `cacert_events_consumed_total`, read from /metrics before and after "
+        "the burst and divided by the certificates issued in it (Kafka and FerretDB send no commands of their own).",
+        "",
+        *per_certificate_table(report),
         "## Where the time goes",
         "",
         where_the_time_goes(report),

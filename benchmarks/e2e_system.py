@@ -93,6 +93,67 @@ def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list
     return pids
 
 
+TRAFFIC_METRICS = {
+    "cacert_mongo_commands_total": "db",
+    "cacert_events_published_total": "kafka_produced",
+    "cacert_events_consumed_total": "kafka_consumed",
+}
+
+
+def traffic(port: int) -> dict[str, float]:
+    """A service's database commands (``db command collection``) and Kafka records (``kafka_produced
+    topic``, ``kafka_consumed topic``) so far, from its /metrics: the counters PyMongo's command
+    monitoring (shared/mongo.py) and the event runner/producer (shared/kafka/metrics.py) keep."""
+    counts: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        name, _, rest = line.partition("{")
+        kind = TRAFFIC_METRICS.get(name)
+        if kind is None or "}" not in rest:
+            continue
+        labels_text, _, value = rest.rpartition("}")
+        labels = dict(part.split("=", 1) for part in labels_text.split('",') if "=" in part)
+        labels = {k: v.strip('"') for k, v in labels.items()}
+        if kind == "db":
+            key = f"db {labels.get('command', '?')} {labels.get('collection', '?')}"
+        else:
+            key = f"{kind} {labels.get('topic', '?')}"
+        counts[key] = counts.get(key, 0.0) + float(value)
+    return counts
+
+
+def services_traffic(ports: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    """`traffic` summed over each service's replicas."""
+    totals: dict[str, dict[str, float]] = {}
+    for service, service_ports in ports.items():
+        summed: dict[str, float] = {}
+        for port in service_ports:
+            for key, value in traffic(port).items():
+                summed[key] = summed.get(key, 0.0) + value
+        totals[service] = summed
+    return totals
+
+
+def traffic_per_certificate(
+    before: dict[str, dict[str, float]], after: dict[str, dict[str, float]], certificates: int
+) -> dict[str, dict[str, float]]:
+    """Per service: each counter's increase divided by the certificates issued in between, plus totals
+    (``db_commands``, ``kafka_produced``, ``kafka_consumed``). Counters that did not move are left out."""
+    table: dict[str, dict[str, float]] = {}
+    for service, counts in after.items():
+        row: dict[str, float] = {}
+        for key, value in sorted(counts.items()):
+            delta = value - before.get(service, {}).get(key, 0.0)
+            if delta > 0:
+                row[key] = round(delta / max(1, certificates), 3)
+        row["db_commands"] = round(sum(v for k, v in row.items() if k.startswith("db ")), 3)
+        row["kafka_produced"] = round(sum(v for k, v in row.items() if k.startswith("kafka_produced ")), 3)
+        row["kafka_consumed"] = round(sum(v for k, v in row.items() if k.startswith("kafka_consumed ")), 3)
+        table[service] = row
+    return table
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

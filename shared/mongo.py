@@ -12,7 +12,8 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pymongo import AsyncMongoClient, IndexModel
+from prometheus_client import Counter
+from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
@@ -20,6 +21,29 @@ from pymongo.errors import AutoReconnect, DuplicateKeyError
 from shared.config import MongoSettings
 
 Document = dict[str, Any]
+
+COMMANDS = Counter(
+    "cacert_mongo_commands_total",
+    "Database commands this process sent, by command and collection (PyMongo command monitoring)",
+    ["command", "collection"],
+)
+
+
+class CommandCount(monitoring.CommandListener):
+    """Counts every command by name and collection, so a benchmark (benchmarks/e2e_report.py) can
+    divide a run's commands by its certificates, and an operator can see which collection a service
+    leans on. Only names are recorded: never a filter, a document or a value."""
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        name = event.command_name
+        target = event.command.get("collection") if name == "getMore" else event.command.get(name)
+        COMMANDS.labels(name, target if isinstance(target, str) else "-").inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
 
 
 def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
@@ -31,6 +55,7 @@ def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
         retryWrites=False,  # FerretDB v1 does not support retryable writes; our writes are idempotent anyway
+        event_listeners=[CommandCount()],
     )
     return client, client[settings.database or service.replace("-", "_")]
 

@@ -41,6 +41,12 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
     assert level["missing"] == level["duplicates"] == level["http_errors"] == 0
     for key in ("offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"):
         assert level[key] is not None and level[key] > 0, key
+    # Issue 21 item 1: database commands and Kafka records per certificate, per service, measured.
+    traffic = config["saturation"]["traffic_per_cert"]
+    assert traffic["registration"]["db_commands"] > 0 and traffic["signer"]["db_commands"] > 0
+    assert traffic["registration"]["kafka_produced"] >= 1  # at least its csr.approved per certificate
+    assert traffic["signer"]["kafka_consumed"] >= 1 and traffic["signer"]["kafka_produced"] >= 1
+    assert any(key.startswith("db insert ") or key.startswith("db update ") for key in traffic["signer"])
     assert report["signer_only"]["baseline_sign_per_s"] > 0 and report["signer_only"]["ratio"] > 0
     assert report["machine"]["nproc"] >= 1 and report["machine"]["loadavg_start"]
 
@@ -49,6 +55,7 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
         "## Machine",
         "## End-to-end results",
         "## Signer alone against bare signing",
+        "## Per certificate, per service",
         "## Where the time goes",
     ):
         assert heading in text
