@@ -3,11 +3,16 @@
 MongoDB (and FerretDB) make one document's update atomic, but not two. So a
 service that changes an aggregate and must announce the change writes the
 CloudEvent *into the same document* (`_outbox` array) in the same update.
-After the write it publishes the events and pulls them from the array. If
-the process dies in between, `Outbox.sweep()` (run periodically and at
-start-up) finds documents with pending events and publishes them. Events
+After the write it publishes the events and pulls them from the array
+(`flush`; a writer that hands over the entries it wrote saves reading them
+back). If the process dies in between, `Outbox.sweep()` (run at start-up and
+periodically) finds documents with pending events and publishes them. Events
 may thus be published twice, never zero times; consumers de-duplicate on
 the CloudEvent id.
+
+The sweep is for recovery only, off the hot path: it runs every `sweep_every` seconds while it
+finds work, backs off to `idle_sweep_max` seconds while it finds none, and a flush that fails
+wakes it at once (shared/periodic.py).
 
 Each sweep also measures how long the oldest event it found pending had been waiting
 (`cacert_outbox_oldest_pending_seconds{collection}`, 0 when nothing was pending): right after a write
@@ -65,7 +70,12 @@ def sealed(event: CloudEvent) -> dict[str, Any]:
 
 def pending(events: Iterable[CloudEvent]) -> dict[str, Any]:
     """Update fragment: `{"$push": pending(events)}` stores them with the aggregate change."""
-    return {FIELD: {"$each": [entry(e) for e in events]}}
+    return push([entry(e) for e in events])
+
+
+def push(stored: list[dict[str, Any]]) -> dict[str, Any]:
+    """Update fragment for entries already in stored form (kept by the writer to hand to `flush`)."""
+    return {FIELD: {"$each": stored}}
 
 
 def stored_event(stored: dict[str, Any]) -> CloudEvent:
@@ -78,18 +88,32 @@ def stored_event(stored: dict[str, Any]) -> CloudEvent:
 
 class Outbox:
     def __init__(self, producer: EventProducer, collections: Iterable[AsyncCollection[Document]],
-                 *, sweep_every: float = 5.0) -> None:
+                 *, sweep_every: float = 5.0, idle_sweep_max: float = 60.0) -> None:
         self._producer = producer
         self._collections = {c.name: c for c in collections}
-        self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every)
+        self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every,
+                                  idle_backoff_to=idle_sweep_max)
         for name in self._collections:
             OLDEST_PENDING.labels(name).set(0)
 
-    async def flush(self, collection: AsyncCollection[Document], document_id: Any) -> None:
-        """Publish a document's pending events now, then remove them from it."""
-        doc = await collection.find_one({"_id": document_id}, {FIELD: 1})
-        if doc:
-            await self._publish(collection, doc)
+    async def flush(self, collection: AsyncCollection[Document], document_id: Any,
+                    written: list[dict[str, Any]] | None = None) -> None:
+        """Publish a document's pending events now, then remove them from it.
+
+        `written`: the stored entries (`entry`/`sealed`) the caller has just written, published without
+        reading the document back; anything older still pending there is left to the sweep. A failure
+        wakes the sweep and is raised.
+        """
+        try:
+            if written is not None:
+                await self._publish(collection, {"_id": document_id, FIELD: written})
+                return
+            doc = await collection.find_one({"_id": document_id}, {FIELD: 1})
+            if doc:
+                await self._publish(collection, doc)
+        except Exception:
+            self._periodic.wake()
+            raise
 
     async def _publish(self, collection: AsyncCollection[Document], doc: Document) -> None:
         stored = doc.get(FIELD) or []
@@ -119,16 +143,22 @@ class Outbox:
             _report_age(name, oldest)
         return count
 
+    @property
+    def sweep_pause(self) -> float:
+        """Seconds between sweeps now: short while there is work, longer while idle."""
+        return self._periodic.pause
+
     def start(self) -> None:
         self._periodic.start()
 
     async def stop(self) -> None:
         await self._periodic.stop()
 
-    async def _sweep_and_report(self) -> None:
+    async def _sweep_and_report(self) -> int:
         swept = await self.sweep()
         if swept:
             log.info("outbox sweep published pending events", documents=swept)
+        return swept
 
 
 def _oldest(doc: Document, oldest: datetime | None) -> datetime | None:

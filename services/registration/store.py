@@ -21,7 +21,8 @@ Collections:
 * `audit`: the hash-chained audit log (shared/audit.py).
 
 The outbox rule, in one place (`_announce`): a change and the events announcing it are written in
-one document update (the `_outbox` array, shared/outbox.py), then the events are published at once;
+one document update (the `_outbox` array, shared/outbox.py), then the events are published at once
+(from the entries just written, without reading the document back);
 if publishing fails the write stands and the outbox sweep publishes later, so an HTTP answer never
 depends on Kafka being reachable at that instant.
 """
@@ -194,12 +195,13 @@ class MongoRegistrationStore:
     def outbox_collections(self) -> list[AsyncCollection[Document]]:
         return [self.db[name] for name in OUTBOX_COLLECTIONS]
 
-    async def _announce(self, collection: AsyncCollection[Document], document_id: Any) -> None:
-        """Publish what the last write queued; on failure leave it to the sweep."""
+    async def _announce(self, collection: AsyncCollection[Document], document_id: Any,
+                        written: list[Document]) -> None:
+        """Publish what the last write queued (`written`, its stored entries); on failure leave it to the sweep."""
         if self.outbox is None:
             return
         try:
-            await self.outbox.flush(collection, document_id)
+            await self.outbox.flush(collection, document_id, written)
         except Exception as exc:
             log.warning("publishing deferred to the outbox sweep", collection=collection.name,
                         error=f"{type(exc).__name__}: {exc}")
@@ -240,16 +242,18 @@ class MongoRegistrationStore:
         return None if result.modified_count == 1 else holder
 
     async def insert_member_with_events(self, doc: Document, events: Sequence[CloudEvent]) -> None:
-        await self._members.insert_one({**doc, outbox.FIELD: [outbox.entry(e) for e in events]})
-        await self._announce(self._members, doc["_id"])
+        written = [outbox.entry(e) for e in events]
+        await self._members.insert_one({**doc, outbox.FIELD: written})
+        await self._announce(self._members, doc["_id"], written)
 
     async def update_member_with_events(self, member_id: str, fields: Document,
                                         events: Sequence[CloudEvent]) -> None:
-        change: Document = {"$push": outbox.pending(events)}
+        written = [outbox.entry(e) for e in events]
+        change: Document = {"$push": outbox.push(written)}
         if fields:
             change["$set"] = fields
-        await self._members.update_one({"_id": member_id}, change)
-        await self._announce(self._members, member_id)
+        if (await self._members.update_one({"_id": member_id}, change)).matched_count:
+            await self._announce(self._members, member_id, written)
 
     async def verify_email_with_event(self, member_id: str, email_id: str, now: datetime,
                                       event: CloudEvent, *, stale_before: datetime | None = None) -> bool:
@@ -257,16 +261,17 @@ class MongoRegistrationStore:
         if stale_before is not None:
             unconfirmed.append({f"emails.{email_id}.verified": True,
                                 f"emails.{email_id}.verified_at": {"$lt": stale_before}})
+        written = [outbox.entry(event)]
         result = await self._members.update_one(
             {"_id": member_id, "$or": unconfirmed},
             {
                 "$set": {f"emails.{email_id}.verified": True, f"emails.{email_id}.verified_at": now},
-                "$push": outbox.pending([event]),
+                "$push": outbox.push(written),
             },
         )
         if result.modified_count != 1:
             return False
-        await self._announce(self._members, member_id)
+        await self._announce(self._members, member_id, written)
         return True
 
     # bearer tokens and rate-limit windows
@@ -348,9 +353,10 @@ class MongoRegistrationStore:
     # the web of trust
 
     async def insert_assurance_with_event(self, doc: Document, event: CloudEvent) -> bool:
-        if not await insert_once(self._assurances, {**doc, outbox.FIELD: [outbox.entry(event)]}):
+        written = [outbox.entry(event)]
+        if not await insert_once(self._assurances, {**doc, outbox.FIELD: written}):
             return False
-        await self._announce(self._assurances, doc["_id"])
+        await self._announce(self._assurances, doc["_id"], written)
         return True
 
     async def assurances_received(self, member_id: str) -> list[Document]:
@@ -372,12 +378,14 @@ class MongoRegistrationStore:
 
     async def record_verification_request(self, claim_id: str, request_id: str, fields: Document,
                                           event: CloudEvent) -> None:
-        await self._domains.update_one(
+        written = [outbox.entry(event)]
+        result = await self._domains.update_one(
             {"_id": claim_id},
             {"$set": {**fields, "request_id": request_id},
-             "$push": {"request_ids": request_id, **outbox.pending([event])}},
+             "$push": {"request_ids": request_id, **outbox.push(written)}},
         )
-        await self._announce(self._domains, claim_id)
+        if result.matched_count:
+            await self._announce(self._domains, claim_id, written)
 
     async def record_domain_verified(self, request_id: str, member_id: str, domain: str, fields: Document) -> bool:
         result = await self._domains.update_one(
@@ -398,8 +406,9 @@ class MongoRegistrationStore:
     # certificate requests and certificates
 
     async def insert_request_with_event(self, doc: Document, event: CloudEvent) -> None:
-        await self._requests.insert_one({**doc, outbox.FIELD: [outbox.entry(event)]})
-        await self._announce(self._requests, doc["_id"])
+        written = [outbox.entry(event)]
+        await self._requests.insert_one({**doc, outbox.FIELD: written})
+        await self._announce(self._requests, doc["_id"], written)
 
     async def request(self, request_id: str, member_id: str) -> Document | None:
         return await self._requests.find_one({"_id": request_id, "member_id": member_id}, HIDDEN)
@@ -423,12 +432,13 @@ class MongoRegistrationStore:
 
     async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
                                         event: CloudEvent) -> bool:
+        written = [outbox.entry(event)]
         result = await self._requests.update_one(
-            {"_id": request_id, **expect}, {"$set": fields, "$push": outbox.pending([event])}
+            {"_id": request_id, **expect}, {"$set": fields, "$push": outbox.push(written)}
         )
         if result.matched_count == 0:
             return False
-        await self._announce(self._requests, request_id)
+        await self._announce(self._requests, request_id, written)
         return True
 
     async def record_certificate(self, serial: str, fields: Document) -> None:
@@ -448,17 +458,20 @@ class MongoRegistrationStore:
         return await self._certificates.find({"member_id": member_id}, HIDDEN).to_list()
 
     async def record_revocation_request(self, serial: str, fields: Document, event: CloudEvent) -> None:
-        await self._certificates.update_one(
-            {"_id": serial, "status": {"$ne": "revoked"}}, {"$set": fields, "$push": outbox.pending([event])}
+        written = [outbox.entry(event)]
+        result = await self._certificates.update_one(
+            {"_id": serial, "status": {"$ne": "revoked"}}, {"$set": fields, "$push": outbox.push(written)}
         )
-        await self._announce(self._certificates, serial)
+        if result.matched_count:
+            await self._announce(self._certificates, serial, written)
 
     # keys reported compromised
 
     async def block_key_with_event(self, doc: Document, event: CloudEvent) -> bool:
-        inserted = await insert_once(self._blocked_keys, {**doc, outbox.FIELD: [outbox.entry(event)]})
+        written = [outbox.entry(event)]
+        inserted = await insert_once(self._blocked_keys, {**doc, outbox.FIELD: written})
         if inserted:
-            await self._announce(self._blocked_keys, doc["_id"])
+            await self._announce(self._blocked_keys, doc["_id"], written)
         return inserted
 
     async def blocked_key(self, spki_sha256: str) -> Document | None:

@@ -103,3 +103,45 @@ async def test_outbox_sweep_reports_how_long_the_oldest_pending_event_has_waited
         assert age() == 0
     finally:
         await producer.stop()
+
+
+def _commands(command: str, collection: str) -> float:
+    return REGISTRY.get_sample_value("cacert_mongo_commands_total", {"command": command, "collection": collection}) or 0
+
+
+@pytest.mark.usefixtures("topics")
+async def test_a_flush_of_the_entries_just_written_publishes_and_clears_them_without_reading_back(
+        db: AsyncDatabase[dict[str, Any]], kafka_settings: KafkaSettings) -> None:
+    event = make_event("member.registered", {"member_id": "m-5", "name": "Ada", "email": "a@example.org",
+                                             "registered_at": "2026-01-01T00:00:00Z"}, source="test")
+    written = [outbox.entry(event)]
+    await db.members.update_one({"_id": "m-5"}, {"$set": {"name": "Ada"}, "$push": outbox.push(written)},
+                                upsert=True)
+    producer = EventProducer(kafka_settings, client_id="test")
+    await producer.start()
+    try:
+        box = outbox.Outbox(producer, [db.members])
+        finds = _commands("find", db.members.name)
+        await box.flush(db.members, "m-5", written)
+        assert _commands("find", db.members.name) == finds  # published from what the writer handed over
+        assert await box.sweep() == 0  # and pulled: nothing left for the sweep
+    finally:
+        await producer.stop()
+    stored = await db.members.find_one({"_id": "m-5"})
+    assert stored is not None and stored["_outbox"] == []
+    topic = Topics(kafka_settings.topic_prefix).of("member")
+    (message,) = await read_topic(kafka_settings.bootstrap, topic, expected=1)
+    assert dict(message.headers)["ce_id"].decode() == event.id
+
+
+async def test_a_failed_flush_wakes_the_idle_sweep(db: AsyncDatabase[dict[str, Any]]) -> None:
+    event = make_event("member.registered", {"member_id": "m-6", "name": "Ada", "email": "a@example.org",
+                                             "registered_at": "2026-01-01T00:00:00Z"}, source="test")
+    written = [outbox.entry(event)]
+    await db.members.update_one({"_id": "m-6"}, {"$push": outbox.push(written)}, upsert=True)
+    box = outbox.Outbox(_BrokerDown(), [db.members], sweep_every=0.05, idle_sweep_max=30)  # type: ignore[arg-type]
+    with pytest.raises(ConnectionError):
+        await box.flush(db.members, "m-6", written)
+    assert box.sweep_pause == 0.05
+    stored = await db.members.find_one({"_id": "m-6"})
+    assert stored is not None and len(stored["_outbox"]) == 1  # the change stands, its event waits

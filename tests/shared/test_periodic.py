@@ -1,0 +1,71 @@
+"""The background job loop: an idle recovery job backs off, work or a wake-up brings it back."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.periodic import Periodic
+
+
+async def test_an_idle_job_backs_off_to_its_limit_and_work_brings_the_short_pause_back() -> None:
+    runs = 0
+    found = False
+
+    async def job() -> int:
+        nonlocal runs
+        runs += 1
+        return 1 if found else 0
+
+    periodic = Periodic("test", job, 0.01, idle_backoff_to=0.08)
+    periodic.start()
+    try:
+        async with asyncio.timeout(10):
+            while runs < 8:
+                await asyncio.sleep(0.01)
+        assert periodic.pause == 0.08  # 0.01 doubled while idle, never past the limit
+        found = True
+        async with asyncio.timeout(10):
+            while periodic.pause != 0.01:  # work found: back to the short pause
+                await asyncio.sleep(0.01)
+    finally:
+        await periodic.stop()
+
+
+async def test_a_wake_runs_a_backed_off_job_at_once() -> None:
+    runs = 0
+
+    async def job() -> int:
+        nonlocal runs
+        runs += 1
+        return 0
+
+    periodic = Periodic("test", job, 30, idle_backoff_to=600)  # idle: the next run would be in 60 s
+    periodic.start()
+    try:
+        async with asyncio.timeout(10):
+            while runs == 0:
+                await asyncio.sleep(0.01)
+        periodic.wake()
+        async with asyncio.timeout(10):
+            while runs == 1:
+                await asyncio.sleep(0.01)
+        assert periodic.pause == 60  # still idle after the wake-up: the backoff starts again from 30 s
+    finally:
+        await periodic.stop()
+
+
+async def test_a_job_without_backoff_keeps_its_interval_and_survives_failures() -> None:
+    calls = 0
+
+    async def job() -> None:
+        nonlocal calls
+        calls += 1
+        raise RuntimeError("database blip")
+
+    periodic = Periodic("test", job, 0.01)
+    periodic.start()
+    try:
+        await asyncio.sleep(0.1)
+    finally:
+        await periodic.stop()
+    assert calls >= 3 and periodic.pause == 0.01
