@@ -98,7 +98,10 @@ class CertificateRequests:
             settings.server_validity_days, settings.client_validity_days, settings.codesign_validity_days
         )
 
-    async def standing(self, member: Member) -> MemberStanding:
+    async def standing(self, member: Member, methods: dict[str, str] | None = None) -> MemberStanding:
+        """What the policy needs of `member`; `methods` (`verification_methods`) when already read."""
+        if methods is None:
+            methods = await self._domains.verification_methods(member.id)
         cutoff = self._ctx.clock() - timedelta(days=self._ctx.settings.email_reuse_days)
         fresh = member.emails_confirmed_since(cutoff)
         return MemberStanding(
@@ -108,7 +111,7 @@ class CertificateRequests:
             is_assurer=member.is_assurer,
             codesign_enabled=member.codesign_enabled,
             verified_emails=fresh,
-            verified_domains=await self._domains.verified_domains(member.id),
+            verified_domains=frozenset(methods),
             stale_emails=member.verified_emails - fresh,
         )
 
@@ -124,6 +127,7 @@ class CertificateRequests:
         # Issuance limits (issue 19), here so that every front door (API, portal, ACME) counts alike.
         await self._limits.hit("requests:member", member.id, message="too many certificate requests from "
                                                                       "this account today")
+        methods: dict[str, str] | None = None
         try:
             csr = parse_csr(csr_pem)
         except TooManySubjectAltNames as exc:
@@ -135,7 +139,8 @@ class CertificateRequests:
             for base in registered_domains(csr):
                 await self._limits.hit("requests:domain", base, message=f"too many certificate requests for "
                                                                         f"{base} this week")
-            decision = self.policy.decide(profile, csr, await self.standing(member), cert_class, now)
+            methods = await self._domains.verification_methods(member.id)  # read once: policy and CAA check
+            decision = self.policy.decide(profile, csr, await self.standing(member, methods), cert_class, now)
             if await self._store.blocked_key(csr.spki_sha256) is not None:
                 decision = dataclasses.replace(decision, reasons=(*decision.reasons, BLOCKED_KEY))
             pem = csr.pem
@@ -160,7 +165,7 @@ class CertificateRequests:
             )
             if decision.dns_names:
                 doc.update(status=CAA_PENDING, caa_check_id=request_id, caa_attempt=1)
-                event = await self._caa_request(doc, request_id, now)
+                event = await self._caa_request(doc, request_id, now, methods)
             else:
                 event = self._approval(doc, now)
         else:
@@ -211,8 +216,10 @@ class CertificateRequests:
             event_id=deterministic_event_id("csr.rejected", request_id),
         )
 
-    async def _caa_request(self, doc: Document, check_id: str, now: datetime) -> CloudEvent:
-        methods = await self._domains.verification_methods(doc["member_id"])
+    async def _caa_request(self, doc: Document, check_id: str, now: datetime,
+                           methods: dict[str, str] | None = None) -> CloudEvent:
+        if methods is None:
+            methods = await self._domains.verification_methods(doc["member_id"])
         by_name: dict[str, str] = {}
         for name in doc["dns_names"]:
             base = name[2:] if name.startswith("*.") else name

@@ -156,9 +156,6 @@ class DomainClaims:
         docs = await self._store.domains_of(member.id)
         return [public_view(d, now) for d in sorted(docs, key=lambda d: d["domain"])]
 
-    async def verified_domains(self, member_id: str) -> frozenset[str]:
-        return frozenset(await self.verification_methods(member_id))
-
     async def verification_methods(self, member_id: str) -> dict[str, str]:
         """Each domain verified (and still valid) for the member -> the method that verified it."""
         now = self._ctx.clock()
