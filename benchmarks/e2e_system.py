@@ -88,6 +88,9 @@ def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list
         for part, name in (("kafka", "kafka"), ("ferretdb", "mongo")):
             pid = running_pid(name)
             pids[part] = [pid] if pid else []
+        postmaster = running_pid("postgres")  # FerretDB's PostgreSQL backend, when it runs on one
+        if postmaster:
+            pids["postgres"] = [postmaster, *_children(postmaster)]  # a backend process per connection
     except Exception as exc:  # an external stack: its servers are not ours to watch
         print(f"devstack pids unknown ({exc}); Kafka/FerretDB CPU not measured", file=sys.stderr)
     return pids
@@ -152,6 +155,19 @@ def traffic_per_certificate(
         row["kafka_consumed"] = round(sum(v for k, v in row.items() if k.startswith("kafka_consumed ")), 3)
         table[service] = row
     return table
+
+
+def _children(pid: int) -> list[int]:
+    """Every descendant of `pid` now (/proc/<pid>/task/*/children)."""
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            kids = [int(k) for k in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+        for kid in kids:
+            found += [kid, *_children(kid)]
+    return found
 
 
 def free_port() -> int:

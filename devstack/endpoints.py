@@ -47,6 +47,8 @@ class Endpoints:
     """Unbound, the validating resolver (every lookup goes here)."""
     dns_control: int
     """unbound-control's port on the resolver."""
+    postgres: int = 15432
+    """PostgreSQL, when FerretDB runs on its PostgreSQL backend (CACERT_STACK_MONGO_BACKEND)."""
 
     @property
     def kafka_bootstrap(self) -> str:
@@ -104,4 +106,5 @@ def current() -> Endpoints:
         dns_auth=_port("CACERT_STACK_DNS_AUTH_PORT", 5300),
         dns=_port("CACERT_STACK_DNS_PORT", 5353),
         dns_control=_port("CACERT_STACK_DNS_CONTROL_PORT", 8953),
+        postgres=_port("CACERT_STACK_POSTGRES_PORT", 15432),
     )

@@ -1,4 +1,8 @@
-"""FerretDB v1.24.2 with its SQLite backend: the MongoDB wire protocol without a MongoDB server.
+"""FerretDB v1.24.2: the MongoDB wire protocol without a MongoDB server.
+
+Its storage is SQLite (the default: no server of its own) or PostgreSQL (devstack/postgres.py),
+chosen with CACERT_STACK_MONGO_BACKEND=sqlite|postgresql; docs/decisions.md has the measurements
+behind the default. Switching keeps each backend's data apart: the other backend's data is not moved.
 
 Built once from the Go module proxy into the cache. A plain
 `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2` produces a binary that panics at
@@ -17,17 +21,33 @@ from pathlib import Path
 
 from devstack import paths, process, tools
 from devstack.component import Component, Say, inherited_env
-from devstack.endpoints import HOST
+from devstack.endpoints import HOST, Endpoints
 from devstack.errors import StackError
+from devstack.postgres import PostgreSQL
 
 FERRETDB_VERSION = "v1.24.2"
 MODULE = "github.com/FerretDB/FerretDB"
+BACKENDS = ("sqlite", "postgresql")
+DEFAULT_BACKEND = "sqlite"
+
+
+def backend() -> str:
+    """The storage FerretDB runs on: CACERT_STACK_MONGO_BACKEND, else `DEFAULT_BACKEND`."""
+    value = os.environ.get("CACERT_STACK_MONGO_BACKEND", "").strip().lower() or DEFAULT_BACKEND
+    if value not in BACKENDS:
+        raise StackError(f"CACERT_STACK_MONGO_BACKEND must be one of {', '.join(BACKENDS)}, got {value!r}")
+    return value
 
 
 class FerretDB(Component):
     name = "mongo"
-    title = f"FerretDB {FERRETDB_VERSION}"
     ready_timeout = 60.0
+
+    def __init__(self, endpoints: Endpoints) -> None:
+        super().__init__(endpoints)
+        self.backend = backend()
+        self.requires = ("postgres",) if self.backend == "postgresql" else ()
+        self.title = f"FerretDB {FERRETDB_VERSION} on {'PostgreSQL' if self.backend == 'postgresql' else 'SQLite'}"
 
     def ports(self) -> list[tuple[int, str]]:
         return [(self.endpoints.mongo, "CACERT_STACK_MONGO_PORT")]
@@ -52,10 +72,13 @@ class FerretDB(Component):
         self.data.mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
+        if self.backend == "postgresql":
+            storage = ["--handler=postgresql", f"--postgresql-url={PostgreSQL(self.endpoints).url}"]
+        else:
+            storage = ["--handler=sqlite", f"--sqlite-url=file:{self.data}/"]  # a directory: a file per database
         return [
             str(self.binary),
-            "--handler=sqlite",
-            f"--sqlite-url=file:{self.data}/",  # a directory: one .sqlite file per database
+            *storage,
             f"--listen-addr={HOST}:{self.endpoints.mongo}",
             f"--state-dir={self.data}",
             "--telemetry=disable",

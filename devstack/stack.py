@@ -21,23 +21,28 @@ from devstack.dns_server import KnotServer, UnboundResolver
 from devstack.errors import StackError
 from devstack.ferretdb import FerretDB
 from devstack.kafka import KafkaBroker
+from devstack.postgres import PostgreSQL
 from devstack.smtp import MailboxComponent
 
 COMPONENTS: dict[str, type[Component]] = {
-    "kafka": KafkaBroker, "mongo": FerretDB, "smtp": MailboxComponent,
+    "kafka": KafkaBroker, "postgres": PostgreSQL, "mongo": FerretDB, "smtp": MailboxComponent,
     "dns-auth": KnotServer, "dns": UnboundResolver,
 }  # fmt: skip
 """Start order; stop runs in reverse."""
+OPTIONAL = ("postgres",)
+"""Started only when another component requires it (PostgreSQL: FerretDB's PostgreSQL backend)."""
 ALIASES = {
     "ferretdb": "mongo", "mongodb": "mongo", "mailbox": "smtp", "mail": "smtp", "broker": "kafka",
+    "postgresql": "postgres",
     "knot": "dns-auth", "authoritative": "dns-auth", "unbound": "dns", "resolver": "dns", "dns-resolver": "dns",
 }  # fmt: skip
 
 
 def resolve(names: Iterable[str] | None) -> list[str]:
-    """Canonical component names in start order; None or empty means all."""
+    """Canonical component names in start order; None or empty means all but the `OPTIONAL` ones."""
+    default = [name for name in COMPONENTS if name not in OPTIONAL]
     if names is None:
-        return list(COMPONENTS)
+        return default
     wanted = set()
     for raw in names:
         name = ALIASES.get(raw.strip().lower(), raw.strip().lower())
@@ -46,7 +51,7 @@ def resolve(names: Iterable[str] | None) -> list[str]:
         if name not in COMPONENTS:
             raise StackError(f"unknown component {raw!r}; choose from {', '.join(COMPONENTS)}")
         wanted.add(name)
-    return [name for name in COMPONENTS if name in wanted] or list(COMPONENTS)
+    return [name for name in COMPONENTS if name in wanted] or default
 
 
 def with_requirements(names: list[str]) -> list[str]:
@@ -54,7 +59,7 @@ def with_requirements(names: list[str]) -> list[str]:
     wanted = set(names)
     pending = list(names)
     while pending:
-        for required in COMPONENTS[pending.pop()].requires:
+        for required in COMPONENTS[pending.pop()](endpoints.current()).requires:
             if required not in wanted:
                 wanted.add(required)
                 pending.append(required)
@@ -198,7 +203,8 @@ def down(names: Iterable[str] | None = None, *, wipe: bool = False, say: Say = _
 
     Wiping everything deletes the whole state dir, including anything else kept there.
     """
-    selected = resolve(names)
+    asked = [n for n in names or [] if n.strip()]
+    selected = resolve(asked) if asked else list(COMPONENTS)  # all: an optional one may run too
     with process.stack_lock():
         for name in reversed(selected):
             comp = component(name)
@@ -247,7 +253,7 @@ class Status:
 def status(names: Iterable[str] | None = None) -> list[Status]:
     """What runs and whether it answers, per component."""
     result = []
-    for name in resolve(names):
+    for name in with_requirements(resolve(names)):
         comp = component(name)
         pid = process.running_pid(name)
         result.append(Status(name, pid, pid is not None and comp.healthy(), comp.address(), comp.log_file))

@@ -1,0 +1,75 @@
+"""FerretDB's storage backend: SQLite by default, PostgreSQL (a server of its own) when chosen."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pymongo import MongoClient
+
+from devstack import endpoints, ferretdb, postgres, stack
+from devstack.errors import StackError
+
+
+def test_sqlite_is_the_default_and_needs_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CACERT_STACK_MONGO_BACKEND", raising=False)
+    db = ferretdb.FerretDB(endpoints.current())
+    assert db.backend == "sqlite" and db.requires == ()
+    assert "--handler=sqlite" in db.command()
+    assert "postgres" not in stack.with_requirements(stack.resolve(None))
+    assert "postgres" not in stack.with_requirements(stack.resolve(["mongo"]))
+
+
+def test_the_postgresql_backend_brings_its_server_along(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACERT_STACK_MONGO_BACKEND", "PostgreSQL")
+    monkeypatch.setenv("CACERT_STACK_POSTGRES_PORT", "15999")
+    db = ferretdb.FerretDB(endpoints.current())
+    assert db.backend == "postgresql" and "PostgreSQL" in db.title
+    assert "--handler=postgresql" in db.command()
+    assert "--postgresql-url=postgres://ferretdb@127.0.0.1:15999/postgres" in db.command()
+    assert stack.with_requirements(stack.resolve(["mongo"])) == ["postgres", "mongo"]
+    everything = stack.with_requirements(stack.resolve(None))  # `up` with no names
+    assert everything.index("postgres") < everything.index("mongo")  # started first
+
+
+def test_an_unknown_backend_stops_with_a_line_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACERT_STACK_MONGO_BACKEND", "mysql")
+    with pytest.raises(StackError, match="CACERT_STACK_MONGO_BACKEND must be one of sqlite, postgresql"):
+        ferretdb.FerretDB(endpoints.current())
+
+
+@pytest.mark.skipif(postgres.bin_dir() is None, reason="needs Debian's postgresql (`apt-get install postgresql`)")
+def test_a_second_stack_on_postgresql_serves_mongodb_commands(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real FerretDB on a real PostgreSQL, in a stack of its own (own state dir and ports)."""
+    for name, value in {"CACERT_STACK_STATE": str(tmp_path / "state"), "CACERT_STACK_MONGO_BACKEND": "postgresql",
+                        "CACERT_STACK_MONGO_PORT": str(_free_port()),
+                        "CACERT_STACK_POSTGRES_PORT": str(_free_port())}.items():
+        monkeypatch.setenv(name, value)
+    data = postgres.PostgreSQL(endpoints.current()).data
+    try:
+        started = subprocess.run([sys.executable, "-m", "devstack", "up", "--only", "mongo"], capture_output=True,
+                                 text=True, timeout=300, check=False)
+        assert started.returncode == 0, started.stderr
+        assert "postgres" in started.stderr and "mongo" in started.stderr
+        client: MongoClient[dict[str, Any]] = MongoClient(endpoints.current().mongo_url, serverSelectionTimeoutMS=10000)
+        try:
+            client.probe.docs.insert_one({"_id": "x", "n": 1})
+            client.probe.docs.update_one({"_id": "x"}, {"$inc": {"n": 1}})
+            assert (client.probe.docs.find_one({"_id": "x"}) or {}).get("n") == 2
+        finally:
+            client.close()
+    finally:
+        subprocess.run([sys.executable, "-m", "devstack", "down", "--wipe"], capture_output=True, timeout=120,
+                       check=False)
+    assert not data.exists()  # --wipe removed the cluster too
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
