@@ -2,7 +2,8 @@
 
 `python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB, the mailbox and DNS:
 
-1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
+1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca` (later runs:
+   it adds the self-signed Class 3 root to a CA directory made before that existed), keys
    encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600); and the
    RA's Ed25519 key pair (`ra-signing-key.pem`, mode 0600, for registration; `ra-public-keys.pem` for
    the signers), with which every approval is signed; and the notifier's X25519 sealing key pair
@@ -328,6 +329,7 @@ def _run(argv: list[str], env: dict[str, str], what: str, *, stdin: str | None =
 def init_ca(say: Say) -> None:
     """Create the CA hierarchy unless it exists (init-ca --if-missing)."""
     existed = (ca_dir() / "class1.crt.pem").exists()
+    twin_existed = (ca_dir() / "class3-root.crt.pem").exists()
     env = {**_base_env(), **_signer_env()}
     _passphrase()
     ra_keys()
@@ -338,6 +340,8 @@ def init_ca(say: Say) -> None:
         say(f"ca     created ({CA_ALGORITHM}) in {time.monotonic() - started:.1f}s: {ca_dir()}")
         for line in out.splitlines():
             say(f"       {line}")
+    elif not twin_existed:  # a CA directory made before the self-signed Class 3 root: init-ca added it
+        say(f"ca     added the self-signed Class 3 root: {ca_dir() / 'class3-root.crt.pem'}")
 
 
 def seed_accounts(say: Say) -> None:
