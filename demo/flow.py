@@ -314,11 +314,14 @@ class MemberDemo:
 
     async def _roots(self, http: aiohttp.ClientSession) -> None:
         self.say("7. the roots, from the signer's public status endpoints")
-        for label in ("class1", "class3"):
+        # class3_root.pem is the Class 3 certificate signed by Class 1 (what chains carry);
+        # class3_root_self_signed.pem its self-signed twin, the anchor for assured-only trust.
+        for label, file in (("class1", "class1_root"), ("class3", "class3_root"),
+                            ("class3-root", "class3_root_self_signed")):  # fmt: skip
             async with http.get(f"{self.urls.status}/{label}.crt") as response:
                 if response.status != 200:
                     raise DemoError(f"GET {self.urls.status}/{label}.crt answered {response.status}")
-                self._write(f"{label}_root.pem", der_to_pem(await response.read()))
+                self._write(f"{file}.pem", der_to_pem(await response.read()))
 
     def _summary(self, total: float) -> dict[str, Any]:
         timings = [i.csr_to_mail for i in self.issued.values()]
@@ -332,6 +335,7 @@ class MemberDemo:
                 "crl": self.urls.crl,
                 "class1_crt": f"{self.urls.status}/class1.crt",
                 "class3_crt": f"{self.urls.status}/class3.crt",
+                "class3_root_crt": f"{self.urls.status}/class3-root.crt",
             },
             "member": {"id": self.member_id, "email": self.email, "points": self.points},
             "domain": self.domain,

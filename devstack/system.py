@@ -2,7 +2,8 @@
 
 `python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB, the mailbox and DNS:
 
-1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca`, keys
+1. **CA** (first run): `python -m services.signer init-ca --if-missing` into `<state>/system/ca` (later runs:
+   it adds the self-signed Class 3 root to a CA directory made before that existed), keys
    encrypted with a passphrase generated once into `<state>/system/ca-passphrase` (mode 0600); and the
    RA's Ed25519 key pair (`ra-signing-key.pem`, mode 0600, for registration; `ra-public-keys.pem` for
    the signers), with which every approval is signed; and the notifier's X25519 sealing key pair
@@ -220,6 +221,7 @@ def urls() -> dict[str, str]:
         "crl_class3": f"{status}/class3.crl",
         "class1_crt": f"{status}/class1.crt",
         "class3_crt": f"{status}/class3.crt",
+        "class3_root_crt": f"{status}/class3-root.crt",
         "signer_issue": BY_NAME["signer-issue"].url,
         "notifier": BY_NAME["notifier"].url,
         "mailbox": ep.mailbox_url,
@@ -327,6 +329,7 @@ def _run(argv: list[str], env: dict[str, str], what: str, *, stdin: str | None =
 def init_ca(say: Say) -> None:
     """Create the CA hierarchy unless it exists (init-ca --if-missing)."""
     existed = (ca_dir() / "class1.crt.pem").exists()
+    twin_existed = (ca_dir() / "class3-root.crt.pem").exists()
     env = {**_base_env(), **_signer_env()}
     _passphrase()
     ra_keys()
@@ -337,6 +340,8 @@ def init_ca(say: Say) -> None:
         say(f"ca     created ({CA_ALGORITHM}) in {time.monotonic() - started:.1f}s: {ca_dir()}")
         for line in out.splitlines():
             say(f"       {line}")
+    elif not twin_existed:  # a CA directory made before the self-signed Class 3 root: init-ca added it
+        say(f"ca     added the self-signed Class 3 root: {ca_dir() / 'class3-root.crt.pem'}")
 
 
 def seed_accounts(say: Say) -> None:
@@ -522,7 +527,8 @@ def table() -> str:
         ("confirm links (domain_verify)", u["confirm"] + "/confirm#token=<token>", "opened from the mailed link"),
         ("OCSP responder", u["ocsp_class1"], f"and {u['ocsp_class3']} (or {u['status']}/ocsp)"),
         ("CRLs", u["crl_class1"], f"and {u['crl_class3']}"),
-        ("CA certificates (DER)", u["class1_crt"], f"and {u['class3_crt']}"),
+        ("CA certificates (DER)", u["class1_crt"],
+         f"and {u['class3_crt']}; the self-signed Class 3 root {u['class3_root_crt']}"),
         ("in certificates", f"{PUBLIC_PKI_URL}/...", "same paths; point clients at the local URLs above"),
         ("signer issuing (health)", u["signer_issue"] + "/readyz", "consumes Kafka; no public traffic"),
         ("notifier (health)", u["notifier"] + "/readyz", "sends all mail"),

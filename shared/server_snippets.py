@@ -8,9 +8,16 @@ the same text, so it is written once here. Two uses, as the CAcert FAQ describes
 * the **client-certificate** snippet makes the web server ask visitors for a client certificate
   and accept only those issued under the root it is given (`SSLCACertificateFile` +
   `SSLVerifyClient require` in Apache, `ssl_client_certificate` + `ssl_verify_client on` in nginx).
-  Which root decides who gets in: the Class 3 root admits Assured members only (the CA issues
-  Class 3 certificates only to members with 50 assurance points or more); the Class 1 root admits
-  every member, because the Class 3 root is itself signed by Class 1.
+  Which file decides who gets in (checked with a real Apache in
+  tests/integration/test_apache_client_trust.py):
+
+  - the **self-signed** Class 3 root alone admits Assured members only (the CA issues Class 3
+    certificates only to members with 50 assurance points or more). It must be the self-signed one:
+    OpenSSL, under Apache and nginx alike, wants a self-signed anchor and refuses everything when the
+    file holds only the Class 3 certificate signed by Class 1;
+  - the Class 1 root followed by the Class 3 certificate it signed (the roots page's PEM bundle) admits
+    every member. The Class 1 root alone admits Class 3 certificates only from clients that send the
+    Class 3 certificate along, which not every client does.
 """
 
 from __future__ import annotations
@@ -18,21 +25,39 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-ROOT_FILES = {1: "cacert-class1-root.pem", 3: "cacert-class3-root.pem"}
+ROOT_FILES = {1: "cacert-roots.pem", 3: "cacert-class3-root.pem"}
+"""The file a client-certificate configuration names, by the class whose members it admits. The names are
+those of the roots page's downloads (`ROOT_DOWNLOADS`)."""
+ROOT_DOWNLOADS = {1: "/roots/cacert-roots.pem", 3: "/roots/class3-root.pem"}
 
 
 @dataclasses.dataclass(frozen=True)
 class RootChoice:
-    """Which root to name in a client-certificate configuration, and whom it admits."""
+    """Which file to name in a client-certificate configuration, what is in it, and whom it admits."""
 
     cert_class: int
     admits: str
     filename: str
+    contents: str
+    why: str  # a sentence: why this file and not another
+    download: str  # the registration portal's path of that file
 
 
 ROOT_CHOICES = (
-    RootChoice(3, "assured members only (Class 3 certificates: 50 assurance points or more)", ROOT_FILES[3]),
-    RootChoice(1, "everyone with a certificate from this CA (Class 1 and Class 3)", ROOT_FILES[1]),
+    RootChoice(
+        3, "assured members only (Class 3 certificates: 50 assurance points or more)", ROOT_FILES[3],
+        "the self-signed Class 3 root",
+        "It must be the self-signed one: with only the Class 3 root signed by Class 1 as anchor, Apache and nginx "
+        "refuse every certificate.",
+        ROOT_DOWNLOADS[3],
+    ),
+    RootChoice(
+        1, "everyone with a certificate from this CA (Class 1 and Class 3)", ROOT_FILES[1],
+        "the Class 1 root followed by the Class 3 root it signed",
+        "With the Class 1 root alone, Class 3 certificates get in only from clients that send the Class 3 root "
+        "signed by Class 1 along, and not every client does.",
+        ROOT_DOWNLOADS[1],
+    ),
 )
 
 
@@ -51,28 +76,37 @@ class ServerSnippets:
             "nginx (server certificate):", self.nginx_server, "",
             "Asking visitors for a client certificate (Apache):", self.apache_client_auth, "",
             "The same in nginx:", self.nginx_client_auth, "",
-            "Which root to name in the client-certificate configuration:",
+            "Which file to name in the client-certificate configuration (from the CA's roots page):",
             *(f"  - {line}" for line in self.root_advice),
         ]
         return "\n".join(parts)
 
 
 def root_advice() -> tuple[str, ...]:
-    return tuple(f"{c.filename} (the Class {c.cert_class} root) admits {c.admits}" for c in ROOT_CHOICES)
+    return tuple(f"{c.filename} ({c.contents}) admits {c.admits}. {c.why}" for c in ROOT_CHOICES)
+
+
+def client_auth(client_root_class: int) -> tuple[str, str]:
+    """The Apache and nginx lines that require a client certificate under `ROOT_FILES[client_root_class]`."""
+    if client_root_class not in ROOT_FILES:
+        raise ValueError(f"client_root_class must be 1 or 3, not {client_root_class!r}")
+    root = f"/etc/ssl/certs/{ROOT_FILES[client_root_class]}"
+    apache = f"SSLCACertificateFile {root}\nSSLVerifyClient require\nSSLVerifyDepth  3"
+    nginx = f"ssl_client_certificate {root};\nssl_verify_client      on;\nssl_verify_depth       3;"
+    return apache, nginx
 
 
 def server_snippets(dns_names: Sequence[str], *, client_root_class: int = 3) -> ServerSnippets:
     """Configuration for a server certificate covering `dns_names` (the first is the site's name).
 
-    `client_root_class` is the root the client-certificate snippet names (3: assured members
-    only, 1: everyone); both choices are explained in `root_advice`.
+    `client_root_class` is the class whose root the client-certificate snippet names (3: the
+    self-signed Class 3 root, assured members only; 1: the Class 1 root with the Class 3 certificate,
+    everyone); both choices are explained in `root_advice`.
     """
-    if client_root_class not in ROOT_FILES:
-        raise ValueError(f"client_root_class must be 1 or 3, not {client_root_class!r}")
+    apache_lines, nginx_lines = client_auth(client_root_class)
     names = list(dns_names) or ["example.org"]
     site = names[0].removeprefix("*.")
     aliases = "".join(f"    ServerAlias {n}\n" for n in names[1:])
-    root = f"/etc/ssl/certs/{ROOT_FILES[client_root_class]}"
     apache_server = (
         "<VirtualHost *:443>\n"
         f"    ServerName {names[0]}\n"
@@ -93,16 +127,6 @@ def server_snippets(dns_names: Sequence[str], *, client_root_class: int = 3) -> 
         "    ssl_protocols       TLSv1.2 TLSv1.3;\n"
         "}"
     )
-    apache_client_auth = (
-        "# inside the <VirtualHost> above\n"
-        f"SSLCACertificateFile {root}\n"
-        "SSLVerifyClient require\n"
-        "SSLVerifyDepth  3"
-    )
-    nginx_client_auth = (
-        "# inside the server { } above\n"
-        f"ssl_client_certificate {root};\n"
-        "ssl_verify_client      on;\n"
-        "ssl_verify_depth       3;"
-    )
+    apache_client_auth = "# inside the <VirtualHost> above\n" + apache_lines
+    nginx_client_auth = "# inside the server { } above\n" + nginx_lines
     return ServerSnippets(apache_server, nginx_server, apache_client_auth, nginx_client_auth, root_advice())

@@ -1,6 +1,8 @@
 """Entry point of the signer.
 
     python -m services.signer init-ca    create the Class 1 / Class 3 hierarchy (refuses to overwrite)
+    python -m services.signer self-sign-class3
+                                         add the self-signed Class 3 root to a hierarchy made without it
     python -m services.signer issuing    issuing mode: holds CA keys, consumes Kafka, no public traffic
     python -m services.signer status     status mode: serves CRL and OCSP, holds no CA keys
     python -m services.signer renew-ocsp re-issue the delegated OCSP signer certificates
@@ -13,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from services.signer.settings import ISSUING, STATUS
+from services.signer.settings import ISSUING, STATUS, CeremonySettings
 from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
@@ -21,7 +23,7 @@ from shared.service import run, run_until_stopped
 
 def _init_ca(argv: list[str]) -> int:
     from services.signer.ca.ceremony import bootstrap
-    from services.signer.ca.hierarchy import HierarchyError
+    from services.signer.ca.hierarchy import HierarchyError, class3_root_path
     from services.signer.ca.keys import ALGORITHMS, KeyFileError
     from services.signer.ca.urls import CAUrls
     from services.signer.settings import CeremonySettings
@@ -31,14 +33,16 @@ def _init_ca(argv: list[str]) -> int:
     parser.add_argument(
         "--if-missing",
         action="store_true",
-        help="succeed without doing anything when a complete CA already exists",
+        help="when a CA already exists, only add its self-signed Class 3 root if that is missing",
     )
     args = parser.parse_args(argv)
     settings = load_or_exit(CeremonySettings)
     directory = settings.ca_dir
     if args.if_missing and (directory / "class1.crt.pem").exists():
-        print(f"CA already present in {directory}; nothing to do")
-        return 0
+        if class3_root_path(directory).exists():
+            print(f"CA already present in {directory}; nothing to do")
+            return 0
+        return _self_sign_class3_in(settings, "init-ca")
     try:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         hierarchy = bootstrap(
@@ -55,8 +59,39 @@ def _init_ca(argv: list[str]) -> int:
         return 1
     for ca in hierarchy.cas.values():
         print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()} ({ca.key_algorithm})")
+    print("class3-root: the same Class 3 subject and key, self-signed (the anchor for assured-only trust)")
     print(f"written to {directory} (keys encrypted with CACERT_CA_PASSPHRASE)")
     return 0
+
+
+def _self_sign_class3_in(settings: CeremonySettings, command: str) -> int:
+    from cryptography.hazmat.primitives import hashes
+
+    from services.signer.ca.ceremony import self_sign_class3
+    from services.signer.ca.hierarchy import HierarchyError, class3_root_path
+    from services.signer.ca.keys import KeyFileError
+
+    try:
+        twin = self_sign_class3(settings.ca_dir, settings.ca_passphrase)
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"{command} refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"{command} failed: cannot write {settings.ca_dir}: {exc.strerror}", file=sys.stderr)
+        return 1
+    print(f"written {class3_root_path(settings.ca_dir)}: {twin.subject.rfc4514_string()}, self-signed, "
+          f"until {twin.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, "
+          f"SHA-256 {twin.fingerprint(hashes.SHA256()).hex(':').upper()}")
+    print("publish it: mount it into the status mode (it serves /class3-root.crt), see docs/operations.md")
+    return 0
+
+
+def _self_sign_class3(argv: list[str]) -> int:
+    argparse.ArgumentParser(
+        prog="python -m services.signer self-sign-class3",
+        description="add class3-root.crt.pem (the self-signed Class 3 root) to CACERT_CA_DIR; refuses to overwrite",
+    ).parse_args(argv)
+    return _self_sign_class3_in(load_or_exit(CeremonySettings), "self-sign-class3")
 
 
 def _serve(mode: str, argv: list[str]) -> int:
@@ -103,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ISSUING: lambda a: _serve(ISSUING, a),
         STATUS: lambda a: _serve(STATUS, a),
         "renew-ocsp": _renew_ocsp,
+        "self-sign-class3": _self_sign_class3,
     }
     if not argv or argv[0] not in commands:
         print(__doc__, file=sys.stderr)

@@ -8,6 +8,9 @@ issuing process stores it.
 Routes follow `CAUrls.under()`, which is what issued certificates point at:
 `/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
 base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
+`/class3-root.crt` is the self-signed Class 3 root, the anchor for relying parties
+who trust Class 3 alone (no certificate points at it; 404 while the CA directory
+has none, see `self-sign-class3`).
 
 The delegated OCSP signers live 90 days and the issuing mode renews them (`ocsp_signers.py`); the
 status mode switches to a renewed one without a restart (`StatusEndpoints.use_signer`). `OCSPSignerExpiry`
@@ -30,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Gauge
 
 from services.signer.ca import ocsp
-from services.signer.ca.hierarchy import Hierarchy, OCSPSigner
+from services.signer.ca.hierarchy import CLASS3_ROOT, Hierarchy, OCSPSigner
 from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
 from services.signer.ca.serials import parse_serial_hex, serial_hex
 from services.signer.store import CertificateStore
@@ -124,6 +127,8 @@ class StatusEndpoints:
             self._lookups[ca.label] = lookup
             self._responders[ca.label] = ocsp.OCSPResponder(ca, lookup, validity=ocsp_validity)
         self._ca_der = {ca.label: ca.certificate.public_bytes(Encoding.DER) for ca in hierarchy.cas.values()}
+        if hierarchy.class3_root is not None:
+            self._ca_der[CLASS3_ROOT] = hierarchy.class3_root.public_bytes(Encoding.DER)
 
     def use_signer(self, label: str, signer: OCSPSigner) -> None:
         """Answer for CA ``label`` through ``signer`` from the next request on (a renewed delegate)."""
@@ -133,6 +138,7 @@ class StatusEndpoints:
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/{issuer:class[13]}.crl", self.crl)
         app.router.add_get("/{issuer:class[13]}.crt", self.ca_certificate)
+        app.router.add_get(f"/{{issuer:{CLASS3_ROOT}}}.crt", self.ca_certificate)
         app.router.add_post("/ocsp", self.ocsp_post)
         app.router.add_post("/ocsp/{issuer:class[13]}", self.ocsp_post)
         app.router.add_get("/ocsp/{issuer:class[13]}/{request:.+}", self.ocsp_get)
@@ -155,8 +161,11 @@ class StatusEndpoints:
         )
 
     async def ca_certificate(self, request: web.Request) -> web.Response:
+        der = self._ca_der.get(request.match_info["issuer"])
+        if der is None:  # class3-root.crt.pem not in the CA directory yet
+            return web.Response(status=404, text="not published here\n")
         return web.Response(
-            body=self._ca_der[request.match_info["issuer"]],
+            body=der,
             content_type="application/pkix-cert",
             headers={"Cache-Control": "public, max-age=86400"},
         )

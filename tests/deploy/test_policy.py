@@ -154,6 +154,7 @@ def test_only_the_issuing_signer_mounts_the_ca_keys(overlay: tuple[str, list[Obj
     assert {i["key"] for i in status_ca["items"]} == {
         "class1.crt.pem",
         "class3.crt.pem",
+        "class3-root.crt.pem",
         "ocsp-class1.crt.pem",
         "ocsp-class1.key.pem",
         "ocsp-class3.crt.pem",
@@ -215,6 +216,9 @@ def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> Non
     status = named(objects, "Ingress", "signer-status")
     assert "tls" not in status["spec"], "CRL/OCSP are served over plain http (BR 7.1.2.7.7)"
     assert status["metadata"]["annotations"]["nginx.ingress.kubernetes.io/ssl-redirect"] == "false"
+    status_paths = {p["path"] for rule in status["spec"]["rules"] for p in rule["http"]["paths"]}
+    # the CA certificates, the self-signed Class 3 root (the anchor for assured-only trust) among them
+    assert {"/class1.crt", "/class3.crt", "/class3-root.crt"} <= status_paths
 
 
 # --- NetworkPolicies -------------------------------------------------------------------------------

@@ -27,9 +27,9 @@ from tests.e2e.support import DemoRun
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 FILES = [
-    "class1_root.pem", "class3_root.pem", "server_class1.pem", "server_class1.key", "server_class3.pem",
-    "server_class3.key", "chain_class3.pem", "client_class1.pem", "client_class1.key", "revoked.pem",
-    "server_dns.pem", "server_dns.key", "summary.json",
+    "class1_root.pem", "class3_root.pem", "class3_root_self_signed.pem", "server_class1.pem", "server_class1.key",
+    "server_class3.pem", "server_class3.key", "chain_class3.pem", "client_class1.pem", "client_class1.key",
+    "revoked.pem", "server_dns.pem", "server_dns.key", "summary.json",
 ]  # fmt: skip
 LIVE = ["server_class1.pem", "client_class1.pem", "server_class3.pem", "server_dns.pem"]
 
@@ -143,7 +143,10 @@ def test_openssl_verifies_every_chain(demo: DemoRun) -> None:
     # Class 3 leaf: to the Class 1 root through the Class 3 certificate ...
     openssl("verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", d / "class1_root.pem",
             "-untrusted", d / "chain_class3.pem", d / "server_class3.pem")  # fmt: skip
-    # ... or with the Class 3 root alone as the anchor.
+    # ... or with the self-signed Class 3 root alone as the anchor (no partial chain needed) ...
+    openssl("verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", d / "class3_root_self_signed.pem",
+            d / "server_class3.pem")  # fmt: skip
+    # ... or with the Class-1-signed Class 3 certificate alone, where partial chains are allowed.
     openssl("verify", "-x509_strict", "-partial_chain", "-purpose", "sslserver", "-CAfile", d / "class3_root.pem",
             d / "server_class3.pem")  # fmt: skip
 
@@ -152,6 +155,11 @@ def test_openssl_refuses_the_wrong_anchor(demo: DemoRun) -> None:
     d = demo.out
     # A Class 1 certificate (unassured member) does not chain to the Class 3 root.
     result = openssl("verify", "-partial_chain", "-CAfile", d / "class3_root.pem", d / "server_class1.pem", check=False)
+    assert result.returncode != 0
+    result = openssl("verify", "-CAfile", d / "class3_root_self_signed.pem", d / "server_class1.pem", check=False)
+    assert result.returncode != 0
+    # Without partial chains the Class-1-signed Class 3 certificate is no anchor: its issuer is missing.
+    result = openssl("verify", "-CAfile", d / "class3_root.pem", d / "server_class3.pem", check=False)
     assert result.returncode != 0
     # Without its chain, a Class 3 leaf does not reach the Class 1 root.
     result = openssl("verify", "-CAfile", d / "class1_root.pem", d / "server_class3.pem", check=False)

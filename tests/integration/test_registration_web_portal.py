@@ -328,15 +328,19 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     class1, class3 = _ca_cert("Test Class 1 Root", 1), _ca_cert("Test Class 3", 3)
+    class3_root = _ca_cert("Test Class 3 self-signed", 33)
     fetched: list[str] = []
+    publish_twin = True  # a signer whose CA directory has class3-root.crt.pem
 
     async def serve(request: web.Request) -> web.Response:
         fetched.append(request.path)
-        cert = class1 if request.path == "/class1.crt" else class3
+        cert = {"/class1.crt": class1, "/class3.crt": class3, "/class3-root.crt": class3_root}[request.path]
+        if cert is class3_root and not publish_twin:
+            return web.Response(status=404)
         return web.Response(body=cert.public_bytes(Encoding.DER), content_type="application/pkix-cert")
 
     app = web.Application()
-    app.router.add_get("/{name:class[13]}.crt", serve)
+    app.router.add_get("/{name:class1|class3|class3-root}.crt", serve)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -348,7 +352,7 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
             async with http.get(stack.api.base + "/roots") as page:
                 text = await page.text()
                 assert page.status == 200
-            for label, cert in (("class1", class1), ("class3", class3)):
+            for label, cert in (("class1", class1), ("class3", class3), ("class3-root", class3_root)):
                 sha256 = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
                 sha1 = ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA1()))  # noqa: S303
                 assert f'id="{label}-sha256">{sha256}<' in text and f'id="{label}-sha1">{sha1}<' in text
@@ -370,7 +374,33 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
             assert "subject=CN = Test Class 1 Root" in printed and "subject=CN = Test Class 3" in printed, printed
             async with http.get(f"{stack.api.base}/roots/cacert-roots.pem") as pem:
                 assert await pem.read() == class1.public_bytes(Encoding.PEM) + class3.public_bytes(Encoding.PEM)
-            assert fetched == ["/class1.crt", "/class3.crt"]  # cached after the first fetch
+            assert fetched == ["/class1.crt", "/class3.crt", "/class3-root.crt"]  # cached after the first fetch
+            # the advice: assured members only = the self-signed Class 3 root alone; everyone = the bundle
+            assert text.index('id="class1"') < text.index('id="class3-root"') < text.index('id="class3"')
+            assert "Class 3 root (self-signed)" in text and "Class 3 root signed by Class 1" in text
+            assert 'id="no-class3-root"' not in text
+            assert ('<code id="apache-client-auth-class3">SSLCACertificateFile /etc/ssl/certs/cacert-class3-root.pem\n'
+                    "SSLVerifyClient require") in text
+            assert "ssl_client_certificate /etc/ssl/certs/cacert-class3-root.pem;" in text
+            assert "SSLCACertificateFile /etc/ssl/certs/cacert-roots.pem" in text
+            assert 'href="/roots/class3-root.pem"' in text
+            async with http.get(f"{stack.api.base}/roots/class3-root.pem") as pem:
+                assert pem.headers["Content-Disposition"] == 'attachment; filename="cacert-class3-root.pem"'
+
+        # a signer whose CA directory has no self-signed Class 3 root yet (404): the page says so
+        publish_twin = False
+        fetched.clear()
+        async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:
+            async with http.get(stack.api.base + "/roots") as page:
+                text = await page.text()
+                assert page.status == 200
+            assert fetched == ["/class1.crt", "/class3.crt", "/class3-root.crt"]
+            assert 'id="no-class3-root"' in text and 'id="class3-root"' not in text
+            assert 'id="class1-sha256"' in text and 'id="class3-sha256"' in text
+            async with http.get(f"{stack.api.base}/roots/class3-root.pem") as download:
+                assert download.status == 404
+            async with http.get(f"{stack.api.base}/roots/cacert-roots.pem") as pem:
+                assert await pem.read() == class1.public_bytes(Encoding.PEM) + class3.public_bytes(Encoding.PEM)
     finally:
         await runner.cleanup()
 
@@ -479,8 +509,9 @@ async def test_certificate_page_shows_server_and_client_certificate_snippets_and
     assert "assured members only" in text and "everyone with a certificate from this CA" in text
     assert f'href="/account/certificates/{serial}/renew"' in text
     status, text, _ = await owner.get(f"/account/certificates/{serial}?client_root=1")
-    assert "SSLCACertificateFile /etc/ssl/certs/cacert-class1-root.pem" in text
-    assert "ssl_client_certificate /etc/ssl/certs/cacert-class1-root.pem;" in text
+    assert "SSLCACertificateFile /etc/ssl/certs/cacert-roots.pem" in text
+    assert "ssl_client_certificate /etc/ssl/certs/cacert-roots.pem;" in text
+    assert 'href="/roots/class3-root.pem"' in text and 'href="/roots/cacert-roots.pem"' in text
 
     status, text, _ = await owner.get(f"/account/certificates/{serial}/renew")
     assert status == 200 and f'name="renew" value="{serial}"' in text and "www.sam.example, sam.example" in text

@@ -134,6 +134,7 @@ async def test_each_profile_and_class_is_issued_with_a_verifiable_chain(
             untrusted.write_text(event.data["chain_pem"])
             openssl("verify", "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf))
             openssl("verify", "-partial_chain", "-CAfile", str(class3), str(leaf))
+            openssl("verify", "-CAfile", str(ca_dir / "class3-root.crt.pem"), str(leaf))  # the self-signed anchor
             assert event.data["trust_anchors"] == ["class1", "class3"]
         else:
             assert event.data["chain_pem"] == ""
@@ -310,18 +311,22 @@ async def test_status_mode_runs_without_the_ca_key_files(
         kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, tmp_path: Path) -> None:
     public = tmp_path / "status-ca"
     public.mkdir()
-    for name in ("class1.crt.pem", "class3.crt.pem", "ocsp-class1.crt.pem", "ocsp-class1.key.pem",
-                 "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
+    for name in ("class1.crt.pem", "class3.crt.pem", "class3-root.crt.pem", "ocsp-class1.crt.pem",
+                 "ocsp-class1.key.pem", "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
         (public / name).write_bytes((ca_dir / name).read_bytes())
     status = SignerService(signer_settings(kafka_settings, mongo_settings, public), mode="status")
     await status.start()
     try:
         import aiohttp
 
-        async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{status.http_port}/class1.crt") as response:
-            assert response.status == 200
-            assert x509.load_der_x509_certificate(await response.read()).subject.rfc4514_string()
+        async with aiohttp.ClientSession() as http:
+            for name in ("class1", "class3", "class3-root"):
+                async with http.get(f"http://127.0.0.1:{status.http_port}/{name}.crt") as response:
+                    assert response.status == 200 and response.content_type == "application/pkix-cert"
+                    served = x509.load_der_x509_certificate(await response.read())
+                assert served == x509.load_pem_x509_certificate((public / f"{name}.crt.pem").read_bytes())
+            async with http.get(f"http://127.0.0.1:{status.http_port}/class1-root.crt") as response:
+                assert response.status == 404
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{status.http_port}/metrics") as response:
                 metrics = await response.text()
@@ -337,6 +342,28 @@ async def test_status_mode_runs_without_the_ca_key_files(
                 assert samples[("cacert_ca_certificate_expiry_seconds", (("ca", label), ("kind", kind)))] == (
                     ends.timestamp())
         assert ready["checks"]["ocsp_signers"] is True
+    finally:
+        await status.stop()
+
+
+async def test_status_mode_of_a_ca_directory_without_the_self_signed_class3_root(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, tmp_path: Path) -> None:
+    """A CA directory made before `class3-root.crt.pem` existed keeps working; only that URL is missing."""
+    old = tmp_path / "old-ca"
+    old.mkdir()
+    for name in ("class1.crt.pem", "class3.crt.pem", "ocsp-class1.crt.pem", "ocsp-class1.key.pem",
+                 "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
+        (old / name).write_bytes((ca_dir / name).read_bytes())
+    status = SignerService(signer_settings(kafka_settings, mongo_settings, old), mode="status")
+    await status.start()
+    try:
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{status.http_port}/class3.crt") as response:
+                assert response.status == 200
+            async with http.get(f"http://127.0.0.1:{status.http_port}/class3-root.crt") as response:
+                assert response.status == 404
     finally:
         await status.stop()
 

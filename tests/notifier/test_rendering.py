@@ -182,7 +182,9 @@ def test_server_certificate_mail_shows_the_shared_client_certificate_snippets_an
         assert f"  - {line}\n" in text
     class3_line, class1_line = root_advice()
     assert "assured members only" in class3_line and "cacert-class3-root.pem" in class3_line
-    assert "everyone" in class1_line and "cacert-class1-root.pem" in class1_line
+    assert "self-signed Class 3 root" in class3_line
+    assert "everyone" in class1_line and "cacert-roots.pem" in class1_line
+    assert "They name the self-signed Class 3 root." in text
 
 
 def test_client_and_code_signing_mails_get_no_server_snippets(ca: CertFactory) -> None:

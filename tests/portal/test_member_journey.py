@@ -223,7 +223,13 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
                               text=True, check=False)
     assert verified.returncode == 0 and verified.stdout.strip().endswith(": OK"), verified.stdout + verified.stderr
     async with page.expect_download() as pending:
-        await page.get_by_role("link", name="Both roots (PKCS#7, .p7b)").click()
+        await page.get_by_role("link", name="Download class3-root (PEM)").click()
+    twin = tmp_path / "cacert-class3-root.pem"
+    await (await pending.value).save_as(str(twin))
+    assert twin.read_bytes() == (system.ca_dir / "class3-root.crt.pem").read_bytes()  # the self-signed Class 3 root
+    await expect(page.locator("#apache-client-auth-class3")).to_contain_text("cacert-class3-root.pem")
+    async with page.expect_download() as pending:
+        await page.get_by_role("link", name="Class 1 and Class 3 (PKCS#7, .p7b)").click()
     bundle = tmp_path / "cacert-roots.p7b"
     await (await pending.value).save_as(str(bundle))
     printed = subprocess.run(["openssl", "pkcs7", "-inform", "DER", "-in", str(bundle), "-print_certs"],

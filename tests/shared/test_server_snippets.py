@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.server_snippets import server_snippets
+from shared.server_snippets import ROOT_CHOICES, client_auth, server_snippets
 
 
 def test_client_auth_names_the_chosen_root_and_requires_a_certificate() -> None:
@@ -16,7 +16,7 @@ def test_client_auth_names_the_chosen_root_and_requires_a_certificate() -> None:
     assert "ServerAlias example.org" in s.apache_server
     assert "server_name www.example.org example.org;" in s.nginx_server
     everyone = server_snippets(["www.example.org"], client_root_class=1)
-    assert "cacert-class1-root.pem" in everyone.apache_client_auth
+    assert "SSLCACertificateFile /etc/ssl/certs/cacert-roots.pem" in everyone.apache_client_auth
 
 
 def test_the_advice_says_which_root_admits_whom() -> None:
@@ -25,6 +25,21 @@ def test_the_advice_says_which_root_admits_whom() -> None:
     assert any("Class 1" in line and "everyone" in line for line in advice)
     text = server_snippets(["a.example.org"]).as_text()
     assert "SSLVerifyClient require" in text and "assured members only" in text
+
+
+def test_the_advice_names_the_self_signed_class3_root_and_the_bundle() -> None:
+    """What tests/integration/test_apache_client_trust.py checks with a real Apache."""
+    class3, everyone = ROOT_CHOICES
+    assert (class3.cert_class, class3.filename, class3.download) == (
+        3, "cacert-class3-root.pem", "/roots/class3-root.pem")
+    assert "self-signed" in class3.contents and "signed by Class 1" in class3.why
+    assert (everyone.cert_class, everyone.filename, everyone.download) == (
+        1, "cacert-roots.pem", "/roots/cacert-roots.pem")
+    assert "followed by the Class 3 root" in everyone.contents
+    apache, nginx = client_auth(3)
+    assert apache.splitlines() == [
+        "SSLCACertificateFile /etc/ssl/certs/cacert-class3-root.pem", "SSLVerifyClient require", "SSLVerifyDepth  3"]
+    assert nginx.splitlines()[0] == "ssl_client_certificate /etc/ssl/certs/cacert-class3-root.pem;"
 
 
 def test_a_wildcard_site_files_under_its_base_name() -> None:

@@ -1,4 +1,4 @@
-"""`python -m services.signer init-ca` / `renew-ocsp`: a bad setting stops with one line naming it."""
+"""`python -m services.signer init-ca`, `renew-ocsp`, `self-sign-class3`: settings, output, refusals."""
 
 from __future__ import annotations
 
@@ -54,3 +54,43 @@ def test_renew_ocsp_with_the_wrong_passphrase_is_refused_without_a_traceback(tmp
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "renew-ocsp refused" in result.stderr
     assert "not it" not in result.stderr
+
+
+def test_self_sign_class3_adds_the_twin_to_an_old_directory_once(tmp_path: Path) -> None:
+    """A directory made before the self-signed Class 3 root existed gets it from `self-sign-class3`
+    (or from `init-ca --if-missing`, which devstack runs); a second run refuses to overwrite it."""
+    env = {"CACERT_CA_DIR": str(tmp_path / "ca"), "CACERT_CA_PASSPHRASE": "a passphrase",
+           "CACERT_CA_ALGORITHM": "p256"}
+    created = signer("init-ca", env=env)
+    assert created.returncode == 0, created.stderr
+    assert "class3-root" in created.stdout
+    twin = tmp_path / "ca" / "class3-root.crt.pem"
+    assert twin.exists()
+
+    twin.unlink()  # the layout before the twin existed
+    added = signer("self-sign-class3", env=env)
+    assert added.returncode == 0, added.stderr
+    assert "class3-root.crt.pem" in added.stdout and "SHA-256" in added.stdout
+    first = twin.read_bytes()
+    again = signer("self-sign-class3", env=env)
+    assert again.returncode == 1 and "refusing to overwrite" in again.stderr and "Traceback" not in again.stderr
+    assert twin.read_bytes() == first
+
+    twin.unlink()
+    migrated = signer("init-ca", "--if-missing", env=env)
+    assert migrated.returncode == 0, migrated.stderr
+    assert twin.exists() and "class3-root.crt.pem" in migrated.stdout
+    unchanged = twin.read_bytes()
+    assert "nothing to do" in signer("init-ca", "--if-missing", env=env).stdout
+    assert twin.read_bytes() == unchanged
+
+
+def test_self_sign_class3_with_the_wrong_passphrase_is_refused(tmp_path: Path) -> None:
+    env = {"CACERT_CA_DIR": str(tmp_path / "ca"), "CACERT_CA_PASSPHRASE": "a passphrase",
+           "CACERT_CA_ALGORITHM": "p256"}
+    assert signer("init-ca", env=env).returncode == 0
+    (tmp_path / "ca" / "class3-root.crt.pem").unlink()
+    result = signer("self-sign-class3", env={**env, "CACERT_CA_PASSPHRASE": "not it"})
+    assert result.returncode == 1 and "self-sign-class3 refused" in result.stderr
+    assert "Traceback" not in result.stderr and "not it" not in result.stderr
+    assert not (tmp_path / "ca" / "class3-root.crt.pem").exists()

@@ -23,6 +23,7 @@ FILES = [
     "class1.key.pem",
     "class3.crt.pem",
     "class3.key.pem",
+    "class3-root.crt.pem",
     "ocsp-class1.crt.pem",
     "ocsp-class1.key.pem",
     "ocsp-class3.crt.pem",
@@ -38,7 +39,7 @@ def ext(cert: x509.Certificate, kind: type) -> x509.Extension:
     return cert.extensions.get_extension_for_class(kind)
 
 
-def test_bootstrap_writes_the_eight_files_keys_private(ca_dir: Path) -> None:
+def test_bootstrap_writes_the_nine_files_keys_private(ca_dir: Path) -> None:
     assert sorted(p.name for p in ca_dir.iterdir()) == sorted(FILES)
     for name in FILES:
         if name.endswith(".key.pem"):

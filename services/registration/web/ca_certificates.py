@@ -3,7 +3,10 @@
 The registration service holds no CA files. It fetches `/class1.crt` and
 `/class3.crt` (DER) from CACERT_CA_CERTS_URL, the signer's public status base
 URL, keeps them for CACERT_CA_CERTS_CACHE_SECONDS, and keeps serving the last
-good copy if a refresh fails.
+good copy if a refresh fails. It also fetches `/class3-root.crt`, the self-signed
+Class 3 root (the anchor for relying parties who trust assured members only); a
+404 there means the signer's CA directory does not have it yet (`self-sign-class3`),
+and the page goes on without it.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from shared.logging import get_logger
 
 log = get_logger("registration.web.ca")
 LABELS = ("class1", "class3")
+"""The issuing CAs' certificates, what chains are made of (`class3` is the one signed by Class 1)."""
+CLASS3_ROOT = "class3-root"
+"""The self-signed Class 3 root: a trust anchor only, optional (older signers do not publish it)."""
 MAX_BYTES = 64 * 1024
 
 
@@ -94,7 +100,8 @@ class CaCertificates:
         self._lock = asyncio.Lock()
 
     async def all(self) -> dict[str, CaCertificate]:
-        """Both CA certificates; CaUnavailable if they cannot be fetched and none is cached."""
+        """The CA certificates by label (`LABELS`, and `CLASS3_ROOT` when the signer publishes it);
+        CaUnavailable if they cannot be fetched and none is cached."""
         if self._cached and time.monotonic() - self._fetched_at < self._ttl:
             return self._cached
         async with self._lock:
@@ -119,8 +126,10 @@ class CaCertificates:
         timeout = aiohttp.ClientTimeout(total=5)
         result = {}
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            for label in LABELS:
+            for label in (*LABELS, CLASS3_ROOT):
                 async with http.get(f"{self._base}/{label}.crt") as response:
+                    if label == CLASS3_ROOT and response.status == 404:
+                        continue  # not in the signer's CA directory yet
                     response.raise_for_status()
                     body = await response.content.read(MAX_BYTES + 1)
                     if len(body) > MAX_BYTES:

@@ -1,4 +1,5 @@
-"""The relying parties' page: both CA certificates, their fingerprints, downloads one by one and as bundles."""
+"""The relying parties' page: the CA certificates, their fingerprints, downloads one by one and as bundles, and
+which file to trust for whom (the self-signed Class 3 root for assured members only, the Class 1 root for all)."""
 
 from __future__ import annotations
 
@@ -6,23 +7,40 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from services.registration.certificates import FORMATS
-from services.registration.web.ca_certificates import LABELS, CaCertificate, CaCertificates, CaUnavailable
+from services.registration.web.ca_certificates import (
+    CLASS3_ROOT,
+    LABELS,
+    CaCertificate,
+    CaCertificates,
+    CaUnavailable,
+)
 from services.registration.web.forms import Form, Route
 from services.registration.web.rendering import render
 from services.registration.web.security import Visitor
+from shared.http import ApiError
+from shared.server_snippets import ROOT_CHOICES, client_auth
 
 BUNDLE_NAME = "cacert-roots"
 # The same media type as a member's own .p7b download (certs-only PKCS#7, RFC 8551).
 PKCS7_TYPE = FORMATS["p7b"][0]
 
 
+TITLES = {
+    "class1": "Class 1 root",
+    CLASS3_ROOT: "Class 3 root (self-signed)",
+    "class3": "Class 3 root signed by Class 1",
+}
+ORDER = ("class1", CLASS3_ROOT, "class3")
+
+
 def pem_bundle(cas: list[CaCertificate]) -> bytes:
-    """Both roots, Class 1 first, concatenated PEM (what `SSLCACertificateFile` and most tools read)."""
+    """The Class 1 root and the Class 3 certificate it signed, concatenated PEM: the `SSLCACertificateFile` that
+    admits every member's client certificate, whether or not the client sends the Class 3 certificate."""
     return b"".join(ca.pem for ca in cas)
 
 
 def pkcs7_bundle(cas: list[CaCertificate]) -> bytes:
-    """Both roots in one DER PKCS#7 certs-only structure (Windows, IIS, Java `keytool -importcert`)."""
+    """The same two in one DER PKCS#7 certs-only structure (Windows, IIS, Java `keytool -importcert`)."""
     return pkcs7.serialize_certificates([ca.certificate for ca in cas], Encoding.DER)
 
 
@@ -40,26 +58,33 @@ class RootPages:
     def routes(self) -> list[Route]:
         return [
             ("GET", "/roots", self.roots, "public"),
-            ("GET", "/roots/{label:class[13]}.{fmt:pem|der}", self.root_download, "public"),
+            ("GET", "/roots/{label:class1|class3|class3-root}.{fmt:pem|der}", self.root_download, "public"),
             ("GET", f"/roots/{BUNDLE_NAME}.{{fmt:pem|p7b}}", self.bundle_download, "public"),
         ]
 
     async def _both(self) -> list[CaCertificate]:
+        """The issuing CAs' certificates, Class 1 first (the bundles)."""
         certificates = await self._ca.all()
         return [certificates[label] for label in LABELS if label in certificates]
 
     async def roots(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         try:
-            cas = await self._both()
+            certificates = await self._ca.all()
         except CaUnavailable:
             return render(visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=None, status=503)
+        snippets = [(choice, *client_auth(choice.cert_class)) for choice in ROOT_CHOICES]
         return render(
-            visitor, "roots.html", title="Trust the CAcert roots", section="roots", cas=cas, bundle=BUNDLE_NAME,
+            visitor, "roots.html", title="Trust the CAcert roots", section="roots",
+            cas=[certificates[label] for label in ORDER if label in certificates],
+            issuing=[certificates[label] for label in LABELS if label in certificates],
+            class3_root=certificates.get(CLASS3_ROOT), titles=TITLES, snippets=snippets, bundle=BUNDLE_NAME,
             local_status_url=self._local_status_url,
         )
 
     async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         label, fmt = request.match_info["label"], request.match_info["fmt"]
+        if label == CLASS3_ROOT and CLASS3_ROOT not in await self._ca.all():
+            raise ApiError(404, "not_found", "the signer does not publish a self-signed Class 3 root yet")
         ca = await self._ca.get(label)
         if fmt == "pem":
             return _attachment(ca.pem, "application/x-pem-file", f"cacert-{label}.pem")

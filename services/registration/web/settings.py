@@ -15,8 +15,8 @@ class WebSettings:
     ca_certs_url: str = setting(
         "CACERT_CA_CERTS_URL",
         "http://127.0.0.1:8083",
-        help="base URL serving the public CA certificates /class1.crt and /class3.crt (the signer's status "
-        "endpoint); fetched for the relying-party page and cached",
+        help="base URL serving the public CA certificates /class1.crt, /class3.crt and /class3-root.crt "
+        "(the signer's status endpoint); fetched for the relying-party page and cached",
     )
     ca_certs_cache_seconds: float = setting(
         "CACERT_CA_CERTS_CACHE_SECONDS", 3600.0, help="how long fetched CA certificates are cached"

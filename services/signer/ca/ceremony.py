@@ -1,5 +1,7 @@
-"""The creation ceremony of the hierarchy: new keys, the Class 1 root, the Class 3 CA under it and a
-delegated OCSP signer per CA, written encrypted into one directory (``init-ca``); and the renewal of
+"""The creation ceremony of the hierarchy: new keys, the Class 1 root, the Class 3 CA under it, the
+self-signed Class 3 root (the same Class 3 key and subject, an anchor for relying parties who trust
+assured members only) and a delegated OCSP signer per CA, written encrypted into one directory
+(``init-ca``; ``self_sign_class3`` adds the self-signed Class 3 root to an older directory); and the renewal of
 the short-lived OCSP signers: offline into the files (``renew-ocsp``), or in memory for the issuing mode's
 automatic renewal (``reissue_ocsp_signer``). The files it writes are what ``hierarchy.load_hierarchy`` reads.
 """
@@ -25,6 +27,8 @@ from services.signer.ca.hierarchy import (
     OCSPSigner,
     all_paths,
     certificate_path,
+    check_class3_root,
+    class3_root_path,
     key_path,
     load_hierarchy,
     ocsp_certificate_path,
@@ -187,6 +191,54 @@ def create_class3_certificate(
     return builder.sign(root_key, keys.signature_hash(root_key))
 
 
+def create_class3_root_certificate(
+    key: PrivateKey, class3: x509.Certificate, now: dt.datetime
+) -> x509.Certificate:
+    """The self-signed Class 3 root: a twin of ``class3`` (the Class-1-signed Class 3 certificate of
+    ``key``) with the same subject, public key and subject key identifier, so every certificate the
+    Class 3 key signs verifies under either, like a cross-signed root.
+
+    Root profile (BR 7.1.2.1): basicConstraints CA (pathLen 0, as ``class3``: the Class 3 key signs
+    leaves only; pkilint warns that a root's pathLen is not recommended, as it does for the Class 1
+    root), keyUsage keyCertSign and cRLSign, the SKI copied from ``class3`` and the AKI naming that same
+    key (BR 7.1.2.1.3; pkilint warns when a root lacks it). No CRL Distribution Points, AIA or policies:
+    nothing above a root to point at. Validity: from ``now`` (BR 7.1.2.1.1: within a week of signing, so
+    a later ``self_sign_class3`` does not backdate) until ``class3`` ends, so the Class 3 key is trusted
+    for exactly as long under either anchor.
+    """
+    ski = class3.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    not_after = class3.not_valid_after_utc
+    if not_after <= now:
+        raise HierarchyError("the Class 3 certificate has ended; a self-signed twin would end before it starts")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(class3.subject)
+        .issuer_name(class3.subject)
+        .public_key(key.public_key())
+        .serial_number(new_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    return builder.sign(key, keys.signature_hash(key))
+
+
 def create_ocsp_signer_certificate(
     cert_class: CertClass,
     ca_certificate: x509.Certificate,
@@ -252,9 +304,10 @@ def bootstrap(
     names: HierarchyNames | None = None,
     lifetimes: Lifetimes | None = None,
 ) -> Hierarchy:
-    """Create both CAs and their OCSP signers in ``directory`` and return the loaded hierarchy.
+    """Create both CAs, the self-signed Class 3 root and the OCSP signers in ``directory`` and return
+    the loaded hierarchy.
 
-    Nothing is written unless none of the eight files exists: a second bootstrap over a live CA
+    Nothing is written unless none of the nine files exists: a second bootstrap over a live CA
     would orphan every certificate it issued. Keys are written with ``O_EXCL`` as a second guard
     against a concurrent bootstrap. ``class1_urls`` are the Class 1 CRL/OCSP/certificate URLs that
     the Class 3 certificate points at. A bootstrap interrupted half-way leaves files that a rerun
@@ -264,7 +317,7 @@ def bootstrap(
     lifetimes = lifetimes or Lifetimes()
     moment = _utc_seconds(now)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    existing = [str(p) for p in all_paths(directory) if p.exists()]
+    existing = [str(p) for p in [*all_paths(directory), class3_root_path(directory)] if p.exists()]
     if existing:
         raise HierarchyError(f"refusing to overwrite an existing hierarchy: {', '.join(existing)} exist")
 
@@ -274,6 +327,7 @@ def bootstrap(
     class3 = create_class3_certificate(
         class3_key, root, root_key, class1_urls, names, moment, lifetimes.class3_days
     )
+    class3_root = create_class3_root_certificate(class3_key, class3, moment)
     materials = {CertClass.CLASS1: (root, root_key), CertClass.CLASS3: (class3, class3_key)}
 
     for cert_class, (ca_cert, ca_key) in materials.items():
@@ -288,8 +342,28 @@ def bootstrap(
             raise HierarchyError(str(exc)) from None
         _write_new_file(certificate_path(directory, cert_class), _pem(ca_cert))
         _write_new_file(ocsp_certificate_path(directory, cert_class), _pem(signer_cert))
+    _write_new_file(class3_root_path(directory), _pem(class3_root))
 
     return load_hierarchy(directory, passphrase)
+
+
+def self_sign_class3(directory: Path, passphrase: bytes, *, now: dt.datetime | None = None) -> x509.Certificate:
+    """Add the self-signed Class 3 root to a hierarchy made before it existed (``self-sign-class3``).
+
+    Loads and cross-checks the directory first, needs the Class 3 key, and refuses when
+    ``class3-root.crt.pem`` exists. Nothing else is touched: every certificate issued so far keeps
+    verifying as before, and now also under the new anchor (same subject, key and SKI).
+    """
+    moment = _utc_seconds(now)
+    path = class3_root_path(directory)
+    if path.exists():
+        raise HierarchyError(f"refusing to overwrite existing file {path}")
+    loaded = load_hierarchy(directory, passphrase)
+    class3 = loaded.issuing_ca(CertClass.CLASS3)
+    twin = create_class3_root_certificate(class3.signing_key, class3.certificate, moment)
+    check_class3_root(twin, class3.certificate)
+    _write_new_file(path, _pem(twin))
+    return twin
 
 
 def renew_ocsp_signer(

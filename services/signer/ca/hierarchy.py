@@ -15,6 +15,14 @@ On disk (one directory, certificates PEM, keys encrypted PKCS#8 PEM with mode 06
 
     class1.crt.pem  class1.key.pem  ocsp-class1.crt.pem  ocsp-class1.key.pem
     class3.crt.pem  class3.key.pem  ocsp-class3.crt.pem  ocsp-class3.key.pem
+    class3-root.crt.pem
+
+``class3-root.crt.pem`` is the *self-signed* Class 3 root: the same subject, key and subject key
+identifier as ``class3.crt.pem`` (like a cross-signed root), published for relying parties whose software
+wants a self-signed anchor (OpenSSL, so Apache's ``SSLCACertificateFile`` and nginx's
+``ssl_client_certificate``, refuses a chain that ends in a certificate whose issuer it does not have).
+It is optional here, since a directory made before it existed has none (``self-sign-class3`` adds it);
+chains sent with certificates keep using ``class3.crt.pem``, which is what leads on to Class 1.
 
 This module is the runtime model: ``load_hierarchy`` reads and cross-checks the files into the
 ``IssuingCA`` objects the issuer, the CRL publisher and the OCSP responder use. Creating them is
@@ -128,6 +136,9 @@ class Hierarchy:
     """Both issuing CAs, loaded and checked for consistency."""
 
     cas: Mapping[CertClass, IssuingCA]
+    class3_root: x509.Certificate | None = None
+    """The self-signed Class 3 root (``class3-root.crt.pem``), a trust anchor only: never in a chain. None
+    in a directory that does not have it yet."""
 
     @property
     def root(self) -> x509.Certificate:
@@ -190,6 +201,13 @@ def ocsp_key_path(directory: Path, cert_class: CertClass) -> Path:
     return directory / f"ocsp-{cert_class.label}.key.pem"
 
 
+CLASS3_ROOT = "class3-root"
+"""The self-signed Class 3 root's name: its file ``class3-root.crt.pem`` and URL ``/class3-root.crt``."""
+
+
+def class3_root_path(directory: Path) -> Path:
+    return directory / f"{CLASS3_ROOT}.crt.pem"
+
 
 def all_paths(directory: Path) -> list[Path]:
     return [
@@ -238,9 +256,32 @@ def check_ocsp_signer(signer: OCSPSigner, ca_certificate: x509.Certificate, what
         raise HierarchyError(f"{what} lacks the id-kp-OCSPSigning extended key usage")
 
 
+def check_class3_root(twin: x509.Certificate, class3: x509.Certificate) -> None:
+    """``twin`` is a self-signed Class 3 root of the same CA as ``class3`` (the Class-1-signed Class 3
+    certificate): self-signed, a CA, the same subject, public key and subject key identifier, so every
+    certificate the Class 3 key signed verifies under either. ``HierarchyError`` otherwise."""
+    what = f"{CLASS3_ROOT} (the self-signed Class 3 root)"
+    _check_issued(twin, twin, f"{what} (must be self-signed)")
+    if twin.subject != class3.subject:
+        raise HierarchyError(f"{what} has another subject than class3: {twin.subject.rfc4514_string()}")
+    if not keys.public_keys_equal(twin.public_key(), class3.public_key()):
+        raise HierarchyError(f"{what} does not have the key of class3")
+    try:
+        twin_ski = twin.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        constraints = twin.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound as exc:
+        raise HierarchyError(f"{what} lacks {exc.oid.dotted_string}") from None
+    class3_ski = class3.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    if twin_ski != class3_ski:
+        raise HierarchyError(f"{what} has another subject key identifier than class3")
+    if not constraints.ca:
+        raise HierarchyError(f"{what} is not a CA certificate")
+
+
 def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) -> Hierarchy:
-    """Load and cross-check the eight files: every certificate is signed by its issuer and every
-    key belongs to its certificate, so a mixed-up deployment fails at start-up, not at signing.
+    """Load and cross-check the eight files, and the self-signed Class 3 root where it exists: every
+    certificate is signed by its issuer and every key belongs to its certificate, so a mixed-up
+    deployment fails at start-up, not at signing.
 
     With ``ca_keys=False`` (the public status mode) the CA key files are neither read nor needed:
     only the certificates and the delegated OCSP signers are loaded."""
@@ -261,9 +302,15 @@ def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) 
     _check_issued(root, root, "class1 (must be self-signed)")
     _check_issued(class3, root, "class3")
 
+    twin_path = class3_root_path(directory)
+    twin = read_certificate(twin_path) if twin_path.exists() else None
+    if twin is not None:
+        check_class3_root(twin, class3)
+
     chains = {CertClass.CLASS1: (root,), CertClass.CLASS3: (class3, root)}
     return Hierarchy(
         cas={
             cls: IssuingCA(cls, cert, key, signer, chains[cls]) for cls, (cert, key, signer) in loaded.items()
-        }
+        },
+        class3_root=twin,
     )
