@@ -1,8 +1,10 @@
 """FerretDB v1.24.2: the MongoDB wire protocol without a MongoDB server.
 
-Its storage is SQLite (the default: no server of its own) or PostgreSQL (devstack/postgres.py),
-chosen with CACERT_STACK_MONGO_BACKEND=sqlite|postgresql; docs/decisions.md has the measurements
-behind the default. Switching keeps each backend's data apart: the other backend's data is not moved.
+Its storage is PostgreSQL (devstack/postgres.py, the default for a new stack) or SQLite (no server of
+its own), chosen with CACERT_STACK_MONGO_BACKEND=postgresql|sqlite; docs/decisions.md has the
+measurements behind the default. A stack keeps the backend its data was created with (recorded in
+the state dir; a state dir from before the choice existed holds SQLite files and stays on SQLite), so
+an upgrade never starts on an empty database beside the old one; `./dev down --wipe` starts afresh.
 
 Built once from the Go module proxy into the cache. A plain
 `go install github.com/FerretDB/FerretDB/cmd/ferretdb@v1.24.2` produces a binary that panics at
@@ -27,13 +29,24 @@ from devstack.postgres import PostgreSQL
 
 FERRETDB_VERSION = "v1.24.2"
 MODULE = "github.com/FerretDB/FerretDB"
-BACKENDS = ("sqlite", "postgresql")
-DEFAULT_BACKEND = "sqlite"
+BACKENDS = ("postgresql", "sqlite")
+DEFAULT_BACKEND = "postgresql"
+
+
+def _recorded() -> Path:
+    return paths.state_dir() / "ferretdb-backend"
 
 
 def backend() -> str:
-    """The storage FerretDB runs on: CACERT_STACK_MONGO_BACKEND, else `DEFAULT_BACKEND`."""
-    value = os.environ.get("CACERT_STACK_MONGO_BACKEND", "").strip().lower() or DEFAULT_BACKEND
+    """The storage FerretDB runs on: CACERT_STACK_MONGO_BACKEND, else the one this stack's data was
+    created with, else `DEFAULT_BACKEND`."""
+    value = os.environ.get("CACERT_STACK_MONGO_BACKEND", "").strip().lower()
+    if not value:
+        try:
+            value = _recorded().read_text().strip()
+        except OSError:
+            legacy = paths.state_dir() / "ferretdb"
+            value = "sqlite" if any(legacy.glob("*.sqlite")) else DEFAULT_BACKEND
     if value not in BACKENDS:
         raise StackError(f"CACERT_STACK_MONGO_BACKEND must be one of {', '.join(BACKENDS)}, got {value!r}")
     return value
@@ -70,6 +83,7 @@ class FerretDB(Component):
         if not binary_works(self.binary):
             build(self.binary, say)
         self.data.mkdir(parents=True, exist_ok=True)
+        _recorded().write_text(self.backend + "\n")  # later starts keep it (see backend())
 
     def command(self) -> list[str]:
         if self.backend == "postgresql":

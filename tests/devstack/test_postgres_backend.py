@@ -15,13 +15,26 @@ from devstack import endpoints, ferretdb, postgres, stack
 from devstack.errors import StackError
 
 
-def test_sqlite_is_the_default_and_needs_no_server(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_new_stack_runs_on_postgresql_and_keeps_the_backend_it_was_created_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACERT_STACK_STATE", str(tmp_path))
     monkeypatch.delenv("CACERT_STACK_MONGO_BACKEND", raising=False)
+    assert ferretdb.FerretDB(endpoints.current()).backend == "postgresql"
+    assert stack.with_requirements(stack.resolve(["mongo"])) == ["postgres", "mongo"]
+    (tmp_path / "ferretdb-backend").write_text("sqlite\n")  # what `up` records when the data is created
+    assert ferretdb.FerretDB(endpoints.current()).backend == "sqlite"
+
+
+def test_a_state_dir_from_before_the_choice_stays_on_sqlite_and_needs_no_server(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CACERT_STACK_STATE", str(tmp_path))
+    monkeypatch.delenv("CACERT_STACK_MONGO_BACKEND", raising=False)
+    (tmp_path / "ferretdb").mkdir()
+    (tmp_path / "ferretdb" / "registration.sqlite").write_bytes(b"")
     db = ferretdb.FerretDB(endpoints.current())
     assert db.backend == "sqlite" and db.requires == ()
     assert "--handler=sqlite" in db.command()
     assert "postgres" not in stack.with_requirements(stack.resolve(None))
-    assert "postgres" not in stack.with_requirements(stack.resolve(["mongo"]))
 
 
 def test_the_postgresql_backend_brings_its_server_along(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,7 +51,7 @@ def test_the_postgresql_backend_brings_its_server_along(monkeypatch: pytest.Monk
 
 def test_an_unknown_backend_stops_with_a_line_naming_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CACERT_STACK_MONGO_BACKEND", "mysql")
-    with pytest.raises(StackError, match="CACERT_STACK_MONGO_BACKEND must be one of sqlite, postgresql"):
+    with pytest.raises(StackError, match="CACERT_STACK_MONGO_BACKEND must be one of postgresql, sqlite"):
         ferretdb.FerretDB(endpoints.current())
 
 
