@@ -122,3 +122,15 @@ async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, 
     await expect(page.get_by_role("heading", level=1)).to_have_text("My account")
     await maybe_shot(page, "04-account")
 
+
+async def wait_for_certificate(page: Any, *, seconds: float = 60) -> None:
+    """From the request page, ask again ("Show the status again") until it leads to the certificate page."""
+    certificate = re.compile(r"/account/certificates/[0-9a-f]+$")
+    for _ in range(int(seconds * 2)):
+        if certificate.search(page.url):
+            return
+        await page.wait_for_timeout(500)
+        if not certificate.search(page.url):
+            await page.get_by_role("link", name="Show the status again").click()
+            await page.wait_for_load_state("load")
+    await page.wait_for_url(certificate, timeout=1)

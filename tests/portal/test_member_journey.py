@@ -35,6 +35,7 @@ from tests.portal.browser import (
     playwright_api,
     shot,
     sign_up_and_log_in,
+    wait_for_certificate,
 )
 from tests.portal.stack import System
 from tests.registration.harness import PASSWORD
@@ -96,7 +97,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await expect(page.locator("#subject")).to_contain_text(f"commonName = www.{domain}")
     await shot(page, "08-preview")
     await page.get_by_role("button", name="Confirm and request the certificate").click()
-    await page.wait_for_url(re.compile(r"/account/certificates/[0-9a-f]+$"), timeout=60_000)
+    await wait_for_certificate(page)
     await expect(page.locator("#certificate-status")).to_have_text("Valid")
     await expect(page.locator("#certificate-issuer")).to_have_text(re.compile(r"^Class [13] root$"))
     await shot(page, "09-certificate")
