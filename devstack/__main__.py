@@ -1,4 +1,4 @@
-"""`python -m devstack up [--system]|down|status|env|logs`: the local stack from a shell (used by ./dev)."""
+"""`python -m devstack up [--system]|down|status|env|logs|axe-core`: the local stack from a shell (used by ./dev)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shlex
 import sys
 import time
 
-from devstack import endpoints, paths, stack, system
+from devstack import axe, endpoints, paths, stack, system
 from devstack.errors import StackError
 
 
@@ -64,6 +64,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
 def _cmd_env(args: argparse.Namespace) -> int:
     for key, value in endpoints.current().env().items():
         print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def _cmd_axe_core(args: argparse.Namespace) -> int:
+    print(axe.ensure(_say))
     return 0
 
 
@@ -130,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     logs.add_argument("-n", "--lines", type=int, default=200, help="how many last lines (default 200)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing what is appended")
     logs.set_defaults(func=_cmd_logs)
+
+    axe_core = sub.add_parser("axe-core", help="install the pinned axe-core (devstack/axe/) into the cache unless "
+                              "it is there, and print the path of axe.min.js (the portal's browser walk uses it)")
+    axe_core.set_defaults(func=_cmd_axe_core)
     return p
 
 

@@ -309,14 +309,16 @@ async def test_preview_shows_names_and_dropped_attributes_before_anything_is_sub
     assert request["status"] == "caa_pending" and request["dns_names"] == ["www.pia.example", "pia.example"]
     assert request["subject"] == {"CN": "www.pia.example"}
     status, text, _ = await browser.get(headers["Location"])
-    assert status == 200 and '<meta http-equiv="refresh"' in text and "checking the names' CAA records" in text
+    assert status == 200 and "checking the names' CAA records" in text
+    assert '<meta http-equiv="refresh"' not in text, "no timed reload (WCAG 2.2.1): the member asks again"
+    assert f'href="{headers["Location"]}">Show the status again<' in text
     await stack.answer_caa(request["id"])
     for _ in range(100):
         status, text, _ = await browser.get(headers["Location"])
         if "the signer is issuing" in text:
             break
         await asyncio.sleep(0.1)
-    assert '<meta http-equiv="refresh"' in text and "the signer is issuing" in text
+    assert "the signer is issuing" in text and ">Show the status again<" in text
     assert ">Approved, being issued<" in text
 
 

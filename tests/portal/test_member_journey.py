@@ -13,7 +13,6 @@ import asyncio
 import re
 import shutil
 import subprocess
-from collections.abc import AsyncIterator
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -21,115 +20,27 @@ from typing import Any
 import pyotp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from devstack.dns_zone import LocalZone
 from devstack.mailbox import MailboxClient
 from services.registration.bootstrap import bootstrap_member
-from shared.config import KafkaSettings, MongoSettings
-from tests.portal.stack import System, running_system
+from tests.portal.browser import (
+    DESKTOP,
+    NEEDS_CHROMIUM,
+    PHONE,
+    SCREENSHOTS,
+    fill_login,
+    mailed_link,
+    make_csr,
+    playwright_api,
+    shot,
+    sign_up_and_log_in,
+    wait_for_certificate,
+)
+from tests.portal.stack import System
 from tests.registration.harness import PASSWORD
 
-playwright_api = pytest.importorskip("playwright.async_api")
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-pytestmark = [
-    pytest.mark.usefixtures("topics"),
-    pytest.mark.integration,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium: apt-get install chromium"),
-]
-
-
-@pytest.fixture
-async def system(kafka_settings: KafkaSettings, mongo_settings: MongoSettings, stack_env: dict[str, str],
-                 tmp_path: Path) -> AsyncIterator[System]:
-    async with running_system(kafka_settings, mongo_settings, stack_env, tmp_path / "ca") as running:
-        yield running
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Any]:
-    async with playwright_api.async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield launched
-        await launched.close()
-
-
-def make_csr(domain: str) -> str:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([
-        x509.NameAttribute(NameOID.COMMON_NAME, f"www.{domain}"),
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Injected Org"),
-        x509.NameAttribute(NameOID.LOCALITY_NAME, "Nowhere"),
-    ])
-    san = x509.SubjectAlternativeName([x509.DNSName(f"www.{domain}"), x509.DNSName(domain)])
-    csr = x509.CertificateSigningRequestBuilder().subject_name(subject).add_extension(san, critical=False)
-    return csr.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
-
-
-async def mailed_link(mailbox: MailboxClient, to: str, pattern: str) -> str:
-    message = await mailbox.wait_for(lambda m: re.search(pattern, m["text"] or "") is not None, to=to, timeout=30)
-    match = re.search(pattern, message["text"] or "")
-    assert match is not None
-    return match.group(0)
-
-
-async def shot(page: Any, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
-
-
-async def sign_up_and_log_in(system: System, page: Any, mailbox: MailboxClient, address: str, *,
-                             screenshots: bool = False) -> None:
-    """Join, confirm the address from the mail, log in: the member lands on My account."""
-    expect = playwright_api.expect
-
-    async def maybe_shot(page: Any, name: str) -> None:
-        if screenshots:
-            await shot(page, name)
-
-    # Sign up.
-    await page.goto(system.portal + "/")
-    await maybe_shot(page, "01-home")
-    await page.get_by_role("link", name="Join").first.click()
-    await page.get_by_label("Full name").fill("Ada Lovelace")
-    await page.get_by_label("Date of birth").fill("1990-12-10")
-    await page.get_by_label("Email address").fill(address)
-    await page.get_by_label("Password (at least").fill(PASSWORD)
-    await page.get_by_label("Password again").fill(PASSWORD)
-    await maybe_shot(page, "02-signup")
-    await page.get_by_role("button", name="Join").click()
-    await expect(page.get_by_role("status")).to_contain_text("We sent a confirmation link")
-
-    # Confirm the address from the mail (registration's /confirm-email page), then log in.
-    link = await mailed_link(mailbox, address, r"https?://\S+/confirm-email#token=\S+")
-    token = link.split("#token=", 1)[1]
-    requested: list[str] = []
-    page.on("request", lambda request: requested.append(request.url))
-    await page.goto(system.local(link))
-    await expect(page.get_by_label("The code from the mail")).to_be_hidden()  # the script filled it in
-    assert "#token" not in page.url, "the script takes the token out of the address bar"
-    styled = "getComputedStyle(document.querySelector('header.site')).backgroundColor"
-    assert await page.evaluate(styled) == "rgb(15, 81, 50)", "the page has the portal's stylesheet"
-    await maybe_shot(page, "24-confirm-email")
-    await page.get_by_role("button", name="Confirm this address").click()
-    await expect(page.locator("#confirmed")).to_contain_text("is now verified")
-    assert await page.evaluate(styled) == "rgb(15, 81, 50)"
-    await maybe_shot(page, "25-email-confirmed")
-    assert requested and not [url for url in requested if token in url], "no request line carries the token"
-    await page.locator("#to-login").click()  # the way on: the login page
-    await expect(page).to_have_url(system.portal + "/login")
-    await page.get_by_label("Email address").fill(address)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await maybe_shot(page, "03-login")
-    await page.get_by_role("button", name="Log in").click()
-    await expect(page).to_have_url(system.portal + "/account")
-    await expect(page.get_by_role("heading", level=1)).to_have_text("My account")
-    await maybe_shot(page, "04-account")
+pytestmark = [pytest.mark.usefixtures("topics"), pytest.mark.integration, NEEDS_CHROMIUM]
 
 
 async def test_member_gets_a_server_certificate_that_verifies_against_the_downloaded_root(
@@ -144,7 +55,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     address = f"ada-{unique}@example.org"
     domain = f"site{unique}.example.org"
     mailbox = MailboxClient(stack_env["CACERT_MAILBOX_URL"])
-    context = await browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    context = await browser.new_context(accept_downloads=True, viewport=DESKTOP)
     page = await context.new_page()
     problems: list[str] = []
     page.on("console", lambda m: problems.append(f"{m.text} {m.location}") if m.type == "error" else None)
@@ -186,7 +97,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await expect(page.locator("#subject")).to_contain_text(f"commonName = www.{domain}")
     await shot(page, "08-preview")
     await page.get_by_role("button", name="Confirm and request the certificate").click()
-    await page.wait_for_url(re.compile(r"/account/certificates/[0-9a-f]+$"), timeout=60_000)
+    await wait_for_certificate(page)
     await expect(page.locator("#certificate-status")).to_have_text("Valid")
     await expect(page.locator("#certificate-issuer")).to_have_text(re.compile(r"^Class [13] root$"))
     await shot(page, "09-certificate")
@@ -237,7 +148,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     assert printed.count("subject=") == 2, printed
 
     # On a phone (390 px wide) every page fits the screen: nothing is cut off or needs sideways scrolling.
-    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.set_viewport_size(PHONE)
     for path, name in ((certificate_page.removeprefix(system.portal), "19-certificate-390px"),
                        ("/account/server-certs", "20-server-certificates-390px"),
                        ("/roots", "21-roots-390px"), ("/account", "22-account-390px")):
@@ -245,7 +156,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
         width = await page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"{path} is {width} px wide at a 390 px viewport"
         await shot(page, name)
-    await page.set_viewport_size({"width": 1200, "height": 900})
+    await page.set_viewport_size(DESKTOP)
 
     # The other main pages, for the screenshots.
     for path, name in (("/account/server-certs", "11-server-certificates"),
@@ -272,11 +183,9 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await bootstrap_member(system.registration.db, system.registration.settings, email=f"support-{unique}@example.org",
                            name="CA Support", date_of_birth=date(1970, 1, 1), password=PASSWORD,
                            roles=("member", "admin", "assurer"), second_factor_secret=support_totp)
-    admin = await (await browser.new_context(viewport={"width": 1200, "height": 900})).new_page()
+    admin = await (await browser.new_context(viewport=DESKTOP)).new_page()
     await admin.goto(system.portal + "/login")
-    await admin.get_by_label("Email address").fill(f"support-{unique}@example.org")
-    await admin.get_by_label("Password").fill(PASSWORD)
-    await admin.get_by_label("Authentication code").fill(pyotp.TOTP(support_totp).now())
+    await fill_login(admin, f"support-{unique}@example.org", code=pyotp.TOTP(support_totp).now())
     await admin.get_by_role("button", name="Log in").click()
     await admin.get_by_role("link", name="Support (admin)").click()
     await admin.get_by_label("Find a member").fill(address)
@@ -327,7 +236,7 @@ async def test_member_verifies_a_domain_by_a_dns_record_in_the_portal_and_sees_w
         expect = playwright_api.expect
         address, domain = f"grace-{unique}@example.org", f"dns{unique}.example.org"
         zone = LocalZone.from_env(stack_env)
-        context = await browser.new_context(viewport={"width": 1200, "height": 900})
+        context = await browser.new_context(viewport=DESKTOP)
         page = await context.new_page()
         await sign_up_and_log_in(system, page, MailboxClient(stack_env["CACERT_MAILBOX_URL"]), address)
 
