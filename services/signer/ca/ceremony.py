@@ -103,8 +103,10 @@ def _utc_seconds(now: dt.datetime | None) -> dt.datetime:
 
 
 def _ca_extensions(
-    builder: x509.CertificateBuilder, subject_key: PrivateKey, path_length: int
+    builder: x509.CertificateBuilder, subject_key: PrivateKey, path_length: int,
+    ski: x509.SubjectKeyIdentifier | None = None,
 ) -> x509.CertificateBuilder:
+    """basicConstraints, keyUsage and the SKI (``ski``, or computed from ``subject_key``) of a CA."""
     return (
         builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
@@ -121,7 +123,7 @@ def _ca_extensions(
             ),
             critical=True,
         )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), critical=False)
+        .add_extension(ski or x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), critical=False)
     )
 
 
@@ -218,23 +220,9 @@ def create_class3_root_certificate(
         .serial_number(new_serial_number())
         .not_valid_before(now)
         .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(ski, critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+    )
+    builder = _ca_extensions(builder, key, path_length=0, ski=ski).add_extension(
+        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
     )
     return builder.sign(key, keys.signature_hash(key))
 
