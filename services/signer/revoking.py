@@ -52,12 +52,12 @@ class CRLPublisher:
         """Build and store a new CRL for `issuer`; returns its CRL number."""
         async with self._lock:
             ca = next(c for c in self._hierarchy.cas.values() if c.label == issuer)
-            revoked = await self._store.revoked(issuer)
+            now = utcnow()
+            revoked = await self._store.revoked(issuer, now)
             entries = [
                 (parse_serial_hex(d["_id"]), d["revoked_at"], d.get("revocation_reason")) for d in revoked
             ]
             number = await self._store.next_crl_number(issuer)
-            now = utcnow()
             der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity)
             await self._store.save_crl(issuer, number, der, now, now + self._validity, len(entries))
             monitoring.crl_next_update(issuer, now + self._validity)

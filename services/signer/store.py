@@ -139,9 +139,17 @@ class CertificateStore:
             {"spki_sha256": spki_sha256, "status": {"$ne": "revoked"}, "not_after": {"$gt": now}}
         ).to_list()
 
-    async def revoked(self, issuer: str) -> list[Document]:
+    async def revoked(self, issuer: str, now: datetime) -> list[Document]:
+        """The CRL entries of `issuer` at `now`: revoked certificates that have not expired yet.
+
+        An expired certificate leaves the CRL (RFC 5280 3.3 allows it; TLS BR 4.10.1 forbids removing an
+        entry only before the certificate's expiry) and keeps its revoked status here for OCSP and audit,
+        so the CRL stops growing with the CA's age.
+        """
         cursor = self.statuses.find(
-            {"issuer": issuer, "status": "revoked"}, {"revoked_at": 1, "revocation_reason": 1}
+            {"issuer": issuer, "status": "revoked",
+             "$or": [{"not_after": {"$gte": now}}, {"not_after": {"$exists": False}}]},
+            {"revoked_at": 1, "revocation_reason": 1},
         )
         return await cursor.to_list()
 

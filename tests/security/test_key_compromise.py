@@ -101,8 +101,9 @@ async def test_a_proof_of_possession_revokes_every_certificate_of_the_key_and_bl
         assert revoked["revocation_reason"] == "key_compromise"
     assert (await stack.api.call("GET", f"/v1/certificates/{unrelated}", token=token)).body["status"] == "valid"
     assert signer.store is not None
-    listed = {d["_id"] for d in await signer.store.revoked("class1")} | {
-        d["_id"] for d in await signer.store.revoked("class3")}
+    now = utcnow()
+    listed = {d["_id"] for d in await signer.store.revoked("class1", now)} | {
+        d["_id"] for d in await signer.store.revoked("class3", now)}
     assert {first, second} <= listed and unrelated not in listed  # on the next CRL
 
     again = await stack.api.call("POST", "/v1/requests", token=token,
