@@ -3,8 +3,9 @@
 A revocation flips the certificate document to `revoked` and stores the
 `cert.revoked` event in the same update (outbox). OCSP reads the status
 from that document at once; the CRL of the issuer is regenerated right
-after, and periodically before its nextUpdate, by the process that holds
-the CA keys. The status mode only serves what is stored.
+after (once per CA for a burst: a batch of requests, or every certificate of
+a compromised key), and periodically before its nextUpdate, by the process
+that holds the CA keys. The status mode only serves what is stored.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from shared import outbox
 from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
-from shared.kafka import EventProducer, PermanentError
+from shared.kafka import Batch, EventProducer, PermanentError
 from shared.logging import get_logger
 from shared.periodic import Periodic
 
@@ -108,6 +109,19 @@ class Revoker:
         raise PermanentError(f"{UNAUTHENTICATED}: {problem}")
 
     async def handle(self, event: CloudEvent) -> None:
+        await self.revoke_all([await self._checked(event)])
+
+    async def handle_batch(self, batch: Batch) -> None:
+        """A burst of revocation requests: each certificate revoked, each CA's CRL rebuilt once.
+
+        Any request that fails a check sends the batch back to the runner, which then handles the
+        requests one by one (so the refusal is audited and dead-lettered for that request alone)."""
+        if any(self._approvals.problem(event) is not None for event in batch.events):
+            raise RuntimeError("a revocation request in the batch is not signed by the RA")
+        await self.revoke_all([await self._checked(event) for event in batch.events])
+
+    async def _checked(self, event: CloudEvent) -> tuple[Document, str, str]:
+        """(status, reason, requested_by) of a revocation request that passes every check."""
         serial = event.data["serial"]
         await self.refuse_unsigned(event, str(serial))
         try:
@@ -120,45 +134,64 @@ class Revoker:
         owner = event.data.get("member_id")
         if owner and owner != status["member_id"]:
             raise PermanentError(f"certificate {serial} does not belong to member {owner}")
-        await self.revoke(status, event.data["reason"], event.data["requested_by"])
+        return status, event.data["reason"], event.data["requested_by"]
 
     async def revoke(self, status: Document, reason: str, requested_by: str) -> None:
         """Revoke the certificate of `status` (once) and announce it (again, if it was already)."""
+        await self.revoke_all([(status, reason, requested_by)])
+
+    async def revoke_all(self, items: list[tuple[Document, str, str]]) -> None:
+        """Revoke each (status, reason, requested_by) once, rebuild the CRL of each CA concerned once
+        (a burst of revocations costs one rebuild per CA, not one per certificate), then announce each.
+
+        The CRLs are rebuilt before any `cert.revoked` is published, so a consumer of the event that
+        fetches the CRL finds the certificate on it."""
+        revoked: list[Document] = []
+        issuers: set[str] = set()
+        for status, reason, requested_by in items:
+            if status["status"] != "revoked":
+                status = await self._flip(status, reason, requested_by)
+                issuers.add(status["issuer"])
+            revoked.append(status)
+        for issuer in sorted(issuers):
+            await self._crls.regenerate(issuer)
+        # The stored events, also on redelivery or after losing a race: always the same id and time.
+        await self._producer.publish_many([outbox.stored_event(s["revoked_event"]) for s in revoked])
+
+    async def _flip(self, status: Document, reason: str, requested_by: str) -> Document:
+        """Mark the certificate revoked with its `cert.revoked` stored beside; the status as now stored."""
         serial = status["_id"]
-        if status["status"] != "revoked":
-            revoked_at = utcnow().replace(microsecond=0)
-            data = {
-                "serial": serial,
-                "member_id": status["member_id"],
-                "request_id": status["request_id"],
-                "issuer": status["issuer"],
-                "reason": reason,
-                "revoked_at": isoformat(revoked_at),
-            }
-            revoked = make_event(
-                "cert.revoked", data, source="signer", event_id=deterministic_event_id("cert.revoked", serial)
-            )
-            flipped = await self._store.statuses.update_one(
-                {"_id": serial, "status": "issued"},
-                {
-                    "$set": {
-                        "status": "revoked",
-                        "revoked_at": revoked_at,
-                        "revocation_reason": reason,
-                        "revoked_event": outbox.entry(revoked),
-                    }
-                },
-            )
-            status = await self._store.status(serial) or status
-            log.info("certificate revoked", serial=serial, reason=status.get("revocation_reason"))
-            if flipped.modified_count and self._audit is not None:
-                await self._audit.append(actor="signer", action="certificate.revoked", subject=serial, details={
-                    "reason": reason, "member_id": status["member_id"],
-                    "request_id": status["request_id"], "issuer": status["issuer"],
-                    "requested_by": requested_by})
-            await self._crls.regenerate(status["issuer"])
-        # The stored event, also on redelivery or after losing a race: always the same id and time.
-        await self._producer.publish(outbox.stored_event(status["revoked_event"]))
+        revoked_at = utcnow().replace(microsecond=0)
+        data = {
+            "serial": serial,
+            "member_id": status["member_id"],
+            "request_id": status["request_id"],
+            "issuer": status["issuer"],
+            "reason": reason,
+            "revoked_at": isoformat(revoked_at),
+        }
+        revoked = make_event(
+            "cert.revoked", data, source="signer", event_id=deterministic_event_id("cert.revoked", serial)
+        )
+        flipped = await self._store.statuses.update_one(
+            {"_id": serial, "status": "issued"},
+            {
+                "$set": {
+                    "status": "revoked",
+                    "revoked_at": revoked_at,
+                    "revocation_reason": reason,
+                    "revoked_event": outbox.entry(revoked),
+                }
+            },
+        )
+        status = await self._store.status(serial) or status
+        log.info("certificate revoked", serial=serial, reason=status.get("revocation_reason"))
+        if flipped.modified_count and self._audit is not None:
+            await self._audit.append(actor="signer", action="certificate.revoked", subject=serial, details={
+                "reason": reason, "member_id": status["member_id"],
+                "request_id": status["request_id"], "issuer": status["issuer"],
+                "requested_by": requested_by})
+        return status
 
 
 class CompromisedKeys:
@@ -186,8 +219,8 @@ class CompromisedKeys:
     async def revoke_certificates_of(self, key: str, requested_by: str) -> int:
         """Revoke every unexpired certificate of `key`; returns how many were still unrevoked."""
         statuses = await self._store.issued_with_key(key, utcnow())
-        for status in statuses:
-            await self._revoker.revoke(status, "key_compromise", requested_by)
+        if statuses:
+            await self._revoker.revoke_all([(status, "key_compromise", requested_by) for status in statuses])
         if statuses:
             log.warning("certificates of a compromised key revoked", spki_sha256=key, count=len(statuses))
         return len(statuses)

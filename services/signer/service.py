@@ -159,8 +159,10 @@ class SignerService:
                 # (one is stored and published while the next is signed).
                 Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch},
                              ordered=False),
+                # A burst of revocation requests is revoked together, with one CRL rebuild per CA.
                 Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle,
-                                      BY_NAME["cert.key_compromised"].type: compromised_keys.handle}),
+                                      BY_NAME["cert.key_compromised"].type: compromised_keys.handle},
+                             {BY_NAME["cert.revoke_requested"].type: revoker.handle_batch}),
             ],
             # Under load, wait up to 50 ms for about 20 requests per fetch rather than fetching them
             # one or two at a time (see docs/benchmarks: the broker's CPU per certificate halves).
