@@ -5,7 +5,7 @@ sent (a confirmation link, an attached certificate). This accepts any sender and
 loopback, stores each message as one file in a Maildir (so it survives restarts and can be opened
 with any mail tool), and serves it over HTTP:
 
-    GET    /api/messages          summaries, oldest first: id, from, to, subject, date, size
+    GET    /api/messages          summaries, oldest first: id, from, to, subject, date, size, message_id
                                   (optional filters: ?to=ADDRESS, ?subject=SUBSTRING)
     GET    /api/messages/{id}     summary + headers + text/html bodies + attachments + raw source
     DELETE /api/messages/{id}     delete one
@@ -174,6 +174,7 @@ def _summary(key: str, headers: Any, size: int, delivered: float) -> Message:
         "date": date.isoformat(),
         "delivered": dt.datetime.fromtimestamp(delivered, dt.UTC).isoformat(),
         "size": size,
+        "message_id": str(headers.get("Message-ID", "")).strip(),
     }
 
 
