@@ -327,6 +327,26 @@ class ConsumerRunner:
         else:
             await self._stopped.wait()
 
+    async def caught_up(self, topic: str) -> datetime | None:
+        """The time this call began if, by then, the consumer group had handled (committed) every record of
+        `topic` written before it, on every partition (whichever replica owns it); None while any lags.
+
+        For deadlines on answers that arrive as events: an answer written before the deadline but not read
+        yet (this replica was paused, restarting, rebalancing, behind) has not been missed, and a sweep that
+        decides "no answer in time" must not act before the group has read up to the deadline."""
+        name = self._topics.of(topic)
+        partitions = self._consumer.partitions_for_topic(name)
+        if not partitions:
+            return None
+        tps = [TopicPartition(name, p) for p in sorted(partitions)]
+        began = utcnow()
+        ends = await self._consumer.end_offsets(tps)
+        for tp in tps:
+            committed = await self._consumer.committed(tp)
+            if (committed or 0) < ends[tp]:
+                return None
+        return began
+
     async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
         try:
             await self._consumer.commit(offsets)
