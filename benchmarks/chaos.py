@@ -800,7 +800,7 @@ class Options:
     fault_every: float
     ocsp_every: float = 0.5
     max_in_flight: int = 40
-    perspectives: int = 1
+    perspectives: int = 2
     quiet_timeout: float = 600.0
     work: Path | None = None
     keep: bool = False
@@ -957,7 +957,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=20.0, help="mean seconds between faults")
     parser.add_argument("--max-in-flight", type=int, default=40,
                         help="flows running at once at most; when reached, arrivals wait (reported)")
-    parser.add_argument("--perspectives", type=int, default=1, help="remote validation perspectives")
+    parser.add_argument("--perspectives", type=int, default=2,
+                        help="remote validation perspectives (2: BR 3.2.2.9 lets one of them not answer)")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     parser.add_argument("--work", type=Path, help="logs and the run's CA (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the run's databases and topics")

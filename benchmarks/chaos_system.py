@@ -120,7 +120,7 @@ class Service:
 class ChaosSystem:
     """The services of one run, on their own topics, consumer groups, databases and ports."""
 
-    def __init__(self, work: Path, *, perspectives: int = 1, status_replicas: int = 2) -> None:
+    def __init__(self, work: Path, *, perspectives: int = 2, status_replicas: int = 2) -> None:
         self.work = work
         self.run_id = secrets.token_hex(4)
         self.prefix = f"chaos{self.run_id}."
