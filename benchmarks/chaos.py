@@ -490,23 +490,25 @@ class Flows:
             await asyncio.sleep(pause)
             pause = min(pause * 1.5, 5.0)
 
-    async def drive(self, rate: float, until: float, max_in_flight: int) -> int:
+    async def drive(self, rate: float, until: float, max_in_flight: int,
+                    more: Callable[[], bool] = lambda: False) -> int:
         """Start a flow every 1/rate s until `until`, but never more than `max_in_flight` at once: a system
         that falls behind gets fewer arrivals (counted in `late_starts`) instead of a pile-up of retries
-        that only measures the pile-up. Returns how many flows were started."""
+        that only measures the pile-up. Past `until` it goes on while `more()` (faults still to do).
+        Returns how many flows were started."""
         started = 0
         t0 = time.monotonic()
         while True:
             at = t0 + started / rate
-            if at >= until:
+            if at >= until and not more():
                 return started
             await asyncio.sleep(max(0.0, at - time.monotonic()))
             if len(self.tasks) >= max_in_flight:
                 self.late_starts += 1
-                while len(self.tasks) >= max_in_flight and time.monotonic() < until:
+                while len(self.tasks) >= max_in_flight and (time.monotonic() < until or more()):
                     await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED,
-                                       timeout=max(0.1, until - time.monotonic()))
-                if time.monotonic() >= until:
+                                       timeout=max(1.0, until - time.monotonic()))
+                if time.monotonic() >= until and not more():
                     return started
                 t0 = time.monotonic() - started / rate  # the schedule goes on from now
             task = asyncio.create_task(self.one(started))
@@ -800,6 +802,7 @@ class Options:
     fault_every: float
     ocsp_every: float = 0.5
     max_in_flight: int = 40
+    min_faults: int = 0  # the load goes on past `minutes` until this many faults were done
     perspectives: int = 2
     quiet_timeout: float = 600.0
     work: Path | None = None
@@ -862,14 +865,16 @@ async def run(options: Options, say: Callable[[str], None] = print) -> dict[str,
             client = Client(http, HttpStats())
             flows = Flows(system, client, watcher, OcspClient(client, system.status_urls, random.Random(rng.random())),
                           system.run_id)
-            scheduler = FaultScheduler(system, random.Random(rng.random()), options.fault_every)
+            scheduler = FaultScheduler(system, random.Random(rng.random()), options.fault_every,
+                                       at_least=options.min_faults)
             stop_probe = asyncio.Event()
             prober = asyncio.create_task(flows.probe_ocsp(random.Random(rng.random()), options.ocsp_every, stop_probe))
             reporter = asyncio.create_task(flows.progress(30, stop_probe))
             load_until = time.monotonic() + options.minutes * 60
             load_started = time.monotonic()
             faults = asyncio.create_task(scheduler.run(load_until))
-            started_flows = await flows.drive(options.rate, load_until, options.max_in_flight)
+            started_flows = await flows.drive(options.rate, load_until, options.max_in_flight,
+                                              more=lambda: not faults.done())
             await faults
             say(f"chaos: load over after {time.monotonic() - load_started:.0f}s: {started_flows} flows started, "
                 f"{len(scheduler.done)} faults; waiting for the flows to finish")
@@ -881,8 +886,8 @@ async def run(options: Options, say: Callable[[str], None] = print) -> dict[str,
             await reporter
             quiet_seconds, left = await wait_quiet(system, options.quiet_timeout)
             report["quiescence"] = {"seconds": quiet_seconds, "left": left}
-            report["load"] = {"seconds": round(options.minutes * 60), "flows_started": started_flows,
-                              "achieved_rate_per_s": round(started_flows / (options.minutes * 60), 3),
+            report["load"] = {"seconds": round(time.monotonic() - load_started), "flows_started": started_flows,
+                              "achieved_rate_per_s": round(started_flows / (time.monotonic() - load_started), 3),
                               "times_at_max_in_flight": flows.late_starts,
                               "loadavg_end": loadavg()}
             report["faults"] = scheduler.summary()
@@ -957,16 +962,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault-every", type=float, default=20.0, help="mean seconds between faults")
     parser.add_argument("--max-in-flight", type=int, default=40,
                         help="flows running at once at most; when reached, arrivals wait (reported)")
+    parser.add_argument("--min-faults", type=int, default=0,
+                        help="go on past --minutes until this many faults were done")
     parser.add_argument("--perspectives", type=int, default=2,
                         help="remote validation perspectives (2: BR 3.2.2.9 lets one of them not answer)")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
     parser.add_argument("--work", type=Path, help="logs and the run's CA (default: a new temporary directory)")
     parser.add_argument("--keep", action="store_true", help="keep the run's databases and topics")
     parser.add_argument("--no-cold-restart", action="store_true", help="skip the cold restart at the end")
+    parser.add_argument("--table", type=Path, metavar="REPORT",
+                        help="only print the Markdown table of a saved JSON report (what the README shows)")
     args = parser.parse_args(argv)
+    if args.table:
+        print(table(json.loads(args.table.read_text())))
+        return 0
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     options = Options(seed=seed, minutes=args.minutes, rate=args.rate, fault_every=args.fault_every,
-                      perspectives=args.perspectives, max_in_flight=args.max_in_flight, work=args.work, keep=args.keep,
+                      perspectives=args.perspectives, max_in_flight=args.max_in_flight,
+                      min_faults=args.min_faults, work=args.work, keep=args.keep,
                       cold_restart=not args.no_cold_restart)
     report = asyncio.run(run(options, say=lambda s: print(s, file=sys.stderr, flush=True)))
     text = json.dumps(report, indent=2, default=str)

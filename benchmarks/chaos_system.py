@@ -311,8 +311,9 @@ class FaultScheduler:
     """Faults at random moments, one at a time: which one comes from a seeded deal of every kind (`deal`,
     dealt again when used up); the gaps between them are exponential (mean `every`, at most 3x)."""
 
-    def __init__(self, system: ChaosSystem, rng: random.Random, every: float, *,
+    def __init__(self, system: ChaosSystem, rng: random.Random, every: float, *, at_least: int = 0,
                  stack_outage: tuple[float, float] = (2.0, 8.0)) -> None:
+        self.at_least = at_least
         self.system = system
         self.rng = rng
         self.every = every
@@ -344,11 +345,12 @@ class FaultScheduler:
         return deck
 
     async def run(self, until: float) -> None:
-        """Inject faults until `until` (monotonic); every process is back and ready when this returns."""
+        """Inject faults until `until` (monotonic) and at least `at_least` of them; every process is back
+        and ready when this returns."""
         self._started = time.monotonic() if not self.done else self._started
         while True:
             gap = min(self.rng.expovariate(1 / self.every), 3 * self.every)
-            if time.monotonic() + gap >= until:
+            if time.monotonic() + gap >= until and len(self.done) >= self.at_least:
                 break
             await asyncio.sleep(gap)
             kind = self.next_kind()
