@@ -5,7 +5,8 @@ sent (a confirmation link, an attached certificate). This accepts any sender and
 loopback, stores each message as one file in a Maildir (so it survives restarts and can be opened
 with any mail tool), and serves it over HTTP:
 
-    GET    /api/messages          summaries, oldest first: id, from, to, subject, date, size
+    GET    /healthz               200 while it serves (what devstack's readiness check asks; costs nothing)
+    GET    /api/messages          summaries, oldest first: id, from, to, subject, date, size, message_id
                                   (optional filters: ?to=ADDRESS, ?subject=SUBSTRING)
     GET    /api/messages/{id}     summary + headers + text/html bodies + attachments + raw source
     DELETE /api/messages/{id}     delete one
@@ -174,6 +175,7 @@ def _summary(key: str, headers: Any, size: int, delivered: float) -> Message:
         "date": date.isoformat(),
         "delivered": dt.datetime.fromtimestamp(delivered, dt.UTC).isoformat(),
         "size": size,
+        "message_id": str(headers.get("Message-ID", "")).strip(),
     }
 
 
@@ -215,7 +217,12 @@ def _http_app(store: MailStore) -> web.Application:
     async def clear(request: web.Request) -> web.Response:
         return web.json_response({"deleted": store.clear()})
 
+    async def health(request: web.Request) -> web.Response:
+        # Readiness must not depend on how much mail is stored: listing reads every message.
+        return web.json_response({"status": "ok"})
+
     app = web.Application()
+    app.router.add_get("/healthz", health)
     app.router.add_get("/api/messages", list_messages)
     app.router.add_delete("/api/messages", clear)
     app.router.add_get("/api/messages/{id}", get_message)

@@ -19,7 +19,7 @@ handler or the deadline sweep gets there first, on any replica.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -37,6 +37,8 @@ from shared.outbox import Outbox
 from shared.periodic import Periodic
 
 log = get_logger("domain_verify.corroboration")
+GIVE_UP_LAG = timedelta(minutes=5)
+"""How long after its deadline a check waits for the `perspective` topic's backlog to be read at most."""
 
 Document = dict[str, Any]
 
@@ -55,8 +57,10 @@ class Announcer(Protocol):
 class Corroboration:
     def __init__(self, store: CorroborationStore, outbox: Outbox, settings: DomainVerifySettings,
                  announcers: dict[str, Announcer], *, audit: AuditLog | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 answers_read_until: Callable[[], Awaitable[datetime | None]] | None = None) -> None:
         self._store = store
+        self._answers_read_until = answers_read_until
         self._outbox = outbox
         self._settings = settings
         self._announcers = announcers
@@ -111,9 +115,21 @@ class Corroboration:
             await self._decide(doc)
 
     async def sweep_once(self) -> int:
-        """Decide every check whose perspectives did not all answer before the deadline."""
+        """Decide every check whose perspectives did not all answer before the deadline.
+
+        "Before the deadline" is judged by what the answers say when they were written, not when this
+        replica got round to reading them: a primary paused or restarted past a deadline (or one whose
+        group lags) first reads the `perspective` topic up to the deadline (`answers_read_until`: when the
+        consumer group had handled everything written before), and only checks whose deadline is before
+        that are decided. A check overdue by more than `GIVE_UP_LAG` is decided anyway, so a group that
+        never catches up cannot keep a request waiting for ever."""
+        now = self._clock()
+        cutoff = now
+        if self._answers_read_until is not None:
+            read_until = await self._answers_read_until()
+            cutoff = min(now, read_until) if read_until is not None else now - GIVE_UP_LAG
         decided = 0
-        for doc in await self._store.overdue(self._clock()):
+        for doc in await self._store.overdue(cutoff):
             if await self._decide(doc):
                 decided += 1
         return decided

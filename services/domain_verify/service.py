@@ -93,7 +93,8 @@ class DomainVerifyService:
         self.checks = ValidationChecks(self.settings)
         announcers: dict[str, Any] = {}
         self.corroboration = Corroboration(corroborations, self._outbox, self.settings, announcers,
-                                           audit=audit, clock=self._clock)
+                                           audit=audit, clock=self._clock,
+                                           answers_read_until=self._answers_read_until)
         checked = DomainValidations(self.checks, self.corroboration, self.settings, clock=self._clock)
         caa = CaaChecks(self.checks, self.corroboration)
         announcers.update({validations.PURPOSE: checked.announce, caa_checks.PURPOSE: caa.announce})
@@ -129,6 +130,14 @@ class DomainVerifyService:
         self._lifecycle.started("http", lambda: close_http(http, drain))
         self.http_port = self._http.addresses[0][1]
         log.info("domain_verify started", port=self.http_port)
+
+    async def _answers_read_until(self) -> datetime | None:
+        """When (by this service's clock) the group had read every perspective answer written before;
+        None while it lags (see Corroboration.sweep_once)."""
+        if self._runner is None:
+            return None
+        began = self._clock()
+        return began if await self._runner.caught_up("perspective") is not None else None
 
     async def stop(self) -> None:
         await self._lifecycle.stop()

@@ -19,11 +19,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 import jinja2
 from prometheus_client import Counter
+from pymongo.errors import PyMongoError
 
 from services.notifier.addresses import InvalidAddress, mailbox, parse_mailbox
 from services.notifier.members import MemberDirectory
@@ -40,6 +41,7 @@ from shared.sealed_mail import MailOpener, UnopenableMail
 
 SOURCE = "notifier"
 log = get_logger("notifier.sender")
+DATABASE_ERRORS = (PyMongoError, OSError)
 ATTEMPTS = Counter("cacert_notifier_mail_attempts_total", "Mail delivery attempts by template and outcome",
                    ["template", "outcome"])  # outcome: sent, deferred, failed
 FAILURES = Counter("cacert_notifier_mail_failures_total",
@@ -171,12 +173,31 @@ class MailSender:
             "source_event_id": mail.id, "source_type": mail.source_type, "to": to, "subject": subject,
             "sent_at": isoformat(now)},
             source=SOURCE, event_id=deterministic_event_id(SOURCE, "sent", mail.id))
-        if await self._queue.mark_sent(mail, now=now, to=to, subject=subject, event=event):
+        if await self._record_delivered(mail, lambda: self._queue.mark_sent(mail, now=now, to=to, subject=subject,
+                                                                             event=event)):
             ATTEMPTS.labels(mail.template, "sent").inc()
             log.info("mail sent", attempts=mail.attempts + 1)
             await self._flush(mail)
         else:
             log.warning("mail sent but its lease had passed to another sender; it may arrive twice")
+
+    async def _record_delivered(self, mail: OutgoingMail, record: Callable[[], Awaitable[bool]]) -> bool:
+        """The relay has accepted the mail: record that, retrying while the database is away (until the
+        lease would end). Giving up at the first error left the mail `sending`, and after its lease it was
+        sent again: a second copy for every mail in flight when FerretDB restarted (the chaos run's
+        stack:mongo). Only a crash between the relay's answer and this record still sends twice."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(1.0, self._settings.lease_seconds - self._settings.smtp_timeout)
+        pause = 0.5
+        while True:
+            try:
+                return await record()
+            except DATABASE_ERRORS as exc:
+                if loop.time() + pause >= deadline:
+                    raise
+                log.warning("mail sent but not recorded yet; retrying", error=f"{type(exc).__name__}: {exc}")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
 
     async def _fail(self, mail: OutgoingMail, now: datetime, *, to: str, reason: str,
                     permanent: bool) -> None:

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from devstack.mailbox import Mailbox, MailboxClient
@@ -139,3 +140,31 @@ async def test_mailbox_process_keeps_mail_across_restarts(tmp_path: Path) -> Non
 
     assert await run_once("send") == ["kept"]
     assert await run_once("read") == ["kept"]
+
+
+async def test_stack_smtp_restart_with_much_mail_stored_is_ready_at_once(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The chaos run's `stack:smtp` fault: a relay restarted with a few hundred messages stored was never
+    found ready, because readiness asked /api/messages, which reads every message (seconds on a busy
+    machine, beyond the probe's 2 s). Readiness now asks /healthz, which reads none."""
+    from devstack import endpoints
+    from devstack.smtp import MailboxComponent
+
+    async with Mailbox(tmp_path / "mail", smtp=("127.0.0.1", 0), http=("127.0.0.1", 0)) as mb:
+        for n in range(3):
+            mb.store.add("noreply@cacert.test", [f"member{n}@example.org"], _message(f"mail {n}").as_bytes())
+        read: list[str] = []
+        loaded = mb.store._load
+
+        def counting(key: str) -> tuple[bytes, float] | None:
+            read.append(key)
+            return loaded(key)
+
+        monkeypatch.setattr(mb.store, "_load", counting)
+        monkeypatch.setenv("CACERT_STACK_SMTP_PORT", str(mb.smtp_port))
+        monkeypatch.setenv("CACERT_STACK_MAILBOX_PORT", str(mb.http_port))
+        component = MailboxComponent(endpoints.current())
+        assert await asyncio.to_thread(component.healthy)
+        assert read == [], "the readiness check read stored messages"
+        async with aiohttp.ClientSession() as http, http.get(f"{mb.url}/api/messages") as listing:
+            assert len(await listing.json()) == 3 and len(read) == 3  # the listing itself still works

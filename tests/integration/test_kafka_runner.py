@@ -275,3 +275,71 @@ async def test_an_ordered_partition_waits_for_its_earlier_fetch_even_with_severa
         release.set()
         await runner.stop()
         await task
+
+
+async def test_sigterm_notifier_with_a_full_batch_in_hand_stops_at_once_and_hands_the_rest_back(
+        kafka_settings: KafkaSettings, producer: EventProducer) -> None:
+    """The chaos run's `sigterm:notifier` (issue 23): a notifier restarted onto a backlog got SIGTERM while
+    it held a fetched batch of up to 200 events, and stop() handled every one of them first (a database
+    write each, ~0.1 s on a busy machine), so it was still at it when the 30 s grace ran out and was
+    killed. Stopping now finishes the event in hand, leaves the rest of the batch uncommitted and goes."""
+    events = same_member(60)
+    handled: list[str] = []
+
+    async def slow(event: CloudEvent) -> None:
+        handled.append(event.id)
+        await asyncio.sleep(0.2)
+
+    await producer.publish_many(events)
+    loop = asyncio.get_running_loop()
+    async with running(kafka_settings, producer, "g-stop", slow):
+        await wait_until(lambda: len(handled) >= 3)
+        stopping = loop.time()
+    took = loop.time() - stopping  # the context's exit is runner.stop()
+    assert took < 3.0, f"stop() took {took:.1f} s with a batch in hand"
+    assert len(handled) < len(events), "the whole batch was handled before stopping"
+
+    again: list[str] = []
+
+    async def quick(event: CloudEvent) -> None:
+        again.append(event.id)
+
+    async with running(kafka_settings, producer, "g-stop", quick):  # the rest was handed back, not lost
+        await wait_until(lambda: {e.id for e in events} <= set(handled) | set(again))
+
+
+async def test_caught_up_says_until_when_every_record_was_handled(kafka_settings: KafkaSettings,
+                                                                  producer: EventProducer) -> None:
+    """What domain_verify's deadline sweep waits for (the chaos run's `pause:domain_verify`): a time before
+    which the group has handled every record, or None while a record written earlier is not handled."""
+    from shared.events import utcnow
+
+    release = asyncio.Event()
+    handled: list[str] = []
+
+    async def held(event: CloudEvent) -> None:
+        await release.wait()
+        handled.append(event.id)
+
+    async with running(kafka_settings, producer, "g-caught-up", held) as runner:
+        await wait_until(lambda: runner._consumer.partitions_for_topic(
+            Topics(kafka_settings.topic_prefix).of("member")) is not None)
+        assert await runner.caught_up("member") is not None  # nothing written yet: level with the end
+        written = utcnow()
+        await producer.publish(registered("m-held"))
+        await asyncio.sleep(1.0)
+        at = await runner.caught_up("member")
+        release.set()
+        assert at is None or at < written, "claimed to have handled a record it has not"
+        await wait_until(lambda: len(handled) == 1)
+
+        async def level() -> bool:
+            at = await runner.caught_up("member")
+            return at is not None and at >= written
+
+        for _ in range(100):
+            if await level():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the group never caught up after handling the record")
