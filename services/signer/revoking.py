@@ -136,10 +136,6 @@ class Revoker:
             raise PermanentError(f"certificate {serial} does not belong to member {owner}")
         return status, event.data["reason"], event.data["requested_by"]
 
-    async def revoke(self, status: Document, reason: str, requested_by: str) -> None:
-        """Revoke the certificate of `status` (once) and announce it (again, if it was already)."""
-        await self.revoke_all([(status, reason, requested_by)])
-
     async def revoke_all(self, items: list[tuple[Document, str, str]]) -> None:
         """Revoke each (status, reason, requested_by) once, rebuild the CRL of each CA concerned once
         (a burst of revocations costs one rebuild per CA, not one per certificate), then announce each.

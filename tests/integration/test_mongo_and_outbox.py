@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -18,14 +17,6 @@ from shared.events import Topics, isoformat, make_event, utcnow
 from shared.kafka import EventProducer
 from shared.mongo import connect, ensure_indexes, insert_once, ping
 from tests.eventlog import read_topic
-
-
-@pytest.fixture
-async def db(mongo_settings: MongoSettings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client, database = connect(mongo_settings, service="test")
-    yield database
-    await client.drop_database(database.name)
-    await client.close()
 
 
 async def test_duplicate_idempotency_key_is_refused_cleanly(db: AsyncDatabase[dict[str, Any]]) -> None:

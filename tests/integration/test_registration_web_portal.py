@@ -432,11 +432,19 @@ async def assured_member(stack: Stack, name: str, address: str) -> tuple[str, st
 async def issued_server_certificate(stack: Stack, member_id: str, token: str, names: list[str], cert_class: int) -> str:
     """A certificate of this member as the signer would announce it (cert.issued); its serial."""
     leaf_pem, leaf = self_signed(names[0], serial=0x5EC000 + cert_class)
+    return await announced_certificate(stack, member_id, token, leaf_pem, leaf, cert_class=cert_class,
+                                       profile="server", subject=f"CN={names[0]}", dns_names=names)
+
+
+async def announced_certificate(stack: Stack, member_id: str, token: str, leaf_pem: str, leaf: x509.Certificate, *,
+                                cert_class: int, profile: str, subject: str, dns_names: list[str] | None = None,
+                                emails: list[str] | None = None) -> str:
+    """Publish `leaf` as the signer's cert.issued for this member and wait until registration has it."""
     serial = format(leaf.serial_number, "x")
     await stack.publish("cert.issued", {
         "request_id": f"req-{serial}", "member_id": member_id, "serial": serial, "issuer": f"class{cert_class}",
-        "cert_class": cert_class, "profile": "server", "subject": f"CN={names[0]}", "dns_names": names,
-        "ip_addresses": [], "emails": [], "not_before": isoformat(leaf.not_valid_before_utc),
+        "cert_class": cert_class, "profile": profile, "subject": subject, "dns_names": dns_names or [],
+        "ip_addresses": [], "emails": emails or [], "not_before": isoformat(leaf.not_valid_before_utc),
         "not_after": isoformat(leaf.not_valid_after_utc),
         "fingerprint_sha256": hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
         "certificate_pem": leaf_pem, "chain_pem": "", "trust_anchors": ["class1"],
@@ -674,20 +682,9 @@ async def test_client_certificate_page_names_the_attributes_and_explains_pkcs12_
     owner = browsers[0]
     member_id, token = await stack.member("Grace Hopper", "grace.client@example.org")
     leaf_pem, leaf = self_signed("Grace Hopper", serial=0xC11E47)
-    serial = format(leaf.serial_number, "x")
-    await stack.publish("cert.issued", {
-        "request_id": f"req-{serial}", "member_id": member_id, "serial": serial, "issuer": "class3",
-        "cert_class": 3, "profile": "client", "subject": "2.5.4.4=Hopper,2.5.4.42=Grace,CN=Grace Hopper",
-        "dns_names": [], "ip_addresses": [], "emails": ["grace.client@example.org"],
-        "not_before": isoformat(leaf.not_valid_before_utc), "not_after": isoformat(leaf.not_valid_after_utc),
-        "fingerprint_sha256": hashlib.sha256(leaf.public_bytes(Encoding.DER)).hexdigest(),
-        "certificate_pem": leaf_pem, "chain_pem": "", "trust_anchors": ["class1"],
-        "issued_at": isoformat(datetime.now(UTC)),
-    }, source="signer")
-    for _ in range(200):
-        if (await stack.api.call("GET", f"/v1/certificates/{serial}", token=token)).status == 200:
-            break
-        await asyncio.sleep(0.1)
+    serial = await announced_certificate(stack, member_id, token, leaf_pem, leaf, cert_class=3, profile="client",
+                                         subject="2.5.4.4=Hopper,2.5.4.42=Grace,CN=Grace Hopper",
+                                         emails=["grace.client@example.org"])
     await owner.login("grace.client@example.org")
 
     status, text, _ = await owner.get(f"/account/certificates/{serial}")

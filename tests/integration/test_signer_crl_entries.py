@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -16,22 +15,13 @@ from services.signer.ca.urls import CAUrls
 from services.signer.revoking import CRLPublisher, Revoker
 from services.signer.store import CertificateStore
 from shared.approvals import ApprovalVerifier
-from shared.config import KafkaSettings, MongoSettings
+from shared.config import KafkaSettings
 from shared.events import Topics, isoformat, make_event, utcnow
 from shared.kafka import Batch, EventProducer
-from shared.mongo import connect
 from tests.approval_keys import RA_PUBLIC_PEM, sign
 from tests.eventlog import read_topic
 
 PASSPHRASE = b"crl entries test passphrase"
-
-
-@pytest.fixture
-async def db(mongo_settings: MongoSettings) -> AsyncIterator[AsyncDatabase[dict[str, Any]]]:
-    client, database = connect(mongo_settings, service="test")
-    yield database
-    await client.drop_database(database.name)
-    await client.close()
 
 
 @pytest.fixture

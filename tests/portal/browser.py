@@ -134,3 +134,13 @@ async def wait_for_certificate(page: Any, *, seconds: float = 60) -> None:
             await page.get_by_role("link", name="Show the status again").click()
             await page.wait_for_load_state("load")
     await page.wait_for_url(certificate, timeout=1)
+
+
+async def wait_until_domain_verified(page: Any, domain_page: str) -> None:
+    """Reload the domain's page until it says Verified (registration hears of it by an event)."""
+    for _ in range(60):
+        await page.goto(domain_page)
+        if (await page.locator("#domain-status").inner_text()) == "Verified":
+            break
+        await page.wait_for_timeout(500)
+    await playwright_api.expect(page.locator("#domain-status")).to_have_text("Verified")

@@ -36,6 +36,7 @@ from tests.portal.browser import (
     shot,
     sign_up_and_log_in,
     wait_for_certificate,
+    wait_until_domain_verified,
 )
 from tests.portal.stack import System
 from tests.registration.harness import PASSWORD
@@ -77,12 +78,7 @@ async def journey(system: System, browser: Any, stack_env: dict[str, str], uniqu
     await page.goto(system.local(link))  # its script posts the fragment's token to the review page
     await page.get_by_role("button", name=re.compile("^Confirm that")).click()
     await expect(page.locator("h1")).to_have_text("Domain confirmed")
-    for _ in range(60):
-        await page.goto(domain_page)
-        if (await page.locator("#domain-status").inner_text()) == "Verified":
-            break
-        await page.wait_for_timeout(500)
-    await expect(page.locator("#domain-status")).to_have_text("Verified")
+    await wait_until_domain_verified(page, domain_page)
     await shot(page, "06-domain-verified")
 
     # Paste the CSR, check the preview, confirm.

@@ -36,6 +36,7 @@ from tests.portal.browser import (
     make_csr,
     playwright_api,
     wait_for_certificate,
+    wait_until_domain_verified,
 )
 from tests.portal.page_checks import PageWalk, axe_source
 from tests.portal.stack import System
@@ -158,12 +159,7 @@ async def new_member(system: System, walk: PageWalk, mailbox: MailboxClient, add
     await page.get_by_role("button", name=re.compile("^Confirm that")).click()
     await expect(page.locator("h1")).to_have_text("Domain confirmed")
     await walk.check("domain-confirmed")
-    for _ in range(60):
-        await page.goto(domain_page)
-        if (await page.locator("#domain-status").inner_text()) == "Verified":
-            break
-        await page.wait_for_timeout(500)
-    await expect(page.locator("#domain-status")).to_have_text("Verified")
+    await wait_until_domain_verified(page, domain_page)
     await walk.check("domain-verified")
     await page.goto(portal + "/account/domains")
     await walk.check("domains")
