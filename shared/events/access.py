@@ -23,8 +23,8 @@ class TopicAccess:
 
 SERVICES: dict[str, TopicAccess] = {
     "registration": TopicAccess(
-        reads=frozenset({"domain", "cert"}),
-        writes=frozenset({"member", "domain", "csr", "cert", "mail.commands"}),
+        reads=frozenset({"domain", "cert", "acme"}),
+        writes=frozenset({"member", "domain", "csr", "cert", "mail.commands", "acme.bindings"}),
         consumer_group="registration",
     ),
     "domain_verify": TopicAccess(
@@ -49,6 +49,13 @@ SERVICES: dict[str, TopicAccess] = {
         reads=frozenset({"mail.commands", "member", "cert", "csr", "domain"}),
         writes=frozenset({"mail"}),
         consumer_group="notifier",
+    ),
+    # The ACME front door (RFC 8555): asks domain_verify for http-01 / dns-01 checks and the RA for
+    # certificates and revocations; follows the answers. It alone reads `acme.bindings`.
+    "acme": TopicAccess(
+        reads=frozenset({"domain", "csr", "cert", "acme.bindings"}),
+        writes=frozenset({"domain", "acme"}),
+        consumer_group="acme",
     ),
 }
 

@@ -40,7 +40,10 @@ class EventType:
 # topic that only the notifier may read; mail outcomes are ordinary events.
 # `perspective` is internal to domain_verify: the primary asks remote network perspectives to repeat a
 # check and they answer (BR 3.2.2.9).
-TOPICS = ("member", "domain", "csr", "cert", "mail.commands", "mail", "perspective")
+# `acme` carries what the ACME service asks of the RA (CSR submissions, revocations); `acme.bindings` carries
+# External Account Bindings from registration to the ACME service, which alone may read it (their HMAC keys
+# are sealed to its key besides).
+TOPICS = ("member", "domain", "csr", "cert", "mail.commands", "mail", "perspective", "acme", "acme.bindings")
 
 EVENT_TYPES: tuple[EventType, ...] = (
     EventType("member.registered", 1, "member", "member_id"),
@@ -65,6 +68,10 @@ EVENT_TYPES: tuple[EventType, ...] = (
     EventType("mail.failed", 1, "mail", "source_event_id"),
     EventType("perspective.check_requested", 1, "perspective", "check_id"),
     EventType("perspective.check_answered", 1, "perspective", "check_id"),
+    EventType("acme.csr_submitted", 1, "acme", "request_id"),
+    EventType("acme.revocation_requested", 1, "acme", "serial"),
+    EventType("acme.binding_created", 1, "acme.bindings", "key_id"),
+    EventType("acme.binding_revoked", 1, "acme.bindings", "key_id"),
 )
 BY_TYPE: dict[str, EventType] = {e.type: e for e in EVENT_TYPES}
 BY_NAME: dict[str, EventType] = {e.name: e for e in EVENT_TYPES}
