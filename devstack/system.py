@@ -1,4 +1,4 @@
-"""The whole CA on top of the stack: the CA hierarchy, the seeded support staff, and the eight processes.
+"""The whole CA on top of the stack: the CA hierarchy, the seeded support staff, and the nine processes.
 
 `python -m devstack up --system` (what `./dev up` runs) does, after Kafka, FerretDB, the mailbox and DNS:
 
@@ -8,13 +8,16 @@
    RA's Ed25519 key pair (`ra-signing-key.pem`, mode 0600, for registration; `ra-public-keys.pem` for
    the signers), with which every approval is signed; and the notifier's X25519 sealing key pair
    (`notifier-sealing-key.pem`, mode 0600, for the notifier; `mail-sealing-public-key.pem` for
-   registration and domain_verify), to which every mail command's link is sealed.
+   registration and domain_verify), to which every mail command's link is sealed; and the ACME service's
+   X25519 key pair (`acme-sealing-key.pem`, mode 0600, for the ACME service; `acme-sealing-public-key.pem`
+   for registration), to which every ACME binding's HMAC key is sealed.
 2. **Support staff** (first run): registration's `create-admin` for one admin and `create-assurer` for
    two founding Assurers, who are not admins (one assurance gives at most 35 points and Assured needs
    50, so a newcomer needs two).
    Their generated passwords are kept in `<state>/system/accounts.json` (mode 0600).
 3. **Services**: registration (8081), domain_verify (8082), signer status (8083), signer issuing (8084),
-   notifier (8085) and three remote validation perspectives (8086-8088), detached, logs in
+   notifier (8085), three remote validation perspectives (8086-8088) and ACME (8089, directory at
+   http://127.0.0.1:8089/directory), detached, logs in
    `<state>/logs/<name>.log`, each awaited on `/readyz`.
    A service whose code changed since it was started is restarted; one that runs is left alone.
 
@@ -110,6 +113,8 @@ SERVICES: tuple[ServiceSpec, ...] = (
                 "CACERT_STACK_PERSPECTIVE_B_PORT", 8087, ("services/domain_verify", "shared")),
     ServiceSpec("perspective-c", "domain_verify perspective c", ("-m", "services.domain_verify"),
                 "CACERT_STACK_PERSPECTIVE_C_PORT", 8088, ("services/domain_verify", "shared")),
+    ServiceSpec("acme", "acme (RFC 8555 directory)", ("-m", "services.acme"),
+                "CACERT_STACK_ACME_PORT", 8089, ("services/acme", "shared")),
 )  # fmt: skip
 PERSPECTIVES = tuple(spec.name for spec in SERVICES if spec.name.startswith("perspective-"))
 SPLIT_VIEW_SOURCE = dns_server.SPLIT_VIEW_SOURCE
@@ -154,6 +159,14 @@ def mail_sealing_public_key_file() -> Path:
     return system_dir() / "mail-sealing-public-key.pem"
 
 
+def acme_key_file() -> Path:
+    return system_dir() / "acme-sealing-key.pem"
+
+
+def acme_sealing_public_key_file() -> Path:
+    return system_dir() / "acme-sealing-public-key.pem"
+
+
 def _write_secret(path: Path, text: str) -> None:
     """Create `path` with mode 0600 from the start (never world-readable, not even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -194,6 +207,18 @@ def mail_sealing_keys() -> None:
     notifier = MailOpener.generate()
     _write_secret(notifier_key_file(), notifier.private_pem())
     mail_sealing_public_key_file().write_text(notifier.public_pem())
+
+
+def acme_sealing_keys() -> None:
+    """The ACME service's X25519 key pair, made once: registration seals each binding's HMAC key to the
+    public half, the ACME service opens it with the private one (shared/acme_binding.py)."""
+    if acme_key_file().exists() and acme_sealing_public_key_file().exists():
+        return
+    from shared.acme_binding import BindingOpener
+
+    acme = BindingOpener.generate()
+    _write_secret(acme_key_file(), acme.private_pem())
+    acme_sealing_public_key_file().write_text(acme.public_pem())
 
 
 def accounts() -> dict[str, Any]:
@@ -272,6 +297,8 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
         env["CACERT_PUBLIC_URL"] = spec.url
         env["CACERT_RA_SIGNING_KEY_FILE"] = str(ra_key_file())
         env["CACERT_MAIL_SEALING_PUBLIC_KEY_FILE"] = str(mail_sealing_public_key_file())
+        env["CACERT_ACME_SEALING_PUBLIC_KEY_FILE"] = str(acme_sealing_public_key_file())
+        env["CACERT_ACME_DIRECTORY_URL"] = BY_NAME["acme"].url + "/directory"
         # Everyone reaches a local system from 127.0.0.1, so the per-client limits would count every
         # demo and test run against one client; the per-address and mail limits stay as shipped.
         env.update(CACERT_RATE_SIGNUP_PER_CLIENT="10000", CACERT_RATE_LOGIN_PER_CLIENT="10000",
@@ -295,6 +322,12 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
     elif spec.name == "notifier":
         env["CACERT_NOTIFIER_ACCOUNT_URL"] = BY_NAME["registration"].url
         env["CACERT_NOTIFIER_SEALING_KEY_FILE"] = str(notifier_key_file())
+    elif spec.name == "acme":
+        registration = BY_NAME["registration"].url
+        env.update(CACERT_ACME_PUBLIC_URL=spec.url, CACERT_ACME_SEALING_KEY_FILE=str(acme_key_file()),
+                   CACERT_ACME_TERMS_URL=registration + "/policy", CACERT_ACME_WEBSITE_URL=registration + "/",
+                   # every local test and benchmark orders names under a few test domains
+                   CACERT_ACME_ORDERS_PER_ACCOUNT_PER_HOUR="100000", CACERT_ACME_ORDERS_PER_DOMAIN_PER_HOUR="100000")
     return env
 
 
@@ -334,6 +367,7 @@ def init_ca(say: Say) -> None:
     _passphrase()
     ra_keys()
     mail_sealing_keys()
+    acme_sealing_keys()
     started = time.monotonic()
     out = _run(["-m", "services.signer", "init-ca", "--if-missing"], env, "services.signer init-ca")
     if not existed:
