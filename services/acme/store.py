@@ -58,8 +58,11 @@ class AcmeStore:
         await self.nonces.insert_one({"_id": nonce, "expires_at": expires_at})
 
     async def use_nonce(self, nonce: str, now: datetime) -> bool:
-        doc = await self.nonces.find_one_and_delete({"_id": nonce})
-        return doc is not None and doc["expires_at"].replace(tzinfo=now.tzinfo) > now
+        """True once per nonce: of two replicas deleting it at the same moment, one deletes nothing. (A
+        plain delete, not find-and-delete: FerretDB v1 runs find-and-modify as a read then a write, which
+        can hand one document to two callers; docs/decisions.md.)"""
+        result = await self.nonces.delete_one({"_id": nonce, "expires_at": {"$gt": now}})
+        return result.deleted_count == 1
 
     async def sweep_nonces(self, now: datetime) -> int:
         result = await self.nonces.delete_many({"expires_at": {"$lt": now}})

@@ -9,6 +9,7 @@ header), the rest through the library certbot uses.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -472,3 +473,40 @@ async def test_unsupported_and_invalid_identifiers_are_named_in_subproblems(
         subs = refused.json()["subproblems"]
         assert {s["identifier"]["value"] for s in subs} == {"192.0.2.1", "bad_name..example"}
         assert {s["type"].rsplit(":", 1)[1] for s in subs} == {"unsupportedIdentifier", "rejectedIdentifier"}
+
+
+async def test_a_nonce_is_good_once_across_replicas(kafka_settings: KafkaSettings,
+                                                    mongo_settings: MongoSettings) -> None:
+    """Two replicas behind one public URL share the nonce store: a nonce from one is good at the other,
+    once; sent to both at the same moment, exactly one accepts it."""
+    from services.acme.service import AcmeService
+    from tests.acme.harness import free_port, settings_for
+
+    async with running(kafka_settings, mongo_settings) as h:
+        acme, key = await h.account(await h.binding("member-replicas"))
+        public = h.service.settings
+        twin_port = free_port()
+        twin = AcmeService(dataclasses.replace(settings_for(kafka_settings, mongo_settings, twin_port),
+                                               public_url=public.public_url))
+        await twin.start()
+        try:
+            new_order = acme.directory["newOrder"]
+            at_twin = new_order.replace(f":{public.common.http.port}/", f":{twin_port}/")
+
+            def post(url: str, nonce: str) -> requests.Response:
+                signed = acme_jws.JWS.sign(json.dumps({"identifiers": [{"type": "dns", "value": fresh()}]}).encode(),
+                                           key, josepy.ES256, josepy.b64.b64decode(nonce), new_order,
+                                           account_url(acme))
+                return requests.post(url, data=signed.json_dumps(), headers={"Content-Type": "application/jose+json"},
+                                     timeout=10)
+
+            nonce = await new_nonce(acme.directory["newNonce"])
+            assert (await asyncio.to_thread(post, at_twin, nonce)).status_code == 201
+            assert problem_of(await asyncio.to_thread(post, new_order, nonce)) == "badNonce"
+            for _ in range(5):
+                nonce = await new_nonce(acme.directory["newNonce"])
+                both = await asyncio.gather(asyncio.to_thread(post, new_order, nonce),
+                                            asyncio.to_thread(post, at_twin, nonce))
+                assert sorted(r.status_code for r in both) == [201, 400], [r.text for r in both]
+        finally:
+            await twin.stop()
