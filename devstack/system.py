@@ -325,7 +325,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
     elif spec.name == "acme":
         registration = BY_NAME["registration"].url
         env.update(CACERT_ACME_PUBLIC_URL=spec.url, CACERT_ACME_SEALING_KEY_FILE=str(acme_key_file()),
-                   CACERT_ACME_TERMS_URL=registration + "/policy", CACERT_ACME_WEBSITE_URL=registration + "/",
+                   CACERT_ACME_TERMS_URL=registration + "/", CACERT_ACME_WEBSITE_URL=registration + "/",
                    # every local test and benchmark orders names under a few test domains
                    CACERT_ACME_ORDERS_PER_ACCOUNT_PER_HOUR="100000", CACERT_ACME_ORDERS_PER_DOMAIN_PER_HOUR="100000")
     return env

@@ -20,7 +20,7 @@ class AcmeSettings:
     sealing_key: str = setting(PRIVATE_KEY_SETTING, "", secret=True,
                                help="the X25519 private key(s) (PEM) that open the HMAC keys registration seals "
                                     "to this service (shared/acme_binding.py); required to serve")
-    terms_of_service_url: str = setting("CACERT_ACME_TERMS_URL", "http://127.0.0.1:8081/policy",
+    terms_of_service_url: str = setting("CACERT_ACME_TERMS_URL", "http://127.0.0.1:8081/",
                                         help="the directory's meta.termsOfService")
     website_url: str = setting("CACERT_ACME_WEBSITE_URL", "http://127.0.0.1:8081/",
                                help="the directory's meta.website")
