@@ -126,6 +126,19 @@ def test_only_the_notifier_mounts_the_mail_sealing_key(overlay: tuple[str, list[
     assert holders("mail-sealing-public-key") == ["domain-verify", "registration"]
 
 
+def test_only_the_acme_service_mounts_the_acme_sealing_key(overlay: tuple[str, list[Obj]]) -> None:
+    """The private key that opens External Account Binding HMAC keys is the ACME service's alone; registration,
+    which seals them, gets the public key."""
+    _, objects = overlay
+
+    def holders(secret: str) -> list[str]:
+        return sorted(owner["metadata"]["name"] for owner, template in pod_templates(objects)
+                      if secret in referenced_secrets(template))
+
+    assert holders("acme-sealing-key") == ["acme"]
+    assert holders("acme-sealing-public-key") == ["registration"]
+
+
 def test_each_service_has_a_disruption_budget(overlay: tuple[str, list[Obj]]) -> None:
     _, objects = overlay
     budgets = of_kind(objects, "PodDisruptionBudget")
@@ -195,11 +208,7 @@ def test_no_service_or_ingress_reaches_the_issuing_signer(overlay: tuple[str, li
     for ingress in of_kind(objects, "Ingress"):
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                assert path["backend"]["service"]["name"] in {
-                    "registration",
-                    "domain-verify",
-                    "signer-status",
-                }
+                assert path["backend"]["service"]["name"] in PUBLIC_WORKLOADS
 
 
 def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> None:
