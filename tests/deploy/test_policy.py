@@ -230,6 +230,20 @@ def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> Non
     assert {"/class1.crt", "/class3.crt", "/class3-root.crt"} <= status_paths
 
 
+def test_no_host_and_path_is_routed_to_two_services(overlay: tuple[str, list[Obj]]) -> None:
+    """/acme is the ACME API on the ACME host and the portal's binding page on ra.: never on one host."""
+    _, objects = overlay
+    routes: dict[tuple[str, str], set[str]] = {}
+    for ingress in of_kind(objects, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                routes.setdefault((rule["host"], path["path"]), set()).add(path["backend"]["service"]["name"])
+    assert not {route: services for route, services in routes.items() if len(services) > 1}
+    acme_hosts = {host for (host, path), services in routes.items() if services == {"acme"}}
+    assert len(acme_hosts) == 1 and not any(host in acme_hosts and services != {"acme"}
+                                            for (host, _), services in routes.items())
+
+
 # --- NetworkPolicies -------------------------------------------------------------------------------
 
 
