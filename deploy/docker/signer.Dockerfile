@@ -24,7 +24,8 @@ COPY services ./services
 RUN /opt/cacert/bin/pip install --require-hashes -r requirements-runtime.lock \
  && /opt/cacert/bin/pip install --no-deps . \
  && SITE="$(/opt/cacert/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')" \
- && rm -rf "$SITE/services/registration" "$SITE/services/domain_verify" "$SITE/services/notifier" "$SITE/devstack" \
+ && rm -rf "$SITE/services/registration" "$SITE/services/domain_verify" "$SITE/services/notifier" \
+      "$SITE/services/acme" "$SITE/devstack" \
  && /opt/cacert/bin/python -m pip uninstall -y -q pip \
  && /opt/cacert/bin/python -m compileall -q "$SITE" \
  && /opt/cacert/bin/python -c "import services.signer.__main__"

@@ -6,6 +6,8 @@
 #   deploy/k8s/tools.sh prometheus-operator-crds -> a directory holding the pinned PodMonitor,
 #                                     ServiceMonitor and PrometheusRule CRDs (YAML)
 #   deploy/k8s/tools.sh promtool       -> prints the path of the pinned promtool binary
+#   deploy/k8s/tools.sh cert-manager-crds -> a directory holding the pinned cert-manager ClusterIssuer, Issuer
+#                                     and Certificate CRDs (YAML), for deploy/k8s/examples/cert-manager
 # Idempotent: what is already in the cache is reused; nothing is downloaded twice.
 #
 # kustomize v5.8.2 (sigs.k8s.io/kustomize/api v0.21.2) is the newest release whose go.mod asks for
@@ -27,6 +29,18 @@ PROMETHEUS_OPERATOR_VERSION="v0.85.0"
 # cloud service-discovery SDKs, which rule tests never use, more than double the build (measured on 2 shared,
 # busy cores: ~6 min without them, ~14 min with them).
 PROMETHEUS_MODULE_VERSION="v0.316.0"
+# cert-manager's Go module carries the chart templates its release's cert-manager.crds.yaml is made of
+# (deploy/charts/cert-manager/templates/crd-*.yaml: the CRDs inside a Helm `if`, with Helm-made labels);
+# their template lines dropped, they are the CRDs a release installs (their schemas equal deploy/crds/ of
+# the same module). Pinned twice: the module's go.sum hash (which `go mod download` also checks against the
+# checksum database) and the sha256 of each CRD file taken from it.
+CERT_MANAGER_VERSION="v1.19.1"
+CERT_MANAGER_MODULE_SUM="h1:Txh8L/nLWTDcb7ZnXuXbTe15BxQnLbLirXmbNk0fGgY="
+CERT_MANAGER_CRDS_SHA256="\
+8b569a736333efb317042551194aed273f462e960546f75fc759aee3e14f7565  cert-manager.io_certificates.yaml
+a9bf4269d6b3217a25f2627e44c39bd0e9b9b5f7b4d886a5fd4d60aaa8c33422  cert-manager.io_clusterissuers.yaml
+c5916bd12ed49dfd159e208846cd6e0cbd9760895628edaa3966cde023c4992d  cert-manager.io_issuers.yaml
+"
 CACHE="${CACERT_STACK_CACHE:-$HOME/.cache/cacert-stack}"
 BIN="$CACHE/bin"
 
@@ -167,11 +181,48 @@ promtool() {
   echo "$exe"
 }
 
+cert_manager_crds() {
+  local out="$CACHE/cert-manager-crds-$CERT_MANAGER_VERSION"
+  if [ -f "$out/.complete" ]; then
+    echo "$out"
+    return
+  fi
+  command -v go >/dev/null 2>&1 || { echo "error: 'go' is required to fetch the cert-manager CRDs" >&2; exit 1; }
+  local module json dir sum work name
+  module="github.com/cert-manager/cert-manager@$CERT_MANAGER_VERSION"
+  echo "fetching $module from the Go module proxy ..." >&2
+  json="$(cd /tmp && GOTOOLCHAIN=local GOFLAGS=-modcacherw go mod download -json "$module")"
+  dir="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+  sum="$(printf '%s\n' "$json" | sed -n 's/^[[:space:]]*"Sum": "\(.*\)",$/\1/p')"
+  if [ "$sum" != "$CERT_MANAGER_MODULE_SUM" ]; then
+    echo "error: $module has hash '$sum', pinned $CERT_MANAGER_MODULE_SUM" >&2
+    exit 1
+  fi
+  mkdir -p "$CACHE"
+  work="$(mktemp -d "$CACHE/.cert-manager.XXXXXX")"
+  trap 'rm -rf "$work"' RETURN
+  for name in clusterissuers issuers certificates; do
+    grep -v '{{' "$dir/deploy/charts/cert-manager/templates/crd-cert-manager.io_$name.yaml" \
+      > "$work/cert-manager.io_$name.yaml"
+  done
+  (cd "$work" && printf '%s' "$CERT_MANAGER_CRDS_SHA256" | sha256sum --check --strict --quiet -) >&2 || {
+    echo "error: the CRDs taken from $module are not the pinned ones" >&2
+    return 1  # (not exit: the RETURN trap removes the work directory)
+  }
+  echo "$CERT_MANAGER_VERSION" > "$work/.complete"
+  rm -rf "$out"
+  mv "$work" "$out"
+  trap - RETURN
+  echo "$out"
+}
+
 case "${1:-}" in
   kustomize) kustomize ;;
   strimzi-crds) strimzi_crds ;;
   keda-crds) keda_crds ;;
   prometheus-operator-crds) prometheus_operator_crds ;;
   promtool) promtool ;;
-  *) echo "usage: $0 kustomize|strimzi-crds|keda-crds|prometheus-operator-crds|promtool" >&2; exit 2 ;;
+  cert-manager-crds) cert_manager_crds ;;
+  *) echo "usage: $0 kustomize|strimzi-crds|keda-crds|prometheus-operator-crds|promtool|cert-manager-crds" >&2
+     exit 2 ;;
 esac

@@ -50,6 +50,14 @@ def prometheus_operator_crds() -> dict[tuple[str, str], dict[str, Any]]:
     return _crd_schemas(Path(tool("prometheus-operator-crds")))
 
 
+@pytest.fixture(scope="session")
+def cert_manager_crds() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> openAPIV3Schema of the pinned cert-manager release's ClusterIssuer, Issuer and
+    Certificate CRDs (from its Go module on the Go module proxy, pinned by hash, into the cache by
+    deploy/k8s/tools.sh)."""
+    return _crd_schemas(Path(tool("cert-manager-crds")))
+
+
 def _crd_schemas(directory: Path) -> dict[tuple[str, str], dict[str, Any]]:
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
     for path in sorted(directory.glob("*.yaml")):

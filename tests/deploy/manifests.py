@@ -30,6 +30,7 @@ SERVICE_WORKLOADS: dict[str, tuple[str, str]] = {
     "signer-issuing": ("signer", "services.signer.settings:SignerSettings"),
     "signer-status": ("signer", "services.signer.settings:SignerSettings"),
     "notifier": ("notifier", "services.notifier.settings:NotifierSettings"),
+    "acme": ("acme", "services.acme.settings:AcmeSettings"),
 }
 # The remote network perspectives (BR 3.2.2.9): deploy/k8s/base/perspectives/<region>, each a Deployment
 # `domain-verify-perspective-<region>` running domain_verify in perspective mode.
@@ -44,7 +45,7 @@ SERVICE_WORKLOADS.update(
 # Workloads with a MongoDB database of their own (a perspective stores nothing).
 MONGODB_WORKLOADS = set(SERVICE_WORKLOADS) - set(PERSPECTIVE_WORKLOADS)
 # Workloads that must be reachable from the ingress controller (public HTTP).
-PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status"}
+PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status", "acme"}
 CA_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
 CA_KEY_SECRET = "signer-issuing-ca"
 

@@ -12,6 +12,7 @@ import pytest
 
 from services.domain_verify.settings import settings_environment
 from services.registration.web.settings import WebSettings
+from shared.acme_binding import BindingOpener
 from shared.config import ConfigError, describe, load
 from tests.approval_keys import RA_PRIVATE_PEM, RA_PUBLIC_PEM
 from tests.deploy.manifests import (
@@ -27,6 +28,8 @@ from tests.deploy.manifests import (
 )
 from tests.mail_keys import NOTIFIER_PRIVATE_PEM, SEALING_PUBLIC_PEM
 
+# the ACME service's sealing key pair (shared/acme_binding.py): a throw-away pair for the test run
+ACME_SEALING = BindingOpener.generate()
 DUMMY_SECRETS = {
     "url": "mongodb://user:not-a-secret@mongodb:27017/?authSource=test",
     "password": "not-a-secret",
@@ -38,6 +41,9 @@ DUMMY_SECRETS = {
     # and so must the notifier's sealing key pair (tests/mail_keys.py)
     "notifier-sealing-key.pem": NOTIFIER_PRIVATE_PEM,
     "mail-sealing-public-key.pem": SEALING_PUBLIC_PEM,
+    # and the ACME service's
+    "acme-sealing-key.pem": ACME_SEALING.private_pem(),
+    "acme-sealing-public-key.pem": ACME_SEALING.public_pem(),
     "csrf-secret": "not-a-secret",
 }
 
@@ -92,6 +98,9 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
         assert web.csrf_secret and urlsplit(web.ca_certs_url).hostname == "signer-status"
     if workload == "signer-issuing":
         assert settings.approval_verifier().key_ids, "trusts the mounted RA public keys"
+    if workload == "acme":
+        settings.validate()
+        assert settings.binding_opener().public_pem() == ACME_SEALING.public_pem(), "opens with the mounted key"
     if workload in PERSPECTIVE_WORKLOADS:
         assert settings.mode == "perspective"
         assert settings.perspective_name == PERSPECTIVE_WORKLOADS[workload]
@@ -146,6 +155,7 @@ def test_public_urls_match_the_ingress_hosts(overlay: tuple[str, list[Obj]]) -> 
         "domain-verify": "CACERT_DOMAIN_VERIFY_PUBLIC_URL",
         "signer-status": "CACERT_SIGNER_PUBLIC_URL",
         "signer-issuing": "CACERT_SIGNER_PUBLIC_URL",
+        "acme": "CACERT_ACME_PUBLIC_URL",
     }
     for workload, variable in expectations.items():
         (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]
@@ -154,3 +164,39 @@ def test_public_urls_match_the_ingress_hosts(overlay: tuple[str, list[Obj]]) -> 
         assert url.hostname == hosts[ingress], f"{workload}: {variable} points at {url.hostname}"
         tls = "tls" in named(objects, "Ingress", ingress)["spec"]
         assert url.scheme == ("https" if tls else "http")
+
+
+def _environment(objects: list[Obj], workload: str) -> dict[str, str]:
+    (container,) = named(objects, "Deployment", workload)["spec"]["template"]["spec"]["containers"]
+    return container_environment(objects, container)
+
+
+def test_the_acme_api_is_routed_where_its_public_url_says(overlay: tuple[str, list[Obj]]) -> None:
+    """The ACME service builds every URL it hands out from CACERT_ACME_PUBLIC_URL; the Ingress must route
+    that host and path (unchanged, no rewrite) to it, and registration must show members that directory."""
+    from tests.deploy.test_policy import _routed
+
+    _, objects = overlay
+    public = urlsplit(_environment(objects, "acme")["CACERT_ACME_PUBLIC_URL"])
+    ingress = named(objects, "Ingress", "acme")
+    assert "nginx.ingress.kubernetes.io/rewrite-target" not in ingress["metadata"].get("annotations", {})
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == public.hostname
+    base = public.path.rstrip("/")
+    assert base, "the ACME API lives under a path of its own (/acme)"
+    # RFC 8555 7.1 resources (and RFC 9773 renewalInfo) under the base path, and one resource below them
+    for resource in ("/directory", "/new-nonce", "/new-account", "/new-order", "/revoke-cert", "/key-change",
+                     "/renewal-info", "/renewal-info/x.y"):
+        assert _routed(ingress, base + resource), f"{base + resource} is not routed"
+    assert {p["backend"]["service"]["name"] for p in rule["http"]["paths"]} == {"acme"}
+    assert not _routed(ingress, "/metrics") and not _routed(ingress, base + "x/directory")
+    directory = _environment(objects, "registration")["CACERT_ACME_DIRECTORY_URL"]
+    assert directory == public.geturl().rstrip("/") + "/directory", "registration shows members another directory"
+
+
+def test_acme_announces_the_caa_identities_the_validation_authority_checks(overlay: tuple[str, list[Obj]]) -> None:
+    """meta.caaIdentities tells members what to put in CAA; domain_verify's CAA check must accept the same."""
+    _, objects = overlay
+    announced = _environment(objects, "acme")["CACERT_ACME_CAA_IDENTITIES"]
+    checked = _environment(objects, "domain-verify")["CACERT_DOMAIN_VERIFY_CAA_IDENTITIES"]
+    assert sorted(announced.split(",")) == sorted(checked.split(","))

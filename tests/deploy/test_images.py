@@ -35,6 +35,7 @@ IMAGES = {
     "domain-verify": "domain_verify",
     "signer": "signer",
     "notifier": "notifier",
+    "acme": "acme",
 }
 
 # Images of opt-in components, not of a service: image -> the module its entry point runs.
@@ -206,8 +207,11 @@ def _command(container: Obj) -> list[str]:
 
 def _require_module(argv: list[str]) -> None:
     module = argv[argv.index("-m") + 1]
-    if importlib.util.find_spec(module) is None:
-        pytest.skip(f"{module} does not exist yet")
+    spec = importlib.util.find_spec(module)
+    # `python -m package` runs package.__main__: a package that has none yet has no entry point yet
+    if spec is None or (spec.submodule_search_locations is not None
+                        and importlib.util.find_spec(f"{module}.__main__") is None):
+        pytest.skip(f"{module} has no entry point yet")
 
 
 def _run(argv: list[str], environ: dict[str, str]) -> subprocess.CompletedProcess[str]:

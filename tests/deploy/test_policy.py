@@ -126,6 +126,19 @@ def test_only_the_notifier_mounts_the_mail_sealing_key(overlay: tuple[str, list[
     assert holders("mail-sealing-public-key") == ["domain-verify", "registration"]
 
 
+def test_only_the_acme_service_mounts_the_acme_sealing_key(overlay: tuple[str, list[Obj]]) -> None:
+    """The private key that opens External Account Binding HMAC keys is the ACME service's alone; registration,
+    which seals them, gets the public key."""
+    _, objects = overlay
+
+    def holders(secret: str) -> list[str]:
+        return sorted(owner["metadata"]["name"] for owner, template in pod_templates(objects)
+                      if secret in referenced_secrets(template))
+
+    assert holders("acme-sealing-key") == ["acme"]
+    assert holders("acme-sealing-public-key") == ["registration"]
+
+
 def test_each_service_has_a_disruption_budget(overlay: tuple[str, list[Obj]]) -> None:
     _, objects = overlay
     budgets = of_kind(objects, "PodDisruptionBudget")
@@ -195,11 +208,7 @@ def test_no_service_or_ingress_reaches_the_issuing_signer(overlay: tuple[str, li
     for ingress in of_kind(objects, "Ingress"):
         for rule in ingress["spec"]["rules"]:
             for path in rule["http"]["paths"]:
-                assert path["backend"]["service"]["name"] in {
-                    "registration",
-                    "domain-verify",
-                    "signer-status",
-                }
+                assert path["backend"]["service"]["name"] in PUBLIC_WORKLOADS
 
 
 def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> None:
@@ -219,6 +228,20 @@ def test_ingress_routes_public_paths_only(overlay: tuple[str, list[Obj]]) -> Non
     status_paths = {p["path"] for rule in status["spec"]["rules"] for p in rule["http"]["paths"]}
     # the CA certificates, the self-signed Class 3 root (the anchor for assured-only trust) among them
     assert {"/class1.crt", "/class3.crt", "/class3-root.crt"} <= status_paths
+
+
+def test_no_host_and_path_is_routed_to_two_services(overlay: tuple[str, list[Obj]]) -> None:
+    """/acme is the ACME API on the ACME host and the portal's binding page on ra.: never on one host."""
+    _, objects = overlay
+    routes: dict[tuple[str, str], set[str]] = {}
+    for ingress in of_kind(objects, "Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                routes.setdefault((rule["host"], path["path"]), set()).add(path["backend"]["service"]["name"])
+    assert not {route: services for route, services in routes.items() if len(services) > 1}
+    acme_hosts = {host for (host, path), services in routes.items() if services == {"acme"}}
+    assert len(acme_hosts) == 1 and not any(host in acme_hosts and services != {"acme"}
+                                            for (host, _), services in routes.items())
 
 
 # --- NetworkPolicies -------------------------------------------------------------------------------

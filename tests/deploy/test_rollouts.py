@@ -23,7 +23,7 @@ from shared.events.access import SERVICES
 from tests.deploy.manifests import K8S, SERVICE_WORKLOADS, Obj, build, named, of_kind, strict_schema, tool
 from tests.deploy.test_render import KUBERNETES_VERSIONS
 
-PUBLIC_HTTP = ("registration", "domain-verify", "signer-status")
+PUBLIC_HTTP = ("registration", "domain-verify", "signer-status", "acme")
 
 
 def _common_settings(objects: list[Obj]) -> dict[str, str]:
@@ -59,9 +59,9 @@ def test_prod_spreads_every_service_over_zones(rendered: dict[str, list[Obj]]) -
         assert "app.kubernetes.io/name" in zones[0]["matchLabelKeys"], f"{workload}: spread per service"
 
 
-def test_registration_and_the_status_signer_autoscale(overlay: tuple[str, list[Obj]]) -> None:
+def test_registration_the_status_signer_and_acme_autoscale(overlay: tuple[str, list[Obj]]) -> None:
     name, objects = overlay
-    for workload in ("registration", "signer-status"):
+    for workload in ("registration", "signer-status", "acme"):
         hpa = named(objects, "HorizontalPodAutoscaler", workload)
         assert hpa["spec"]["scaleTargetRef"]["name"] == workload
         assert "replicas" not in named(objects, "Deployment", workload)["spec"], "the HPA owns the replicas"

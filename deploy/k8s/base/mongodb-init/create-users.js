@@ -11,6 +11,7 @@ const users = [
   // the public status responder only reads what the issuing signer wrote
   ["signer_status", "signer", "read", "SIGNER_STATUS_PASSWORD"],
   ["notifier", "notifier", "readWrite", "NOTIFIER_PASSWORD"],
+  ["acme", "acme", "readWrite", "ACME_PASSWORD"],
   // the backup CronJob (python -m shared.backup dump) reads every database and nothing else
   ["backup", "admin", "backup", "BACKUP_PASSWORD"],
 ];
