@@ -82,6 +82,7 @@ class RegistrationService:
         self.settings = settings
         self._approvals = settings.approval_signer()  # ConfigError without the RA key: nothing unsigned leaves
         self._mail_sealer = settings.mail_sealer()  # ConfigError without the notifier's key: no link leaves clear
+        self._acme_sealer = settings.acme_sealer()  # ConfigError without the ACME service's key: no HMAC key leaves
         self.web_settings = web_settings if web_settings is not None else load(WebSettings)
         self.web_settings.check_shared_secrets(settings.public_url)
         self._clock = clock
@@ -107,7 +108,8 @@ class RegistrationService:
         await self._producer.start()
         self._lifecycle.started("producer", self._producer.stop)
         store = MongoRegistrationStore(self.db, clock=self._clock)
-        ctx = self.context = Context(store, self.settings, self._clock, self._approvals, self._mail_sealer)
+        ctx = self.context = Context(store, self.settings, self._clock, self._approvals, self._mail_sealer,
+                                     self._acme_sealer)
         self._outbox = store.outbox = Outbox(self._producer, store.outbox_collections())
         self._outbox.start()
         self._lifecycle.started("outbox", self._outbox.stop)

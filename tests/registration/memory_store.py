@@ -19,6 +19,7 @@ from services.registration.store import RegistrationStore
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import BY_NAME, CloudEvent
 from shared.settings import CommonSettings
+from tests.acme_keys import ACME_SEALER
 from tests.approval_keys import RA
 from tests.mail_keys import SEALER
 
@@ -344,7 +345,7 @@ def settings() -> RegistrationSettings:
 
 
 def context(store: MemoryStore, now: datetime = NOW) -> Context:
-    return Context(store, settings(), lambda: now, RA, SEALER)
+    return Context(store, settings(), lambda: now, RA, SEALER, ACME_SEALER)
 
 
 def with_second_factor(store: MemoryStore, member: Member) -> Member:
