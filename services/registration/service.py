@@ -15,6 +15,8 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.registration.acme_bindings import AcmeBindings
+from services.registration.acme_requests import AcmeRequests
 from services.registration.api.accounts import AccountRoutes
 from services.registration.api.certificates import CertificateRoutes
 from services.registration.api.common import Authenticator, openapi_document, rate_limit_answers
@@ -123,12 +125,15 @@ class RegistrationService:
         emails = EmailAddresses(ctx, members)
         auth = Authenticator(sessions)
         limiter = RateLimiter(ctx)
+        compromised_keys = CompromisedKeys(ctx)
+        bindings = AcmeBindings(ctx, assurances)
+        acme = AcmeRequests(ctx, members, bindings, requests, certificates, compromised_keys)
 
         self._runner = ConsumerRunner(
             common.kafka,
             group_id=SERVICES[NAME].consumer_group,
             producer=self._producer,
-            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests),
+            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests, acme),
         )
         await self._runner.start()
         self._lifecycle.started("consumer", self._runner.stop)
@@ -148,7 +153,7 @@ class RegistrationService:
         AccountRoutes(ctx, members, emails, sessions, assurances, auth, limiter).install(app)
         TrustRoutes(members, assurances, auth).install(app)
         DomainRoutes(domains, auth, limiter).install(app)
-        CertificateRoutes(requests, certificates, CompromisedKeys(ctx), auth, limiter).install(app)
+        CertificateRoutes(requests, certificates, compromised_keys, auth, limiter).install(app)
         WebPortal(
             ctx,
             members=members,

@@ -135,7 +135,8 @@ class RegistrationSettings:
         if not self.acme_directory_url.startswith(("http://", "https://")):
             raise ConfigError("CACERT_ACME_DIRECTORY_URL must start with http:// or https://")
         if self.acme_bindings_per_member < 1:
-            raise ConfigError(f"CACERT_ACME_BINDINGS_PER_MEMBER must be at least 1, got {self.acme_bindings_per_member}")
+            raise ConfigError("CACERT_ACME_BINDINGS_PER_MEMBER must be at least 1, "
+                              f"got {self.acme_bindings_per_member}")
 
     def approval_signer(self) -> ApprovalSigner:
         """The RA's signing key; ConfigError (naming the variable, never the key) when absent or unusable."""
