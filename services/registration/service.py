@@ -18,6 +18,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from services.registration.acme_bindings import AcmeBindings
 from services.registration.acme_requests import AcmeRequests
 from services.registration.api.accounts import AccountRoutes
+from services.registration.api.acme_bindings import AcmeBindingRoutes
 from services.registration.api.certificates import CertificateRoutes
 from services.registration.api.common import Authenticator, openapi_document, rate_limit_answers
 from services.registration.api.domains import DomainRoutes
@@ -154,6 +155,7 @@ class RegistrationService:
         TrustRoutes(members, assurances, auth).install(app)
         DomainRoutes(domains, auth, limiter).install(app)
         CertificateRoutes(requests, certificates, compromised_keys, auth, limiter).install(app)
+        AcmeBindingRoutes(bindings, auth).install(app)
         WebPortal(
             ctx,
             members=members,
