@@ -165,6 +165,7 @@ class RegistrationService:
             domains=domains,
             requests=requests,
             certificates=certificates,
+            bindings=bindings,
             limiter=limiter,
             settings=self.web_settings,
         ).install(app)
