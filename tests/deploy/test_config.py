@@ -13,6 +13,7 @@ import pytest
 from services.domain_verify.settings import settings_environment
 from services.registration.web.settings import WebSettings
 from shared.config import ConfigError, describe, load
+from tests.acme_keys import ACME_SEALING_PRIVATE_PEM, ACME_SEALING_PUBLIC_PEM
 from tests.approval_keys import RA_PRIVATE_PEM, RA_PUBLIC_PEM
 from tests.deploy.manifests import (
     K8S,
@@ -38,6 +39,9 @@ DUMMY_SECRETS = {
     # and so must the notifier's sealing key pair (tests/mail_keys.py)
     "notifier-sealing-key.pem": NOTIFIER_PRIVATE_PEM,
     "mail-sealing-public-key.pem": SEALING_PUBLIC_PEM,
+    # and the ACME service's binding sealing key pair (tests/acme_keys.py), once the manifests mount it
+    "acme-sealing-key.pem": ACME_SEALING_PRIVATE_PEM,
+    "acme-sealing-public-key.pem": ACME_SEALING_PUBLIC_PEM,
     "csrf-secret": "not-a-secret",
 }
 
