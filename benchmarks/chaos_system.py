@@ -156,6 +156,7 @@ class ChaosSystem:
         return path
 
     def make_keys(self) -> None:
+        from shared.acme_binding import BindingOpener
         from shared.approvals import ApprovalSigner
         from shared.sealed_mail import MailOpener
 
@@ -165,6 +166,9 @@ class ChaosSystem:
         self.opener = MailOpener.generate()
         self.notifier_key = self._write_secret("notifier-sealing-key.pem", self.opener.private_pem())
         self.sealing_public = self._write_secret("mail-sealing-public-key.pem", self.opener.public_pem())
+        # registration seals ACME binding keys to it (no ACME service runs here: only the public half is written)
+        self.acme_sealing_public = self._write_secret("acme-sealing-public-key.pem",
+                                                      BindingOpener.generate().public_pem())
         self.passphrase = self._write_secret("ca-passphrase", secrets.token_urlsafe(24))
         self.csrf_secret = secrets.token_urlsafe(24)
 
@@ -193,6 +197,7 @@ class ChaosSystem:
             "CACERT_MONGO_DATABASE": self.databases["registration"],
             "CACERT_RA_SIGNING_KEY_FILE": str(self.ra_key),
             "CACERT_MAIL_SEALING_PUBLIC_KEY_FILE": str(self.sealing_public),
+            "CACERT_ACME_SEALING_PUBLIC_KEY_FILE": str(self.acme_sealing_public),
             "CACERT_WEB_CSRF_SECRET": self.csrf_secret,
             "CACERT_RATE_SIGNUP_PER_CLIENT": "1000000", "CACERT_RATE_LOGIN_PER_CLIENT": "1000000",
             "CACERT_RATE_LOGIN_PER_ACCOUNT": "1000", "CACERT_RATE_CONFIRM_PER_CLIENT": "1000000",

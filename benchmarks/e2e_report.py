@@ -65,6 +65,7 @@ from demo.member_api import MemberApi
 from devstack.process import stop_processes
 from services.signer.ca.ceremony import bootstrap as bootstrap_ca
 from services.signer.ca.urls import CAUrls
+from shared.acme_binding import BindingOpener
 from shared.approvals import ApprovalSigner
 from shared.config import KafkaSettings
 from shared.events import Topics
@@ -297,6 +298,7 @@ async def fresh_system(opts: Options, replicas: int, ca_dir: Path, work: Path, g
     registration = start_registration(
         dict(base_env, CACERT_MONGO_DATABASE=reg_db, CACERT_HTTP_PORT=str(reg_port),
              CACERT_RA_SIGNING_KEY=ra_private_pem, CACERT_MAIL_SEALING_PUBLIC_KEY=notifier_key.public_pem(),
+             CACERT_ACME_SEALING_PUBLIC_KEY=BindingOpener.generate().public_pem(),  # no binding is opened here
              # a benchmark is one member family hammering one registered domain: no issuance limits
              CACERT_LIMIT_REQUESTS_PER_MEMBER="10000000", CACERT_LIMIT_REQUESTS_PER_DOMAIN="10000000"), reg_log
     )

@@ -28,6 +28,7 @@ import aiohttp
 from services.registration.bootstrap import bootstrap_member
 from services.registration.service import RegistrationService
 from services.registration.settings import RegistrationSettings
+from shared.acme_binding import BindingOpener
 from shared.approvals import ApprovalSigner
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.kafka.topics import delete_topics_with_prefix
@@ -72,7 +73,8 @@ async def measure(bootstrap: str, mongo_url: str, *, logins: int, calls: int) ->
     settings = RegistrationSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0)),
         login_per_account=10**9, login_per_client=10**9, ra_signing_key=key,
-        mail_sealing_public_key=MailOpener.generate().public_pem())  # no mail is read: a throw-away key
+        mail_sealing_public_key=MailOpener.generate().public_pem(),  # no mail is read: a throw-away key
+        acme_sealing_public_key=BindingOpener.generate().public_pem())  # nor any ACME binding opened
     service = RegistrationService(settings)
     await service.start()
     try:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-PYTHON_IMAGES = ("registration", "domain-verify", "signer", "notifier")
+PYTHON_IMAGES = ("registration", "domain-verify", "signer", "notifier", "acme")
 LOCK = ROOT / "requirements-runtime.lock"
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -36,7 +36,7 @@ from services.registration.csr import CsrProblem, SubmittedCsr, TooManySubjectAl
 from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
-from services.registration.ratelimit import RateLimiter
+from services.registration.ratelimit import RateLimited, RateLimiter
 from shared import dns_names
 from shared.approvals import UNAUTHENTICATED
 from shared.events import CloudEvent, deterministic_event_id, isoformat
@@ -75,6 +75,30 @@ def public_view(doc: Document) -> Document:
     if isinstance(out.get("caa"), dict) and hasattr(out["caa"].get("checked_at"), "isoformat"):
         out["caa"] = {**out["caa"], "checked_at": isoformat(out["caa"]["checked_at"])}
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class FrontDoor:
+    """The way a request came in, and what that door adds to the one decision (`CertificateRequests.decide`).
+
+    The member API and the portal use the defaults; the ACME service's door (acme_requests.py) names its
+    own request id, stores its ids, adds its refusals (the binding, the order's names) and wants every
+    refusal, limits and oversized CSRs included, as a stored `csr.rejected` rather than an HTTP error.
+    """
+
+    request_id: str
+    fields: Document = dataclasses.field(default_factory=dict)
+    """Stored on the request beside the decision (ACME: `source` and the binding, account and order ids)."""
+    refusals: tuple[str, ...] = ()
+    """Reasons found before the policy runs (ACME: the binding is revoked, not the member's)."""
+    check: Callable[[SubmittedCsr], list[str]] | None = None
+    """More refusals from the parsed CSR (ACME: it must name exactly the order's identifiers)."""
+    limits_refuse: bool = False
+    """Over an issuance limit: a refusal reason (True) instead of RateLimited, the API's 429 (False)."""
+    store_oversized: bool = False
+    """A CSR over the subjectAltName cap: stored and announced as refused (True) instead of a bare 422."""
+    audit: Document = dataclasses.field(default_factory=dict)
+    """Added to the decision's audit entry."""
 
 
 def _refused(reasons: Sequence[str], request_id: str | None = None) -> ApiError:
@@ -122,37 +146,59 @@ class CertificateRequests:
 
         A CSR over the subjectAltName cap gets the same 422 (without a request id) and is not stored.
         """
-        request_id = uuid.uuid4().hex
+        doc = await self.decide(FrontDoor(uuid.uuid4().hex), member.id, member, csr_pem, profile, cert_class)
+        if doc["status"] == "rejected":
+            raise _refused(doc["reasons"], doc["_id"])
+        return public_view(doc)
+
+    async def decide(self, door: FrontDoor, member_id: str, member: Member | None, csr_pem: str, profile: str,
+                     cert_class: int | None) -> Document:
+        """The RA decision, the one path of every front door: decide, store the request with its event queued
+        (`domain.caa_check_requested` for DNS names, else `csr.approved`, or `csr.rejected` with every reason),
+        audit; the stored request. `member` None: no such member (refused, with `door.refusals`)."""
+        request_id = door.request_id
         now = self._ctx.clock()
+        reasons = list(door.refusals)
+        if member is None:
+            reasons.append("there is no member with this id")
         # Issuance limits (issue 19), here so that every front door (API, portal, ACME) counts alike.
-        await self._limits.hit("requests:member", member.id, message="too many certificate requests from "
-                                                                      "this account today")
+        reasons += await self._hit(door, "requests:member", member_id,
+                                   "too many certificate requests from this account today")
         methods: dict[str, str] | None = None
+        csr: SubmittedCsr | None = None
         try:
             csr = parse_csr(csr_pem)
         except TooManySubjectAltNames as exc:
-            raise _refused(exc.reasons) from None
+            if not door.store_oversized:
+                raise _refused(exc.reasons) from None
+            reasons += exc.reasons
         except CsrProblem as exc:
-            decision = Decision(profile, tuple(exc.reasons))
-            pem = None
-        else:
+            reasons += exc.reasons
+        if csr is not None:
             for base in registered_domains(csr):
-                await self._limits.hit("requests:domain", base, message=f"too many certificate requests for "
-                                                                        f"{base} this week")
+                reasons += await self._hit(door, "requests:domain", base,
+                                           f"too many certificate requests for {base} this week")
+            if door.check is not None:
+                reasons += door.check(csr)
+        if csr is not None and member is not None:
             methods = await self._domains.verification_methods(member.id)  # read once: policy and CAA check
             decision = self.policy.decide(profile, csr, await self.standing(member, methods), cert_class, now)
+            decision = dataclasses.replace(decision, reasons=(*reasons, *decision.reasons))
             if await self._store.blocked_key(csr.spki_sha256) is not None:
                 decision = dataclasses.replace(decision, reasons=(*decision.reasons, BLOCKED_KEY))
-            pem = csr.pem
+        else:
+            decision = Decision(profile, tuple(reasons))
+        decision = dataclasses.replace(decision, reasons=tuple(dict.fromkeys(decision.reasons)))
         doc: Document = {
             "_id": request_id,
-            "member_id": member.id,
+            "member_id": member_id,
             "profile": profile,
             "created_at": now,
             "updated_at": now,
+            **door.fields,
         }
         event: CloudEvent
-        if decision.approved and pem is not None:
+        if decision.approved and csr is not None:
             doc.update(
                 status="approved",
                 cert_class=decision.cert_class,
@@ -160,7 +206,7 @@ class CertificateRequests:
                 dns_names=list(decision.dns_names),
                 emails=list(decision.emails),
                 validity_days=decision.validity_days,
-                csr_pem=pem,
+                csr_pem=csr.pem,
                 spki_sha256=csr.spki_sha256,
             )
             if decision.dns_names:
@@ -170,16 +216,25 @@ class CertificateRequests:
                 event = self._approval(doc, now)
         else:
             doc.update(status="rejected", reasons=list(decision.reasons))
-            event = self._rejection(request_id, member.id, profile, list(decision.reasons), now)
+            event = self._rejection(request_id, member_id, profile, list(decision.reasons), now)
         await self._store.insert_request_with_event(doc, event)
-        await self._ctx.audit(member.id, "csr.approved" if decision.approved else "csr.rejected", request_id,
-                              profile=profile,
+        await self._ctx.audit(member_id, "csr.approved" if decision.approved else "csr.rejected", request_id,
+                              profile=profile, **door.audit,
                               **({"dns_names": list(decision.dns_names), "emails": list(decision.emails),
                                   "cert_class": decision.cert_class} if decision.approved
                                  else {"reasons": list(decision.reasons)}))
-        if not decision.approved:
-            raise _refused(decision.reasons, request_id)
-        return public_view(doc)
+        return doc
+
+    async def _hit(self, door: FrontDoor, limit: str, key: str, message: str) -> list[str]:
+        """Count one request against an issuance limit: over it, RateLimited (HTTP 429) at the member's front
+        doors, a refusal reason where no one waits for an HTTP answer (`door.limits_refuse`)."""
+        try:
+            await self._limits.hit(limit, key, message=message)
+        except RateLimited as exc:
+            if not door.limits_refuse:
+                raise
+            return [f"{exc.human} (the limit resets in {exc.retry_after} s)"]
+        return []
 
     def _approval(self, doc: Document, now: datetime, caa_checked_at: datetime | None = None,
                   check_id: str | None = None) -> CloudEvent:

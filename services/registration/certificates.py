@@ -142,21 +142,31 @@ class Certificates:
         if doc.get("status") == "revoked":
             raise ApiError(409, "already_revoked", "this certificate is already revoked")
         now = self._ctx.clock()
+        await self.queue_revocation(doc, reason, requested_by=member.id, fact=isoformat(now))
+        await self._ctx.audit(member.id, "revocation.requested", doc["_id"], reason=reason,
+                              owner=doc["member_id"], by_admin=member.id != doc["member_id"])
+        return public_view(await self._find(member, serial, any_member=True))
+
+    async def queue_revocation(self, doc: Document, reason: str, *, requested_by: str, fact: str,
+                               fields: Document | None = None) -> None:
+        """Mark the stored certificate `doc` revocation_requested and queue the signed `cert.revoke_requested`
+        (one write), unless it is revoked already. `fact` tells this request from others of the same
+        certificate (its `ce_id`): the moment for a member's click, the ACME request id for the ACME service's."""
+        now = self._ctx.clock()
         event = self._ctx.event(
             "cert.revoke_requested",
             {
                 "serial": doc["_id"],
                 "member_id": doc["member_id"],
                 "reason": reason,
-                "requested_by": member.id,
+                "requested_by": requested_by,
                 "requested_at": isoformat(now),
             },
-            event_id=deterministic_event_id("cert.revoke_requested", doc["_id"], isoformat(now)),
+            event_id=deterministic_event_id("cert.revoke_requested", doc["_id"], fact),
         )
         await self._store.record_revocation_request(
-            doc["_id"], {"status": "revocation_requested", "revoke_requested_at": now, "revocation_reason": reason},
+            doc["_id"],
+            {"status": "revocation_requested", "revoke_requested_at": now, "revocation_reason": reason,
+             **(fields or {})},
             event,
         )
-        await self._ctx.audit(member.id, "revocation.requested", doc["_id"], reason=reason,
-                              owner=doc["member_id"], by_admin=member.id != doc["member_id"])
-        return public_view(await self._find(member, serial, any_member=True))

@@ -4,7 +4,8 @@ Every step a member or support person takes has a command, so the CA can
 be used from a terminal: sign up, confirm the mailed token, log in (the
 session token is kept in ~/.config/cacert/session, mode 0600), add
 addresses and domains, verify a domain through an official contact, submit
-a CSR, download certificates, revoke, assure, and the support actions.
+a CSR, download certificates, revoke, assure, create ACME bindings for
+certbot or cert-manager, and the support actions.
 """
 
 from __future__ import annotations
@@ -211,6 +212,8 @@ def run(args: argparse.Namespace, client: Client) -> None:
         )
     elif command == "assurances":
         _print(client.call("GET", "/v1/assurances"))
+    elif command == "acme-binding":
+        _acme_binding(args, client)
     elif command == "admin":
         member = q(getattr(args, "member", "") or "")
         if args.action == "show":
@@ -227,6 +230,34 @@ def run(args: argparse.Namespace, client: Client) -> None:
             _print(client.call("POST", f"/v1/admin/members/{member}/codesign", {"enabled": not args.off}))
         elif args.action == "revoke":
             _print(client.call("POST", f"/v1/certificates/{q(args.serial)}/revoke", {"reason": args.reason}))
+
+
+def _acme_binding(args: argparse.Namespace, client: Client) -> None:
+    q = urllib.parse.quote
+    if args.action == "create":
+        body: dict[str, Any] = {"label": args.label} if args.label else {}
+        if args.cert_class is not None:
+            body["cert_class"] = args.cert_class
+        created = client.call("POST", "/v1/acme-bindings", body)
+        print(f"key id:   {created['key_id']}")
+        print(f"HMAC key: {created['hmac_key']}")
+        print(f"class:    {created['cert_class']}")
+        print(f"ACME directory: {created['directory_url']}")
+        print("The HMAC key is shown this once: the CA does not keep it. For certbot:")
+        print(f"  certbot certonly --server {created['directory_url']} --eab-kid {created['key_id']} "
+              f"--eab-hmac-key {created['hmac_key']} -d www.example.org ...")
+    elif args.action == "list":
+        listed = client.call("GET", "/v1/acme-bindings")
+        if not listed["bindings"]:
+            print("no ACME bindings (create one with `cacert acme-binding create`)")
+        for binding in listed["bindings"]:
+            state = "active" if binding["status"] == "active" else f"revoked {binding['revoked_at']}"
+            label = f"  {binding['label']}" if binding["label"] else ""
+            print(f"{binding['key_id']}  class {binding['cert_class']}  created {binding['created_at']}  "
+                  f"{state}{label}")
+    else:
+        revoked = client.call("DELETE", f"/v1/acme-bindings/{q(args.key_id, safe='')}")
+        print(f"revoked {revoked['key_id']} ({revoked['revoked_at']}): its ACME accounts can no longer act")
 
 
 REASONS = ["unspecified", "key_compromise", "affiliation_changed", "superseded", "cessation_of_operation"]
@@ -300,6 +331,14 @@ def parser() -> argparse.ArgumentParser:
                    help="confirm you checked two government-issued photo ID documents against the member's name "
                         "and date of birth (required)")
     sub.add_parser("assurances", help="assurances you received and gave")
+    s = sub.add_parser("acme-binding", help="External Account Bindings for ACME clients (certbot, cert-manager)")
+    ab = s.add_subparsers(dest="action", required=True)
+    ac = ab.add_parser("create", help="create one; prints its key id and HMAC key, which are shown only once")
+    ac.add_argument("--label", help="your name for it (the host or cluster using it), at most 100 characters")
+    ac.add_argument("--class", dest="cert_class", type=int, choices=[1, 3],
+                    help="the root its certificates chain to (default 1; 3 only for Assured members)")
+    ab.add_parser("list", help="your bindings (never their keys)")
+    ab.add_parser("revoke", help="revoke one: ACME accounts registered with it stop working").add_argument("key_id")
     s = sub.add_parser("admin", help="support actions")
     ad = s.add_subparsers(dest="action", required=True)
     ad.add_parser("show").add_argument("member")

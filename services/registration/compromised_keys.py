@@ -13,10 +13,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+
 from services.registration.context import Context, Document
 from shared.events import deterministic_event_id, isoformat
 from shared.http import ApiError
 from shared.key_compromise import SPKI_SHA256, ProofRefused, proven_key
+from shared.key_compromise import spki_sha256 as spki_of
 from shared.logging import get_logger
 
 log = get_logger("registration.compromised_keys")
@@ -36,6 +39,12 @@ class CompromisedKeys:
         except ProofRefused as refused:
             raise ApiError(422, "proof_refused", f"not a proof of possession: {refused}") from None
         return await self._block(spki, requested_by=KEY_HOLDER, evidence="proof_of_possession")
+
+    async def report_certificate_key(self, certificate_pem: str) -> Document:
+        """The key of this certificate, whose holder proved possession elsewhere (an ACME revocation signed
+        with the certificate's own key, RFC 8555 7.6, checked by the ACME service): block it like a report."""
+        key = x509.load_pem_x509_certificate(certificate_pem.encode()).public_key()
+        return await self._block(spki_of(key), requested_by=KEY_HOLDER, evidence="proof_of_possession")
 
     async def block(self, spki_sha256: str, *, admin_id: str) -> Document:
         """An admin blocks a key known compromised by other means (its SPKI hash, from a published leak)."""

@@ -13,6 +13,7 @@ from typing import Any
 
 from services.registration.settings import RegistrationSettings
 from services.registration.store import Document, RegistrationStore
+from shared.acme_binding import BindingSealer
 from shared.approvals import SIGNED_EVENTS, ApprovalSigner
 from shared.events import CloudEvent, make_event
 from shared.sealed_mail import MAIL_COMMAND, MailSealer
@@ -30,6 +31,8 @@ class Context:
     """Signs what the signer acts on; None only where no such event is ever made (the bootstrap commands)."""
     mail_sealer: MailSealer | None = None
     """Seals mail commands to the notifier; None only where no mail is ever sent (the bootstrap commands)."""
+    acme_sealer: BindingSealer | None = None
+    """Seals the HMAC keys of ACME bindings to the ACME service; None only where no binding is ever made."""
 
     def event(self, name: str, data: dict[str, Any], *, event_id: str | None = None) -> CloudEvent:
         event = make_event(name, data, source=SOURCE, event_id=event_id)

@@ -1,4 +1,5 @@
-"""Handlers for the events registration consumes: domain outcomes, CAA verdicts and the signer's results.
+"""Handlers for the events registration consumes: domain outcomes, CAA verdicts, the signer's results, and
+what the ACME service asks of the RA (acme_requests.py).
 
 Each handler only sets state to what the event says (keyed by request id
 or serial), so a redelivered event changes nothing.
@@ -6,6 +7,7 @@ or serial), so a redelivered event changes nothing.
 
 from __future__ import annotations
 
+from services.registration.acme_requests import AcmeRequests
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
 from services.registration.domains import DomainClaims
@@ -30,9 +32,15 @@ class SignerOutcomes:
 
 
 def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
-                  requests: CertificateRequests) -> list[Subscription]:
+                  requests: CertificateRequests, acme: AcmeRequests) -> list[Subscription]:
     async def caa_checked(event: CloudEvent) -> None:
         await requests.on_caa_checked(event.data)
+
+    async def acme_csr_submitted(event: CloudEvent) -> None:
+        await acme.on_csr_submitted(event.data)
+
+    async def acme_revocation_requested(event: CloudEvent) -> None:
+        await acme.on_revocation_requested(event.data)
 
     return [
         Subscription(
@@ -49,6 +57,13 @@ def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
                 BY_NAME["cert.issued"].type: outcomes.issued,
                 BY_NAME["cert.rejected"].type: outcomes.rejected,
                 BY_NAME["cert.revoked"].type: outcomes.revoked,
+            },
+        ),
+        Subscription(
+            "acme",
+            {
+                BY_NAME["acme.csr_submitted"].type: acme_csr_submitted,
+                BY_NAME["acme.revocation_requested"].type: acme_revocation_requested,
             },
         ),
     ]

@@ -15,7 +15,10 @@ from aiohttp import web
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
+from services.registration.acme_bindings import AcmeBindings
+from services.registration.acme_requests import AcmeRequests
 from services.registration.api.accounts import AccountRoutes
+from services.registration.api.acme_bindings import AcmeBindingRoutes
 from services.registration.api.certificates import CertificateRoutes
 from services.registration.api.common import Authenticator, openapi_document, rate_limit_answers
 from services.registration.api.domains import DomainRoutes
@@ -82,6 +85,7 @@ class RegistrationService:
         self.settings = settings
         self._approvals = settings.approval_signer()  # ConfigError without the RA key: nothing unsigned leaves
         self._mail_sealer = settings.mail_sealer()  # ConfigError without the notifier's key: no link leaves clear
+        self._acme_sealer = settings.acme_sealer()  # ConfigError without the ACME service's key: no HMAC key leaves
         self.web_settings = web_settings if web_settings is not None else load(WebSettings)
         self.web_settings.check_shared_secrets(settings.public_url)
         self._clock = clock
@@ -107,7 +111,8 @@ class RegistrationService:
         await self._producer.start()
         self._lifecycle.started("producer", self._producer.stop)
         store = MongoRegistrationStore(self.db, clock=self._clock)
-        ctx = self.context = Context(store, self.settings, self._clock, self._approvals, self._mail_sealer)
+        ctx = self.context = Context(store, self.settings, self._clock, self._approvals, self._mail_sealer,
+                                     self._acme_sealer)
         self._outbox = store.outbox = Outbox(self._producer, store.outbox_collections())
         self._outbox.start()
         self._lifecycle.started("outbox", self._outbox.stop)
@@ -121,12 +126,15 @@ class RegistrationService:
         emails = EmailAddresses(ctx, members)
         auth = Authenticator(sessions)
         limiter = RateLimiter(ctx)
+        compromised_keys = CompromisedKeys(ctx)
+        bindings = AcmeBindings(ctx, assurances)
+        acme = AcmeRequests(ctx, members, bindings, requests, certificates, compromised_keys)
 
         self._runner = ConsumerRunner(
             common.kafka,
             group_id=SERVICES[NAME].consumer_group,
             producer=self._producer,
-            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests),
+            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests, acme),
         )
         await self._runner.start()
         self._lifecycle.started("consumer", self._runner.stop)
@@ -146,7 +154,8 @@ class RegistrationService:
         AccountRoutes(ctx, members, emails, sessions, assurances, auth, limiter).install(app)
         TrustRoutes(members, assurances, auth).install(app)
         DomainRoutes(domains, auth, limiter).install(app)
-        CertificateRoutes(requests, certificates, CompromisedKeys(ctx), auth, limiter).install(app)
+        CertificateRoutes(requests, certificates, compromised_keys, auth, limiter).install(app)
+        AcmeBindingRoutes(bindings, auth).install(app)
         WebPortal(
             ctx,
             members=members,
@@ -156,6 +165,7 @@ class RegistrationService:
             domains=domains,
             requests=requests,
             certificates=certificates,
+            bindings=bindings,
             limiter=limiter,
             settings=self.web_settings,
         ).install(app)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 
+from shared import acme_binding
+from shared.acme_binding import BindingSealer
 from shared.approvals import ApprovalKeyError, ApprovalSigner
 from shared.config import ConfigError, setting
 from shared.sealed_mail import PUBLIC_KEY_SETTING, MailSealer, sealer_from_setting
@@ -91,6 +93,16 @@ class RegistrationSettings:
     mail_sealing_public_key: str = setting(PUBLIC_KEY_SETTING, "",
                                            help="the notifier's X25519 public key (PEM): the links in mail commands "
                                                 "are sealed to it (required to serve; shared/sealed_mail.py)")
+    acme_sealing_public_key: str = setting(acme_binding.PUBLIC_KEY_SETTING, "",
+                                           help="the ACME service's X25519 public key (PEM): the HMAC key of every "
+                                                "ACME External Account Binding is sealed to it in "
+                                                "acme.binding_created (required to serve; shared/acme_binding.py)")
+    acme_directory_url: str = setting("CACERT_ACME_DIRECTORY_URL", "http://127.0.0.1:8089/directory",
+                                      help="the ACME service's directory URL, shown to members with a new binding "
+                                           "(certbot --server, cert-manager's server)")
+    acme_bindings_per_member: int = setting("CACERT_ACME_BINDINGS_PER_MEMBER", 20,
+                                            help="active (unrevoked) ACME External Account Bindings one member may "
+                                                 "hold")
 
     def validate(self) -> None:
         if not 1 <= self.server_validity_days <= 397:
@@ -118,6 +130,13 @@ class RegistrationSettings:
             self.approval_signer()
         if self.mail_sealing_public_key:
             self.mail_sealer()
+        if self.acme_sealing_public_key:
+            self.acme_sealer()
+        if not self.acme_directory_url.startswith(("http://", "https://")):
+            raise ConfigError("CACERT_ACME_DIRECTORY_URL must start with http:// or https://")
+        if self.acme_bindings_per_member < 1:
+            raise ConfigError("CACERT_ACME_BINDINGS_PER_MEMBER must be at least 1, "
+                              f"got {self.acme_bindings_per_member}")
 
     def approval_signer(self) -> ApprovalSigner:
         """The RA's signing key; ConfigError (naming the variable, never the key) when absent or unusable."""
@@ -132,6 +151,10 @@ class RegistrationSettings:
     def mail_sealer(self) -> MailSealer:
         """Seals mail commands to the notifier; ConfigError (naming the variable) when absent or unusable."""
         return sealer_from_setting(self.mail_sealing_public_key)
+
+    def acme_sealer(self) -> BindingSealer:
+        """Seals binding HMAC keys to the ACME service; ConfigError (naming the variable) when absent or unusable."""
+        return acme_binding.sealer_from_setting(self.acme_sealing_public_key)
 
     @property
     def rate_limits(self) -> dict[str, RateLimit]:

@@ -18,6 +18,8 @@ Collections:
 * `domains`: one claim per (member, domain) (unique index); `request_ids` lists every
   verification request it made, so outcomes are matched on the request id.
 * `requests` (`_id` = request id) and `certificates` (`_id` = serial).
+* `acme_bindings` (`_id` = the binding's key id): a member's ACME External Account Bindings (class,
+  label, created / revoked); never their HMAC key, which only the member (once) and the ACME service see.
 * `audit`: the hash-chained audit log (shared/audit.py).
 
 The outbox rule, in one place (`_announce`): a change and the events announcing it are written in
@@ -75,8 +77,10 @@ INDEXES: dict[str, list[IndexModel]] = {
         outbox.INDEX,
     ],
     "blocked_keys": [outbox.INDEX],
+    "acme_bindings": [IndexModel([("member_id", ASCENDING)], name="member"), outbox.INDEX],
 }
-OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates", "blocked_keys")
+OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates", "blocked_keys",
+                      "acme_bindings")
 EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits", "login_guard")
 HIDDEN = {outbox.FIELD: 0}
 
@@ -171,6 +175,15 @@ class RegistrationStore(Protocol):
         """Store the blocked key with its `cert.key_compromised` queued; False when it was blocked already."""
     async def blocked_key(self, spki_sha256: str) -> Document | None: ...
 
+    # ACME External Account Bindings (`_id` = key id, shared/acme_binding.py)
+    async def insert_acme_binding_with_event(self, doc: Document, event: CloudEvent) -> None: ...
+    async def acme_binding(self, key_id: str, member_id: str | None) -> Document | None:
+        """The binding with this key id (of this member, unless `member_id` is None)."""
+    async def acme_bindings_of(self, member_id: str) -> list[Document]: ...
+    async def revoke_acme_binding_with_event(self, key_id: str, member_id: str, fields: Document,
+                                             event: CloudEvent) -> bool:
+        """Set `fields` and queue the event while the member's binding is not revoked; False otherwise."""
+
     # the audit log
     async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None: ...
 
@@ -191,6 +204,7 @@ class MongoRegistrationStore:
         self._requests = db["requests"]
         self._certificates = db["certificates"]
         self._blocked_keys = db["blocked_keys"]
+        self._acme_bindings = db["acme_bindings"]
 
     def outbox_collections(self) -> list[AsyncCollection[Document]]:
         return [self.db[name] for name in OUTBOX_COLLECTIONS]
@@ -476,6 +490,32 @@ class MongoRegistrationStore:
 
     async def blocked_key(self, spki_sha256: str) -> Document | None:
         return await self._blocked_keys.find_one({"_id": spki_sha256}, HIDDEN)
+
+    # ACME External Account Bindings
+
+    async def insert_acme_binding_with_event(self, doc: Document, event: CloudEvent) -> None:
+        written = [outbox.entry(event)]
+        await self._acme_bindings.insert_one({**doc, outbox.FIELD: written})
+        await self._announce(self._acme_bindings, doc["_id"], written)
+
+    async def acme_binding(self, key_id: str, member_id: str | None) -> Document | None:
+        query: Document = {"_id": key_id} if member_id is None else {"_id": key_id, "member_id": member_id}
+        return await self._acme_bindings.find_one(query, HIDDEN)
+
+    async def acme_bindings_of(self, member_id: str) -> list[Document]:
+        return await self._acme_bindings.find({"member_id": member_id}, HIDDEN).to_list()
+
+    async def revoke_acme_binding_with_event(self, key_id: str, member_id: str, fields: Document,
+                                             event: CloudEvent) -> bool:
+        written = [outbox.entry(event)]
+        result = await self._acme_bindings.update_one(
+            {"_id": key_id, "member_id": member_id, "revoked_at": None},
+            {"$set": fields, "$push": outbox.push(written)},
+        )
+        if result.matched_count == 0:
+            return False
+        await self._announce(self._acme_bindings, key_id, written)
+        return True
 
     # the audit log
 

@@ -12,8 +12,8 @@ import pytest
 
 from services.domain_verify.settings import settings_environment
 from services.registration.web.settings import WebSettings
-from shared.acme_binding import BindingOpener
 from shared.config import ConfigError, describe, load
+from tests.acme_keys import ACME_SEALING_PRIVATE_PEM, ACME_SEALING_PUBLIC_PEM
 from tests.approval_keys import RA_PRIVATE_PEM, RA_PUBLIC_PEM
 from tests.deploy.manifests import (
     K8S,
@@ -28,8 +28,6 @@ from tests.deploy.manifests import (
 )
 from tests.mail_keys import NOTIFIER_PRIVATE_PEM, SEALING_PUBLIC_PEM
 
-# the ACME service's sealing key pair (shared/acme_binding.py): a throw-away pair for the test run
-ACME_SEALING = BindingOpener.generate()
 DUMMY_SECRETS = {
     "url": "mongodb://user:not-a-secret@mongodb:27017/?authSource=test",
     "password": "not-a-secret",
@@ -41,9 +39,9 @@ DUMMY_SECRETS = {
     # and so must the notifier's sealing key pair (tests/mail_keys.py)
     "notifier-sealing-key.pem": NOTIFIER_PRIVATE_PEM,
     "mail-sealing-public-key.pem": SEALING_PUBLIC_PEM,
-    # and the ACME service's
-    "acme-sealing-key.pem": ACME_SEALING.private_pem(),
-    "acme-sealing-public-key.pem": ACME_SEALING.public_pem(),
+    # and the ACME service's binding sealing key pair (tests/acme_keys.py), once the manifests mount it
+    "acme-sealing-key.pem": ACME_SEALING_PRIVATE_PEM,
+    "acme-sealing-public-key.pem": ACME_SEALING_PUBLIC_PEM,
     "csrf-secret": "not-a-secret",
 }
 
@@ -100,7 +98,7 @@ def test_manifest_configuration_loads(overlay: tuple[str, list[Obj]], workload: 
         assert settings.approval_verifier().key_ids, "trusts the mounted RA public keys"
     if workload == "acme":
         settings.validate()
-        assert settings.binding_opener().public_pem() == ACME_SEALING.public_pem(), "opens with the mounted key"
+        assert settings.binding_opener().public_pem() == ACME_SEALING_PUBLIC_PEM, "opens with the mounted key"
     if workload in PERSPECTIVE_WORKLOADS:
         assert settings.mode == "perspective"
         assert settings.perspective_name == PERSPECTIVE_WORKLOADS[workload]

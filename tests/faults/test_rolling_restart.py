@@ -28,6 +28,7 @@ import pytest
 
 from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.urls import CAUrls
+from tests.acme_keys import ACME_SEALING_PUBLIC_PEM
 from tests.approval_keys import RA_PRIVATE_PEM
 from tests.faults.cluster import PASSPHRASE, PUBLIC_URL, Replica, _free_port
 from tests.mail_keys import SEALING_PUBLIC_PEM
@@ -88,7 +89,7 @@ def _registration_env(stack_env: dict[str, str], _: Path) -> tuple[list[str], di
                CACERT_KAFKA_TOPIC_PREFIX=f"roll{run}.", CACERT_KAFKA_GROUP_PREFIX=f"roll{run}.",
                CACERT_MONGO_URL=stack_env["CACERT_MONGO_URL"], CACERT_MONGO_DATABASE=f"registration_roll_{run}",
                CACERT_RA_SIGNING_KEY=RA_PRIVATE_PEM, CACERT_MAIL_SEALING_PUBLIC_KEY=SEALING_PUBLIC_PEM,
-               CACERT_PUBLIC_URL="http://127.0.0.1",
+               CACERT_ACME_SEALING_PUBLIC_KEY=ACME_SEALING_PUBLIC_PEM, CACERT_PUBLIC_URL="http://127.0.0.1",
                CACERT_WEB_CSRF_SECRET="rolling-test-only-csrf-secret")
     # an API call that reads the database (an unknown session) and a static document
     return ["services.registration"], env, ["/v1/me", "/openapi.json"]

@@ -24,6 +24,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from shared.config import KafkaSettings, MongoSettings
+from tests.acme_keys import ACME_SEALING_PUBLIC_PEM
 from tests.approval_keys import RA_PRIVATE_PEM
 from tests.mail_keys import SEALING_PUBLIC_PEM
 
@@ -56,6 +57,7 @@ def service_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings) ->
         "CACERT_ADMIN_PASSWORD": PASSWORD,
         "CACERT_RA_SIGNING_KEY": RA_PRIVATE_PEM,
         "CACERT_MAIL_SEALING_PUBLIC_KEY": SEALING_PUBLIC_PEM,
+        "CACERT_ACME_SEALING_PUBLIC_KEY": ACME_SEALING_PUBLIC_PEM,
     }
     created = subprocess.run(
         [

@@ -20,6 +20,7 @@ from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import CloudEvent, Topics, make_event
 from shared.kafka import EventProducer
 from shared.settings import CommonSettings
+from tests.acme_keys import ACME_SEALING_PUBLIC_PEM
 from tests.approval_keys import RA_PRIVATE_PEM
 from tests.eventlog import read_topic
 from tests.mail_keys import SEALING_PUBLIC_PEM, params_of
@@ -47,7 +48,8 @@ def registration_settings(
     common = CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(port=0, trusted_proxies=proxies),
                             create_topics=False)
     return RegistrationSettings(common=common, **{"sweep_seconds": 3600.0, "ra_signing_key": RA_PRIVATE_PEM,
-                                                  "mail_sealing_public_key": SEALING_PUBLIC_PEM, **overrides})
+                                                  "mail_sealing_public_key": SEALING_PUBLIC_PEM,
+                                                  "acme_sealing_public_key": ACME_SEALING_PUBLIC_PEM, **overrides})
 
 
 SECOND_FACTORS: dict[str, str] = {}

@@ -19,6 +19,7 @@ from services.registration.store import RegistrationStore
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.events import BY_NAME, CloudEvent
 from shared.settings import CommonSettings
+from tests.acme_keys import ACME_SEALER
 from tests.approval_keys import RA
 from tests.mail_keys import SEALER
 
@@ -39,7 +40,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.collections: dict[str, dict[Any, Document]] = {
             name: {} for name in ("members", "addresses", "email_tokens", "sessions", "rate_limits", "login_guard",
-                                  "assurances", "domains", "requests", "certificates", "blocked_keys")
+                                  "assurances", "domains", "requests", "certificates", "blocked_keys",
+                                  "acme_bindings")
         }
         self.queued: list[tuple[str, Any, CloudEvent]] = []  # (collection, document id, event)
         self.audit: list[Document] = []
@@ -323,6 +325,30 @@ class MemoryStore:
     async def blocked_key(self, spki_sha256: str) -> Document | None:
         return self._get("blocked_keys", spki_sha256)
 
+    # ACME External Account Bindings
+
+    async def insert_acme_binding_with_event(self, doc: Document, event: CloudEvent) -> None:
+        if doc["_id"] in self.collections["acme_bindings"]:
+            raise KeyError(f"duplicate binding {doc['_id']}")
+        self.collections["acme_bindings"][doc["_id"]] = copy.deepcopy(doc)
+        self._queue("acme_bindings", doc["_id"], [event])
+
+    async def acme_binding(self, key_id: str, member_id: str | None) -> Document | None:
+        return self._get("acme_bindings", key_id) if member_id is None else \
+            self._get("acme_bindings", key_id, member_id=member_id)
+
+    async def acme_bindings_of(self, member_id: str) -> list[Document]:
+        return self._all("acme_bindings", member_id=member_id)
+
+    async def revoke_acme_binding_with_event(self, key_id: str, member_id: str, fields: Document,
+                                             event: CloudEvent) -> bool:
+        doc = self.collections["acme_bindings"].get(key_id)
+        if doc is None or doc["member_id"] != member_id or doc.get("revoked_at") is not None:
+            return False
+        _set(doc, fields)
+        self._queue("acme_bindings", key_id, [event])
+        return True
+
     # the audit log
 
     async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None:
@@ -344,7 +370,7 @@ def settings() -> RegistrationSettings:
 
 
 def context(store: MemoryStore, now: datetime = NOW) -> Context:
-    return Context(store, settings(), lambda: now, RA, SEALER)
+    return Context(store, settings(), lambda: now, RA, SEALER, ACME_SEALER)
 
 
 def with_second_factor(store: MemoryStore, member: Member) -> Member:

@@ -2,7 +2,7 @@
 
 Callers: anonymous, the member who owns the resources in the path, another member, an Assurer and
 an admin (support). Path parameters always name the *member's* resources (email id, domain id, request
-id, certificate serial, member id). The expected answer per cell is in EXPECTED below: `2xx`, or an
+id, certificate serial, member id, ACME binding key id). The expected answer per cell is in EXPECTED below: `2xx`, or an
 exact status. 401 = not logged in; 404 = someone else's resource (never 403, so ids are not
 confirmed to exist); 403 = a role the caller lacks. A new operation in openapi.json fails this test
 until it gets a row.
@@ -66,6 +66,9 @@ EXPECTED: dict[str, tuple[str, str, str, str, str]] = {
     "GET /v1/admin/members/{member_id}":             ("401", "403", "403", "403", "2xx"),
     "POST /v1/admin/members/{member_id}/assurer":    ("401", "403", "403", "403", "409"),  # allowed; < 100 points
     "POST /v1/admin/members/{member_id}/codesign":   ("401", "403", "403", "403", "2xx"),
+    "GET /v1/acme-bindings":                         ("401", "2xx", "2xx", "2xx", "2xx"),
+    "POST /v1/acme-bindings":                        ("401", "2xx", "2xx", "2xx", "2xx"),
+    "DELETE /v1/acme-bindings/{key_id}":             ("401", "2xx", "404", "404", "404"),  # own only, even support
     "GET /healthz":                                  ("2xx", "2xx", "2xx", "2xx", "2xx"),
     "GET /readyz":                                   ("2xx", "2xx", "2xx", "2xx", "2xx"),
 }
@@ -114,10 +117,11 @@ async def test_authorization_matrix(stack: Stack) -> None:
     domain = await api.call("POST", "/v1/domains", token=member, json_body={"domain": "shop.example.com"})
     request = await api.call("POST", "/v1/requests", token=member,
                              json_body={"csr_pem": build_csr(dns=["www.example.org"]), "profile": "server"})
-    assert extra.status == 201 and domain.status == 201 and request.status == 202
+    binding = await api.call("POST", "/v1/acme-bindings", token=member, json_body={"label": "matrix"})
+    assert extra.status == 201 and domain.status == 201 and request.status == 202 and binding.status == 201
     serial = await owned_certificate(stack, member_id, member)
     ids = {"email_id": extra.body["id"], "domain_id": domain.body["id"], "request_id": request.body["id"],
-           "serial": serial, "member_id": member_id}
+           "serial": serial, "member_id": member_id, "key_id": binding.body["key_id"]}
     tokens: dict[str, str | None] = {"anonymous": None, "member": member, "other": other, "assurer": assurer,
                                      "admin": admin}
     logins = {"member": "mia@example.org", "other": "otto@example.net", "assurer": "asa@example.net",
@@ -147,6 +151,7 @@ async def test_authorization_matrix(stack: Stack) -> None:
             "POST /v1/key-compromise-reports": {"proof_csr_pem": compromise_proof(ec.generate_private_key(
                 ec.SECP256R1()))},
             "POST /v1/blocked-keys": {"spki_sha256": uuid.uuid4().hex * 2},
+            "POST /v1/acme-bindings": {"label": f"{role} {unique}"},
         }.get(operation)
 
     query = {"/v1/domain-contacts": "?domain=example.org", "/v1/certificates/{serial}/download": "?format=pem",

@@ -39,7 +39,7 @@ from shared.logging import configure
 from shared.mongo import connect
 from shared.sealed_mail import MailOpener
 from tests.eventlog import read_topic, wait_until
-from tests.mail_keys import NOTIFIER_PRIVATE_PEM, params_of, seal
+from tests.mail_keys import NOTIFIER_PRIVATE_PEM, SEALING_PUBLIC_PEM, params_of, seal
 from tests.notifier.mailparse import body_text
 from tests.registration.harness import PASSWORD
 
@@ -261,6 +261,12 @@ async def test_the_notifier_dead_letters_a_command_it_cannot_open_and_mails_on(
     ("services.registration", {}, "CACERT_MAIL_SEALING_PUBLIC_KEY"),
     ("services.registration", {"CACERT_MAIL_SEALING_PUBLIC_KEY": NOTIFIER_PRIVATE_PEM},
      "CACERT_MAIL_SEALING_PUBLIC_KEY"),
+    # and the ACME service's key, to which the HMAC keys of ACME bindings are sealed (shared/acme_binding.py)
+    ("services.registration", {"CACERT_MAIL_SEALING_PUBLIC_KEY": SEALING_PUBLIC_PEM},
+     "CACERT_ACME_SEALING_PUBLIC_KEY"),
+    ("services.registration", {"CACERT_MAIL_SEALING_PUBLIC_KEY": SEALING_PUBLIC_PEM,
+                               "CACERT_ACME_SEALING_PUBLIC_KEY": NOTIFIER_PRIVATE_PEM},
+     "CACERT_ACME_SEALING_PUBLIC_KEY"),
 ])
 def test_a_service_without_its_sealing_key_does_not_start_and_names_the_setting(
         module: str, env: dict[str, str], setting: str) -> None:

@@ -34,6 +34,8 @@ NOTICES = {
     "password_changed": "Your password was changed. Every other session of your account has ended.",
     "password_reset": "Your new password is set. Log in with it.",
     "second_factor_on": "Two-factor authentication is on: from now on logging in asks for your app's code.",
+    "acme_binding_revoked": "The binding is revoked: ACME accounts registered with it can no longer order or revoke "
+    "certificates.",
 }
 
 

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from services.registration.acme_bindings import AcmeBindings
 from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
@@ -29,6 +30,7 @@ from services.registration.web.ca_certificates import CaCertificates, CaUnavaila
 from services.registration.web.forms import EMPTY, Access, Form, Handler, sentence
 from services.registration.web.messages import detail_lines
 from services.registration.web.pages_accounts import AccountPages
+from services.registration.web.pages_acme import AcmePages
 from services.registration.web.pages_admin import AdminPages
 from services.registration.web.pages_certificates import CertificatePages
 from services.registration.web.pages_domains import DomainPages
@@ -65,6 +67,7 @@ class WebPortal:
         domains: DomainClaims,
         requests: CertificateRequests,
         certificates: Certificates,
+        bindings: AcmeBindings,
         limiter: RateLimiter,
         settings: WebSettings,
     ) -> None:
@@ -92,6 +95,7 @@ class WebPortal:
             AdminPages(members, assurances, certificates),
             PasswordPages(context, members, limiter),
             SecondFactorPages(context, members),
+            AcmePages(bindings, assurances),
         )
 
     # -- wiring ------------------------------------------------------------------------------

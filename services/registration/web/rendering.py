@@ -165,6 +165,7 @@ MENU = (
     ("server", "Server Certificates", "/account/server-certs"),
     ("client", "Client Certificates", "/account/client-certs"),
     ("assurance", "Assurance", "/account/assurance"),
+    ("acme", "ACME clients", "/account/acme"),
 )
 CODESIGN_MENU = (("codesign", "Code Signing", "/account/code-signing"),)  # once support activated it
 ADMIN_MENU = (("admin", "Support (admin)", "/account/admin"),)
