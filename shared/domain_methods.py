@@ -7,6 +7,10 @@ and where a value goes, so those live here (as `dns_names.py` does for names).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from shared import dns_names
+
 EMAIL = "email"                      # BR 3.2.2.4.4 Constructed Email to Domain Contact
 DNS_CHANGE = "dns_change"            # BR 3.2.2.4.7 DNS Change
 WEBSITE_CHANGE = "website_change"    # BR 3.2.2.4.18 Agreed-Upon Change to Website v2
@@ -15,7 +19,28 @@ ACME_DNS_01 = "acme_dns_01"          # BR 3.2.2.4.7 DNS Change, by ACME dns-01 (
 
 METHODS = (EMAIL, DNS_CHANGE, WEBSITE_CHANGE, ACME_HTTP_01, ACME_DNS_01)
 CHECKED_METHODS = (DNS_CHANGE, WEBSITE_CHANGE, ACME_HTTP_01, ACME_DNS_01)
+ACME_METHODS = (ACME_HTTP_01, ACME_DNS_01)
+"""Methods only the ACME service asks for (its challenges); registration offers the others."""
 """Methods domain_verify checks by looking (DNS or HTTP), as opposed to mailing a link."""
+
+FQDN_ONLY_METHODS = (WEBSITE_CHANGE, ACME_HTTP_01)
+"""BR 3.2.2.4.18 and 3.2.2.4.19: a validation by a change to the website authorizes the validated FQDN
+alone; the CA "MUST NOT issue Certificates for other FQDNs that end with all the labels of the validated
+FQDN" without validating them separately, and no wildcard. The other methods validate an Authorization
+Domain Name, which covers the names below it."""
+
+
+def authorizes(name: str, verified: Iterable[tuple[str, str]]) -> bool:
+    """Whether a (normalised, possibly wildcard) name is authorized by the member's verifications,
+    given as (domain, method) pairs: the one rule registration's policy and the ACME service share."""
+    for domain, method in verified:
+        if method in FQDN_ONLY_METHODS:
+            if name == domain:
+                return True
+        elif dns_names.covers(domain, name):
+            return True
+    return False
+
 
 BR_SECTIONS = {
     EMAIL: "3.2.2.4.4",

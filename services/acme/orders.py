@@ -9,7 +9,8 @@ Both go through `OrderBook`, so each state change lives in one place:
     order:         pending -> ready -> processing -> valid, or -> invalid from any of them
 
 An identifier is authorized at once when the member has a verification of a covering domain that is
-still inside its reuse period (BR 4.2.1), by any method, as domain_verify announced it; otherwise its
+still inside its reuse period (BR 4.2.1), by any method, as domain_verify announced it (a website or
+http-01 validation covers its FQDN alone: shared/domain_methods.authorizes); otherwise its
 authorization offers http-01 and dns-01 (a wildcard: dns-01 only, RFC 8555 7.1.3 and BR 3.2.2.4.19).
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 from services.acme.store import AcmeStore, Document
 from services.acme.wfe.problems import problem_document
 from shared import domain_methods
-from shared.dns_names import WILDCARD_PREFIX, is_covered
+from shared.dns_names import WILDCARD_PREFIX
 from shared.events import CloudEvent, isoformat, make_event
 from shared.events.envelope import deterministic_event_id
 from shared.logging import get_logger
@@ -72,7 +73,8 @@ class OrderBook:
             if reusable is not None:
                 authz_ids.append(reusable["_id"])
                 continue
-            authz = self._authorization(account, name, now, expires, covered=is_covered(name, verified))
+            authz = self._authorization(account, name, now, expires,
+                                        covered=domain_methods.authorizes(name, verified))
             fresh.append(authz)
             authz_ids.append(authz["_id"])
         status = "ready" if all(a["status"] == "valid" for a in fresh) and await self._all_valid(

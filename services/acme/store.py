@@ -119,15 +119,19 @@ class AcmeStore:
 
     async def record_verified_domain(self, member_id: str, domain: str, valid_until: datetime,
                                      method: str) -> None:
+        """One document per member, domain and method: whether it covers the names below the domain
+        depends on the method (shared/domain_methods.authorizes)."""
         await self.verified_domains.update_one(
-            {"_id": f"{member_id}:{domain}"},
+            {"_id": f"{member_id}:{domain}:{method}"},
             {"$max": {"valid_until": valid_until},
              "$set": {"member_id": member_id, "domain": domain, "method": method}},
             upsert=True)
 
-    async def verified_domains_of(self, member_id: str, now: datetime) -> list[str]:
-        docs = self.verified_domains.find({"member_id": member_id}, {"domain": 1, "valid_until": 1})
-        return [d["domain"] async for d in docs if d["valid_until"].replace(tzinfo=now.tzinfo) > now]
+    async def verified_domains_of(self, member_id: str, now: datetime) -> list[tuple[str, str]]:
+        """(domain, method) of each verification of the member still inside its reuse period."""
+        docs = self.verified_domains.find({"member_id": member_id}, {"domain": 1, "method": 1, "valid_until": 1})
+        return [(d["domain"], d["method"]) async for d in docs
+                if d["valid_until"].replace(tzinfo=now.tzinfo) > now]
 
     # -- orders and authorizations ------------------------------------------------------------------------
 

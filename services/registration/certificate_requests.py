@@ -135,7 +135,7 @@ class CertificateRequests:
             is_assurer=member.is_assurer,
             codesign_enabled=member.codesign_enabled,
             verified_emails=fresh,
-            verified_domains=frozenset(methods),
+            verified_domains=dict(methods),
             stale_emails=member.verified_emails - fresh,
         )
 

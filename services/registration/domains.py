@@ -30,10 +30,12 @@ from services.registration.members import Member
 from services.registration.ratelimit import RateLimiter
 from shared import dns_names
 from shared.domain_methods import (
+    ACME_METHODS,
     BR_SECTIONS,
     DNS_CHANGE,
     DNS_LABEL,
     EMAIL,
+    FQDN_ONLY_METHODS,
     PKI_VALIDATION_PATH,
     RANDOM_VALUE_DAYS,
     WEBSITE_CHANGE,
@@ -254,7 +256,23 @@ class DomainClaims:
             "failure_reason": None,
             "failure_found": [],
         }
-        if not await self._store.record_domain_verified(data["request_id"], data["member_id"], data["domain"], fields):
+        if await self._store.record_domain_verified(data["request_id"], data["member_id"], data["domain"], fields):
+            return
+        if fields["verified_method"] in ACME_METHODS:
+            # Asked for by the ACME service for this member (an http-01 or dns-01 challenge): the member's
+            # view of domains gains (or updates) the claim, so the RA's policy sees what ACME proved; an
+            # http-01 (this FQDN only) never replaces a still-valid verification of the same domain that
+            # also covers the names below it.
+            held = (await self.verification_methods(data["member_id"])).get(data["domain"])
+            if fields["verified_method"] in FQDN_ONLY_METHODS and held is not None and held not in FQDN_ONLY_METHODS:
+                return
+            await self._store.record_acme_verification(
+                data["request_id"], data["member_id"], data["domain"], {**fields, "source": "acme"},
+                {"_id": uuid.uuid4().hex, "member_id": data["member_id"], "domain": data["domain"],
+                 "method": fields["verified_method"], "request_ids": [], "created_at": self._ctx.clock()})
+            log.info("domain verified by an ACME challenge", member_id=data["member_id"], domain=data["domain"],
+                     method=fields["verified_method"])
+        else:
             log.warning(
                 "domain.verified for a request this service does not know; ignored",
                 request_id=data["request_id"],

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from services.registration.csr import SubmittedCsr
-from shared import certificate_validity, dns_names
+from shared import certificate_validity, dns_names, domain_methods
 
 PROFILES = ("server", "client", "codesign")
 CLASSES = (1, 3)
@@ -33,7 +33,9 @@ class MemberStanding:
     is_assurer: bool
     codesign_enabled: bool
     verified_emails: frozenset[str]
-    verified_domains: frozenset[str]
+    verified_domains: Mapping[str, str]
+    """Each verified (and still valid) domain -> the method that verified it (which decides whether it
+    covers the names below it: shared/domain_methods.authorizes)."""
     stale_emails: frozenset[str] = frozenset()
     """Verified once, but longer ago than the reuse period: confirmed again before they count."""
 
@@ -169,7 +171,7 @@ class IssuancePolicy:
             except ValueError as exc:
                 reasons.append(f"{raw!r} is not a valid DNS name: {exc}")
                 continue
-            if not dns_names.is_covered(name, member.verified_domains):
+            if not domain_methods.authorizes(name, member.verified_domains.items()):
                 reasons.append(f"{name} is not within a domain you have verified")
                 continue
             if name not in approved:

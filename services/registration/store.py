@@ -143,6 +143,10 @@ class RegistrationStore(Protocol):
                                           event: CloudEvent) -> None: ...
     async def record_domain_verified(self, request_id: str, member_id: str, domain: str, fields: Document) -> bool:
         """Set the verified state on the claim that made this request; False if no claim did."""
+    async def record_acme_verification(self, request_id: str, member_id: str, domain: str, fields: Document,
+                                       new_claim: Document) -> None:
+        """A verification the ACME service asked for: set it on the member's claim of the domain, making
+        the claim (`new_claim`) if there is none; redelivery changes nothing more."""
     async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         """Fail the claim whose *current* request this is, only while it is pending; False otherwise."""
     async def update_domain(self, claim_id: str, member_id: str, fields: Document) -> None:
@@ -406,6 +410,14 @@ class MongoRegistrationStore:
             {"request_ids": request_id, "member_id": member_id, "domain": domain}, {"$set": fields}
         )
         return result.matched_count > 0
+
+    async def record_acme_verification(self, request_id: str, member_id: str, domain: str, fields: Document,
+                                       new_claim: Document) -> None:
+        await self._domains.update_one(
+            {"member_id": member_id, "domain": domain},
+            {"$set": fields, "$addToSet": {"request_ids": request_id},
+             "$setOnInsert": {k: v for k, v in new_claim.items() if k not in fields and k != "request_ids"}},
+            upsert=True)
 
     async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         result = await self._domains.update_one(

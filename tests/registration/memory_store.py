@@ -243,6 +243,18 @@ class MemoryStore:
                 return True
         return False
 
+    async def record_acme_verification(self, request_id: str, member_id: str, domain: str, fields: Document,
+                                       new_claim: Document) -> None:
+        for doc in self.collections["domains"].values():
+            if (doc["member_id"], doc["domain"]) == (member_id, domain):
+                break
+        else:
+            doc = copy.deepcopy(new_claim)
+            self.collections["domains"][doc["_id"]] = doc
+        _set(doc, fields)
+        if request_id not in doc.setdefault("request_ids", []):
+            doc["request_ids"].append(request_id)
+
     async def record_domain_failed(self, request_id: str, member_id: str, fields: Document) -> bool:
         for doc in self.collections["domains"].values():
             if (doc.get("request_id"), doc["member_id"], doc.get("status")) == (request_id, member_id, "pending"):

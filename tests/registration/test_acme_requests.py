@@ -345,3 +345,41 @@ def test_the_acme_topic_is_what_registration_reads() -> None:
 
     assert BY_NAME["acme.csr_submitted"].topic == BY_NAME["acme.revocation_requested"].topic == "acme"
     assert "acme" in SERVICES["registration"].reads and "acme.bindings" in SERVICES["registration"].writes
+
+
+def acme_verified(member: Member, domain: str, method: str) -> CloudEvent:
+    """domain_verify's answer to a challenge the ACME service asked for (registration never saw the request)."""
+    return make_event("domain.verified", {
+        "request_id": uuid.uuid4().hex, "member_id": member.id, "domain": domain, "method": method,
+        "verified_at": isoformat(NOW), "valid_until": isoformat(NOW + timedelta(days=200))}, source="domain_verify")
+
+
+async def test_a_domain_proven_by_an_acme_challenge_joins_the_members_domains_for_the_policy(
+        reg: Registration) -> None:
+    ada, binding = await ada_with_binding(reg, domain=None)
+    event = acme_verified(ada, "web.example.net", "acme_http_01")
+    await reg.domains.on_verified(event)
+    await reg.domains.on_verified(event)  # redelivered
+    [claim] = [d for d in reg.store.collections["domains"].values() if d["member_id"] == ada.id]
+    assert (claim["domain"], claim["status"], claim["verified_method"], claim["source"]) == (
+        "web.example.net", "verified", "acme_http_01", "acme")
+    assert claim["request_ids"] == [event.data["request_id"]]
+    assert await reg.domains.verification_methods(ada.id) == {"web.example.net": "acme_http_01"}
+
+    exact = submitted(ada.id, binding, build_csr(dns=["web.example.net"]), ["web.example.net"])
+    below = submitted(ada.id, binding, build_csr(dns=["shop.web.example.net"]), ["shop.web.example.net"])
+    await reg.acme.on_csr_submitted(exact)
+    await reg.acme.on_csr_submitted(below)
+    assert reg.stored(exact["request_id"])["status"] == "caa_pending"
+    [refused] = reg.data("csr.rejected")  # http-01 proves its FQDN alone (BR 3.2.2.4.19)
+    assert refused["request_id"] == below["request_id"]
+    assert "shop.web.example.net is not within a domain you have verified" in refused["reasons"]
+
+
+async def test_an_http01_proof_does_not_narrow_a_domain_already_verified_for_its_subdomains(
+        reg: Registration) -> None:
+    ada, _ = await ada_with_binding(reg, domain="example.org")
+    await reg.domains.on_verified(acme_verified(ada, "example.org", "acme_http_01"))
+    assert await reg.domains.verification_methods(ada.id) == {"example.org": "dns_change"}
+    await reg.domains.on_verified(acme_verified(ada, "example.org", "acme_dns_01"))
+    assert await reg.domains.verification_methods(ada.id) == {"example.org": "acme_dns_01"}

@@ -16,7 +16,7 @@ from shared import certificate_validity, dns_names
 from tests.registration.csrs import build_csr
 
 POLICY = IssuancePolicy()
-VERIFIED = frozenset({"example.org", "xn--bcher-kva.example"})
+VERIFIED = {"example.org": "email", "xn--bcher-kva.example": "dns_change"}
 MEMBER = MemberStanding(
     member_id="m1",
     real_name="Ada Lovelace",
@@ -108,12 +108,24 @@ def test_unicode_server_names_are_approved_as_a_labels() -> None:
 
 
 def test_wildcard_needs_its_base_domain_verified() -> None:
-    member = dataclasses.replace(MEMBER, verified_domains=frozenset({"www.example.org"}))
+    member = dataclasses.replace(MEMBER, verified_domains={"www.example.org": "email"})
     decision = decide("server", build_csr(dns=["*.example.org"]), member)
     assert (
         not decision.approved and "*.example.org is not within a domain you have verified" in decision.reasons
     )
     assert decide("server", build_csr(dns=["*.example.org"])).approved
+
+
+@pytest.mark.parametrize("method", ["website_change", "acme_http_01"])
+def test_a_website_validation_authorizes_its_fqdn_alone(method: str) -> None:
+    """BR 3.2.2.4.18 / 3.2.2.4.19: no names below the validated FQDN, no wildcard, without their own."""
+    member = dataclasses.replace(MEMBER, verified_domains={"www.example.org": method})
+    assert decide("server", build_csr(dns=["www.example.org"]), member).approved
+    for name in ("shop.www.example.org", "*.www.example.org"):
+        decision = decide("server", build_csr(dns=[name]), member)
+        assert not decision.approved and f"{name} is not within a domain you have verified" in decision.reasons
+    dns01 = dataclasses.replace(MEMBER, verified_domains={"www.example.org": "acme_dns_01"})
+    assert decide("server", build_csr(dns=["*.www.example.org", "shop.www.example.org"]), dns01).approved
 
 
 def test_client_addresses_must_be_verified_and_dns_names_are_refused() -> None:

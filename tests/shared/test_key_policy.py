@@ -22,7 +22,7 @@ from tests.registration.csrs import build_csr, fermat_key
 
 MEMBER = MemberStanding(
     member_id="m1", real_name="Ada Lovelace", points=0, is_assurer=False, codesign_enabled=False,
-    verified_emails=frozenset({"ada@example.org"}), verified_domains=frozenset({"example.org"}),
+    verified_emails=frozenset({"ada@example.org"}), verified_domains={"example.org": "email"},
 )
 
 
