@@ -27,6 +27,11 @@ class AcmeSettings:
     caa_identities: list[str] = setting("CACERT_ACME_CAA_IDENTITIES", ["cacert.example"],
                                         help="the directory's meta.caaIdentities: this CA's issuer domain names in "
                                              "CAA records (the same list as CACERT_DOMAIN_VERIFY_CAA_IDENTITIES)")
+    ca_certs_url: str = setting("CACERT_CA_CERTS_URL", "http://127.0.0.1:8083",
+                                help="base URL serving /class1.crt and /class3-root.crt (the signer's status "
+                                     "endpoint): the roots the certificate chains end with")
+    ca_certs_cache_seconds: float = setting("CACERT_CA_CERTS_CACHE_SECONDS", 3600.0,
+                                            help="how long fetched CA certificates are cached")
     nonce_seconds: int = setting("CACERT_ACME_NONCE_SECONDS", 600,
                                  help="how long an unused Replay-Nonce stays good")
     order_hours: int = setting("CACERT_ACME_ORDER_HOURS", 24 * 7,
@@ -67,5 +72,7 @@ class AcmeSettings:
                 raise ConfigError(f"{name} must be positive, got {value}")
         if not self.caa_identities or any(not i or " " in i for i in self.caa_identities):
             raise ConfigError("CACERT_ACME_CAA_IDENTITIES must list this CA's issuer domain names")
+        if not self.ca_certs_url.startswith(("http://", "https://")) or self.ca_certs_cache_seconds <= 0:
+            raise ConfigError("CACERT_CA_CERTS_URL must be an http(s) URL and CACERT_CA_CERTS_CACHE_SECONDS positive")
         if self.sealing_key:
             self.binding_opener()

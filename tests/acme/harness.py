@@ -19,6 +19,7 @@ from typing import Any
 import josepy
 from acme import client as acme_client
 from acme import messages
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -121,6 +122,40 @@ def certificate_for(csr_pem: bytes, *, serial: int, days: int = 90,
     return cert.public_bytes(serialization.Encoding.PEM).decode(), cert
 
 
+def self_signed(common_name: str) -> x509.Certificate:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=3650)).sign(key, hashes.SHA256()))
+
+
+CLASS1_ROOT = self_signed("Test Class 1 Root")
+CLASS3_ROOT = self_signed("Test Class 3 Root")
+
+
+@contextlib.asynccontextmanager
+async def ca_certificates_endpoint() -> AsyncIterator[str]:
+    """What the signer's status endpoint serves of the CA certificates (DER), on a free loopback port."""
+    files = {"class1": CLASS1_ROOT, "class3": CLASS3_ROOT, "class3-root": CLASS3_ROOT}
+
+    async def serve(request: web.Request) -> web.Response:
+        return web.Response(body=files[request.match_info["label"]].public_bytes(serialization.Encoding.DER),
+                            content_type="application/pkix-cert")
+
+    app = web.Application()
+    app.router.add_get("/{label:class1|class3|class3-root}.crt", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 def settings_for(kafka: KafkaSettings, mongo: MongoSettings, port: int, **overrides: Any) -> AcmeSettings:
     return AcmeSettings(
         common=CommonSettings(kafka=kafka, mongo=mongo, http=HttpSettings(host="127.0.0.1", port=port)),
@@ -130,13 +165,14 @@ def settings_for(kafka: KafkaSettings, mongo: MongoSettings, port: int, **overri
 @contextlib.asynccontextmanager
 async def running(kafka: KafkaSettings, mongo: MongoSettings, **overrides: Any) -> AsyncIterator[Harness]:
     port = free_port()
-    settings = settings_for(kafka, mongo, port, **overrides)
-    service = AcmeService(settings)
-    producer = EventProducer(kafka, client_id="acme-tests")
-    await service.start()
-    await producer.start()
-    try:
-        yield Harness(service, kafka, producer, settings.url("/directory"))
-    finally:
-        await producer.stop()
-        await service.stop()
+    async with ca_certificates_endpoint() as ca_url:
+        settings = settings_for(kafka, mongo, port, ca_certs_url=ca_url, **overrides)
+        service = AcmeService(settings)
+        producer = EventProducer(kafka, client_id="acme-tests")
+        await service.start()
+        await producer.start()
+        try:
+            yield Harness(service, kafka, producer, settings.url("/directory"))
+        finally:
+            await producer.stop()
+            await service.stop()

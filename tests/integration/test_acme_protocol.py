@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from shared.config import KafkaSettings, MongoSettings
 from shared.events import CloudEvent, isoformat
-from tests.acme.harness import Harness, certificate_for, csr_for, running
+from tests.acme.harness import CLASS1_ROOT, CLASS3_ROOT, Harness, certificate_for, csr_for, running
 from tests.eventlog import read_topic
 
 pytestmark = pytest.mark.integration
@@ -346,11 +346,13 @@ async def test_the_ra_and_signer_outcomes_end_the_order_with_a_certificate_or_a_
         assert done.status.name == "valid" and done.certificate
         download = await asyncio.to_thread(acme._post_as_get, done.certificate)
         assert download.headers["Content-Type"] == "application/pem-certificate-chain"
+        class1_root = CLASS1_ROOT.public_bytes(serialization.Encoding.PEM).decode()
         assert download.text.startswith(pem.strip()) and "CHAIN" in download.text  # leaf, then the Class 3 CA
+        assert download.text.endswith(class1_root), "the default chain ends with the Class 1 root"
         alternates = acme._get_links(download, "alternate")
         assert len(alternates) == 1, "a Class 3 certificate offers the chain to the self-signed Class 3 root"
         alternate = await asyncio.to_thread(acme._post_as_get, alternates[0])
-        assert alternate.text.strip() == pem.strip()
+        assert alternate.text == pem.strip() + "\n" + CLASS3_ROOT.public_bytes(serialization.Encoding.PEM).decode()
 
         renew_at, _ = await asyncio.to_thread(acme.renewal_time, pem.encode())
         assert renew_at is not None and renew_at > datetime.now(UTC) + timedelta(days=55)
@@ -487,7 +489,7 @@ async def test_a_nonce_is_good_once_across_replicas(kafka_settings: KafkaSetting
         public = h.service.settings
         twin_port = free_port()
         twin = AcmeService(dataclasses.replace(settings_for(kafka_settings, mongo_settings, twin_port),
-                                               public_url=public.public_url))
+                                               public_url=public.public_url, ca_certs_url=public.ca_certs_url))
         await twin.start()
         try:
             new_order = acme.directory["newOrder"]

@@ -12,7 +12,7 @@ import re
 import aiohttp
 import pytest
 
-from services.registration.web.ca_certificates import CaCertificates
+from shared.ca_certificates import CaCertificates
 from shared.http import ApiError
 from tests.integration.test_registration_web_portal import Browser, browsers, stack  # noqa: F401 (fixtures)
 from tests.registration.harness import Stack

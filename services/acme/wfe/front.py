@@ -28,6 +28,7 @@ from services.acme.store import AcmeStore, Document, KeyInUse
 from services.acme.wfe import jws
 from services.acme.wfe.problems import Problem, subproblem
 from shared.acme_binding import BindingOpener, UnopenableBinding
+from shared.ca_certificates import CLASS3_ROOT, LABELS, CaCertificates, CaUnavailable
 from shared.dns_names import normalise_dns_name, registrable_domain
 from shared.events import isoformat
 from shared.key_compromise import spki_sha256
@@ -65,6 +66,7 @@ class AcmeFrontEnd:
         self.opener = opener
         self.clock = clock
         self.base = settings.base_path
+        self.ca = CaCertificates(settings.ca_certs_url, settings.ca_certs_cache_seconds)
 
     # -- wiring -------------------------------------------------------------------------------------------
 
@@ -508,7 +510,7 @@ class AcmeFrontEnd:
         if cert is None or cert["member_id"] != account["member_id"]:
             raise Problem("malformed", "no such certificate on this account", status=404)
         alternate = request.match_info.get("alternate")
-        chains = self._chains(cert)
+        chains = await self._chains(cert)
         if alternate is not None and (not alternate.isdigit() or not 0 < int(alternate) < len(chains)):
             raise Problem("malformed", "no such alternate chain", status=404)
         index = int(alternate or 0)
@@ -519,14 +521,22 @@ class AcmeFrontEnd:
                 response.headers.add("Link", f'<{self.url(path)}>;rel="alternate"')
         return response
 
-    @staticmethod
-    def _chains(cert: Document) -> list[str]:
-        """The default chain (to the Class 1 root), and for Class 3 certificates an alternate of the leaf
-        alone, for relying parties that anchor at the self-signed Class 3 root."""
+    async def _chains(self, cert: Document) -> list[str]:
+        """The default chain, up to and including the Class 1 root (ACME clients expect the issuer in it, and
+        a Class 1 certificate's issuer is the root), and for a Class 3 certificate an alternate ending in the
+        self-signed Class 3 root, for relying parties who anchor there."""
+        try:
+            roots = await self.ca.all()
+        except CaUnavailable:
+            raise Problem("serverInternal", "the CA certificates are unavailable just now; try again",
+                          status=503, retry_after=self.settings.retry_after_seconds) from None
         leaf = cert["certificate_pem"].strip() + "\n"
         chain = cert.get("chain_pem", "").strip()
-        default = leaf + (chain + "\n" if chain else "")
-        return [default, leaf] if cert.get("cert_class") == 3 and chain else [default]
+        class1 = roots[LABELS[0]].pem.decode()
+        default = leaf + (chain + "\n" if chain else "") + class1
+        if cert.get("cert_class") == 3 and CLASS3_ROOT in roots:
+            return [default, leaf + roots[CLASS3_ROOT].pem.decode()]
+        return [default]
 
     async def revoke_certificate(self, request: web.Request) -> web.Response:
         envelope = await jws.read_envelope(request)

@@ -7,7 +7,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from services.registration.certificates import FORMATS
-from services.registration.web.ca_certificates import (
+from shared.ca_certificates import (
     CLASS3_ROOT,
     LABELS,
     CaCertificate,

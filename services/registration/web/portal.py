@@ -26,7 +26,7 @@ from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Members
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
-from services.registration.web.ca_certificates import CaCertificates, CaUnavailable
+from shared.ca_certificates import CaCertificates, CaUnavailable
 from services.registration.web.forms import EMPTY, Access, Form, Handler, sentence
 from services.registration.web.messages import detail_lines
 from services.registration.web.pages_accounts import AccountPages

@@ -1,6 +1,7 @@
-"""The public CA certificates for the relying-party page, fetched from the signer's status endpoint.
+"""The public CA certificates, fetched from the signer's status endpoint: registration's relying-party
+page shows them and the ACME service builds certificate chains from them.
 
-The registration service holds no CA files. It fetches `/class1.crt` and
+Neither service holds CA files. It fetches `/class1.crt` and
 `/class3.crt` (DER) from CACERT_CA_CERTS_URL, the signer's public status base
 URL, keeps them for CACERT_CA_CERTS_CACHE_SECONDS, and keeps serving the last
 good copy if a refresh fails. It also fetches `/class3-root.crt`, the self-signed
@@ -24,7 +25,7 @@ from cryptography.x509.oid import NameOID
 
 from shared.logging import get_logger
 
-log = get_logger("registration.web.ca")
+log = get_logger("shared.ca_certificates")
 LABELS = ("class1", "class3")
 """The issuing CAs' certificates, what chains are made of (`class3` is the one signed by Class 1)."""
 CLASS3_ROOT = "class3-root"
