@@ -225,6 +225,8 @@ class OrderBook:
                                              "member_id": order["member_id"]})
         await self.store.update_order(order_id, {"status": {"$in": ["processing", "invalid"]}},
                                       {"status": "valid", "serial": certificate["_id"], "updated_at": self.clock()})
+        if order.get("replaces"):  # RFC 9773 5: a certificate is replaced once
+            await self.store.mark_replaced(order["replaces"], order_id)
 
     async def _flush(self, collection: Any, document_id: str, written: list[dict[str, Any]]) -> None:
         try:

@@ -195,6 +195,10 @@ class AcmeStore:
     async def certificate(self, serial: str) -> Document | None:
         return await self.certificates.find_one({"_id": serial})
 
+    async def mark_replaced(self, ari_id: str, order_id: str) -> None:
+        await self.certificates.update_one({"ari_id": ari_id, "replaced_by": {"$exists": False}},
+                                           {"$set": {"replaced_by": order_id}})
+
     async def certificate_by_ari_id(self, ari_id: str) -> Document | None:
         return await self.certificates.find_one({"ari_id": ari_id})
 

@@ -330,7 +330,7 @@ def test_each_service_reaches_only_kafka_its_mongodb_smtp_and_validation_targets
             expected.add("kafka")
         if workload == "notifier":
             expected.add("smtp")
-        if workload == "registration":  # the roots page's CA certificates (CACERT_CA_CERTS_URL)
+        if workload in ("registration", "acme"):  # the roots page's and ACME chains' CA certificates
             expected.add("signer-status")
         if package in ("domain_verify", "domain_verify_perspective"):  # only the VA makes validation lookups
             expected |= {"public-dns", "public-web"}
@@ -354,8 +354,9 @@ def _ingress_peers(objects: list[Obj], labels: dict) -> set[str]:
                     "app.kubernetes.io/name": "prometheus"
                 }:
                     peers.add("prometheus")
-                elif not namespace and pods == {"app.kubernetes.io/name": "registration"}:
-                    peers.add("registration")
+                elif not namespace and pods in ({"app.kubernetes.io/name": "registration"},
+                                                {"app.kubernetes.io/name": "acme"}):
+                    peers.add(pods["app.kubernetes.io/name"])
                 else:
                     peers.add(f"other: {peer}")
     return peers
@@ -373,7 +374,7 @@ def test_ingress_comes_only_from_the_controller_and_prometheus(
         return
     expected = {"prometheus"} | ({"ingress-controller"} if workload in PUBLIC_WORKLOADS else set())
     if workload == "signer-status":
-        expected.add("registration")  # the portal's roots page, nothing else
+        expected |= {"registration", "acme"}  # the portal's roots page and ACME's chains, nothing else
     assert peers == expected
     annotations = named(objects, "Deployment", workload)["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"

@@ -512,3 +512,42 @@ async def test_a_nonce_is_good_once_across_replicas(kafka_settings: KafkaSetting
                 assert sorted(r.status_code for r in both) == [201, 400], [r.text for r in both]
         finally:
             await twin.stop()
+
+
+async def test_replaces_names_a_certificate_of_the_member_and_is_used_once(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    from services.acme import renewal
+
+    async with running(kafka_settings, mongo_settings) as h:
+        acme, key = await h.account(await h.binding("member-ari"))
+        domain = fresh()
+        await verified(h, "member-ari", domain)
+
+        async def issue(replaces: str | None = None,
+                        serial: int = 0) -> tuple[requests.Response, x509.Certificate | None]:
+            csr_pem, _ = csr_for(domain)
+            payload: dict[str, Any] = {"identifiers": [{"type": "dns", "value": domain}]}
+            if replaces:
+                payload["replaces"] = replaces
+            made = await raw_post(h, acme.directory["newOrder"], json.dumps(payload).encode(), key,
+                                  kid=account_url(acme))
+            if made.status_code != 201:
+                return made, None
+            order = messages.OrderResource(body=messages.Order.from_json(made.json()),
+                                           uri=made.headers["Location"], csr_pem=csr_pem)
+            await asyncio.to_thread(acme.begin_finalization, order)
+            pem, cert = certificate_for(csr_pem, serial=serial)
+            await h.publish("cert.issued", issued_data(order.uri, "member-ari", pem, cert, [domain]), "signer")
+            assert (await order_status(acme, order.uri, "valid")).status.name == "valid"
+            return made, cert
+
+        _, first = await issue(serial=0xA1A1)
+        assert first is not None
+        ari_id = renewal.certificate_id(first)
+        assert ari_id is not None
+        renewal_order, _ = await issue(ari_id, serial=0xA1A2)
+        assert renewal_order.json()["replaces"] == ari_id
+        again, _ = await issue(ari_id)
+        assert (again.status_code, problem_of(again)) == (409, "conflict")
+        unknown, _ = await issue("AAAA.AAAA")
+        assert problem_of(unknown) == "malformed"
