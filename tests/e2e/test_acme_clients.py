@@ -21,6 +21,7 @@ import asyncio
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -279,3 +280,34 @@ async def test_caa_forbidding_this_ca_ends_in_an_invalid_order_with_a_caa_proble
     assert body.status.name == "invalid" and body.error is not None, body
     assert body.error.code == "caa" and "other-ca.example" in str(body.error.detail), body.error
     assert urllib.parse.urlsplit(order.uri).path.startswith("/order/")
+
+
+async def test_the_acme_service_killed_between_finalize_and_issuance_loses_nothing(
+        system: dict[str, str], member: Member) -> None:
+    """SIGKILL the system's ACME process right after finalize; the RA and the signer issue meanwhile; after
+    the restart the order is `valid` with exactly one certificate."""
+    from devstack import process
+    from devstack import system as local_system
+
+    name = f"crash-{secrets.token_hex(4)}.{member.domain}"
+    acme, _ = await acme_library_client(system, member)
+    order = await asyncio.to_thread(acme.new_order, csr_pem(name))
+    pid = process.running_pid("acme")
+    assert pid is not None, "the system's ACME service is not running"
+    await asyncio.to_thread(acme.begin_finalization, order)
+    os.kill(pid, signal.SIGKILL)
+    assert await asyncio.to_thread(process.wait_for_exit, pid, 10)
+
+    async def issued() -> list[dict[str, Any]]:
+        listing = await member.api.call("GET", "/v1/certificates")
+        return [c for c in listing["certificates"] if c["dns_names"] == [name]]
+
+    await wait_until(issued, f"the CA to issue {name} while the ACME service is down", timeout=60)
+    await asyncio.to_thread(local_system.up, lambda line: None)  # restarts what is not running
+    body = await final_order(acme, order.uri)
+    assert body.status.name == "valid", body
+    certificates = await issued()
+    assert len(certificates) == 1, certificates
+    download = await asyncio.to_thread(acme._post_as_get, body.certificate)
+    leaf = x509.load_pem_x509_certificate(download.text.encode())
+    assert format(leaf.serial_number, "x") == certificates[0]["serial"]
