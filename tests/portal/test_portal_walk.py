@@ -234,6 +234,18 @@ async def new_member(system: System, walk: PageWalk, mailbox: MailboxClient, add
     await page.goto(portal + "/account/second-factor")
     await walk.check("second-factor-on")
 
+    # ACME clients: no binding yet, a new one (its key shown once), the list, a revoked one.
+    await page.goto(portal + "/account/acme")
+    await walk.check("acme-bindings-none")
+    await page.get_by_label("Label (optional: which host or cluster uses it)").fill("web server")
+    await page.get_by_role("button", name="Create the binding").click()
+    await expect(page.locator("#new-binding")).to_contain_text("certbot")
+    await walk.check("acme-binding-created")
+    await page.goto(portal + "/account/acme")
+    await walk.check("acme-bindings")
+    await page.get_by_role("button", name="Revoke binding web server").click()
+    await walk.check("acme-binding-revoked")
+
     # Trust and the relying-party page.
     await page.goto(portal + "/account/assurance")
     await walk.check("assurance")
