@@ -218,10 +218,16 @@ class AcmeStore:
         start = datetime.fromtimestamp(now.timestamp() // window.total_seconds() * window.total_seconds(),
                                        tz=now.tzinfo)
         ends = start + window
-        doc = await self.limits.find_one_and_update(
-            {"_id": f"{key}@{int(start.timestamp())}"},
-            {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": ends}},
-            upsert=True, return_document=ReturnDocument.AFTER)
+        for attempt in (1, 2):  # two first uses at once: one inserts, the other's upsert collides once
+            try:
+                doc = await self.limits.find_one_and_update(
+                    {"_id": f"{key}@{int(start.timestamp())}"},
+                    {"$inc": {"count": 1}, "$setOnInsert": {"expires_at": ends}},
+                    upsert=True, return_document=ReturnDocument.AFTER)
+                break
+            except DuplicateKeyError:
+                if attempt == 2:
+                    raise
         return int((doc or {}).get("count", 1)), ends
 
 

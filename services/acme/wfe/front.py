@@ -277,6 +277,8 @@ class AcmeFrontEnd:
         inner = jws.parse_envelope(json.dumps(envelope.json_payload()).encode())
         if inner.jwk is None or inner.kid is not None:
             raise Problem("malformed", "the inner JWS of a keyChange must carry the new key as jwk")
+        if "nonce" in inner.header:
+            raise Problem("malformed", "the inner JWS of a keyChange must not carry a nonce (RFC 8555 7.3.5)")
         if inner.header.get("url") != self._expected_url(request):
             raise Problem("malformed", "the inner JWS url must equal the outer one (RFC 8555 7.3.5)")
         if inner.alg not in jws.ALGORITHMS:
@@ -493,10 +495,8 @@ class AcmeFrontEnd:
                     log.info("acme challenge started", challenge_id=challenge_id, type=challenge["type"],
                              domain=authz["domain"])
                     challenge = {**challenge, "status": "processing"}
-                else:
-                    status = authorization_status(authz, self.clock())
-                    if status != "pending":
-                        raise Problem("malformed", f"the authorization is {status}; its challenges are closed")
+                elif (status := authorization_status(authz, self.clock())) != "pending":
+                    raise Problem("malformed", f"the authorization is {status}; its challenges are closed")
         headers = {"Link": f'<{self.url("/authz/" + authz["_id"])}>;rel="up"'}
         if challenge["status"] == "processing":
             headers["Retry-After"] = str(self.settings.retry_after_seconds)
