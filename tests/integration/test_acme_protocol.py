@@ -551,3 +551,31 @@ async def test_replaces_names_a_certificate_of_the_member_and_is_used_once(
         assert (again.status_code, problem_of(again)) == (409, "conflict")
         unknown, _ = await issue("AAAA.AAAA")
         assert problem_of(unknown) == "malformed"
+
+
+async def test_contact_updates_authorization_deactivation_and_the_orders_list(
+        kafka_settings: KafkaSettings, mongo_settings: MongoSettings) -> None:
+    async with running(kafka_settings, mongo_settings) as h:
+        acme, key = await h.account(await h.binding("member-misc"))
+        assert acme.net.account is not None
+        updated = await asyncio.to_thread(acme.update_registration, acme.net.account.update(
+            body=acme.net.account.body.update(contact=("mailto:new@example.org",))))
+        assert updated.body.contact == ("mailto:new@example.org",)
+        bad = await raw_post(h, account_url(acme), json.dumps({"contact": ["tel:+1555"]}).encode(), key,
+                             kid=account_url(acme))
+        assert problem_of(bad) == "unsupportedContact"
+
+        order = await asyncio.to_thread(acme.new_order, csr_for(fresh())[0])
+        authz = order.authorizations[0]
+        gone = await asyncio.to_thread(acme.deactivate_authorization, authz)
+        assert gone.body.status.name == "deactivated"
+        body = await order_status(acme, order.uri, "invalid")
+        assert body.status.name == "invalid" and error_of(body).code == "unauthorized"
+
+        listing = await raw_post(h, account_url(acme) + "/orders", b"", key, kid=account_url(acme))
+        assert listing.json()["orders"] == [order.uri]
+        other, other_key = await h.account(await h.binding("member-misc-2"))
+        foreign = await raw_post(h, account_url(acme) + "/orders", b"", other_key, kid=account_url(other))
+        assert problem_of(foreign) == "unauthorized"
+        peek = await raw_post(h, order.uri, b"", other_key, kid=account_url(other))
+        assert problem_of(peek) == "unauthorized"
