@@ -15,15 +15,18 @@ member, the same kind of CSR (a fresh P-256 key and one DNS name per order, made
 the same number of concurrent clients and the same poll interval; ACME clients run in threads (the library
 blocks), one account each, accounts spread over as many bindings as the per-binding limit needs.
 
-Phases alternate api, acme, api, acme... (`--repeat`), after an unmeasured warm-up of each. Per path:
+Phases alternate, after an unmeasured warm-up of each path: round 1 api then acme, round 2 acme then api,
+and so on (`--repeat`; an even count cancels a steady drift of the machine's speed). Per path:
 `count` (orders submitted), `completed`, `completed_per_s` (completed / (last completion - first
-submission), summed over the path's phases), `p50_ms` / `p99_ms` (submission to certificate in hand),
+submission), over the path's phases together), `p50_ms` / `p99_ms` (submission to certificate in hand),
 `lost` (no certificate within `--timeout` of its submission), `failed` (refused, invalid or an error:
 says the benchmark's setup is wrong), `duplicate` (a request or order with more than one certificate in
 the member's certificate list, or one serial handed to two of them). `ratio` = acme / api completed_per_s;
-`pass` = ratio >= `target` (0.8). `where_the_time_goes` gives, per path, the CPU each process of the
-system used per completed order, and the ACME and registration HTTP routes and database commands per
-order, from their `/metrics`. The load average (`os.getloadavg`) is taken before the first and after
+`pass` = ratio >= `target` (0.8); `ratio_per_round` the same per round. `where_the_time_goes` gives, per
+path, the CPU each process of the system used per completed order, and the ACME and registration HTTP
+routes and database commands per order, from their `/metrics`; `stages_ms` the median and p90 of each stage
+of an order, the client's times lined up with the services' logged ones (RA decision of an ACME CSR, CAA
+decision, issuance; devstack's logs, `--logs`). The load average (`os.getloadavg`) is taken before the first and after
 the last measured phase. Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
 alone does not fail the run: `pass` says it).
 """
@@ -81,6 +84,8 @@ class Options:
     """An order or request without its certificate this long after its submission is lost."""
     acme_retry_after: bool = False
     """Poll ACME orders after the server's Retry-After (as certbot does) instead of every `poll` seconds."""
+    logs: Path | None = None
+    """The services' logs, for the stages (`stages_ms`); None: devstack's log directory."""
     out: Path | None = None
 
 
@@ -94,6 +99,12 @@ class Outcome:
     serial: str | None = None
     error: str | None = None  # refused, invalid or an exception: `failed`
     lost: bool = False
+    marks: dict[str, float] = dataclasses.field(default_factory=dict)
+    """Wall-clock times (epoch s), to line up with the services' logs: `submitted`, `accepted` (API 202 /
+    ACME finalize answered), `seen` (the poll that found the serial / the valid order), `done`."""
+
+    def mark(self, what: str) -> None:
+        self.marks[what] = time.time()
 
     @property
     def completed(self) -> bool:
@@ -196,6 +207,7 @@ def first_serial(pem: str) -> str:
 async def api_request(api: MemberApi, token: str, pem: str, opts: Options) -> Outcome:
     """POST the CSR, poll the request until it names a serial, download the certificate."""
     out = Outcome(time.perf_counter())
+    out.mark("submitted")
     deadline = out.start + opts.timeout
     try:
         reply = await api.send("POST", "/v1/requests", {"csr_pem": pem, "profile": "server"}, token=token)
@@ -203,6 +215,7 @@ async def api_request(api: MemberApi, token: str, pem: str, opts: Options) -> Ou
             out.error = f"POST /v1/requests answered {reply.status}: {reply.text[:300]}"
             return out
         out.ident = str(reply.body["id"])
+        out.mark("accepted")
         serial = None
         while serial is None:
             if time.perf_counter() > deadline:
@@ -216,10 +229,12 @@ async def api_request(api: MemberApi, token: str, pem: str, opts: Options) -> Ou
                 return out
             if status == "issued" and body.get("serial"):
                 serial = str(body["serial"])
+                out.mark("seen")
         while True:
             reply = await api.send("GET", f"/v1/certificates/{serial}/download?format=pem", token=token)
             if reply.status == 200:
                 out.serial, out.end = first_serial(reply.text), time.perf_counter()
+                out.mark("done")
                 if out.serial != serial.lower():
                     out.error = f"request {out.ident} names serial {serial}, its download holds {out.serial}"
                 return out
@@ -238,6 +253,7 @@ async def api_request(api: MemberApi, token: str, pem: str, opts: Options) -> Ou
 def acme_order(acme: acme_client.ClientV2, pem: str, opts: Options) -> Outcome:
     """newOrder (and its authorizations), finalize, poll the order, download the chain (blocking: a thread)."""
     out = Outcome(time.perf_counter())
+    out.mark("submitted")
     deadline = out.start + opts.timeout
     try:
         order = acme.new_order(pem.encode())
@@ -246,8 +262,10 @@ def acme_order(acme: acme_client.ClientV2, pem: str, opts: Options) -> Outcome:
             out.error = f"order {out.ident} is {order.body.status} at once, not ready (was the domain seen?)"
             return out
         csr = x509.load_pem_x509_csr(pem.encode())
+        out.mark("ordered")
         response = acme._post(order.body.finalize, messages.CertificateRequest(csr=csr))
         body = messages.Order.from_json(response.json())
+        out.mark("accepted")
         while body.status != messages.STATUS_VALID or body.certificate is None:
             if body.status == messages.STATUS_INVALID:
                 out.error = f"order {out.ident} invalid: {body.error}"
@@ -262,8 +280,10 @@ def acme_order(acme: acme_client.ClientV2, pem: str, opts: Options) -> Outcome:
             time.sleep(max(0.0, min(wait, deadline - now)))
             response = acme._post_as_get(order.uri)
             body = messages.Order.from_json(response.json())
+        out.mark("seen")
         chain = acme._post_as_get(body.certificate).text
         out.serial, out.end = first_serial(chain), time.perf_counter()
+        out.mark("done")
         return out
     except Exception as exc:  # the library raises many kinds; each is a failed order, counted and shown
         out.error = f"{type(exc).__name__}: {exc}"
@@ -414,6 +434,64 @@ def cost(before: Snapshot, after: Snapshot, completed: int, seconds: float) -> d
     return out
 
 
+# ---------------------------------------------------------------------------------------------- stages, from the logs
+
+LOGGED = (  # (log file, event, the field holding our request / order id, the stage it marks)
+    ("registration.log", "ACME CSR decided", "request_id", "ra_decided"),
+    ("domain_verify.log", "check decided", "check_id", "caa_decided"),
+    ("signer-issue.log", "certificate issued", "request_id", "issued"),
+)
+STAGES = (  # (name, from mark, to mark): each stage's median over the path's measured orders
+    ("submit", "submitted", "accepted"),
+    ("accepted_to_ra_decided", "accepted", "ra_decided"),
+    ("accepted_to_caa_decided", "accepted", "caa_decided"),
+    ("caa_decided_to_issued", "caa_decided", "issued"),
+    ("issued_to_seen", "issued", "seen"),
+    ("download", "seen", "done"),
+)
+
+
+def log_marks(logs: Path, outcomes: list[Outcome]) -> int:
+    """Add the services' logged times (`ra_decided`, `caa_decided`, `issued`) to the outcomes' marks.
+
+    The RA's decision of an ACME CSR, domain_verify's CAA decision (check id = request id) and the signer's
+    issuance are logged with our ids and a UTC timestamp from the same clock. Returns how many were found.
+    """
+    by_id = {o.ident: o for o in outcomes if o.ident}
+    found = 0
+    for filename, event, field, mark in LOGGED:
+        needle = f'"event": "{event}"'
+        try:
+            lines = (logs / filename).read_text(errors="replace").splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            if needle not in line:
+                continue
+            try:
+                record = json.loads(line)
+                outcome = by_id.get(str(record.get(field)))
+                if outcome is None or mark in outcome.marks:
+                    continue
+                outcome.marks[mark] = datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+                found += 1
+            except (ValueError, KeyError, AttributeError):
+                continue
+    return found
+
+
+def stages(outcomes: list[Outcome]) -> dict[str, dict[str, float]]:
+    """Median and p90 (ms) of each stage the marks of completed orders allow."""
+    out = {}
+    for name, start, end in STAGES:
+        spans = [(o.marks[end] - o.marks[start]) * 1000 for o in outcomes
+                 if o.completed and start in o.marks and end in o.marks]
+        if spans:
+            out[name] = {"p50_ms": round(percentile(spans, 50) or 0.0, 1),
+                         "p90_ms": round(percentile(spans, 90) or 0.0, 1), "orders": len(spans)}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- summaries
 
 
@@ -533,7 +611,9 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
         per_path: dict[str, list[tuple[list[Outcome], dict[str, Any]]]] = {"api": [], "acme": []}
         cost_snapshots: dict[str, list[tuple[Snapshot, Snapshot, int, float]]] = {"api": [], "acme": []}
         for round_index in range(opts.repeat):
-            for path in ("api", "acme"):
+            # api, acme, then acme, api, ...: with an even --repeat a steady drift of the machine's speed
+            # (the databases grow, other work comes and goes) weighs on both paths alike.
+            for path in ("api", "acme") if round_index % 2 == 0 else ("acme", "api"):
                 batch = pems(f"{path[0]}{round_index}-", opts.orders)
                 before = Snapshot.take(pids, metric_urls)
                 outcomes = await runners[path](batch)
@@ -542,7 +622,9 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                 all_outcomes[path] += outcomes
                 per_path[path].append((outcomes, summary))
                 cost_snapshots[path].append((before, after, summary["completed"], summary["seconds"]))
+                used = sum(after.cpu.values()) - sum(before.cpu.get(k, 0.0) for k in after.cpu)
                 phases.append({"path": path, "round": round_index + 1, **summary,
+                               "cpu_ms_per_order": round(used * 1000 / max(summary["completed"], 1), 1),
                                "loadavg_after": [round(x, 2) for x in os.getloadavg()]})
                 say(json.dumps(phases[-1]))
         loadavg_after = [round(x, 2) for x in os.getloadavg()]
@@ -564,6 +646,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                               "machine": {"nproc": os.cpu_count(), "loadavg_before": loadavg_before,
                                           "loadavg_after": loadavg_after},
                               "member_domain": member.domain, "acme_accounts": len(accounts)}
+    logs = opts.logs or _devstack_logs()
     for path in ("api", "acme"):
         summary = path_summary(per_path[path])
         dup, unlisted = duplicates(all_outcomes[path], listing)
@@ -571,6 +654,10 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
         warm = [o for o in all_outcomes[path][: len(all_outcomes[path]) - summary["count"]]]
         summary["warmup"] = {"count": len(warm), "lost": sum(o.lost for o in warm),
                              "failed": sum(o.error is not None for o in warm)}
+        measured = [o for run, _ in per_path[path] for o in run]
+        if logs is not None:
+            log_marks(logs, measured)
+        summary["stages_ms"] = stages(measured)
         errors = [o.error for o in all_outcomes[path] if o.error][:5]
         if errors:
             summary["errors"] = errors
@@ -579,12 +666,25 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
     result["ratio"] = round(acme_rate / api_rate, 3) if api_rate else None
     result["target"] = TARGET
     result["pass"] = bool(result["ratio"] is not None and result["ratio"] >= TARGET)
+    result["ratio_per_round"] = [_round_ratio(phases, r + 1) for r in range(opts.repeat)]
     result["phases"] = phases
     result["where_the_time_goes"] = {
         path: _merged_cost(snaps) for path, snaps in cost_snapshots.items()
     }
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+def _round_ratio(phases: list[dict[str, Any]], round_number: int) -> float | None:
+    rates = {p["path"]: p["completed_per_s"] for p in phases if p["round"] == round_number}
+    return round(rates["acme"] / rates["api"], 3) if rates.get("api") else None
+
+
+def _devstack_logs() -> Path | None:
+    from devstack import paths
+
+    logs = paths.logs_dir()
+    return logs if logs.is_dir() else None
 
 
 def _merged_cost(snaps: list[tuple[Snapshot, Snapshot, int, float]]) -> dict[str, Any]:
@@ -631,12 +731,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=Options.timeout, help="seconds before an order is lost")
     parser.add_argument("--acme-retry-after", action="store_true",
                         help="poll ACME orders after the server's Retry-After (certbot's way) instead of --poll")
+    parser.add_argument("--logs", type=Path, help="the services' log directory (default: devstack's), for stages_ms")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
     if args.orders < 1 or args.concurrency < 1 or args.repeat < 1:
         parser.error("--orders, --concurrency and --repeat must be at least 1")
     opts = Options(orders=args.orders, concurrency=args.concurrency, repeat=args.repeat, warmup=args.warmup,
-                   poll=args.poll, timeout=args.timeout, acme_retry_after=args.acme_retry_after, out=args.out)
+                   poll=args.poll, timeout=args.timeout, acme_retry_after=args.acme_retry_after, logs=args.logs,
+                   out=args.out)
     result = asyncio.run(measure(opts))
     text = json.dumps(result, indent=2)
     print(text)
