@@ -27,7 +27,9 @@ path, the CPU each process of the system used per completed order, and the ACME 
 routes and database commands per order, from their `/metrics`; `stages_ms` the median and p90 of each stage
 of an order, the client's times lined up with the services' logged ones (RA decision of an ACME CSR, CAA
 decision, issuance; devstack's logs, `--logs`). The load average (`os.getloadavg`) is taken before the first and after
-the last measured phase. Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
+the last measured phase. Each phase starts once the system is quiet (`--settle`, `--quiet-cores`; the
+seconds waited are `settled_s`), so the work a phase leaves behind (each certificate's mail) is not paid
+by the next one. Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
 alone does not fail the run: `pass` says it).
 """
 
@@ -82,6 +84,12 @@ class Options:
     """Seconds between two polls of a request or an order, on both paths."""
     timeout: float = 120.0
     """An order or request without its certificate this long after its submission is lost."""
+    settle: float = 90.0
+    """Before each phase, wait (at most this long) until the system is quiet: the work one phase leaves
+    behind (the notifier's certificate mails above all) would otherwise be paid by the next phase."""
+    quiet_cores: float = 0.7
+    """Quiet: the system's processes use less than this many cores over 2 s (idle, locally: 0.3 to 0.6, most
+    of it FerretDB)."""
     acme_retry_after: bool = False
     """Poll ACME orders after the server's Retry-After (as certbot does) instead of every `poll` seconds."""
     logs: Path | None = None
@@ -606,6 +614,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
         say(f"warm-up: {warmup} per path")
 
         pids = system_pids()
+        await settle(pids, opts)
         loadavg_before = [round(x, 2) for x in os.getloadavg()]
         phases: list[dict[str, Any]] = []
         per_path: dict[str, list[tuple[list[Outcome], dict[str, Any]]]] = {"api": [], "acme": []}
@@ -615,6 +624,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
             # (the databases grow, other work comes and goes) weighs on both paths alike.
             for path in ("api", "acme") if round_index % 2 == 0 else ("acme", "api"):
                 batch = pems(f"{path[0]}{round_index}-", opts.orders)
+                waited = await settle(pids, opts)
                 before = Snapshot.take(pids, metric_urls)
                 outcomes = await runners[path](batch)
                 after = Snapshot.take(pids, metric_urls)
@@ -623,7 +633,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                 per_path[path].append((outcomes, summary))
                 cost_snapshots[path].append((before, after, summary["completed"], summary["seconds"]))
                 used = sum(after.cpu.values()) - sum(before.cpu.get(k, 0.0) for k in after.cpu)
-                phases.append({"path": path, "round": round_index + 1, **summary,
+                phases.append({"path": path, "round": round_index + 1, **summary, "settled_s": waited,
                                "cpu_ms_per_order": round(used * 1000 / max(summary["completed"], 1), 1),
                                "loadavg_after": [round(x, 2) for x in os.getloadavg()]})
                 say(json.dumps(phases[-1]))
@@ -633,11 +643,11 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
         # request id: the ACME order id for ACME) once everything issued has had time to arrive.
         expected = {o.serial for outs in all_outcomes.values() for o in outs if o.serial}
         listing: list[dict[str, Any]] = []
-        settle = time.monotonic() + 30
+        listed_by = time.monotonic() + 30
         while True:
             await asyncio.sleep(2)
             listing = (await api.call("GET", "/v1/certificates"))["certificates"]
-            if expected <= {str(c["serial"]).lower() for c in listing} or time.monotonic() > settle:
+            if expected <= {str(c["serial"]).lower() for c in listing} or time.monotonic() > listed_by:
                 break
 
     result: dict[str, Any] = {"benchmark": "acme_throughput", "started_at": started_at, "revision": git_revision(),
@@ -673,6 +683,18 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
     }
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result
+
+
+async def settle(pids: dict[str, list[int]], opts: Options) -> float:
+    """Wait until the system's processes (not this one) are quiet, at most `opts.settle` s; the seconds waited."""
+    started = time.monotonic()
+    system = [p for part, group in pids.items() if part != "load_generator" for p in group]
+    while time.monotonic() - started < opts.settle:
+        before = sum(_cpu_seconds(p) for p in system)
+        await asyncio.sleep(2)
+        if (sum(_cpu_seconds(p) for p in system) - before) / 2 < opts.quiet_cores:
+            break
+    return round(time.monotonic() - started, 1)
 
 
 def _round_ratio(phases: list[dict[str, Any]], round_number: int) -> float | None:
@@ -729,6 +751,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="unmeasured orders per path first (default: the concurrency)")
     parser.add_argument("--poll", type=float, default=Options.poll, help="seconds between polls, both paths")
     parser.add_argument("--timeout", type=float, default=Options.timeout, help="seconds before an order is lost")
+    parser.add_argument("--settle", type=float, default=Options.settle,
+                        help="at most this many seconds to wait for a quiet system before each phase (0: none)")
+    parser.add_argument("--quiet-cores", type=float, default=Options.quiet_cores,
+                        help="quiet: the system's processes use fewer cores than this")
     parser.add_argument("--acme-retry-after", action="store_true",
                         help="poll ACME orders after the server's Retry-After (certbot's way) instead of --poll")
     parser.add_argument("--logs", type=Path, help="the services' log directory (default: devstack's), for stages_ms")
@@ -737,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.orders < 1 or args.concurrency < 1 or args.repeat < 1:
         parser.error("--orders, --concurrency and --repeat must be at least 1")
     opts = Options(orders=args.orders, concurrency=args.concurrency, repeat=args.repeat, warmup=args.warmup,
-                   poll=args.poll, timeout=args.timeout, acme_retry_after=args.acme_retry_after, logs=args.logs,
+                   poll=args.poll, settle=args.settle, quiet_cores=args.quiet_cores, timeout=args.timeout,
+                   acme_retry_after=args.acme_retry_after, logs=args.logs,
                    out=args.out)
     result = asyncio.run(measure(opts))
     text = json.dumps(result, indent=2)

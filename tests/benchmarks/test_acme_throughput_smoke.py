@@ -41,7 +41,7 @@ def system() -> dict[str, str]:
 @pytest.mark.integration
 @pytest.mark.timeout(300)
 async def test_a_tiny_run_reports_both_paths_with_nothing_lost_or_duplicated(system: dict[str, str]) -> None:
-    opts = acme_throughput.Options(orders=6, concurrency=3, warmup=1, timeout=90)
+    opts = acme_throughput.Options(orders=6, concurrency=3, warmup=1, timeout=90, settle=10)
     result = await acme_throughput.measure(opts, system)
 
     for path in ("api", "acme"):
