@@ -29,7 +29,8 @@ of an order, the client's times lined up with the services' logged ones (RA deci
 decision, issuance; devstack's logs, `--logs`). The load average (`os.getloadavg`) is taken before the first and after
 the last measured phase. Each phase starts once the system is quiet (`--settle`, `--quiet-cores`; the
 seconds waited are `settled_s`), so the work a phase leaves behind (each certificate's mail) is not paid
-by the next one. Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
+by the next one. At the end the run's mails (one per certificate) are deleted from the local mailbox
+(`mails_deleted`). Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
 alone does not fail the run: `pass` says it).
 """
 
@@ -92,6 +93,8 @@ class Options:
     of it FerretDB)."""
     acme_retry_after: bool = False
     """Poll ACME orders after the server's Retry-After (as certbot does) instead of every `poll` seconds."""
+    mail_wait: float = 180.0
+    """At the end, wait at most this long for the notifier's last certificate mails, then delete the run's mails."""
     logs: Path | None = None
     """The services' logs, for the stages (`stages_ms`); None: devstack's log directory."""
     out: Path | None = None
@@ -141,9 +144,11 @@ async def sign_up(api: MemberApi, http: aiohttp.ClientSession, urls: dict[str, s
     from demo.clients import Mail, follow_confirmation_link, wait_until
     from devstack import endpoints
     from devstack.dns_zone import LocalZone
+    from devstack.mailbox import MailboxClient
 
-    email, domain = f"acme-bench-{tag}@example.org", f"acme-bench-{tag}.example.org"
+    email, domain = address(tag), f"acme-bench-{tag}.example.org"
     mail = Mail(urls["mailbox"])
+    mail.client = MailboxClient(urls["mailbox"], timeout=120)  # listing reads every stored mail: slow when many
     await api.call("POST", "/v1/members", {"name": "Bench Acme", "date_of_birth": "1990-05-17", "email": email,
                                            "password": PASSWORD})
     message = await mail.next(to=email, subject="Confirm your email address", timeout=60)
@@ -161,6 +166,33 @@ async def sign_up(api: MemberApi, http: aiohttp.ClientSession, urls: dict[str, s
 
     await wait_until(verified, f"{domain} to be verified", timeout=90, interval=0.2)
     return Member(member_id, token, domain)
+
+
+def address(tag: str) -> str:
+    return f"acme-bench-{tag}@example.org"
+
+
+async def delete_mails(mailbox_url: str, to: str, expected: int, wait: float) -> int:
+    """Delete the run's mails from the local mailbox once the `expected` ones are in (at most `wait` s later).
+
+    Every certificate mails its member: a few runs would leave thousands of mails, and the mailbox reads
+    every stored mail to answer a listing, which would slow every test and demo that waits for a mail.
+    """
+    from devstack.mailbox import MailboxClient
+
+    client = MailboxClient(mailbox_url, timeout=120)
+    deadline = time.monotonic() + wait
+    while True:
+        held = await client.list(to=to)
+        if len(held) >= expected or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(5)
+    for message in held:
+        try:
+            await client.delete(message["id"])
+        except KeyError:
+            continue
+    return len(held)
 
 
 def acme_account(directory_url: str, key_id: str, hmac_key: str, timeout: float = 60) -> acme_client.ClientV2:
@@ -374,11 +406,24 @@ def system_pids() -> dict[str, list[int]]:
 
 
 def _cpu_seconds(pid: int) -> float:
+    """CPU a process used, its reaped children's included (utime + stime + cutime + cstime), 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_now() -> dict[str, dict[int, float]]:
+    """CPU seconds so far per part and process, the processes listed afresh (PostgreSQL's backends come and go)."""
+    return {part: {p: _cpu_seconds(p) for p in group} for part, group in system_pids().items()}
+
+
+def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per part between two `cpu_now`s: a process new since `before` counts whole; one gone since
+    counts through its parent's reaped-children time (PostgreSQL's postmaster), from its start."""
+    return {part: sum(max(0.0, v - before.get(part, {}).get(p, 0.0)) for p, v in procs.items())
+            for part, procs in after.items()}
 
 
 _SAMPLE = re.compile(r'^(\w+)\{(.*)\} ([0-9.eE+-]+)$')  # greedy: routes hold braces (/order/{id})
@@ -408,25 +453,44 @@ def metrics(url: str) -> dict[str, float]:
 
 @dataclasses.dataclass
 class Snapshot:
-    cpu: dict[str, float]
+    cpu: dict[str, dict[int, float]]
     services: dict[str, dict[str, float]]
 
     @classmethod
-    def take(cls, pids: dict[str, list[int]], urls: dict[str, str]) -> Snapshot:
-        cpu = {part: sum(_cpu_seconds(p) for p in group) for part, group in pids.items()}
-        return cls(cpu, {name: metrics(url) for name, url in urls.items()})
+    def take(cls, urls: dict[str, str]) -> Snapshot:
+        return cls(cpu_now(), {name: metrics(url) for name, url in urls.items()})
 
 
-def cost(before: Snapshot, after: Snapshot, completed: int, seconds: float) -> dict[str, Any]:
+@dataclasses.dataclass
+class Usage:
+    """What the system did between two snapshots (or over several phases, summed)."""
+
+    cpu: dict[str, float] = dataclasses.field(default_factory=dict)
+    services: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    completed: int = 0
+    seconds: float = 0.0
+
+    def add(self, before: Snapshot, after: Snapshot, completed: int, seconds: float) -> Usage:
+        for part, used in cpu_used(before.cpu, after.cpu).items():
+            self.cpu[part] = self.cpu.get(part, 0.0) + used
+        for service, now in after.services.items():
+            then, into = before.services.get(service, {}), self.services.setdefault(service, {})
+            for key, value in now.items():
+                into[key] = into.get(key, 0.0) + value - then.get(key, 0.0)
+        self.completed += completed
+        self.seconds += seconds
+        return self
+
+
+def cost(usage: Usage) -> dict[str, Any]:
     """Per completed order: CPU ms by process, and per service its HTTP calls, their ms and its database commands."""
-    n = max(completed, 1)
-    cpu = {k: round((after.cpu[k] - before.cpu.get(k, 0.0)) * 1000 / n, 2) for k in after.cpu}
+    n = max(usage.completed, 1)
+    cpu = {k: round(v * 1000 / n, 2) for k, v in usage.cpu.items()}
     out: dict[str, Any] = {"cpu_ms_per_order": dict(sorted(cpu.items(), key=lambda kv: -kv[1])),
-                           "cpu_busy_cores": round(sum(after.cpu[k] - before.cpu.get(k, 0.0) for k in after.cpu)
-                                                   / max(seconds, 1e-9), 2)}
-    for service, now in after.services.items():
-        then = before.services.get(service, {})
-        delta = {k: v - then.get(k, 0.0) for k, v in now.items() if v - then.get(k, 0.0) > 0}
+                           "cpu_ms_per_order_total": round(sum(usage.cpu.values()) * 1000 / n, 1),
+                           "cpu_busy_cores": round(sum(usage.cpu.values()) / max(usage.seconds, 1e-9), 2)}
+    for service, counted in usage.services.items():
+        delta = {k: v for k, v in counted.items() if v > 0}
         routes: dict[str, dict[str, float]] = {}
         for key, value in delta.items():
             if key.startswith("http ") and key.endswith(" count"):
@@ -613,26 +677,25 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                 all_outcomes[path] += await runners[path](pems(f"w{path}", warmup))
         say(f"warm-up: {warmup} per path")
 
-        pids = system_pids()
-        await settle(pids, opts)
+        await settle(opts)
         loadavg_before = [round(x, 2) for x in os.getloadavg()]
         phases: list[dict[str, Any]] = []
         per_path: dict[str, list[tuple[list[Outcome], dict[str, Any]]]] = {"api": [], "acme": []}
-        cost_snapshots: dict[str, list[tuple[Snapshot, Snapshot, int, float]]] = {"api": [], "acme": []}
+        usage = {"api": Usage(), "acme": Usage()}
         for round_index in range(opts.repeat):
             # api, acme, then acme, api, ...: with an even --repeat a steady drift of the machine's speed
             # (the databases grow, other work comes and goes) weighs on both paths alike.
             for path in ("api", "acme") if round_index % 2 == 0 else ("acme", "api"):
                 batch = pems(f"{path[0]}{round_index}-", opts.orders)
-                waited = await settle(pids, opts)
-                before = Snapshot.take(pids, metric_urls)
+                waited = await settle(opts)
+                before = Snapshot.take(metric_urls)
                 outcomes = await runners[path](batch)
-                after = Snapshot.take(pids, metric_urls)
+                after = Snapshot.take(metric_urls)
                 summary = phase_summary(outcomes)
                 all_outcomes[path] += outcomes
                 per_path[path].append((outcomes, summary))
-                cost_snapshots[path].append((before, after, summary["completed"], summary["seconds"]))
-                used = sum(after.cpu.values()) - sum(before.cpu.get(k, 0.0) for k in after.cpu)
+                usage[path].add(before, after, summary["completed"], summary["seconds"])
+                used = sum(cpu_used(before.cpu, after.cpu).values())
                 phases.append({"path": path, "round": round_index + 1, **summary, "settled_s": waited,
                                "cpu_ms_per_order": round(used * 1000 / max(summary["completed"], 1), 1),
                                "loadavg_after": [round(x, 2) for x in os.getloadavg()]})
@@ -656,6 +719,11 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                               "machine": {"nproc": os.cpu_count(), "loadavg_before": loadavg_before,
                                           "loadavg_after": loadavg_after},
                               "member_domain": member.domain, "acme_accounts": len(accounts)}
+    issued = sum(1 for outs in all_outcomes.values() for o in outs if o.serial)
+    try:  # the confirmation mail and one per certificate
+        result["mails_deleted"] = await delete_mails(urls["mailbox"], address(tag), issued + 1, opts.mail_wait)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        say(f"could not delete the run's mails from {urls['mailbox']}: {exc}")
     logs = opts.logs or _devstack_logs()
     for path in ("api", "acme"):
         summary = path_summary(per_path[path])
@@ -678,21 +746,19 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
     result["pass"] = bool(result["ratio"] is not None and result["ratio"] >= TARGET)
     result["ratio_per_round"] = [_round_ratio(phases, r + 1) for r in range(opts.repeat)]
     result["phases"] = phases
-    result["where_the_time_goes"] = {
-        path: _merged_cost(snaps) for path, snaps in cost_snapshots.items()
-    }
+    result["where_the_time_goes"] = {path: cost(used) for path, used in usage.items()}
     result["duration_s"] = round(time.monotonic() - started, 1)
     return result
 
 
-async def settle(pids: dict[str, list[int]], opts: Options) -> float:
+async def settle(opts: Options) -> float:
     """Wait until the system's processes (not this one) are quiet, at most `opts.settle` s; the seconds waited."""
     started = time.monotonic()
-    system = [p for part, group in pids.items() if part != "load_generator" for p in group]
     while time.monotonic() - started < opts.settle:
-        before = sum(_cpu_seconds(p) for p in system)
+        before = cpu_now()
         await asyncio.sleep(2)
-        if (sum(_cpu_seconds(p) for p in system) - before) / 2 < opts.quiet_cores:
+        used = cpu_used(before, cpu_now())
+        if sum(v for part, v in used.items() if part != "load_generator") / 2 < opts.quiet_cores:
             break
     return round(time.monotonic() - started, 1)
 
@@ -707,23 +773,6 @@ def _devstack_logs() -> Path | None:
 
     logs = paths.logs_dir()
     return logs if logs.is_dir() else None
-
-
-def _merged_cost(snaps: list[tuple[Snapshot, Snapshot, int, float]]) -> dict[str, Any]:
-    """The cost of all phases of one path together (their deltas summed)."""
-    if not snaps:
-        return {}
-    before = Snapshot({}, {})
-    after = Snapshot({}, {})
-    for first, last, _, _ in snaps:
-        for k, v in last.cpu.items():
-            after.cpu[k] = after.cpu.get(k, 0.0) + v - first.cpu.get(k, 0.0)
-        for service, now in last.services.items():
-            then = first.services.get(service, {})
-            into = after.services.setdefault(service, {})
-            for k, v in now.items():
-                into[k] = into.get(k, 0.0) + v - then.get(k, 0.0)
-    return cost(before, after, sum(s[2] for s in snaps), sum(s[3] for s in snaps))
 
 
 def bad(result: dict[str, Any]) -> list[str]:
@@ -757,6 +806,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="quiet: the system's processes use fewer cores than this")
     parser.add_argument("--acme-retry-after", action="store_true",
                         help="poll ACME orders after the server's Retry-After (certbot's way) instead of --poll")
+    parser.add_argument("--mail-wait", type=float, default=Options.mail_wait,
+                        help="seconds to wait for the last certificate mails before deleting the run's mails")
     parser.add_argument("--logs", type=Path, help="the services' log directory (default: devstack's), for stages_ms")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -764,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--orders, --concurrency and --repeat must be at least 1")
     opts = Options(orders=args.orders, concurrency=args.concurrency, repeat=args.repeat, warmup=args.warmup,
                    poll=args.poll, settle=args.settle, quiet_cores=args.quiet_cores, timeout=args.timeout,
-                   acme_retry_after=args.acme_retry_after, logs=args.logs,
+                   acme_retry_after=args.acme_retry_after, mail_wait=args.mail_wait, logs=args.logs,
                    out=args.out)
     result = asyncio.run(measure(opts))
     text = json.dumps(result, indent=2)
