@@ -21,17 +21,21 @@ and so on (`--repeat`; an even count cancels a steady drift of the machine's spe
 submission), over the path's phases together), `p50_ms` / `p99_ms` (submission to certificate in hand),
 `lost` (no certificate within `--timeout` of its submission), `failed` (refused, invalid or an error:
 says the benchmark's setup is wrong), `duplicate` (a request or order with more than one certificate in
-the member's certificate list, or one serial handed to two of them). `ratio` = acme / api completed_per_s;
-`pass` = ratio >= `target` (0.8); `ratio_per_round` the same per round. `where_the_time_goes` gives, per
-path, the CPU each process of the system used per completed order, and the ACME and registration HTTP
-routes and database commands per order, from their `/metrics`; `stages_ms` the median and p90 of each stage
-of an order, the client's times lined up with the services' logged ones (RA decision of an ACME CSR, CAA
-decision, issuance; devstack's logs, `--logs`). The load average (`os.getloadavg`) is taken before the first and after
-the last measured phase. Each phase starts once the system is quiet (`--settle`, `--quiet-cores`; the
-seconds waited are `settled_s`), so the work a phase leaves behind (each certificate's mail) is not paid
-by the next one. At the end the run's mails (one per certificate) are deleted from the local mailbox
-(`mails_deleted`). Exit status 1 when anything was lost, failed or duplicated (a slow ACME path
-alone does not fail the run: `pass` says it).
+the member's certificate list, or one serial handed to two of them), `unlisted` (a certificate the client
+got that the member's list lacks). `ratio` = acme / api completed_per_s; `pass` = ratio >= `target` (0.8);
+`ratio_per_round` the same per round.
+
+`where_the_time_goes` gives, per path, the CPU each process of the system used per completed order, and
+the ACME and registration HTTP routes and database commands per order, from their `/metrics`;
+`stages_ms` the median and p90 of each stage of an order, the client's times lined up with the services'
+logged ones (RA decision of an ACME CSR, CAA decision, issuance; devstack's logs, `--logs`). The load
+average (`os.getloadavg`) is taken at the start, before the first and after the last measured phase.
+Each phase starts once the system is quiet (`--settle`, `--quiet-cores`; the seconds waited are
+`settled_s`), so the work a phase leaves behind (each certificate's mail) is not paid by the next one.
+At the end the run's mails (one per certificate) are deleted from the local mailbox (`mails_deleted`).
+
+Exit status 1 when anything was lost, failed, duplicated or unlisted, on either path (warm-up included);
+a slow ACME path alone does not fail the run: `pass` says it.
 """
 
 from __future__ import annotations
@@ -641,6 +645,7 @@ def git_revision() -> str:
 async def measure(opts: Options, urls: dict[str, str] | None = None,
                   say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> dict[str, Any]:
     urls = urls or system_urls()
+    loadavg_start = [round(x, 2) for x in os.getloadavg()]
     started = time.monotonic()
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     tag = secrets.token_hex(4)
@@ -716,8 +721,8 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
     result: dict[str, Any] = {"benchmark": "acme_throughput", "started_at": started_at, "revision": git_revision(),
                               "options": {k: (str(v) if isinstance(v, Path) else v)
                                           for k, v in dataclasses.asdict(opts).items()},
-                              "machine": {"nproc": os.cpu_count(), "loadavg_before": loadavg_before,
-                                          "loadavg_after": loadavg_after},
+                              "machine": {"nproc": os.cpu_count(), "loadavg_at_start": loadavg_start,
+                                          "loadavg_before": loadavg_before, "loadavg_after": loadavg_after},
                               "member_domain": member.domain, "acme_accounts": len(accounts)}
     issued = sum(1 for outs in all_outcomes.values() for o in outs if o.serial)
     try:  # the confirmation mail and one per certificate
@@ -776,12 +781,13 @@ def _devstack_logs() -> Path | None:
 
 
 def bad(result: dict[str, Any]) -> list[str]:
-    """What makes the run fail: anything lost, failed or duplicated, on either path, warm-up included."""
+    """What makes the run fail: anything lost, failed, duplicated or missing from the member's certificate list,
+    on either path, warm-up included."""
     problems = []
     for path in ("api", "acme"):
         s = result[path]
-        for key in ("lost", "failed", "duplicate"):
-            if s[key]:
+        for key in ("lost", "failed", "duplicate", "unlisted"):
+            if s.get(key):
                 problems.append(f"{path}: {key} {s[key]}")
         for key in ("lost", "failed"):
             if s["warmup"][key]:
