@@ -87,3 +87,18 @@ def test_the_command_fails_when_an_order_is_lost_or_duplicated(monkeypatch: pyte
     assert acme_throughput.main(["--orders", "2"]) == 1
     assert "api: duplicate 1" in capsys.readouterr().err
     assert acme_throughput.main(["--orders", "2"]) == 0
+
+
+def test_the_e2e_report_keeps_the_sections_below_its_marker(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """docs/benchmarks.md holds the ACME throughput section below e2e_report's page: a rewrite keeps it."""
+    from benchmarks import e2e_report
+
+    monkeypatch.setattr(e2e_report, "plot", lambda report, png: None)
+    monkeypatch.setattr(e2e_report, "render", lambda report, rel: f"# page {report['n']}\n")
+    out = tmp_path / "benchmarks.md"
+    opts = e2e_report.Options(out=out)
+    e2e_report.write({"n": 1}, opts)
+    assert out.read_text() == "# page 1\n"
+    out.write_text(out.read_text() + f"\n{e2e_report.KEPT}\n\n## ACME\n\nfigures\n")
+    e2e_report.write({"n": 2}, opts)
+    assert out.read_text() == f"# page 2\n\n{e2e_report.KEPT}\n\n## ACME\n\nfigures\n"
