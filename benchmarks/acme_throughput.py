@@ -646,6 +646,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
                   say: Callable[[str], None] = lambda line: print(line, file=sys.stderr)) -> dict[str, Any]:
     urls = urls or system_urls()
     loadavg_start = [round(x, 2) for x in os.getloadavg()]
+    revision = git_revision()  # the code that ran, not what was committed meanwhile
     started = time.monotonic()
     started_at = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     tag = secrets.token_hex(4)
@@ -718,7 +719,7 @@ async def measure(opts: Options, urls: dict[str, str] | None = None,
             if expected <= {str(c["serial"]).lower() for c in listing} or time.monotonic() > listed_by:
                 break
 
-    result: dict[str, Any] = {"benchmark": "acme_throughput", "started_at": started_at, "revision": git_revision(),
+    result: dict[str, Any] = {"benchmark": "acme_throughput", "started_at": started_at, "revision": revision,
                               "options": {k: (str(v) if isinstance(v, Path) else v)
                                           for k, v in dataclasses.asdict(opts).items()},
                               "machine": {"nproc": os.cpu_count(), "loadavg_at_start": loadavg_start,
