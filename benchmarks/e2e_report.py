@@ -601,12 +601,18 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
     return "\n".join(lines)
 
 
+KEPT = "<!-- Everything below this line is kept when benchmarks.e2e_report rewrites the page above. -->"
+"""Sections other benchmarks add to the page (docs/benchmarks.md: the ACME throughput run) go below it."""
+
+
 def write(report: dict[str, Any], opts: Options) -> None:
     png = opts.plot_path
     plot(report, png)
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     rel = os.path.relpath(png.resolve(), opts.out.parent.resolve())
-    opts.out.write_text(render(report, rel))
+    old = opts.out.read_text() if opts.out.exists() else ""
+    kept = old[old.index(KEPT):] if KEPT in old else ""
+    opts.out.write_text(render(report, rel) + (f"\n{kept}" if kept else ""))
 
 
 def run(opts: Options) -> dict[str, Any]:
