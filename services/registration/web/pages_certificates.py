@@ -20,10 +20,10 @@ from services.registration.certificates import FORMATS, REVOCATION_REASONS, Cert
 from services.registration.issuance_policy import ASSURED_POINTS
 from services.registration.members import Member
 from services.registration.web import preview as previews
-from shared.ca_certificates import LABELS, CaCertificates, CaUnavailable
 from services.registration.web.forms import Form, Route, notice_of, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
+from shared.ca_certificates import LABELS, CaCertificates, CaUnavailable
 from shared.http import ApiError
 from shared.server_snippets import ROOT_CHOICES, server_snippets
 

@@ -7,6 +7,9 @@ from aiohttp import web
 from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 
 from services.registration.certificates import FORMATS
+from services.registration.web.forms import Form, Route
+from services.registration.web.rendering import render
+from services.registration.web.security import Visitor
 from shared.ca_certificates import (
     CLASS3_ROOT,
     LABELS,
@@ -14,9 +17,6 @@ from shared.ca_certificates import (
     CaCertificates,
     CaUnavailable,
 )
-from services.registration.web.forms import Form, Route
-from services.registration.web.rendering import render
-from services.registration.web.security import Visitor
 from shared.http import ApiError
 from shared.server_snippets import ROOT_CHOICES, client_auth
 

@@ -26,7 +26,6 @@ from services.registration.email_addresses import EmailAddresses
 from services.registration.members import Members
 from services.registration.ratelimit import RateLimited, RateLimiter
 from services.registration.sessions import Sessions
-from shared.ca_certificates import CaCertificates, CaUnavailable
 from services.registration.web.forms import EMPTY, Access, Form, Handler, sentence
 from services.registration.web.messages import detail_lines
 from services.registration.web.pages_accounts import AccountPages
@@ -42,6 +41,7 @@ from services.registration.web.rendering import error_page, favicon, favicon_ico
 from services.registration.web.security import CookieSecurity, Visitor, add_html_headers
 from services.registration.web.settings import WebSettings
 from shared import mailed_links
+from shared.ca_certificates import CaCertificates, CaUnavailable
 from shared.http import ApiError
 from shared.logging import get_logger
 
