@@ -26,7 +26,7 @@ requests and mails. Then `python -m shared.audit verify` on every service's data
 restart (every service stopped, Kafka and FerretDB stopped and started, services started) must serve
 the same OCSP and CRL answers as before. Exit status 1 when any count is off.
 
-ACME orders join the flow once the ACME service exists: `ACME_FLOW` is the hook (see its docstring).
+ACME orders are not yet part of the flow (the ACME service exists; its chaos flow does not): `ACME_FLOW` is the hook.
 """
 
 from __future__ import annotations
@@ -307,7 +307,8 @@ class FlowResult:
 
 
 ACME_FLOW: Callable[[Flows, int], Awaitable[FlowResult]] | None = None
-"""Hook for ACME orders (issue 23 item 1), None until the ACME service exists. When it does: a coroutine
+"""Hook for ACME orders (issue 23 item 1), still None: the ACME service exists, this flow is not written
+yet. It is to be a coroutine
 `(flows, index) -> FlowResult` that creates an ACME account bound to a member (External Account Binding),
 orders a certificate for a name under a verified domain, answers the http-01 / dns-01 challenge, finalizes
 with a CSR, downloads the certificate and revokes it. `Flows.run` then runs it for every `acme_every`-th
