@@ -23,17 +23,26 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from shared.config import ConfigError
-from shared.sealed_mail import _SUITE, ALGORITHM, SealingKeyError, _b64, _public_pem, _unb64, key_id
+from shared.sealed_mail import (
+    _SUITE,
+    ALGORITHM,
+    SealingKeyError,
+    _b64,
+    _public_pem,
+    _unb64,
+    key_id,
+    private_keys_from_pem,
+    private_pem,
+    public_key_from_pem,
+)
 
 PUBLIC_KEY_SETTING = "CACERT_ACME_SEALING_PUBLIC_KEY"
 PRIVATE_KEY_SETTING = "CACERT_ACME_SEALING_KEY"
 HMAC_KEY_BYTES = 32
 """256-bit HMAC keys (HS256 wants at least the hash length, RFC 7518 3.2)."""
-_PEM_PRIVATE_END = "-----END PRIVATE KEY-----"
 
 
 class UnopenableBinding(ValueError):
@@ -68,13 +77,7 @@ class BindingSealer:
 
     @classmethod
     def from_pem(cls, pem: str) -> BindingSealer:
-        try:
-            key = serialization.load_pem_public_key(pem.strip().encode())
-        except ValueError:
-            raise SealingKeyError("is not a PEM public key") from None
-        if not isinstance(key, X25519PublicKey):
-            raise SealingKeyError("is not an X25519 public key")
-        return cls(key)
+        return cls(public_key_from_pem(pem))
 
     def seal(self, binding_key_id: str, member_id: str, hmac_key: bytes) -> dict[str, str]:
         value = _SUITE.encrypt(hmac_key, self._key, info=_info(binding_key_id, member_id))
@@ -96,23 +99,11 @@ class BindingOpener:
 
     @classmethod
     def from_pem(cls, pem_bundle: str) -> BindingOpener:
-        blocks = [b for b in pem_bundle.split(_PEM_PRIVATE_END) if "-----BEGIN PRIVATE KEY-----" in b]
-        if not blocks:
-            raise SealingKeyError("is not an unencrypted PEM private key")
-        keys = []
-        for number, block in enumerate(blocks, 1):
-            try:
-                key = serialization.load_pem_private_key((block + _PEM_PRIVATE_END).strip().encode(), password=None)
-            except (ValueError, TypeError):
-                raise SealingKeyError(f"key {number} is not an unencrypted PEM private key") from None
-            if not isinstance(key, X25519PrivateKey):
-                raise SealingKeyError(f"key {number} is not an X25519 private key")
-            keys.append(key)
-        return cls(keys)
+        """One or more private keys, concatenated (two during a rollover)."""
+        return cls(private_keys_from_pem(pem_bundle))
 
     def private_pem(self) -> str:
-        return self._first.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode()
+        return private_pem(self._first)
 
     def public_pem(self) -> str:
         return _public_pem(self._first.public_key())

@@ -82,6 +82,39 @@ def _public_pem(key: X25519PublicKey) -> str:
     return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
+def public_key_from_pem(pem: str) -> X25519PublicKey:
+    """An X25519 public key from PEM; SealingKeyError saying what is wrong (never the key)."""
+    try:
+        key = serialization.load_pem_public_key(pem.strip().encode())
+    except ValueError:
+        raise SealingKeyError("is not a PEM public key") from None
+    if not isinstance(key, X25519PublicKey):
+        raise SealingKeyError("is not an X25519 public key")
+    return key
+
+
+def private_keys_from_pem(pem_bundle: str) -> list[X25519PrivateKey]:
+    """One or more unencrypted PKCS#8 PEM X25519 private keys, concatenated; SealingKeyError otherwise."""
+    blocks = [b for b in pem_bundle.split(_PEM_PRIVATE_END) if "-----BEGIN PRIVATE KEY-----" in b]
+    if not blocks:
+        raise SealingKeyError("is not an unencrypted PEM private key")
+    keys = []
+    for number, block in enumerate(blocks, 1):
+        try:
+            key = serialization.load_pem_private_key((block + _PEM_PRIVATE_END).strip().encode(), password=None)
+        except (ValueError, TypeError):
+            raise SealingKeyError(f"key {number} is not an unencrypted PEM private key") from None
+        if not isinstance(key, X25519PrivateKey):
+            raise SealingKeyError(f"key {number} is not an X25519 private key")
+        keys.append(key)
+    return keys
+
+
+def private_pem(key: X25519PrivateKey) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
 class MailSealer:
     """The producers' side: seals the secret parameters of every mail command (other events pass untouched)."""
 
@@ -91,13 +124,7 @@ class MailSealer:
 
     @classmethod
     def from_pem(cls, pem: str) -> MailSealer:
-        try:
-            key = serialization.load_pem_public_key(pem.strip().encode())
-        except ValueError:
-            raise SealingKeyError("is not a PEM public key") from None
-        if not isinstance(key, X25519PublicKey):
-            raise SealingKeyError("is not an X25519 public key")
-        return cls(key)
+        return cls(public_key_from_pem(pem))
 
     def public_pem(self) -> str:
         return _public_pem(self._key)
@@ -131,19 +158,7 @@ class MailOpener:
     @classmethod
     def from_pem(cls, pem_bundle: str) -> MailOpener:
         """One or more unencrypted PKCS#8 PEM X25519 private keys, concatenated (two during a rollover)."""
-        blocks = [b for b in pem_bundle.split(_PEM_PRIVATE_END) if "-----BEGIN PRIVATE KEY-----" in b]
-        if not blocks:
-            raise SealingKeyError("is not an unencrypted PEM private key")
-        keys = []
-        for number, block in enumerate(blocks, 1):
-            try:
-                key = serialization.load_pem_private_key((block + _PEM_PRIVATE_END).strip().encode(), password=None)
-            except (ValueError, TypeError):
-                raise SealingKeyError(f"key {number} is not an unencrypted PEM private key") from None
-            if not isinstance(key, X25519PrivateKey):
-                raise SealingKeyError(f"key {number} is not an X25519 private key")
-            keys.append(key)
-        return cls(keys)
+        return cls(private_keys_from_pem(pem_bundle))
 
     @property
     def key_ids(self) -> list[str]:
@@ -151,8 +166,7 @@ class MailOpener:
 
     def private_pem(self) -> str:
         """The (first) private key as unencrypted PKCS#8 PEM, for a Secret or a 0600 file (never for a log)."""
-        return self._first.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                         serialization.NoEncryption()).decode()
+        return private_pem(self._first)
 
     def public_pem(self) -> str:
         """The public key producers seal to (the first key's)."""

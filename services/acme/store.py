@@ -151,14 +151,7 @@ class AcmeStore:
 
     async def update_order(self, order_id: str, expect: Document, fields: Document,
                            event: CloudEvent | None = None) -> list[dict[str, Any]] | None:
-        """Set `fields` if the order still matches `expect`; the stored event entries written (for the
-        outbox flush), [] without an event, None when the order had moved on."""
-        stored = [entry(event)] if event is not None else []
-        update: Document = {"$set": fields}
-        if stored:
-            update["$push"] = push(stored)
-        result = await self.orders.update_one({"_id": order_id, **expect}, update)
-        return stored if result.modified_count else None
+        return await _update_with_event(self.orders, order_id, expect, fields, event)
 
     async def reusable_authorization(self, account_id: str, identifier: Document,
                                      now: datetime) -> Document | None:
@@ -177,12 +170,7 @@ class AcmeStore:
 
     async def update_authorization(self, authz_id: str, expect: Document, fields: Document,
                                    event: CloudEvent | None = None) -> list[dict[str, Any]] | None:
-        stored = [entry(event)] if event is not None else []
-        update: Document = {"$set": fields}
-        if stored:
-            update["$push"] = push(stored)
-        result = await self.authorizations.update_one({"_id": authz_id, **expect}, update)
-        return stored if result.modified_count else None
+        return await _update_with_event(self.authorizations, authz_id, expect, fields, event)
 
     # -- certificates -------------------------------------------------------------------------------------
 
@@ -204,12 +192,7 @@ class AcmeStore:
 
     async def update_certificate(self, serial: str, expect: Document, fields: Document,
                                  event: CloudEvent | None = None) -> list[dict[str, Any]] | None:
-        stored = [entry(event)] if event is not None else []
-        update: Document = {"$set": fields}
-        if stored:
-            update["$push"] = push(stored)
-        result = await self.certificates.update_one({"_id": serial, **expect}, update)
-        return stored if result.modified_count else None
+        return await _update_with_event(self.certificates, serial, expect, fields, event)
 
     # -- rate windows -------------------------------------------------------------------------------------
 
@@ -229,6 +212,18 @@ class AcmeStore:
                 if attempt == 2:
                     raise
         return int((doc or {}).get("count", 1)), ends
+
+
+async def _update_with_event(collection: Any, document_id: str, expect: Document, fields: Document,
+                             event: CloudEvent | None) -> list[dict[str, Any]] | None:
+    """Set `fields` (and queue `event` in the document's outbox) if it still matches `expect`: the stored
+    event entries for the outbox flush, [] without an event, None when the document had moved on."""
+    stored = [entry(event)] if event is not None else []
+    update: Document = {"$set": fields}
+    if stored:
+        update["$push"] = push(stored)
+    result = await collection.update_one({"_id": document_id, **expect}, update)
+    return stored if result.modified_count else None
 
 
 class KeyInUse(Exception):
