@@ -63,7 +63,7 @@ async def test_member_steps_from_the_terminal(stack: Stack, tmp_path: Path) -> N
     )
     assert code == 1 and "email_unverified" in err
     token = await stack.confirmation_token("lea@example.org")
-    assert (await cacert(stack, token_file, "confirm-email", token))[0] == 0
+    assert (await cacert(stack, token_file, "confirm-email", "--", token))[0] == 0
     code, out, err = await cacert(
         stack, token_file, "login", "--email", "lea@example.org", stdin=PASSWORD + "\n"
     )
