@@ -68,6 +68,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from benchmarks.e2e_system import _children
 from demo.member_api import MemberApi
 
 TARGET = 0.8
@@ -379,18 +380,6 @@ def _pid(name: str) -> int | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return pid if Path(f"/proc/{pid}").exists() else None
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            kids = [int(k) for k in (task / "children").read_text().split()]
-        except (OSError, ValueError):
-            continue
-        for kid in kids:
-            found += [kid, *_children(kid)]
-    return found
 
 
 def system_pids() -> dict[str, list[int]]:
