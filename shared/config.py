@@ -163,6 +163,14 @@ class KafkaSettings:
 class MongoSettings:
     url: str = setting("CACERT_MONGO_URL", secret=True, help="MongoDB connection string")
     database: str = setting("CACERT_MONGO_DATABASE", "", help="database name (default: the service's name)")
+    socket_timeout_seconds: float = setting(
+        "CACERT_MONGO_SOCKET_TIMEOUT_SECONDS", 30.0,
+        help="a database answer slower than this fails as a network timeout (handled like a dropped "
+             "connection) instead of hanging the service on a stuck server")
+
+    def __post_init__(self) -> None:
+        if self.socket_timeout_seconds <= 0:
+            raise ConfigError(f"CACERT_MONGO_SOCKET_TIMEOUT_SECONDS must be positive, got {self.socket_timeout_seconds}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,3 +73,24 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         path = str(item.fspath)
         if os.sep + "integration" + os.sep in path or os.sep + "e2e" + os.sep in path:
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """On a pytest-timeout, add where every unfinished asyncio task was waiting to the report.
+
+    pytest-timeout prints the threads' stacks, which for an async test only show the event loop's
+    `select`; the coroutine that never got its answer is in a task's stack, printed here.
+    """
+    outcome = yield
+    if call.excinfo is None or "Timeout" not in str(call.excinfo.value):
+        return
+    import asyncio
+    import gc
+    import io
+
+    out = io.StringIO()
+    for task in [o for o in gc.get_objects() if isinstance(o, asyncio.Task) and not o.done()]:
+        out.write(f"--- {task.get_name()}: {task.get_coro()!r}\n")
+        task.print_stack(limit=30, file=out)
+    outcome.get_result().sections.append(("unfinished asyncio tasks", out.getvalue()))
