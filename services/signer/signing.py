@@ -27,7 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from services.signer.ca import issuance
-from services.signer.ca.hierarchy import Hierarchy, load_hierarchy
+from services.signer.ca.hierarchy import Hierarchy, IssuingCA, load_hierarchy
 from services.signer.ca.lint import PreIssuanceLinter
 from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number, serial_hex
@@ -71,6 +71,16 @@ def _answer(name: str, request: issuance.ApprovedRequest, data: dict[str, Any]) 
     return outbox.sealed(event)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Ready:
+    """A request built and linted, waiting for the CA signature."""
+
+    request: issuance.ApprovedRequest
+    ca: IssuingCA
+    builder: x509.CertificateBuilder
+    ids: dict[str, str]
+
+
 class Signatory:
     """Decides each approved request: a signed certificate, or a refusal with its reason."""
 
@@ -91,11 +101,38 @@ class Signatory:
         self._anchors = {
             cert_class: [c.label for c in hierarchy.trust_anchors_for(cert_class)] for cert_class in (1, 3)
         }
+        # A thread for CA signatures, when overlapping them with the lint pays: an RSA CA key (a signature of
+        # milliseconds). A P-256 signature takes 0.1 ms, less than handing it to a thread costs.
+        sign_bound = any(ca.key_algorithm.startswith("rsa") for ca in hierarchy.cas.values())
+        self._overlap = (
+            ThreadPoolExecutor(1, thread_name_prefix="ca-signature") if linter is not None and sign_bound else None
+        )
 
     def decide_all(self, requests: Sequence[Request], now: dt.datetime) -> list[Document]:
-        return [self.decide(event_id, payload, now) for event_id, payload in requests]
+        if self._overlap is None:
+            return [self.decide(event_id, payload, now) for event_id, payload in requests]
+        # Lint the next certificate while the CA key signs this one: the signature runs in
+        # `cryptography` without the GIL, the lint is Python, so on a sign-bound key the two share
+        # the time of the longer instead of adding up (issue 21 item 4). Outcomes keep request order.
+        pending: list[_Ready | Document] = []
+        signing: list[Future[x509.Certificate]] = []
+        for event_id, payload in requests:
+            step = self._prepare(event_id, payload, now)
+            pending.append(step)
+            if isinstance(step, _Ready):
+                signing.append(self._overlap.submit(issuance.sign_certificate, step.builder, step.ca))
+        signed = iter(signing)
+        return [self._finish(step, next(signed).result(), now) if isinstance(step, _Ready) else step
+                for step in pending]
 
     def decide(self, event_id: str, payload: Mapping[str, Any], now: dt.datetime) -> Document:
+        step = self._prepare(event_id, payload, now)
+        if not isinstance(step, _Ready):
+            return step
+        return self._finish(step, issuance.sign_certificate(step.builder, step.ca), now)
+
+    def _prepare(self, event_id: str, payload: Mapping[str, Any], now: dt.datetime) -> _Ready | Document:
+        """Everything before the CA signature: the certificate built and linted, or the refusal."""
         request = issuance.ApprovedRequest.from_payload(payload)
         # Passed to the few log calls rather than bound per request: binding and unbinding
         # context variables for every certificate is a measurable share of a P-256 issuance.
@@ -120,17 +157,20 @@ class Signatory:
                     **ids,
                 )
                 return self._refusal(request, "lint", result.errors)
-        certificate = issuance.sign_certificate(builder, ca)
-        problems = issuance.certificate_problems_against_request(certificate, request)
+        return _Ready(request, ca, builder, ids)
+
+    def _finish(self, step: _Ready, certificate: x509.Certificate, now: dt.datetime) -> Document:
+        """After the signature: the certificate checked against the approved request, then stored form."""
+        problems = issuance.certificate_problems_against_request(certificate, step.request)
         if problems:
             log.critical(
                 "signed certificate differs from the approved request; discarded",
                 problems=list(problems),
                 alert=True,
-                **ids,
+                **step.ids,
             )
-            return self._refusal(request, "internal", list(problems))
-        return self._certificate_document(request, certificate, now)
+            return self._refusal(step.request, "internal", list(problems))
+        return self._certificate_document(step.request, certificate, now)
 
     def _certificate_document(
         self, request: issuance.ApprovedRequest, cert: x509.Certificate, now: dt.datetime

@@ -125,3 +125,32 @@ def test_workers_do_not_outlive_a_killed_signer(tmp_path: Path, ca_dir: Path, pa
     while time.monotonic() < deadline and any(alive(p) for p in workers):
         time.sleep(0.2)
     assert not [p for p in workers if alive(p)], "signing workers outlived their signer"
+
+
+def test_an_rsa_ca_signs_in_overlap_with_the_lint_and_keeps_every_outcome_in_request_order(
+        tmp_path: Path, make_csr: Callable[..., str], config: SigningConfig) -> None:
+    """Issue 21 item 4: with an RSA CA key the signatures run on a thread beside the lint. A refused
+    request between signed ones keeps its place, and each certificate is the one its request asked for."""
+    from services.signer.ca import ceremony
+    from services.signer.ca.ceremony import HierarchyNames
+    from services.signer.ca.urls import CAUrls
+
+    ca_dir = tmp_path / "rsa-ca"
+    ceremony.bootstrap(ca_dir, b"rsa passphrase", "rsa2048", class1_urls=CAUrls.under(PUBLIC_URL, "class1"),
+                       names=HierarchyNames(country="AU"))
+    signatory = SigningConfig(ca_dir=ca_dir, passphrase=b"rsa passphrase", public_base_url=PUBLIC_URL,
+                              lint_profiles=frozenset({"server"}), lint=True).signatory()
+    assert signatory._overlap is not None
+    names = ["a.example.org", "intranet.local", "b.example.org", "c.example.org"]  # .local: the lint refuses it
+    requests = [(str(uuid.uuid4()), payload(make_csr(ec.generate_private_key(ec.SECP256R1())), n)) for n in names]
+    outcomes = signatory.decide_all(requests, utcnow())
+    assert [o["_id"] for o in outcomes] == [p["request_id"] for _, p in requests]
+    assert [o["kind"] for o in outcomes] == ["issued", "rejected", "issued", "issued"]
+    assert outcomes[1]["reason"] == "lint"
+    for outcome, name in zip(outcomes, names, strict=True):
+        if outcome["kind"] == "issued":
+            cert = x509.load_der_x509_certificate(outcome["der"])
+            assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+                x509.DNSName) == [name]
+    # The P-256 CA of the other tests signs in line: a 0.1 ms signature is not worth a thread.
+    assert config.signatory()._overlap is None
