@@ -64,6 +64,7 @@ from benchmarks.e2e_system import (
 from demo.member_api import MemberApi
 from devstack.process import stop_processes
 from services.signer.ca.ceremony import bootstrap as bootstrap_ca
+from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.urls import CAUrls
 from shared.acme_binding import BindingOpener
 from shared.approvals import ApprovalSigner
@@ -72,14 +73,14 @@ from shared.events import Topics
 from shared.kafka import EventProducer, ensure_topics
 from shared.sealed_mail import MailOpener
 
-CA_ALGORITHM = "p256"
 DEFAULT_LEVELS = (0.1, 0.5, 0.9)
-REPORT_KEYS = ("machine", "setup", "configs", "signer_only", "started_at", "duration_s")
+REPORT_KEYS = ("machine", "setup", "configs", "signer_only", "targets", "started_at", "duration_s")
 
 
 @dataclasses.dataclass
 class Options:
     requests_per_level: int = 200
+    ca_algorithm: str = "p256"
     replicas: tuple[int, ...] = (1, 2)
     levels: tuple[float, ...] = DEFAULT_LEVELS
     saturation_requests: int = 0  # 0: max(2 x requests_per_level, 300)
@@ -247,7 +248,8 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
     args = [
         sys.executable, "-m", "benchmarks.signer_loadtest",
         "--requests", str(opts.signer_requests), "--lint", opts.signer_lint, "--replicas", "1",
-        "--ca-dir", str(ca_dir), "--ca-algorithm", CA_ALGORITHM, "--bootstrap", bootstrap, "--mongo-url", mongo_url,
+        "--ca-dir", str(ca_dir), "--ca-algorithm", opts.ca_algorithm,
+        "--bootstrap", bootstrap, "--mongo-url", mongo_url,
         "--baseline-seconds", str(opts.baseline_seconds), "--out", str(out), "--timeout", str(opts.timeout),
     ]  # fmt: skip
     env = dict(os.environ, CACERT_CA_PASSPHRASE=signer_loadtest.PASSPHRASE.decode(), CACERT_LOG_LEVEL="WARNING")
@@ -260,7 +262,7 @@ async def signer_only(opts: Options, ca_dir: Path, bootstrap: str, mongo_url: st
     report: dict[str, Any] = json.loads(out.read_text())
     report["command"] = (
         f"python -m benchmarks.signer_loadtest --requests {opts.signer_requests} --lint {opts.signer_lint} "
-        f"--replicas 1 --ca-dir <this run's CA> --ca-algorithm {CA_ALGORITHM} "
+        f"--replicas 1 --ca-dir <this run's CA> --ca-algorithm {opts.ca_algorithm} "
         f"--baseline-seconds {opts.baseline_seconds:g}"
     )
     report["exit_code"] = proc.returncode
@@ -351,17 +353,22 @@ async def measure(opts: Options) -> dict[str, Any]:
         "revision": git_revision(),
     }
     guard = StackGuard(devstack_used)
+    database = "external MongoDB"
+    if devstack_used:
+        from devstack import ferretdb
+
+        database = f"FerretDB 1.24 ({ferretdb.backend()} backend), the devstack"
     with tempfile.TemporaryDirectory(prefix="e2e-bench-") as tmp:
         work = Path(tmp)
         ca_dir = work / "ca"
         ca_dir.mkdir()
         class1_urls = CAUrls.under(signer_loadtest.PUBLIC_URL, "class1")
-        bootstrap_ca(ca_dir, signer_loadtest.PASSPHRASE, CA_ALGORITHM, class1_urls=class1_urls)
+        bootstrap_ca(ca_dir, signer_loadtest.PASSPHRASE, opts.ca_algorithm, class1_urls=class1_urls)
         report["configs"] = [await fresh_system(opts, r, ca_dir, work, guard) for r in opts.replicas]
         report["signer_only"] = await signer_only(opts, ca_dir, opts.bootstrap, opts.mongo_url, work)
         guard.check()
     report["setup"] = {
-        "ca_algorithm": CA_ALGORITHM,
+        "ca_algorithm": opts.ca_algorithm,
         "ca_public_url": signer_loadtest.PUBLIC_URL,
         "lint": opts.lint,
         "partitions": opts.partitions,
@@ -370,12 +377,13 @@ async def measure(opts: Options) -> dict[str, Any]:
         "saturation_requests": opts.saturation_count,
         "concurrency": opts.concurrency,
         "max_level_seconds": opts.max_level_seconds,
-        "database": "FerretDB 1.24 (SQLite backend), the devstack" if devstack_used else "external MongoDB",
+        "database": database,
         "levels": list(opts.levels),
         "replicas": list(opts.replicas),
         "profile": "server (1 DNS name under a verified domain), CSR keys P-256 / RSA-2048 (3:1)",
     }
     report["machine"]["loadavg_end"] = loadavg()
+    report["targets"] = targets(report)
     report["duration_s"] = round(time.monotonic() - started_wall, 1)
     return report
 
@@ -397,7 +405,8 @@ def where_the_time_goes(report: dict[str, Any]) -> str:
     stage_total = sum(stages.values()) or 1.0
     parts = ", ".join(f"{k} {v:g} ms ({v / total:.0%})" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]))
     text = [
-        f"In the signer-only run (1 replica, linting off) one certificate cost {total:.2f} ms of CPU across the "
+        f"In the signer-only run (1 replica, linting {'on' if run['lint'] else 'off'}) one certificate cost"
+        f" {total:.2f} ms of CPU across the "
         f"processes the load test watches: {parts}. Building and signing the certificate itself costs "
         f"{bare_ms:.3f} ms (the bare baseline), {bare_ms / total:.1%} of that; the rest is the event pipeline "
         f"around it: Kafka fetch and acks=all publish, CloudEvent decoding and schema validation, the CSR "
@@ -431,6 +440,82 @@ def where_the_time_goes(report: dict[str, Any]) -> str:
             f"waiting)."
         )
     return " ".join(text)
+
+
+def _target(name: str, goal: str, measured: float | None, met: bool | None, note: str = "") -> dict[str, Any]:
+    return {"target": name, "goal": goal, "measured": None if measured is None else round(measured, 3),
+            "met": met, "note": note}
+
+
+def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Issue 21's targets, each with the value this run measured (ratios within the same run)."""
+    rows: list[dict[str, Any]] = []
+    signer = report["signer_only"]
+    lint_on = next((r for r in signer["runs"] if r["lint"]), None)
+    for config in report["configs"]:
+        n, sat = config["replicas"], config["saturation"]
+        if lint_on and lint_on["throughput_per_s"]:
+            ratio = sat["steady_per_s"] / lint_on["throughput_per_s"]
+            rows.append(_target(f"end-to-end saturation / signer alone with lint on ({n} replica(s))", ">= 0.5",
+                                ratio, ratio >= 0.5,
+                                f"{_fmt(sat['steady_per_s'])} against {_fmt(lint_on['throughput_per_s'])} certs/s"))
+        cpu = sum(sat.get("cpu_ms_per_cert", {}).values())
+        if cpu:
+            rows.append(_target(f"CPU per certificate end to end, ms ({n} replica(s))", "<= 25", cpu, cpu <= 25))
+        for level in config["levels"]:
+            if level["fraction"] == 0.5 and level["p50_ms"] is not None:
+                rows.append(_target(f"p50 at 50 % of saturation, ms ({n} replica(s))", "<= 50", level["p50_ms"],
+                                    level["p50_ms"] <= 50))
+                rows.append(_target(f"p99 at 50 % of saturation, ms ({n} replica(s))", "<= 250", level["p99_ms"],
+                                    level["p99_ms"] <= 250))
+            if level["fraction"] == 0.9:
+                kept = level["achieved_per_s"] / level["offered_per_s"]
+                rows.append(_target(f"90 % of saturation sustained: achieved / offered ({n} replica(s))", ">= 0.9",
+                                    kept, kept >= 0.9))
+    if lint_on:
+        algorithm = report.get("setup", {}).get("ca_algorithm", "")
+        applies = algorithm == "rsa4096"
+        rows.append(_target("signer alone, lint on, 1 replica: ratio to bare signing", ">= 0.6 (RSA-4096)",
+                            lint_on["ratio"], lint_on["ratio"] >= 0.6 if applies else None,
+                            "" if applies else f"the target is set for RSA-4096; this run's CA is {algorithm}"))
+    return rows
+
+
+def targets_section(report: dict[str, Any]) -> list[str]:
+    rows = report.get("targets") or []
+    lines = ["## Targets (issue 21)", "",
+             "Measured in this run; every ratio is between two measurements of this same run.", "",
+             "| target | goal | measured | |", "|---|---|---|---|"]
+    for row in rows:
+        verdict = {True: "met", False: "**missed**", None: "-"}[row["met"]]
+        note = f" ({row['note']})" if row["note"] else ""
+        lines.append(f"| {row['target']} | {row['goal']} | {_fmt(row['measured'])}{note} | {verdict} |")
+    lines.append("")
+    if any(row["met"] is False for row in rows):
+        lines += [remaining_time(report), ""]
+    return lines
+
+
+def remaining_time(report: dict[str, Any]) -> str:
+    """Where a missed target's time goes: per stage of the latency at 50 %, and per stage in the signer."""
+    parts = ["Where the time of the missed targets goes, per stage (per service: the tables below)."]
+    for config in report["configs"]:
+        half = next((lv for lv in config["levels"] if lv["fraction"] == 0.5), None)
+        if half and half["p50_ms"] is not None and half["http_p50_ms"] is not None:
+            after_http = round(half["p50_ms"] - half["http_p50_ms"], 1)
+            parts.append(
+                f"With {config['replicas']} replica(s) at 50 %: of the {_fmt(half['p50_ms'])} ms median, the HTTP "
+                f"answer (registration: policy checks, the request and its outbox entry stored, `csr.approved` "
+                f"published) took {_fmt(half['http_p50_ms'])} ms and the rest (Kafka to a signer replica, claim, "
+                f"lint, signature, store, `cert.issued` back) {_fmt(after_http)} ms."
+            )
+        stages = config.get("stage_seconds") or {}
+        total = sum(stages.values())
+        if total:
+            split = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
+            parts.append(f"The signer's batch stages over the whole configuration: {split} "
+                         f"(mean batch {config.get('mean_batch_size')}).")
+    return " ".join(parts)
 
 
 def per_certificate_table(report: dict[str, Any]) -> list[str]:
@@ -574,9 +659,11 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
     lines += [
         "",
         f"The signer's ratio to the bare `cryptography` build-and-sign rate measured in the same run is "
-        f"**{_fmt(signer['ratio'])}** (linting off, one replica). Bare signing with a P-256 key is very cheap, so "
-        f"the ratio is dominated by everything around the signature.",
+        f"**{_fmt(signer['ratio'])}** (linting {'on' if signer['runs'][0]['lint'] else 'off'}, one replica)."
+        + (" Bare signing with a P-256 key is very cheap, so the ratio is dominated by everything around the "
+           "signature." if s["ca_algorithm"] == "p256" else ""),
         "",
+        *targets_section(report),
         "## Per certificate, per service",
         "",
         "CPU from /proc per process; database commands from each service's "
@@ -624,6 +711,8 @@ def run(opts: Options) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.e2e_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests-per-level", type=int, default=200)
+    parser.add_argument("--ca-algorithm", default=Options.ca_algorithm, choices=list(ALGORITHMS),
+                        help="key algorithm of the run's throw-away CA")
     parser.add_argument("--replicas", default="1,2", help="comma list of signer replica counts")
     parser.add_argument("--levels", default="0.1,0.5,0.9", help="fractions of the saturation rate")
     parser.add_argument("--saturation-requests", type=int, default=0, help="default max(2 x per level, 300)")
@@ -641,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = ["python -m benchmarks.e2e_report"] + [a for a in (argv if argv is not None else sys.argv[1:])]
     opts = Options(
         requests_per_level=args.requests_per_level,
+        ca_algorithm=args.ca_algorithm,
         replicas=tuple(int(r) for r in args.replicas.split(",")),
         levels=tuple(float(x) for x in args.levels.split(",")),
         saturation_requests=args.saturation_requests,

@@ -22,7 +22,7 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
         members=1,
         partitions=2,
         signer_requests=10,
-        signer_lint="off",
+        signer_lint="on",
         baseline_seconds=0.5,
         timeout=60,
         bootstrap=stack_env["CACERT_KAFKA_BOOTSTRAP"],
@@ -49,6 +49,12 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
     assert any(key.startswith("db insert ") or key.startswith("db update ") for key in traffic["signer"])
     assert report["signer_only"]["baseline_sign_per_s"] > 0 and report["signer_only"]["ratio"] > 0
     assert report["machine"]["nproc"] >= 1 and report["machine"]["loadavg_start"]
+    # Issue 21's targets, each with this run's value: throughput against the signer alone, CPU, latency at 50 %.
+    by_name = {row["target"]: row for row in report["targets"]}
+    assert {"end-to-end saturation / signer alone with lint on (1 replica(s))",
+            "CPU per certificate end to end, ms (1 replica(s))",
+            "p50 at 50 % of saturation, ms (1 replica(s))"} <= by_name.keys()
+    assert all(row["measured"] is not None and row["measured"] > 0 for row in by_name.values())
 
     text = out.read_text()
     for heading in (
@@ -57,6 +63,7 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
         "## Signer alone against bare signing",
         "## Per certificate, per service",
         "## Where the time goes",
+        "## Targets (issue 21)",
     ):
         assert heading in text
     assert "p50 (ms)" in text and "p99 (ms)" in text and "ratio" in text
