@@ -17,6 +17,7 @@ from typing import Any
 import jsonschema
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from pymongo.errors import ConnectionFailure
 
 from shared.logging import bound, get_logger
 
@@ -87,6 +88,14 @@ async def _observe(request: web.Request, handler: Callable[[web.Request], Awaita
                 response = error_response(exc.status, code, message, None, request_id)
             else:
                 raise
+        except ConnectionFailure as exc:
+            # The database is unreachable or did not answer in time (CACERT_MONGO_SOCKET_TIMEOUT_SECONDS): a
+            # moment's outage, not a fault of the request, so 503 and a time to come back rather than a 500.
+            log.warning("database unavailable", path=request.path, method=request.method,
+                        error=type(exc).__name__)
+            response = error_response(503, "database_unavailable",
+                                      "the service's database is not answering; try again shortly", None, request_id)
+            response.headers["Retry-After"] = "5"
         except Exception:
             log.exception("unhandled error", path=request.path, method=request.method)
             response = error_response(500, "internal_error", "internal error; quote the request id to support",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
+from pymongo.errors import NetworkTimeout
 
 from shared.config import KafkaSettings, MongoSettings
 from shared.http import ApiError, create_app, read_json
@@ -27,6 +28,8 @@ async def base_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings)
         body = await read_json(request, SCHEMA)
         if body["name"] == "boom":
             raise RuntimeError("secret internals")
+        if body["name"] == "dbgone":
+            raise NetworkTimeout("db.example:27017: timed out")
         if body["name"] == "nope":
             raise ApiError(409, "conflict", "already exists", {"name": "nope"})
         return web.json_response(body)
@@ -63,6 +66,7 @@ async def test_health_readiness_and_metrics(base_url: str) -> None:
     (b'{"name": "' + b"x" * 5000 + b'"}', {"Content-Type": "application/json"}, 413, "body_too_large"),
     (b'{"name": "nope"}', {"Content-Type": "application/json"}, 409, "conflict"),
     (b'{"name": "boom"}', {"Content-Type": "application/json"}, 500, "internal_error"),
+    (b'{"name": "dbgone"}', {"Content-Type": "application/json"}, 503, "database_unavailable"),
 ])
 async def test_errors_are_json_with_code_and_request_id(base_url: str, body: bytes, headers: dict[str, str],
                                                          status: int, code: str) -> None:
@@ -70,7 +74,9 @@ async def test_errors_are_json_with_code_and_request_id(base_url: str, body: byt
         assert r.status == status
         error = (await r.json())["error"]
         assert error["code"] == code and error["message"] and error["request_id"]
-        assert "secret internals" not in await r.text()
+        assert "secret internals" not in await r.text() and "db.example" not in await r.text()
+        if status == 503:
+            assert r.headers["Retry-After"] == "5"
 
 
 async def test_unknown_route_is_a_json_404(base_url: str) -> None:
