@@ -702,6 +702,47 @@ def write(report: dict[str, Any], opts: Options) -> None:
     opts.out.write_text(render(report, rel) + (f"\n{kept}" if kept else ""))
 
 
+README_BEGIN = "<!-- e2e-table:begin (python -m benchmarks.e2e_report --readme-from JSON...) -->"
+README_END = "<!-- e2e-table:end -->"
+
+
+def readme_table(reports: list[dict[str, Any]]) -> list[str]:
+    """The README's summary of e2e reports (one row per CA key and replica count), from their JSON."""
+    lines = [
+        "| CA key | signer replicas | end to end, saturation (certs/s) | signer alone, lint on (certs/s) "
+        "| ratio | CPU per certificate (ms) | p50 / p99 at 50 % (ms) | 90 % sustained | load average at start "
+        "| run |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for report in reports:
+        lint_on = next((r for r in report["signer_only"]["runs"] if r["lint"]), None)
+        alone = lint_on["throughput_per_s"] if lint_on else None
+        for config in report["configs"]:
+            sat = config["saturation"]
+            half = next((lv for lv in config["levels"] if lv["fraction"] == 0.5), None)
+            ninety = next((lv for lv in config["levels"] if lv["fraction"] == 0.9), None)
+            kept = (f"{ninety['achieved_per_s'] / ninety['offered_per_s']:.2f} of offered" if ninety else "-")
+            lines.append(
+                f"| {report['setup']['ca_algorithm'].upper()} | {config['replicas']} | {_fmt(sat['steady_per_s'])} "
+                f"| {_fmt(alone)} | {_fmt(round(sat['steady_per_s'] / alone, 2) if alone else None)} "
+                f"| {sum(sat.get('cpu_ms_per_cert', {}).values()):.1f} "
+                f"| {_fmt(half['p50_ms']) if half else '-'} / {_fmt(half['p99_ms']) if half else '-'} | {kept} "
+                f"| {report['machine']['loadavg_start'][0]:g} | {report['started_at']}, {report.get('revision', '?')} |"
+            )
+    return lines
+
+
+def write_readme(readme: Path, json_files: list[Path]) -> None:
+    """Rewrite the README's table between its markers from the given reports' JSON."""
+    text = readme.read_text()
+    if README_BEGIN not in text or README_END not in text:
+        raise SystemExit(f"{readme} has no {README_BEGIN} ... {README_END} section")
+    reports = [json.loads(path.read_text()) for path in json_files]
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    readme.write_text(head + README_BEGIN + "\n" + "\n".join(readme_table(reports)) + "\n" + README_END + tail)
+
+
 def run(opts: Options) -> dict[str, Any]:
     report = asyncio.run(measure(opts))
     write(report, opts)
@@ -726,7 +767,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="also write the raw results here")
     parser.add_argument("--bootstrap", help="Kafka bootstrap (default: the local devstack)")
     parser.add_argument("--mongo-url", help="MongoDB URL (default: the local devstack)")
+    parser.add_argument("--readme-from", type=Path, nargs="+", metavar="JSON",
+                        help="run nothing: rewrite README.md's end-to-end table from these reports' --json files")
     args = parser.parse_args(argv)
+    if args.readme_from:
+        write_readme(Path("README.md"), args.readme_from)
+        return 0
     shown = ["python -m benchmarks.e2e_report"] + [a for a in (argv if argv is not None else sys.argv[1:])]
     opts = Options(
         requests_per_level=args.requests_per_level,
