@@ -170,7 +170,8 @@ class MongoSettings:
 
     def __post_init__(self) -> None:
         if self.socket_timeout_seconds <= 0:
-            raise ConfigError(f"CACERT_MONGO_SOCKET_TIMEOUT_SECONDS must be positive, got {self.socket_timeout_seconds}")
+            raise ConfigError(
+                f"CACERT_MONGO_SOCKET_TIMEOUT_SECONDS must be positive, got {self.socket_timeout_seconds}")
 
 
 @dataclasses.dataclass(frozen=True)
