@@ -28,7 +28,7 @@ async def base_url(kafka_settings: KafkaSettings, mongo_settings: MongoSettings)
         body = await read_json(request, SCHEMA)
         if body["name"] == "boom":
             raise RuntimeError("secret internals")
-        if body["name"] == "dbgone":
+        if body["name"] == "nodb":
             raise NetworkTimeout("db.example:27017: timed out")
         if body["name"] == "nope":
             raise ApiError(409, "conflict", "already exists", {"name": "nope"})
@@ -66,7 +66,7 @@ async def test_health_readiness_and_metrics(base_url: str) -> None:
     (b'{"name": "' + b"x" * 5000 + b'"}', {"Content-Type": "application/json"}, 413, "body_too_large"),
     (b'{"name": "nope"}', {"Content-Type": "application/json"}, 409, "conflict"),
     (b'{"name": "boom"}', {"Content-Type": "application/json"}, 500, "internal_error"),
-    (b'{"name": "dbgone"}', {"Content-Type": "application/json"}, 503, "database_unavailable"),
+    (b'{"name": "nodb"}', {"Content-Type": "application/json"}, 503, "database_unavailable"),
 ])
 async def test_errors_are_json_with_code_and_request_id(base_url: str, body: bytes, headers: dict[str, str],
                                                          status: int, code: str) -> None:
