@@ -20,6 +20,49 @@ from shared.logging import get_logger
 log = get_logger("shared.periodic")
 
 
+class Wakeup:
+    """A pause that `wake()` ends early: what ``asyncio.wait_for(event.wait(), timeout)`` was used for.
+
+    That form runs the wait as an inner task, and on Python 3.11 ``wait_for`` swallows a cancel that
+    arrives as the inner wait ends (gh-86296). Here the pause is one plain future, finished by a timer or
+    by `wake()`, so a cancel simply ends it.
+    """
+
+    def __init__(self) -> None:
+        self._woken = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def woken(self) -> bool:
+        return self._woken
+
+    def clear(self) -> None:
+        self._woken = False
+
+    def wake(self) -> None:
+        self._woken = True
+        if self._waiter is not None:
+            _finish(self._waiter)
+
+    async def sleep(self, seconds: float) -> None:
+        """Return after `seconds`, or at once if woken since the last `clear()`, or when woken meanwhile."""
+        if self._woken:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(seconds, _finish, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _finish(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 class Periodic:
     def __init__(self, name: str, job: Callable[[], Awaitable[object]], every: float, *,
                  idle_backoff_to: float | None = None) -> None:
@@ -28,7 +71,8 @@ class Periodic:
         self._every = every
         self._idle_max = idle_backoff_to
         self._pause = every
-        self._woken = asyncio.Event()
+        self._woken = Wakeup()
+        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -39,20 +83,26 @@ class Periodic:
     def wake(self) -> None:
         """Run the job now (or as soon as the current run ends) and go back to the short pause."""
         self._pause = self._every
-        self._woken.set()
+        self._woken.wake()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name=self.name)
 
     async def stop(self) -> None:
+        """End the loop. Cancelling alone is not enough: a cancel swallowed anywhere (CI saw a signer's
+        stop() wait 300 s on a loop that went on running) would leave it going, so it also stops at its next
+        turn."""
         if self._task:
+            self._stopping = True
             self._task.cancel()
+            self._woken.wake()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            self._stopping = False
 
     async def _forever(self) -> None:
-        while True:
+        while not self._stopping:
             self._woken.clear()
             try:
                 did = await self._job()
@@ -61,7 +111,7 @@ class Periodic:
                 did = True
             if self._idle_max is None or did:
                 self._pause = self._every
-            elif not self._woken.is_set():
+            elif not self._woken.woken:
                 self._pause = min(self._pause * 2, self._idle_max)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), self._pause)
+            if not self._stopping:
+                await self._woken.sleep(self._pause)

@@ -37,6 +37,7 @@ from services.notifier.smtp_relay import DeliveryResult, Outcome, Transport
 from shared.events import deterministic_event_id, isoformat, make_event
 from shared.logging import bound, get_logger
 from shared.outbox import Outbox
+from shared.periodic import Wakeup
 from shared.sealed_mail import MailOpener, UnopenableMail
 
 SOURCE = "notifier"
@@ -73,21 +74,24 @@ class MailSender:
         self._settings = settings
         self._clock = clock
         self._sender = parse_mailbox(settings.mail_from)
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """A mail was queued (or a member's address arrived): look now, not at the next poll."""
-        self._wake.set()
+        self._wake.wake()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name="notifier-sender")
 
     async def stop(self) -> None:
         if self._task:
+            self._stopping = True  # a cancel swallowed on the way (shared/periodic.py) still ends the loop
             self._task.cancel()
+            self._wake.wake()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if self._in_flight:
@@ -98,7 +102,7 @@ class MailSender:
 
     async def _forever(self) -> None:
         lease = timedelta(seconds=self._settings.lease_seconds)
-        while True:
+        while not self._stopping:
             await self._slots.acquire()
             self._wake.clear()
             try:
@@ -110,8 +114,7 @@ class MailSender:
                 continue
             if mail is None:
                 self._slots.release()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=self._settings.poll_seconds)
+                await self._wake.sleep(self._settings.poll_seconds)
                 continue
             task = asyncio.create_task(self._process(mail), name=f"mail-{mail.id}")
             self._in_flight.add(task)
