@@ -7,6 +7,7 @@ sent it again: two copies of the same notice (same Message-ID) without any notif
 
 from __future__ import annotations
 
+import asyncio
 import types
 from datetime import UTC, datetime
 from typing import Any
@@ -58,8 +59,12 @@ def mail() -> OutgoingMail:
 
 async def test_stack_mongo_outage_after_the_relay_accepted_records_the_mail_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    real_sleep = asyncio.sleep
+
     async def no_wait(_: float) -> None:
-        return None
+        # The patch is process-wide (it replaces asyncio.sleep itself): still yield, or any other task's
+        # `while ...: await asyncio.sleep(...)` loop would spin and starve the event loop.
+        await real_sleep(0)
 
     monkeypatch.setattr("services.notifier.sender.asyncio.sleep", no_wait)
     queue, outbox = Queue(failures=3), Outbox()
