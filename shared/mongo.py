@@ -54,8 +54,8 @@ def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[
         tz_aware=True,
         serverSelectionTimeoutMS=5000,
         connectTimeoutMS=5000,
-        # Without it PyMongo waits forever for an answer: one stuck query (CI once saw FerretDB never answer
-        # at a service's start) would hang the service instead of failing and being retried.
+        # Without it PyMongo waits forever for an answer: one stuck query would hang the service instead of
+        # failing and being retried.
         socketTimeoutMS=int(settings.socket_timeout_seconds * 1000),
         retryWrites=False,  # FerretDB v1 does not support retryable writes; our writes are idempotent anyway
         event_listeners=[CommandCount()],
