@@ -105,7 +105,7 @@ def certbot(workdir: Path, system: dict[str, str], member: Member, *args: str,
 
 def certonly(workdir: Path, system: dict[str, str], member: Member, name: str, *args: str) -> Path:
     result = certbot(workdir, system, member, "certonly", "--server", system["acme_directory"],
-                     "--eab-kid", member.kid, "--eab-hmac-key", member.hmac_key, "--agree-tos",
+                     f"--eab-kid={member.kid}", f"--eab-hmac-key={member.hmac_key}", "--agree-tos",
                      "-m", "ops@example.org", "--cert-name", name.removeprefix("*."), "-d", name, *args)
     assert result.returncode == 0, f"certbot failed:\n{result.stdout}\n{result.stderr}"
     return workdir / "config" / "live" / name.removeprefix("*.")
