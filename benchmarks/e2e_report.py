@@ -395,6 +395,16 @@ def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
+def _lint_on_run(signer: dict[str, Any]) -> dict[str, Any] | None:
+    """The signer-only run with lint on, if the run had one."""
+    return next((r for r in signer["runs"] if r["lint"]), None)
+
+
+def _level(config: dict[str, Any], fraction: float) -> dict[str, Any] | None:
+    """The open-loop level at `fraction` of saturation, if it was measured."""
+    return next((lv for lv in config["levels"] if lv["fraction"] == fraction), None)
+
+
 def where_the_time_goes(report: dict[str, Any]) -> str:
     signer = report["signer_only"]
     run = next((r for r in signer["runs"] if not r["lint"]), signer["runs"][0])
@@ -418,7 +428,7 @@ def where_the_time_goes(report: dict[str, Any]) -> str:
             f"Inside the signer the batch stages split their wall time as {stage_text} "
             f"(mean batch {run.get('mean_batch_size')} requests)."
         )
-    lint_run = next((r for r in signer["runs"] if r["lint"]), None)
+    lint_run = _lint_on_run(signer)
     if lint_run and lint_run.get("cpu_ms_per_request", {}).get("signer"):
         text.append(
             f"With pkilint on, as in the end-to-end runs, the signer's own CPU per certificate goes from "
@@ -451,7 +461,7 @@ def targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 21's targets, each with the value this run measured (ratios within the same run)."""
     rows: list[dict[str, Any]] = []
     signer = report["signer_only"]
-    lint_on = next((r for r in signer["runs"] if r["lint"]), None)
+    lint_on = _lint_on_run(signer)
     for config in report["configs"]:
         n, sat = config["replicas"], config["saturation"]
         if lint_on and lint_on["throughput_per_s"]:
@@ -500,7 +510,7 @@ def remaining_time(report: dict[str, Any]) -> str:
     """Where a missed target's time goes: per stage of the latency at 50 %, and per stage in the signer."""
     parts = ["Where the time of the missed targets goes, per stage (per service: the tables below)."]
     for config in report["configs"]:
-        half = next((lv for lv in config["levels"] if lv["fraction"] == 0.5), None)
+        half = _level(config, 0.5)
         if half and half["p50_ms"] is not None and half["http_p50_ms"] is not None:
             after_http = round(half["p50_ms"] - half["http_p50_ms"], 1)
             parts.append(
@@ -715,12 +725,12 @@ def readme_table(reports: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for report in reports:
-        lint_on = next((r for r in report["signer_only"]["runs"] if r["lint"]), None)
+        lint_on = _lint_on_run(report["signer_only"])
         alone = lint_on["throughput_per_s"] if lint_on else None
         for config in report["configs"]:
             sat = config["saturation"]
-            half = next((lv for lv in config["levels"] if lv["fraction"] == 0.5), None)
-            ninety = next((lv for lv in config["levels"] if lv["fraction"] == 0.9), None)
+            half = _level(config, 0.5)
+            ninety = _level(config, 0.9)
             kept = (f"{ninety['achieved_per_s'] / ninety['offered_per_s']:.2f} of offered" if ninety else "-")
             lines.append(
                 f"| {report['setup']['ca_algorithm'].upper()} | {config['replicas']} | {_fmt(sat['steady_per_s'])} "

@@ -30,14 +30,25 @@ class Wakeup:
 
     def __init__(self) -> None:
         self._woken = False
+        self._stopped = False
         self._waiter: asyncio.Future[None] | None = None
 
     @property
     def woken(self) -> bool:
         return self._woken
 
+    @property
+    def stopped(self) -> bool:
+        """Set by `end_loop`: the loop pausing on this wakeup checks it every turn."""
+        return self._stopped
+
     def clear(self) -> None:
         self._woken = False
+
+    def stop(self) -> None:
+        """From now on `stopped` is true and no pause lasts (see `end_loop`)."""
+        self._stopped = True
+        self.wake()
 
     def wake(self) -> None:
         self._woken = True
@@ -46,7 +57,7 @@ class Wakeup:
 
     async def sleep(self, seconds: float) -> None:
         """Return after `seconds`, or at once if woken since the last `clear()`, or when woken meanwhile."""
-        if self._woken:
+        if self._woken or self._stopped:
             return
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
@@ -56,6 +67,19 @@ class Wakeup:
         finally:
             timer.cancel()
             self._waiter = None
+
+
+async def end_loop(task: asyncio.Task[None], wakeup: Wakeup) -> None:
+    """End a background loop that pauses on `wakeup` and runs `while not wakeup.stopped`.
+
+    Cancelling alone is not enough: a cancel swallowed anywhere (by ``wait_for`` on Python 3.11, or by a
+    job's database client; CI saw a signer's stop() wait 300 s on a loop that went on running) would leave
+    it going, so the loop is also told to stop at its next turn, and a pause in progress ends at once.
+    """
+    wakeup.stop()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _finish(waiter: asyncio.Future[None]) -> None:
@@ -72,7 +96,6 @@ class Periodic:
         self._idle_max = idle_backoff_to
         self._pause = every
         self._woken = Wakeup()
-        self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -89,20 +112,13 @@ class Periodic:
         self._task = asyncio.create_task(self._forever(), name=self.name)
 
     async def stop(self) -> None:
-        """End the loop. Cancelling alone is not enough: a cancel swallowed anywhere (CI saw a signer's
-        stop() wait 300 s on a loop that went on running) would leave it going, so it also stops at its next
-        turn."""
         if self._task:
-            self._stopping = True
-            self._task.cancel()
-            self._woken.wake()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_loop(self._task, self._woken)
             self._task = None
-            self._stopping = False
+            self._woken = Wakeup()  # a later start() begins afresh
 
     async def _forever(self) -> None:
-        while not self._stopping:
+        while not self._woken.stopped:
             self._woken.clear()
             try:
                 did = await self._job()
@@ -113,5 +129,4 @@ class Periodic:
                 self._pause = self._every
             elif not self._woken.woken:
                 self._pause = min(self._pause * 2, self._idle_max)
-            if not self._stopping:
-                await self._woken.sleep(self._pause)
+            await self._woken.sleep(self._pause)

@@ -17,7 +17,6 @@ temporary failure and is woken as soon as the member's address arrives.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -37,7 +36,7 @@ from services.notifier.smtp_relay import DeliveryResult, Outcome, Transport
 from shared.events import deterministic_event_id, isoformat, make_event
 from shared.logging import bound, get_logger
 from shared.outbox import Outbox
-from shared.periodic import Wakeup
+from shared.periodic import Wakeup, end_loop
 from shared.sealed_mail import MailOpener, UnopenableMail
 
 SOURCE = "notifier"
@@ -78,7 +77,6 @@ class MailSender:
         self._slots = asyncio.Semaphore(settings.concurrency)
         self._in_flight: set[asyncio.Task[None]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
 
     def wake(self) -> None:
         """A mail was queued (or a member's address arrived): look now, not at the next poll."""
@@ -89,11 +87,7 @@ class MailSender:
 
     async def stop(self) -> None:
         if self._task:
-            self._stopping = True  # a cancel swallowed on the way (shared/periodic.py) still ends the loop
-            self._task.cancel()
-            self._wake.wake()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await end_loop(self._task, self._wake)
         if self._in_flight:
             # Let SMTP sessions in hand finish; a mail cut off stays `sending` and is retried after its lease.
             _, late = await asyncio.wait(self._in_flight, timeout=self._settings.smtp_timeout + 5)
@@ -102,7 +96,7 @@ class MailSender:
 
     async def _forever(self) -> None:
         lease = timedelta(seconds=self._settings.lease_seconds)
-        while not self._stopping:
+        while not self._wake.stopped:
             await self._slots.acquire()
             self._wake.clear()
             try:
