@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 
+from cryptography import x509
+
 from services.signer import monitoring
 from services.signer.ca.crl import build_crl
 from services.signer.ca.hierarchy import Hierarchy
@@ -50,9 +52,12 @@ class CRLPublisher:
         self._lock = asyncio.Lock()
 
     async def regenerate(self, issuer: str) -> int:
-        """Build and store a new CRL for `issuer`; returns its CRL number."""
+        """Build and store a new CRL for `issuer`; returns its CRL number. A root whose key is offline has
+        its ARL published instead (`publish_arl`): a revocation under it waits for the next ceremony."""
         async with self._lock:
-            ca = next(c for c in self._hierarchy.cas.values() if c.label == issuer)
+            ca = self._hierarchy.cas[issuer]
+            if ca.private_key is None:
+                return await self.publish_arl(issuer)
             now = utcnow()
             revoked = await self._store.revoked(issuer, now)
             entries = [
@@ -65,8 +70,34 @@ class CRLPublisher:
             log.info("crl published", issuer=issuer, crl_number=number, revoked=len(entries))
             return number
 
+    async def publish_arl(self, issuer: str) -> int:
+        """Store the ARL the ceremony signed for root `issuer` (`arl-<root>.der` in the CA directory) unless
+        a newer one is stored; returns the CRL number now current (0: no ARL for it)."""
+        der = self._hierarchy.arls.get(issuer)
+        current = await self._store.current_crl(issuer)
+        if der is None:
+            if current is None:
+                log.error("no CRL for a root whose key is offline: sign one (`python -m services.signer arl`)",
+                          alert=True, issuer=issuer)
+            return int(current["number"]) if current else 0
+        arl = x509.load_der_x509_crl(der)
+        number = arl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        this_update, next_update = arl.last_update_utc, arl.next_update_utc
+        assert next_update is not None  # check_arl: every CRL this CA signs has one
+        if current is None or current["number"] < number:
+            await self._store.save_crl(issuer, number, der, this_update, next_update, len(list(arl)))
+            log.info("ARL published", issuer=issuer, crl_number=number, revoked=len(list(arl)))
+        if next_update - utcnow() <= self._refresh_before:
+            log.error("the root's ARL is about to end: sign a new one at a ceremony (docs/operations.md)",
+                      alert=True, issuer=issuer, next_update=next_update.isoformat())
+        monitoring.crl_next_update(issuer, next_update)
+        return max(number, int(current["number"]) if current else 0)
+
     async def refresh_due(self) -> None:
         for ca in self._hierarchy.cas.values():
+            if ca.private_key is None:
+                await self.publish_arl(ca.label)
+                continue
             current = await self._store.current_crl(ca.label)
             if current is None or current["next_update"] - utcnow() <= self._refresh_before:
                 await self.regenerate(ca.label)
