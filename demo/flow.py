@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from demo.clients import DemoError, Mail, follow_confirmation_link, wait_until
 from demo.member_api import MemberApi
+from shared.ca_certificates import ISSUING_LABELS, LABELS
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -31,10 +32,6 @@ EXTRA_SUBJECT = {
 }
 
 
-CA_LABELS = ("class1", "class3", "class1-issuing", "class3-issuing")
-"""The CAs whose OCSP responder and CRL the status signer serves: the roots and the issuing CAs."""
-
-
 @dataclasses.dataclass(frozen=True)
 class Urls:
     api: str
@@ -44,11 +41,11 @@ class Urls:
 
     @property
     def ocsp(self) -> dict[str, str]:
-        return {c: f"{self.status}/ocsp/{c}" for c in CA_LABELS}
+        return {c: f"{self.status}/ocsp/{c}" for c in (*LABELS, *ISSUING_LABELS)}
 
     @property
     def crl(self) -> dict[str, str]:
-        return {c: f"{self.status}/{c}.crl" for c in CA_LABELS}
+        return {c: f"{self.status}/{c}.crl" for c in (*LABELS, *ISSUING_LABELS)}
 
 
 @dataclasses.dataclass

@@ -17,6 +17,7 @@ from shared.ca_certificates import (
     CaCertificate,
     CaCertificates,
     CaUnavailable,
+    signing_ca,
 )
 from shared.http import ApiError
 from shared.server_snippets import ROOT_CHOICES, client_auth
@@ -84,6 +85,7 @@ class RootPages:
             issuing=[certificates[label] for label in (*LABELS, *ISSUING_LABELS) if label in certificates],
             class3_root=certificates.get(CLASS3_ROOT), titles=TITLES, snippets=snippets, bundle=BUNDLE_NAME,
             local_status_url=self._local_status_url,
+            example_ca=(signing_ca(certificates, 1) or certificates[LABELS[0]]).label,
         )
 
     async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
@@ -97,7 +99,8 @@ class RootPages:
 
     async def bundle_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         cas = await self._both()
-        if not all(label in await self._ca.all() for label in LABELS):
+        known = await self._ca.all()
+        if not all(label in known for label in LABELS):
             raise CaUnavailable("a CA certificate is missing")
         if request.match_info["fmt"] == "pem":
             return _attachment(pem_bundle(cas), "application/x-pem-file", f"{BUNDLE_NAME}.pem")
