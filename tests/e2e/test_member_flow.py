@@ -98,9 +98,10 @@ def test_certificates_are_what_was_asked_for(demo: DemoRun) -> None:
     client = load(demo, "client_class1.pem")
     sans = client.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.RFC822Name) == [demo.summary["member"]["email"]]
-    # Published status URLs use the public-looking name; the demo reports the real local ones.
-    assert ocsp_url(server) == "http://pki.example.net/ocsp/class3"
-    assert crl_url(server) == "http://pki.example.net/class3.crl"
+    # Published status URLs use the public-looking name; the demo reports the real local ones. They are the
+    # issuing CA's: the roots sign no leaves.
+    assert ocsp_url(server) == "http://pki.example.net/ocsp/class3-issuing"
+    assert crl_url(server) == "http://pki.example.net/class3-issuing.crl"
 
 
 def test_the_domain_verified_by_a_dns_record_gets_its_server_certificate(demo: DemoRun) -> None:
