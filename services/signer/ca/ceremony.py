@@ -284,23 +284,37 @@ def create_ocsp_signer_certificate(
     *,
     subject: x509.Name | None = None,
 ) -> x509.Certificate:
-    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2, BR 7.1.2.8).
+    """A delegated OCSP responder certificate of ``cert_class``'s naming (``ocsp_signer_certificate``) valid
+    ``validity_days`` from ``now``; ``subject`` (a renewal keeps the current signer's) overrides ``names``."""
+    return ocsp_signer_certificate(
+        subject=subject or names.ocsp_subject(cert_class), issuer=ca_certificate, issuer_key=ca_key,
+        public_key=signer_key.public_key(), not_before=now, not_after=_days_from(now, validity_days),
+    )
+
+
+def ocsp_signer_certificate(
+    *,
+    subject: x509.Name,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    public_key: keys.PublicKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2, BR 7.1.2.8), ending no later than ``issuer``.
 
     EKU id-kp-OCSPSigning makes it a responder for exactly this CA; id-pkix-ocsp-nocheck tells
-    clients not to check its own status, which is why its lifetime is kept short. ``subject``
-    (a renewal keeps the current signer's) overrides ``names``.
+    clients not to check its own status, which is why its lifetime is kept short.
     """
-    not_after = min(
-        now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), ca_certificate.not_valid_after_utc
-    )
-    ca_ski = ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    not_after = min(not_after, issuer.not_valid_after_utc)
+    ca_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject or names.ocsp_subject(cert_class))
-        .issuer_name(ca_certificate.subject)
-        .public_key(signer_key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
         .serial_number(new_serial_number())
-        .not_valid_before(now)
+        .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -319,10 +333,10 @@ def create_ocsp_signer_certificate(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
     )
-    return builder.sign(ca_key, keys.signature_hash(ca_key))
+    return builder.sign(issuer_key, keys.signature_hash(issuer_key))
 
 
 # ------------------------------------------------------------------------------ entry points
