@@ -145,6 +145,11 @@ def passphrase_file() -> Path:
     return system_dir() / "ca-passphrase"
 
 
+def ocsp_passphrase_file() -> Path:
+    """The OCSP signers' keys' passphrase: the only one the status signer gets."""
+    return system_dir() / "ocsp-passphrase"
+
+
 def accounts_file() -> Path:
     return system_dir() / "accounts.json"
 
@@ -188,6 +193,11 @@ def _passphrase() -> Path:
     path = passphrase_file()
     if not path.exists():
         _write_secret(path, secrets.token_urlsafe(32))
+    ocsp = ocsp_passphrase_file()
+    if not ocsp.exists():
+        # A CA made before the OCSP signers had a passphrase of their own has them under the CA's.
+        made_before = (ca_dir() / "class1.crt.pem").exists()
+        _write_secret(ocsp, path.read_text().strip() if made_before else secrets.token_urlsafe(32))
     return path
 
 
@@ -287,14 +297,18 @@ def _base_env() -> dict[str, str]:
     return env
 
 
-def _signer_env() -> dict[str, str]:
-    return {
+def _signer_env(*, ca_passphrase: bool = True) -> dict[str, str]:
+    """Both signers' settings; the CA passphrase only where CA keys are used (not the status signer)."""
+    env = {
         "CACERT_CA_DIR": str(ca_dir()),
-        "CACERT_CA_PASSPHRASE_FILE": str(passphrase_file()),
+        "CACERT_OCSP_SIGNER_PASSPHRASE_FILE": str(ocsp_passphrase_file()),
         "CACERT_CA_ALGORITHM": CA_ALGORITHM,
         "CACERT_SIGNER_PUBLIC_URL": PUBLIC_PKI_URL,
         "CACERT_SIGNER_RA_PUBLIC_KEYS_FILE": str(ra_public_key_file()),
     }
+    if ca_passphrase:
+        env["CACERT_CA_PASSPHRASE_FILE"] = str(passphrase_file())
+    return env
 
 
 def _validation_env() -> dict[str, str]:
@@ -332,7 +346,7 @@ def service_env(spec: ServiceSpec) -> dict[str, str]:
         if spec.name == "perspective-c":
             env["CACERT_DNS_SOURCE_ADDRESS"] = SPLIT_VIEW_SOURCE
     elif spec.name.startswith("signer"):
-        env.update(_signer_env())
+        env.update(_signer_env(ca_passphrase=spec.name != "signer-status"))
     elif spec.name == "notifier":
         env["CACERT_NOTIFIER_ACCOUNT_URL"] = BY_NAME["registration"].url
         env["CACERT_NOTIFIER_SEALING_KEY_FILE"] = str(notifier_key_file())

@@ -56,6 +56,7 @@ def _init_ca(argv: list[str]) -> int:
             settings.ca_passphrase,
             args.algorithm or settings.ca_algorithm,
             public_base_url=settings.public_base_url,
+            ocsp_passphrase=settings.ocsp_key_passphrase,
         )
     except (HierarchyError, KeyFileError) as exc:
         print(f"init-ca refused: {exc}", file=sys.stderr)
@@ -68,7 +69,8 @@ def _init_ca(argv: list[str]) -> int:
               f"SHA-256 {_fingerprint(ca.certificate)}")
     print("class3-root: the same Class 3 subject and key, self-signed (the anchor for assured-only trust)")
     print(f"written to {directory}; the roots' keys to {settings.root_dir}: move that directory offline, "
-          "no signer needs it (keys encrypted with CACERT_CA_PASSPHRASE)")
+          "no signer needs it (CA keys encrypted with CACERT_CA_PASSPHRASE, OCSP signers' keys with "
+          "CACERT_OCSP_SIGNER_PASSPHRASE)")
     return 0
 
 
@@ -90,7 +92,8 @@ def _add_issuing(argv: list[str]) -> int:
     key_dir = settings.key_dir(CertClass.CLASS1.label) or settings.root_dir
     try:
         refused = add_issuing_cas(settings.ca_dir, key_dir, settings.ca_passphrase,
-                                  public_base_url=settings.public_base_url)
+                                  public_base_url=settings.public_base_url,
+                                  ocsp_passphrase=settings.ocsp_key_passphrase)
     except (HierarchyError, KeyFileError) as exc:
         print(f"add-issuing refused: {exc}", file=sys.stderr)
         return 1
@@ -150,7 +153,8 @@ def _self_sign_class3_in(settings: CeremonySettings, command: str) -> int:
 
     try:
         twin = self_sign_class3(settings.ca_dir, settings.ca_passphrase,
-                                root_directory=settings.key_dir("class3") or settings.root_dir)
+                                root_directory=settings.key_dir("class3") or settings.root_dir,
+                                ocsp_passphrase=settings.ocsp_key_passphrase)
     except (HierarchyError, KeyFileError) as exc:
         print(f"{command} refused: {exc}", file=sys.stderr)
         return 1
@@ -204,7 +208,8 @@ def _renew_ocsp(argv: list[str]) -> int:
     settings = load_or_exit(CeremonySettings)
     try:
         # Refuses an inconsistent directory first.
-        labels = list(load_hierarchy(settings.ca_dir, settings.ca_passphrase, ca_keys=False).cas)
+        labels = list(load_hierarchy(settings.ca_dir, settings.ca_passphrase, ca_keys=False,
+                                     ocsp_passphrase=settings.ocsp_key_passphrase).cas)
         for label in labels:
             key_dir = settings.key_dir(label)
             if key_dir is None:
@@ -213,7 +218,7 @@ def _renew_ocsp(argv: list[str]) -> int:
             offline = key_dir != settings.ca_dir
             days = Lifetimes().root_ocsp_signer_days if offline else None
             signer = renew_ocsp_signer(settings.ca_dir, settings.ca_passphrase, label, key_directory=key_dir,
-                                       validity_days=days)
+                                       validity_days=days, ocsp_passphrase=settings.ocsp_key_passphrase)
             print(f"renewed OCSP signer of {label} until {signer.certificate.not_valid_after_utc:%Y-%m-%d}")
     except (HierarchyError, KeyFileError) as exc:
         print(f"renew-ocsp refused: {exc}", file=sys.stderr)

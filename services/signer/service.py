@@ -40,6 +40,7 @@ class SignerService:
     def __init__(self, settings: SignerSettings, *, mode: str = ISSUING, lint: bool = True) -> None:
         if mode not in (ISSUING, STATUS):
             raise ValueError(f"unknown signer mode {mode!r}")
+        settings.check_passphrases(mode)
         self.settings = settings
         self.mode = mode
         self._lint = lint
@@ -55,7 +56,8 @@ class SignerService:
         await ensure_indexes(db, store_module.INDEXES)
         self.store = store_module.CertificateStore(db)
         hierarchy = load_hierarchy(
-            self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == ISSUING
+            self.settings.ca_dir, self.settings.ca_passphrase or None, ca_keys=self.mode == ISSUING,
+            ocsp_passphrase=self.settings.ocsp_key_passphrase,
         )
         if hierarchy.online_root_keys:
             log.warning("root keys are in the online CA directory although issuing CAs sign the leaves: move them "
@@ -127,6 +129,7 @@ class SignerService:
             SigningConfig(
                 ca_dir=self.settings.ca_dir,
                 passphrase=self.settings.ca_passphrase,
+                ocsp_passphrase=self.settings.ocsp_key_passphrase,
                 public_base_url=self.settings.public_base_url,
                 lint_profiles=frozenset(self.settings.lint_profiles),
                 lint=self._lint,

@@ -23,9 +23,19 @@ _PASSPHRASE_HELP = "passphrase of the encrypted CA and OCSP keys"  # noqa: S105 
 _PUBLIC_URL_HELP = "base URL of the status endpoints, written into CRL DP and AIA"
 
 
+_OCSP_PASSPHRASE_HELP = (
+    "passphrase of the OCSP signers' keys, in the CA directory and the renewed ones stored in the signer "  # noqa: S105
+    "database: the status mode needs only this one (default: CACERT_CA_PASSPHRASE)"
+)
+
+
 def _check_ca_files(passphrase: bytes, public_base_url: str) -> None:
     if not passphrase:
         raise ConfigError("CACERT_CA_PASSPHRASE must not be empty")
+    _check_public_url(public_base_url)
+
+
+def _check_public_url(public_base_url: str) -> None:
     try:
         CAUrls.under(public_base_url, "class1")
     except ValueError:
@@ -41,6 +51,8 @@ class CeremonySettings:
 
     ca_dir: Path = setting("CACERT_CA_DIR", help=_CA_DIR_HELP)
     ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True, help=_PASSPHRASE_HELP)
+    ocsp_signer_passphrase: bytes = setting("CACERT_OCSP_SIGNER_PASSPHRASE", b"", secret=True,
+                                            help=_OCSP_PASSPHRASE_HELP)
     ca_algorithm: str = setting(
         "CACERT_CA_ALGORITHM", ALGORITHMS[0], help=f"key algorithm for init-ca: {', '.join(ALGORITHMS)}"
     )
@@ -61,6 +73,10 @@ class CeremonySettings:
     def root_dir(self) -> Path:
         return self.ca_root_dir or self.ca_dir.with_name(f"{self.ca_dir.name}-roots")
 
+    @property
+    def ocsp_key_passphrase(self) -> bytes:
+        return self.ocsp_signer_passphrase or self.ca_passphrase
+
     def key_dir(self, label: str) -> Path | None:
         """Where the key of CA ``label`` is: the CA directory (issuing CAs, and the roots of a directory made
         before issue 18), else the root directory; None when neither has it."""
@@ -74,7 +90,10 @@ class CeremonySettings:
 class SignerSettings:
     common: CommonSettings
     ca_dir: Path = setting("CACERT_CA_DIR", help=_CA_DIR_HELP)
-    ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True, help=_PASSPHRASE_HELP)
+    ca_passphrase: bytes = setting(
+        "CACERT_CA_PASSPHRASE", b"", secret=True,
+        help=f"{_PASSPHRASE_HELP}; required in the issuing mode, not given to the status mode",
+    )
     public_base_url: str = setting("CACERT_SIGNER_PUBLIC_URL", "http://127.0.0.1:8083", help=_PUBLIC_URL_HELP)
     lint_profiles: list[str] = setting(
         "CACERT_LINT_PROFILES",
@@ -92,11 +111,7 @@ class SignerSettings:
     )
     ocsp_validity_hours: int = setting("CACERT_OCSP_VALIDITY_HOURS", 24)
     ocsp_signer_passphrase: bytes = setting(
-        "CACERT_OCSP_SIGNER_PASSPHRASE",
-        b"",
-        secret=True,
-        help="encrypts the renewed OCSP signer keys the issuing mode stores in the signer database and decrypts "
-             "them in the status mode (default: CACERT_CA_PASSPHRASE)",
+        "CACERT_OCSP_SIGNER_PASSPHRASE", b"", secret=True, help=_OCSP_PASSPHRASE_HELP,
     )
     ocsp_signer_renew_before_days: int = setting(
         "CACERT_OCSP_SIGNER_RENEW_BEFORE_DAYS",
@@ -131,8 +146,16 @@ class SignerSettings:
 
     @property
     def ocsp_key_passphrase(self) -> bytes:
-        """The passphrase of the OCSP signer keys stored in the database."""
+        """The passphrase of the OCSP signers' keys (the CA directory's and those stored in the database)."""
         return self.ocsp_signer_passphrase or self.ca_passphrase
+
+    def check_passphrases(self, mode: str) -> None:
+        """The issuing mode needs the CA passphrase; the status mode only the OCSP signers'."""
+        if mode == ISSUING and not self.ca_passphrase:
+            raise ConfigError("CACERT_CA_PASSPHRASE is required in issuing mode (nor CACERT_CA_PASSPHRASE_FILE)")
+        if not self.ocsp_key_passphrase:
+            raise ConfigError("CACERT_OCSP_SIGNER_PASSPHRASE (or CACERT_CA_PASSPHRASE) is required: it opens the "
+                              "OCSP signers' keys")
 
     def validate(self) -> None:
         if self.ra_public_keys.strip():
@@ -142,7 +165,7 @@ class SignerSettings:
             raise ConfigError(f"CACERT_LINT_PROFILES has unknown profiles: {', '.join(unknown)}")
         if not 1 <= self.signing_workers <= 64:
             raise ConfigError(f"CACERT_SIGNER_WORKERS must be between 1 and 64, got {self.signing_workers}")
-        _check_ca_files(self.ca_passphrase, self.public_base_url)
+        _check_public_url(self.public_base_url)
         if not 1 <= self.ocsp_signer_validity_days <= 366:
             raise ConfigError(
                 f"CACERT_OCSP_SIGNER_VALIDITY_DAYS must be between 1 and 366, got {self.ocsp_signer_validity_days}"

@@ -244,9 +244,10 @@ class SigningConfig:
     lint_profiles: frozenset[str]
     lint: bool
     log_level: str = "INFO"
+    ocsp_passphrase: bytes | None = dataclasses.field(default=None, repr=False)
 
     def signatory(self) -> Signatory:
-        hierarchy = load_hierarchy(self.ca_dir, self.passphrase)
+        hierarchy = load_hierarchy(self.ca_dir, self.passphrase, ocsp_passphrase=self.ocsp_passphrase)
         linter = None
         if self.lint and self.lint_profiles:
             linter = PreIssuanceLinter()

@@ -171,6 +171,12 @@ def test_only_the_issuing_signer_mounts_the_ca_keys(overlay: tuple[str, list[Obj
         *(f"ocsp-{ca}.{kind}.pem" for ca in ("class1", "class3", "class1-issuing", "class3-issuing")
           for kind in ("crt", "key")),
     }, "status mode gets certificates, ARLs and OCSP keys only"
+    # ... and of the passphrases only the OCSP signers': the CA passphrase stays with the issuing signer.
+    def uses(template: Obj, secret: str) -> bool:  # the dev overlay's generated Secrets carry a hash suffix
+        return any(name == secret or name.startswith(f"{secret}-") for name in referenced_secrets(template))
+
+    assert not uses(status, "signer-ca-passphrase") and uses(status, "signer-ocsp-passphrase")
+    assert uses(issuing, "signer-ca-passphrase")
     # Secrets never ship with CA material: the CA Secrets are created from init-ca's output (README).
     for secret in of_kind(objects, "Secret"):
         keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))

@@ -400,12 +400,12 @@ def _refuse_existing(*directories: Path) -> None:
 
 
 def _write_ca(directory: Path, label: str, cert: x509.Certificate, key: PrivateKey | None,
-              signer: OCSPSigner, passphrase: bytes) -> None:
+              signer: OCSPSigner, passphrase: bytes, ocsp_passphrase: bytes) -> None:
     """A CA's certificate, its key (unless it stays elsewhere) and its delegated OCSP signer, never overwriting."""
     try:
         if key is not None:
             keys.write_private_key(key_path(directory, label), key, passphrase)
-        keys.write_private_key(ocsp_key_path(directory, label), signer.private_key, passphrase)
+        keys.write_private_key(ocsp_key_path(directory, label), signer.private_key, ocsp_passphrase)
     except keys.KeyFileExists as exc:
         raise HierarchyError(str(exc)) from None
     _write_new_file(certificate_path(directory, label), _pem(cert))
@@ -422,6 +422,7 @@ def create_hierarchy(
     now: dt.datetime | None = None,
     names: HierarchyNames | None = None,
     lifetimes: Lifetimes | None = None,
+    ocsp_passphrase: bytes | None = None,
 ) -> Hierarchy:
     """The whole hierarchy (``init-ca``): both roots, the self-signed Class 3 root, an issuing CA per class,
     a delegated OCSP signer per CA and an empty ARL per root, and return it as the issuing mode loads it.
@@ -431,8 +432,10 @@ def create_hierarchy(
     no leaves). Everything else goes to ``directory``, the CA directory the signer reads. Nothing is written
     when either directory already holds a hierarchy's file. pathLens: Class 1 root 2, Class 3 root 1,
     issuing CAs 0. CRL/OCSP/caIssuers URLs of each CA certificate point at its issuer under
-    ``public_base_url`` (``CAUrls.under``).
+    ``public_base_url`` (``CAUrls.under``). The OCSP signers' keys are encrypted with ``ocsp_passphrase``
+    (default ``passphrase``): the status mode, which holds them, then needs no CA passphrase.
     """
+    ocsp_secret = ocsp_passphrase or passphrase
     names = names or HierarchyNames()
     lifetimes = lifetimes or Lifetimes()
     moment = _utc_seconds(now)
@@ -455,7 +458,7 @@ def create_hierarchy(
         signer = OCSPSigner(create_ocsp_signer_certificate(
             cert_class, ca_cert, ca_key, signer_key, names, moment, lifetimes.root_ocsp_signer_days
         ), signer_key)
-        _write_ca(directory, cert_class.label, ca_cert, None, signer, passphrase)
+        _write_ca(directory, cert_class.label, ca_cert, None, signer, passphrase, ocsp_secret)
         try:
             keys.write_private_key(key_path(root_directory, cert_class), ca_key, passphrase)
         except keys.KeyFileExists as exc:
@@ -465,10 +468,10 @@ def create_hierarchy(
     for cert_class in CertClass:
         issue_arl(directory, root_directory, passphrase, cert_class, now=moment, days=lifetimes.arl_days)
     refused = add_issuing_cas(directory, root_directory, passphrase, public_base_url=public_base_url,
-                              now=moment, names=names, lifetimes=lifetimes)
+                              now=moment, names=names, lifetimes=lifetimes, ocsp_passphrase=ocsp_secret)
     if refused:
         raise HierarchyError("; ".join(refused.values()))
-    return load_hierarchy(directory, passphrase)
+    return load_hierarchy(directory, passphrase, ocsp_passphrase=ocsp_secret)
 
 
 def add_issuing_cas(
@@ -480,6 +483,7 @@ def add_issuing_cas(
     now: dt.datetime | None = None,
     names: HierarchyNames | None = None,
     lifetimes: Lifetimes | None = None,
+    ocsp_passphrase: bytes | None = None,
 ) -> dict[CertClass, str]:
     """Add an issuing CA (key, certificate, OCSP signer) under each root of ``directory`` that has none, with
     the root's key from ``root_directory`` (the CA directory itself for a directory made before issue 18).
@@ -524,7 +528,7 @@ def add_issuing_cas(
             cert_class, cert, key, signer_key, names, moment, lifetimes.ocsp_signer_days,
             subject=names.issuing_ocsp_subject(cert_class),
         ), signer_key)
-        _write_ca(directory, label, cert, key, signer, passphrase)
+        _write_ca(directory, label, cert, key, signer, passphrase, ocsp_passphrase or passphrase)
     return refused
 
 
@@ -565,9 +569,8 @@ def issue_arl(
                 entries[entry.serial_number] = (entry.serial_number, entry.revocation_date_utc, reason)
     for serial, revoked_at, why in revoked or []:
         entries.setdefault(serial, (serial, revoked_at, why))
-    signer = OCSPSigner(read_certificate(ocsp_certificate_path(directory, cls)),
-                        keys.read_private_key(ocsp_key_path(directory, cls), passphrase))
-    ca = IssuingCA(cls, root, root_key, signer, (root,))
+    # build_crl reads the CA's certificate and key only; the OCSP signer slot is not used for a CRL.
+    ca = IssuingCA(cls, root, root_key, OCSPSigner(root, root_key), (root,))
     der = build_crl(ca, list(entries.values()), crl_number=number, now=moment,
                     next_update_in=dt.timedelta(days=days or Lifetimes().arl_days), max_next_update=MAX_ARL_NEXT_UPDATE)
     for d in dict.fromkeys((directory, root_directory)):
@@ -576,7 +579,8 @@ def issue_arl(
 
 
 def self_sign_class3(
-    directory: Path, passphrase: bytes, *, root_directory: Path | None = None, now: dt.datetime | None = None
+    directory: Path, passphrase: bytes, *, root_directory: Path | None = None, now: dt.datetime | None = None,
+    ocsp_passphrase: bytes | None = None,
 ) -> x509.Certificate:
     """Add the self-signed Class 3 root to a hierarchy made before it existed (``self-sign-class3``).
 
@@ -589,7 +593,8 @@ def self_sign_class3(
     path = class3_root_path(directory)
     if path.exists():
         raise HierarchyError(f"refusing to overwrite existing file {path}")
-    class3 = load_hierarchy(directory, passphrase, ca_keys=False).class_ca(CertClass.CLASS3).certificate
+    loaded = load_hierarchy(directory, passphrase, ca_keys=False, ocsp_passphrase=ocsp_passphrase)
+    class3 = loaded.class_ca(CertClass.CLASS3).certificate
     class3_key = keys.read_private_key(key_path(root_directory or directory, CertClass.CLASS3), passphrase)
     twin = create_class3_root_certificate(class3_key, class3, moment)
     check_class3_root(twin, class3)
@@ -606,6 +611,7 @@ def renew_ocsp_signer(
     now: dt.datetime | None = None,
     validity_days: int | None = None,
     names: HierarchyNames | None = None,
+    ocsp_passphrase: bytes | None = None,
 ) -> OCSPSigner:
     """Replace one CA's OCSP signer (``ca``: a class, or a label such as ``class1-issuing``) with a new key
     and certificate and return it, signed with the CA key from ``key_directory`` (default ``directory``; a
@@ -626,7 +632,7 @@ def renew_ocsp_signer(
     days = validity_days if validity_days is not None else Lifetimes().ocsp_signer_days
     signer_cert = create_ocsp_signer_certificate(cls, ca_cert, ca_key, signer_key, names, moment, days,
                                                  subject=current.subject)
-    keys.replace_private_key(ocsp_key_path(directory, label), signer_key, passphrase)
+    keys.replace_private_key(ocsp_key_path(directory, label), signer_key, ocsp_passphrase or passphrase)
     _replace_file(ocsp_certificate_path(directory, label), _pem(signer_cert))
     return OCSPSigner(signer_cert, signer_key)
 

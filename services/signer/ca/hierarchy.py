@@ -355,22 +355,27 @@ def check_arl(der: bytes, root: x509.Certificate, what: str) -> x509.Certificate
 
 
 def _load_ca(
-    directory: Path, passphrase: bytes, cert_class: CertClass, label: str, *, key: str
+    directory: Path, passphrase: bytes | None, ocsp_passphrase: bytes, cert_class: CertClass, label: str, *,
+    key: str,
 ) -> tuple[x509.Certificate, PrivateKey | None, OCSPSigner]:
     """One CA's certificate, key (``key``: "required", "optional" or "no") and delegated OCSP signer."""
     cert = read_certificate(certificate_path(directory, label))
     private_key = None
     if key == "required" or (key == "optional" and key_path(directory, label).exists()):
+        if not passphrase:
+            raise HierarchyError(f"the {label} CA key needs the CA passphrase, and none was given")
         private_key = keys.read_private_key(key_path(directory, label), passphrase)
         _check_key_matches(cert, private_key, label)
     signer_cert = read_certificate(ocsp_certificate_path(directory, label))
-    signer_key = keys.read_private_key(ocsp_key_path(directory, label), passphrase)
+    signer_key = keys.read_private_key(ocsp_key_path(directory, label), ocsp_passphrase)
     signer = OCSPSigner(signer_cert, signer_key)
     check_ocsp_signer(signer, cert, f"ocsp-{label}")
     return cert, private_key, signer
 
 
-def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) -> Hierarchy:
+def load_hierarchy(
+    directory: Path, passphrase: bytes | None, *, ca_keys: bool = True, ocsp_passphrase: bytes | None = None
+) -> Hierarchy:
     """Load and cross-check the CA files, and the self-signed Class 3 root and the roots' ARLs where they
     exist: every certificate is signed by its issuer and every key belongs to its certificate, so a
     mixed-up deployment fails at start-up, not at signing.
@@ -378,15 +383,20 @@ def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) 
     With ``ca_keys`` (the issuing mode) the key of every CA that signs leaves is required, and a root's key
     is loaded when it is in the directory (a directory of before issue 18 or one being migrated: its CRL is
     then signed here). With ``ca_keys=False`` (the public status mode) no CA key is read or needed: only
-    the certificates and the delegated OCSP signers are loaded."""
+    the certificates and the delegated OCSP signers are loaded. The OCSP signers' key files are read with
+    ``ocsp_passphrase`` (default ``passphrase``), so the status mode needs no CA passphrase."""
+    ocsp_secret = ocsp_passphrase or passphrase
+    if not ocsp_secret:
+        raise HierarchyError("the OCSP signers' keys need a passphrase, and none was given")
     issuing = [c for c in CertClass if certificate_path(directory, issuing_label(c)).exists()]
     loaded: dict[str, tuple[CertClass, x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
     for cls in CertClass:
         root_key = "no" if not ca_keys else ("optional" if cls in issuing else "required")
-        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, cls, cls.label, key=root_key))
+        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, cls.label, key=root_key))
     for cls in issuing:
         label = issuing_label(cls)
-        loaded[label] = (cls, *_load_ca(directory, passphrase, cls, label, key="required" if ca_keys else "no"))
+        loaded[label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, label,
+                                        key="required" if ca_keys else "no"))
 
     root = loaded[CertClass.CLASS1.label][1]
     class3 = loaded[CertClass.CLASS3.label][1]
