@@ -44,6 +44,8 @@ def test_no_service_can_reach_the_roots_keys(system: dict[str, str]) -> None:
     for command, env in processes.values():
         named = {Path(value) for key, value in env.items() if key.startswith("CACERT_") and value.startswith("/")}
         assert root_dir not in named and not any(root_dir in p.parents for p in named), (command, named)
+        if "services.signer status" in command:  # the public status signer: no CA passphrase at all
+            assert not {"CACERT_CA_PASSPHRASE", "CACERT_CA_PASSPHRASE_FILE"} & set(env), command
         ca_dir = env.get("CACERT_CA_DIR")
         if ca_dir:  # the signers: their CA directory holds the issuing CAs' keys and no root key
             held = {p.name for p in Path(ca_dir).iterdir()}

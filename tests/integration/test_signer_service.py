@@ -336,7 +336,10 @@ async def test_status_mode_runs_without_the_ca_key_files(
         if not path.name.endswith(".key.pem") or path.name.startswith("ocsp-"):
             (public / path.name).write_bytes(path.read_bytes())
     assert not [p for p in public.iterdir() if p.name.endswith(".key.pem") and not p.name.startswith("ocsp-")]
-    status = SignerService(signer_settings(kafka_settings, mongo_settings, public), mode="status")
+    # ... and no CA passphrase: only the one of the OCSP signers' keys (here the same value).
+    settings = dataclasses.replace(signer_settings(kafka_settings, mongo_settings, public), ca_passphrase=b"",
+                                   ocsp_signer_passphrase=PASSPHRASE)
+    status = SignerService(settings, mode="status")
     await status.start()
     try:
         import aiohttp

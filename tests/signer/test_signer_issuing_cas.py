@@ -15,10 +15,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from services.signer.ca import ceremony, issuance, lint, profiles
+from services.signer.ca import ceremony, issuance, keys, lint, profiles
 from services.signer.ca.hierarchy import CertClass, Hierarchy, HierarchyError, load_hierarchy
 from services.signer.ca.revocation import GOOD, Revoked
 from services.signer.ca.urls import CAUrls
+from services.signer.settings import ISSUING, STATUS, SignerSettings
 from services.signer.status import ca_certificate_statuses
 
 PASSPHRASE = b"issuing-cas test passphrase"
@@ -190,3 +191,35 @@ def test_a_directory_made_before_issuing_cas_keeps_working_and_gets_a_class1_iss
     # Once the root key is moved offline, the issuing mode still loads (the root's key is optional now).
     (directory / "class1.key.pem").rename(tmp_path / "class1.key.pem")
     assert load_hierarchy(directory, PASSPHRASE).online_root_keys == ()
+
+
+def test_the_status_mode_opens_the_ocsp_signers_with_their_own_passphrase_only(tmp_path: Path) -> None:
+    ca_dir = tmp_path / "ca"
+    ceremony.create_hierarchy(ca_dir, tmp_path / "roots", PASSPHRASE, "p256", public_base_url=BASE,
+                              ocsp_passphrase=b"the OCSP signers' own")
+    status = load_hierarchy(ca_dir, None, ca_keys=False, ocsp_passphrase=b"the OCSP signers' own")
+    assert all(ca.private_key is None for ca in status.cas.values())
+    issuing = load_hierarchy(ca_dir, PASSPHRASE, ocsp_passphrase=b"the OCSP signers' own")
+    assert issuing.issuing_ca(3).private_key is not None
+    with pytest.raises(keys.KeyFileError):  # the CA passphrase does not open them
+        load_hierarchy(ca_dir, PASSPHRASE, ca_keys=False)
+    # A directory made before keeps its OCSP signers under the CA passphrase: where that is given, it opens them.
+    legacy = tmp_path / "legacy"
+    ceremony.bootstrap(legacy, PASSPHRASE, "p256", class1_urls=CAUrls.under(BASE, "class1"))
+    load_hierarchy(legacy, PASSPHRASE, ocsp_passphrase=b"the OCSP signers' own")
+    with pytest.raises(HierarchyError, match="needs the CA passphrase"):
+        load_hierarchy(ca_dir, None, ocsp_passphrase=b"the OCSP signers' own")
+
+
+def test_each_signer_mode_asks_for_the_passphrase_it_needs() -> None:
+    from shared.config import ConfigError, HttpSettings, KafkaSettings, MongoSettings
+    from shared.settings import CommonSettings
+
+    common = CommonSettings(kafka=KafkaSettings(bootstrap="127.0.0.1:9"), mongo=MongoSettings(url="mongodb://127.0.0.1:9"),
+                            http=HttpSettings())
+    status_only = SignerSettings(common=common, ca_dir=Path("/nonexistent"), ocsp_signer_passphrase=b"ocsp")
+    status_only.check_passphrases(STATUS)
+    with pytest.raises(ConfigError, match="CACERT_CA_PASSPHRASE is required in issuing mode"):
+        status_only.check_passphrases(ISSUING)
+    with pytest.raises(ConfigError, match="CACERT_OCSP_SIGNER_PASSPHRASE"):
+        SignerSettings(common=common, ca_dir=Path("/nonexistent")).check_passphrases(STATUS)

@@ -367,7 +367,13 @@ def _load_ca(
         private_key = keys.read_private_key(key_path(directory, label), passphrase)
         _check_key_matches(cert, private_key, label)
     signer_cert = read_certificate(ocsp_certificate_path(directory, label))
-    signer_key = keys.read_private_key(ocsp_key_path(directory, label), ocsp_passphrase)
+    try:
+        signer_key = keys.read_private_key(ocsp_key_path(directory, label), ocsp_passphrase)
+    except keys.KeyDecryptionFailed:
+        # A directory made before the OCSP signers had a passphrase of their own keeps them under the CA's.
+        if not passphrase or passphrase == ocsp_passphrase:
+            raise
+        signer_key = keys.read_private_key(ocsp_key_path(directory, label), passphrase)
     signer = OCSPSigner(signer_cert, signer_key)
     check_ocsp_signer(signer, cert, f"ocsp-{label}")
     return cert, private_key, signer
