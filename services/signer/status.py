@@ -6,7 +6,9 @@ the signer's database, so a revocation is visible to OCSP the moment the
 issuing process stores it.
 
 Routes follow `CAUrls.under()`, which is what issued certificates point at:
-`/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
+`/class1/<shard>.crl` (the CRL shard in a certificate's CRL Distribution Points,
+`CAUrls.crl_shard_url`), `/class1.crl` (certificates issued without a shard),
+`/class1.crt`, `/ocsp/class1` (POST, or GET with the
 base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
 `/class3-root.crt` is the self-signed Class 3 root, the anchor for relying parties
 who trust Class 3 alone (no certificate points at it; 404 while the CA directory
@@ -33,6 +35,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Gauge
 
 from services.signer.ca import ocsp
+from services.signer.ca.crl import CRLScope
 from services.signer.ca.hierarchy import CLASS3_ROOT, Hierarchy, OCSPSigner
 from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
 from services.signer.ca.serials import parse_serial_hex, serial_hex
@@ -137,6 +140,7 @@ class StatusEndpoints:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/{issuer:class[13]}.crl", self.crl)
+        app.router.add_get("/{issuer:class[13]}/{shard:(0|[1-9][0-9]{0,3})}.crl", self.crl)
         app.router.add_get("/{issuer:class[13]}.crt", self.ca_certificate)
         app.router.add_get(f"/{{issuer:{CLASS3_ROOT}}}.crt", self.ca_certificate)
         app.router.add_post("/ocsp", self.ocsp_post)
@@ -145,8 +149,9 @@ class StatusEndpoints:
         app.router.add_get("/ocsp/{request:.+}", self.ocsp_get)
 
     async def crl(self, request: web.Request) -> web.Response:
-        issuer = request.match_info["issuer"]
-        current = await self._store.current_crl(issuer)
+        shard = request.match_info.get("shard")
+        scope = CRLScope(request.match_info["issuer"], None if shard is None else int(shard))
+        current = await self._store.current_crl(scope)
         if current is None:
             return web.Response(
                 status=503, text="CRL not generated yet; retry shortly\n", headers={"Retry-After": "30"}

@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from services.signer.ca import crl, revocation
 from services.signer.ca.revocation import RevokedCertificate
+from services.signer.settings import SignerSettings
+from shared.config import ConfigError, load
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -125,6 +127,32 @@ def test_crl_passes_pkilint_br_profile(pki, tool, h) -> None:
     assert out.returncode == 0, out.stdout
 
 
+def test_a_shard_crl_passes_pkilint_and_names_its_distribution_point(pki, tool, h) -> None:
+    """TLS BR 7.2.2.1: a partitioned CRL carries a critical Issuing Distribution Point whose fullName is the
+    URL of the certificates' CRL Distribution Points, byte for byte."""
+    url = h.urls_for(3).crl_shard_url(5)
+    assert url == f"{h.pki_base}/class3/5.crl"
+    der = crl.build_crl(pki.issuing_ca(3), [(7, NOW, "key_compromise"), (9, NOW, None)], crl_number=4, now=NOW,
+                        distribution_point=url)
+    idp = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical
+    assert idp.value == x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, only_contains_user_certs=False,
+        only_contains_ca_certs=False, only_some_reasons=None, indirect_crl=False, only_contains_attribute_certs=False)
+    out = tool.run(*h.pkilint("lint_crl"), "lint", "-t", "CRL", "-p", "BR", "-s", "WARNING", tool.write("s.crl", der))
+    assert out.returncode == 0, out.stdout
+
+
+def test_the_shard_of_a_certificate_comes_from_its_serial() -> None:
+    assert crl.crl_shard_of(0x1234, 16) == 4
+    assert crl.crl_shard_of(0x1234, 0) is None  # sharding off: the unsharded CRL
+    shards = [crl.crl_shard_of(serial, 8) for serial in range(1000, 1800)]
+    assert {shard: shards.count(shard) for shard in set(shards)} == dict.fromkeys(range(8), 100)
+    with pytest.raises(ValueError, match="shards"):
+        crl.crl_shard_of(1, crl.MAX_SHARDS + 1)
+    assert crl.CRLScope("class3", 5).name == "class3/5" and crl.CRLScope("class3").name == "class3"
+
+
 def test_crl_parameters_are_checked(pki) -> None:
     ca = pki.issuing_ca(1)
     with pytest.raises(ValueError, match="crl_number"):
@@ -164,3 +192,15 @@ def test_reasons_this_ca_never_publishes_are_refused(given: str, message: str) -
     with pytest.raises(ValueError, match=message):
         revocation.parse_reason(given)
     assert revocation.parse_reason("ca_compromise", ca_certificate=True) is x509.ReasonFlags.ca_compromise
+
+
+@pytest.mark.parametrize(("value", "problem"), [("-1", "between 0 and 1024"), ("1025", "between 0 and 1024"),
+                                                 ("many", "CACERT_CRL_SHARDS")])
+def test_the_shard_count_setting_is_checked_at_start_up(value: str, problem: str, tmp_path) -> None:
+    environ = {"CACERT_CA_DIR": str(tmp_path), "CACERT_CA_PASSPHRASE": "x", "CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+               "CACERT_MONGO_URL": "mongodb://127.0.0.1:9", "CACERT_MONGO_DATABASE": "signer"}
+    with pytest.raises(ConfigError, match=problem) as raised:
+        load(SignerSettings, dict(environ, CACERT_CRL_SHARDS=value))
+    assert "\n" not in str(raised.value) and "CACERT_CRL_SHARDS" in str(raised.value)
+    assert load(SignerSettings, dict(environ, CACERT_CRL_SHARDS="0")).crl_shards == 0
+    assert load(SignerSettings, environ).crl_shards == crl.DEFAULT_SHARDS
