@@ -143,6 +143,32 @@ def test_a_shard_crl_passes_pkilint_and_names_its_distribution_point(pki, tool, 
     assert out.returncode == 0, out.stdout
 
 
+def test_openssl_checks_a_certificate_against_the_crl_of_its_shard_only(pki, issue, ca_pems, tool, h) -> None:
+    """A relying party matches the CRL's Issuing Distribution Point with the certificate's CRL Distribution
+    Points: shard 5's CRL settles a shard-5 certificate either way and says nothing about a shard-6 one."""
+    good, bad, elsewhere = (issue(1, "server", dns_names=[f"{name}.example.org"], crl_shard=shard)
+                            for name, shard in (("good", 5), ("bad", 5), ("elsewhere", 6)))
+    for issued in (good, bad, elsewhere):
+        assert not issued.lint_result.errors  # a shard URL in the CDP passes the pre-issuance lint
+    cdp = good.certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [[n.value for n in dp.full_name or []] for dp in cdp] == [[f"{h.pki_base}/class1/5.crl"]]
+    now = dt.datetime.now(dt.UTC)
+    der = crl.build_crl(pki.issuing_ca(1), [(bad.certificate.serial_number, now, "key_compromise")], crl_number=1,
+                        now=now, distribution_point=h.urls_for(1).crl_shard_url(5))
+    shard_crl = tool.write("class1-5.crl.pem", x509.load_der_x509_crl(der).public_bytes(Encoding.PEM))
+    chain = pki.chain_pem(1)  # the certificates between the leaf and the Class 1 root, if any
+    untrusted = ["-untrusted", tool.write("chain1.pem", chain)] if chain.strip() else []
+
+    def verify(issued) -> str:
+        out = tool.openssl("verify", "-crl_check", "-CAfile", ca_pems["class1"], *untrusted,
+                           "-CRLfile", shard_crl, tool.write("leaf.pem", h.pem(issued.certificate)))
+        return ("OK " if out.returncode == 0 else "FAILED ") + out.stdout + out.stderr
+
+    assert verify(good).startswith("OK")
+    assert "certificate revoked" in verify(bad)
+    assert "different CRL scope" in verify(elsewhere)  # OpenSSL: the IDP does not name its CDP
+
+
 def test_the_shard_of_a_certificate_comes_from_its_serial() -> None:
     assert crl.crl_shard_of(0x1234, 16) == 4
     assert crl.crl_shard_of(0x1234, 0) is None  # sharding off: the unsharded CRL
