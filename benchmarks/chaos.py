@@ -59,6 +59,7 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks.chaos_system import ChaosSystem, FaultScheduler
 from benchmarks.e2e_system import git_revision, loadavg, machine
+from shared.ca_certificates import ISSUING_LABELS, LABELS
 from shared.events import CloudEvent, Topics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -767,7 +768,7 @@ async def status_answers(system: ChaosSystem, flows: Flows, sample: list[KnownCe
     """The CRLs' revoked entries and OCSP's answers for `sample`, from the first status replica."""
     url = system.status_urls[0]
     crls = {}
-    for label in ("class1", "class3"):
+    for label in (*LABELS, *ISSUING_LABELS):  # the roots' ARLs and the issuing CAs' CRLs
         reply = await flows.client.send("GET", f"{url}/{label}.crl", deadline=time.monotonic() + 120, raw=True)
         if reply.status != 200:
             crls[label] = f"HTTP {reply.status}"

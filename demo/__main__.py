@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check it: openssl verify -CAfile {args.out}/class1_root.pem -untrusted {args.out}/chain_class3.pem "
           f"{args.out}/server_class3.pem")  # fmt: skip
     print(f"or, trusting assured members only: openssl verify -CAfile {args.out}/class3_root_self_signed.pem "
-          f"{args.out}/server_class3.pem")  # fmt: skip
+          f"-untrusted {args.out}/chain_class3.pem {args.out}/server_class3.pem")  # fmt: skip
     return 0
 
 

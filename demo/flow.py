@@ -20,6 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from demo.clients import DemoError, Mail, follow_confirmation_link, wait_until
 from demo.member_api import MemberApi
+from shared.ca_certificates import ISSUING_LABELS, LABELS
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 
@@ -40,11 +41,11 @@ class Urls:
 
     @property
     def ocsp(self) -> dict[str, str]:
-        return {c: f"{self.status}/ocsp/{c}" for c in ("class1", "class3")}
+        return {c: f"{self.status}/ocsp/{c}" for c in (*LABELS, *ISSUING_LABELS)}
 
     @property
     def crl(self) -> dict[str, str]:
-        return {c: f"{self.status}/{c}.crl" for c in ("class1", "class3")}
+        return {c: f"{self.status}/{c}.crl" for c in (*LABELS, *ISSUING_LABELS)}
 
 
 @dataclasses.dataclass
@@ -252,6 +253,7 @@ class MemberDemo:
         issued = await self._get_certificate(member, "server_class1", "server", csr, self.domain)
         self._write("server_class1.key", key_pem(key), secret=True)
         self._write("server_class1.pem", issued.certificate_pem)
+        self._write("chain_class1.pem", issued.chain_pem)  # the Class 1 issuing CA
 
         key = new_key("p256")
         csr = make_csr(key, cn=self.dns_domain, dns=[self.dns_domain], email_attr=self.email)
@@ -310,14 +312,16 @@ class MemberDemo:
             raise DemoError(f"expected a Class 3 certificate, got Class {issued.cert_class}")
         self._write("server_class3.key", key_pem(key), secret=True)
         self._write("server_class3.pem", issued.certificate_pem)
-        self._write("chain_class3.pem", issued.chain_pem)
+        self._write("chain_class3.pem", issued.chain_pem)  # the Class 3 issuing CA, the Class 3 root
 
     async def _roots(self, http: aiohttp.ClientSession) -> None:
         self.say("7. the roots, from the signer's public status endpoints")
         # class3_root.pem is the Class 3 certificate signed by Class 1 (what chains carry);
-        # class3_root_self_signed.pem its self-signed twin, the anchor for assured-only trust.
+        # class3_root_self_signed.pem its self-signed twin, the anchor for assured-only trust;
+        # class1_issuing.pem / class3_issuing.pem the CAs that sign the leaves (in the chain files too).
         for label, file in (("class1", "class1_root"), ("class3", "class3_root"),
-                            ("class3-root", "class3_root_self_signed")):  # fmt: skip
+                            ("class3-root", "class3_root_self_signed"), ("class1-issuing", "class1_issuing"),
+                            ("class3-issuing", "class3_issuing")):  # fmt: skip
             async with http.get(f"{self.urls.status}/{label}.crt") as response:
                 if response.status != 200:
                     raise DemoError(f"GET {self.urls.status}/{label}.crt answered {response.status}")
@@ -336,6 +340,8 @@ class MemberDemo:
                 "class1_crt": f"{self.urls.status}/class1.crt",
                 "class3_crt": f"{self.urls.status}/class3.crt",
                 "class3_root_crt": f"{self.urls.status}/class3-root.crt",
+                "class1_issuing_crt": f"{self.urls.status}/class1-issuing.crt",
+                "class3_issuing_crt": f"{self.urls.status}/class3-issuing.crt",
             },
             "member": {"id": self.member_id, "email": self.email, "points": self.points},
             "domain": self.domain,

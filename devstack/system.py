@@ -135,6 +135,12 @@ def ca_dir() -> Path:
     return system_dir() / "ca"
 
 
+def root_dir() -> Path:
+    """The roots' keys (`init-ca` writes them here): no service is given this directory, which stands in for
+    the offline storage of a real deployment (BR 6.1.7)."""
+    return system_dir() / "ca-roots"
+
+
 def passphrase_file() -> Path:
     return system_dir() / "ca-passphrase"
 
@@ -364,7 +370,7 @@ def init_ca(say: Say) -> None:
     """Create the CA hierarchy unless it exists (init-ca --if-missing)."""
     existed = (ca_dir() / "class1.crt.pem").exists()
     twin_existed = (ca_dir() / "class3-root.crt.pem").exists()
-    env = {**_base_env(), **_signer_env()}
+    env = {**_base_env(), **_signer_env(), "CACERT_CA_ROOT_DIR": str(root_dir())}
     _passphrase()
     ra_keys()
     mail_sealing_keys()
@@ -576,6 +582,7 @@ def table() -> str:
          "updates with TSIG cacert-test: `python -m devstack env`"),
         ("logs", str(logs), "<name>.log; `python -m devstack logs kafka`"),
         ("CA files", str(ca_dir()), f"passphrase in {passphrase_file()} (0600)"),
+        ("root keys (offline)", str(root_dir()), "no service reads it; `python -m services.signer arl|add-issuing`"),
         ("support accounts", str(accounts_file()), "admin + 2 founding Assurers (passwords, 0600)"),
     ]
     width = max(len(r[0]) for r in rows)

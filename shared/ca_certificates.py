@@ -5,9 +5,10 @@ Neither service holds CA files. It fetches `/class1.crt` and
 `/class3.crt` (DER) from CACERT_CA_CERTS_URL, the signer's public status base
 URL, keeps them for CACERT_CA_CERTS_CACHE_SECONDS, and keeps serving the last
 good copy if a refresh fails. It also fetches `/class3-root.crt`, the self-signed
-Class 3 root (the anchor for relying parties who trust assured members only); a
-404 there means the signer's CA directory does not have it yet (`self-sign-class3`),
-and the page goes on without it.
+Class 3 root (the anchor for relying parties who trust assured members only), and
+`/class1-issuing.crt` / `/class3-issuing.crt`, the issuing CAs that sign the leaves
+(issue 18); a 404 on any of those means the signer's CA directory does not have it
+(made before it), and the pages go on without it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ from shared.logging import get_logger
 
 log = get_logger("shared.ca_certificates")
 LABELS = ("class1", "class3")
-"""The issuing CAs' certificates, what chains are made of (`class3` is the one signed by Class 1)."""
+"""The class roots' certificates (`class3` is the one signed by Class 1, which chains carry)."""
 CLASS3_ROOT = "class3-root"
 """The self-signed Class 3 root: a trust anchor only, optional (older signers do not publish it)."""
+ISSUING_LABELS = ("class1-issuing", "class3-issuing")
+"""The issuing CAs, which sign the leaves; optional (a CA directory made before them has none)."""
+OPTIONAL = (CLASS3_ROOT, *ISSUING_LABELS)
 MAX_BYTES = 64 * 1024
 
 
@@ -84,6 +88,12 @@ class CaCertificate:
         return self.certificate.issuer == self.certificate.subject
 
 
+def signing_ca(known: dict[str, CaCertificate], cert_class: int) -> CaCertificate | None:
+    """The CA that signs the leaves of ``cert_class``: its issuing CA, or where the signer has none (a CA
+    directory made before them) the class root; None when neither is known."""
+    return known.get(ISSUING_LABELS[0 if cert_class == 1 else 1]) or known.get(LABELS[0 if cert_class == 1 else 1])
+
+
 def parse(label: str, body: bytes) -> CaCertificate:
     """A CA certificate from DER or PEM bytes; ValueError if it is neither."""
     if body.lstrip().startswith(b"-----BEGIN"):
@@ -127,10 +137,10 @@ class CaCertificates:
         timeout = aiohttp.ClientTimeout(total=5)
         result = {}
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            for label in (*LABELS, CLASS3_ROOT):
+            for label in (*LABELS, *OPTIONAL):
                 async with http.get(f"{self._base}/{label}.crt") as response:
-                    if label == CLASS3_ROOT and response.status == 404:
-                        continue  # not in the signer's CA directory yet
+                    if label in OPTIONAL and response.status == 404:
+                        continue  # not in the signer's CA directory
                     response.raise_for_status()
                     body = await response.content.read(MAX_BYTES + 1)
                     if len(body) > MAX_BYTES:

@@ -12,12 +12,13 @@ the same text, so it is written once here. Two uses, as the CAcert FAQ describes
   tests/integration/test_apache_client_trust.py):
 
   - the **self-signed** Class 3 root alone admits Assured members only (the CA issues Class 3
-    certificates only to members with 50 assurance points or more). It must be the self-signed one:
-    OpenSSL, under Apache and nginx alike, wants a self-signed anchor and refuses everything when the
-    file holds only the Class 3 certificate signed by Class 1;
-  - the Class 1 root followed by the Class 3 certificate it signed (the roots page's PEM bundle) admits
-    every member. The Class 1 root alone admits Class 3 certificates only from clients that send the
-    Class 3 certificate along, which not every client does.
+    certificates only to members with 50 assurance points or more), from clients that send their
+    certificate with its chain (the Class 3 issuing CA), as one made from the PEM download does. It must
+    be the self-signed one: OpenSSL, under Apache and nginx alike, wants a self-signed anchor and refuses
+    everything when the file holds only the Class 3 certificate signed by Class 1;
+  - the Class 1 root followed by the Class 3 certificate it signed and the issuing CAs (the roots page's
+    PEM bundle) admits every member, whether or not the client sends its chain. The Class 1 root alone
+    admits only clients that send their chain along, which not every client does.
 """
 
 from __future__ import annotations
@@ -48,14 +49,15 @@ ROOT_CHOICES = (
         3, "assured members only (Class 3 certificates: 50 assurance points or more)", ROOT_FILES[3],
         "the self-signed Class 3 root",
         "It must be the self-signed one: with only the Class 3 root signed by Class 1 as anchor, Apache and nginx "
-        "refuse every certificate.",
+        "refuse every certificate. Members' clients send the Class 3 issuing CA along with their certificate "
+        "(a PKCS#12 file made from the PEM download holds it).",
         ROOT_DOWNLOADS[3],
     ),
     RootChoice(
         1, "everyone with a certificate from this CA (Class 1 and Class 3)", ROOT_FILES[1],
-        "the Class 1 root followed by the Class 3 root it signed",
-        "With the Class 1 root alone, Class 3 certificates get in only from clients that send the Class 3 root "
-        "signed by Class 1 along, and not every client does.",
+        "the Class 1 root followed by the Class 3 root it signed and the two issuing CAs",
+        "With the Class 1 root alone, certificates get in only from clients that send their chain (the issuing "
+        "CA, and for Class 3 the Class 3 root signed by Class 1) along, and not every client does.",
         ROOT_DOWNLOADS[1],
     ),
 )

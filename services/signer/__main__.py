@@ -1,6 +1,10 @@
 """Entry point of the signer.
 
-    python -m services.signer init-ca    create the Class 1 / Class 3 hierarchy (refuses to overwrite)
+    python -m services.signer init-ca    create the hierarchy: roots (keys into the root directory, to go
+                                         offline), issuing CAs, OCSP signers, ARLs (refuses to overwrite)
+    python -m services.signer add-issuing
+                                         add issuing CAs to a hierarchy made before them (needs the root keys)
+    python -m services.signer arl        sign a root's CRL of CA certificates (needs the root key)
     python -m services.signer self-sign-class3
                                          add the self-signed Class 3 root to a hierarchy made without it
     python -m services.signer issuing    issuing mode: holds CA keys, consumes Kafka, no public traffic
@@ -15,6 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+
 from services.signer.settings import ISSUING, STATUS, CeremonySettings
 from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
@@ -22,10 +29,9 @@ from shared.service import run, run_until_stopped
 
 
 def _init_ca(argv: list[str]) -> int:
-    from services.signer.ca.ceremony import bootstrap
+    from services.signer.ca.ceremony import create_hierarchy
     from services.signer.ca.hierarchy import HierarchyError, class3_root_path
     from services.signer.ca.keys import ALGORITHMS, KeyFileError
-    from services.signer.ca.urls import CAUrls
     from services.signer.settings import CeremonySettings
 
     parser = argparse.ArgumentParser(prog="python -m services.signer init-ca")
@@ -44,35 +50,107 @@ def _init_ca(argv: list[str]) -> int:
             return 0
         return _self_sign_class3_in(settings, "init-ca")
     try:
-        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        hierarchy = bootstrap(
+        hierarchy = create_hierarchy(
             directory,
+            settings.root_dir,
             settings.ca_passphrase,
             args.algorithm or settings.ca_algorithm,
-            class1_urls=CAUrls.under(settings.public_base_url, "class1"),
+            public_base_url=settings.public_base_url,
         )
     except (HierarchyError, KeyFileError) as exc:
         print(f"init-ca refused: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"init-ca failed: cannot write {directory}: {exc.strerror}", file=sys.stderr)
+        print(f"init-ca failed: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
     for ca in hierarchy.cas.values():
-        print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()} ({ca.key_algorithm})")
+        print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()} ({ca.key_algorithm}), "
+              f"SHA-256 {_fingerprint(ca.certificate)}")
     print("class3-root: the same Class 3 subject and key, self-signed (the anchor for assured-only trust)")
-    print(f"written to {directory} (keys encrypted with CACERT_CA_PASSPHRASE)")
+    print(f"written to {directory}; the roots' keys to {settings.root_dir}: move that directory offline, "
+          "no signer needs it (keys encrypted with CACERT_CA_PASSPHRASE)")
+    return 0
+
+
+def _fingerprint(cert: x509.Certificate) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _add_issuing(argv: list[str]) -> int:
+    from services.signer.ca.ceremony import add_issuing_cas
+    from services.signer.ca.hierarchy import CertClass, HierarchyError, issuing_label, read_certificate
+    from services.signer.ca.keys import KeyFileError
+
+    argparse.ArgumentParser(
+        prog="python -m services.signer add-issuing",
+        description="add an issuing CA under each root of CACERT_CA_DIR that has none (the roots' keys from "
+                    "CACERT_CA_ROOT_DIR, or from the CA directory of a hierarchy made before issuing CAs)",
+    ).parse_args(argv)
+    settings = load_or_exit(CeremonySettings)
+    key_dir = settings.key_dir(CertClass.CLASS1.label) or settings.root_dir
+    try:
+        refused = add_issuing_cas(settings.ca_dir, key_dir, settings.ca_passphrase,
+                                  public_base_url=settings.public_base_url)
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"add-issuing refused: {exc}", file=sys.stderr)
+        return 1
+    for cert_class in CertClass:
+        if cert_class in refused:
+            print(refused[cert_class])
+            continue
+        cert = read_certificate(settings.ca_dir / f"{issuing_label(cert_class)}.crt.pem")
+        print(f"{issuing_label(cert_class)}: {cert.subject.rfc4514_string()}, SHA-256 {_fingerprint(cert)}")
+    print("restart the signers to issue under them; then move the roots' keys offline (docs/operations.md)")
+    return 0
+
+
+def _arl(argv: list[str]) -> int:
+    import datetime as dt
+
+    from services.signer.ca.ceremony import issue_arl
+    from services.signer.ca.hierarchy import CertClass, HierarchyError
+    from services.signer.ca.keys import KeyFileError
+    from services.signer.ca.revocation import parse_reason
+
+    parser = argparse.ArgumentParser(
+        prog="python -m services.signer arl",
+        description="sign a root's CRL (ARL) into CACERT_CA_DIR and the root directory; earlier entries stay",
+    )
+    parser.add_argument("--ca", choices=[c.label for c in CertClass], required=True, help="the root")
+    parser.add_argument("--revoke", action="append", default=[], metavar="SERIAL_HEX[:REASON]",
+                        help="a CA certificate to add as revoked now (reason as in cert.revoke_requested)")
+    args = parser.parse_args(argv)
+    settings = load_or_exit(CeremonySettings)
+    now = dt.datetime.now(dt.UTC)
+    try:
+        revoked = []
+        for item in args.revoke:
+            serial, _, reason = item.partition(":")
+            revoked.append((int(serial, 16), now, parse_reason(reason or None, ca_certificate=True)))
+    except ValueError as exc:
+        print(f"arl refused: {exc}", file=sys.stderr)
+        return 1
+    cert_class = CertClass(int(args.ca[-1]))
+    try:
+        arl = issue_arl(settings.ca_dir, settings.key_dir(args.ca) or settings.root_dir, settings.ca_passphrase,
+                        cert_class, revoked, now=now)
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"arl refused: {exc}", file=sys.stderr)
+        return 1
+    number = arl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+    print(f"ARL of {args.ca}: number {number}, {len(list(arl))} revoked, next update {arl.next_update_utc:%Y-%m-%d}; "
+          "publish it: restart the issuing signer (it stores it for the status signers)")
     return 0
 
 
 def _self_sign_class3_in(settings: CeremonySettings, command: str) -> int:
-    from cryptography.hazmat.primitives import hashes
-
     from services.signer.ca.ceremony import self_sign_class3
     from services.signer.ca.hierarchy import HierarchyError, class3_root_path
     from services.signer.ca.keys import KeyFileError
 
     try:
-        twin = self_sign_class3(settings.ca_dir, settings.ca_passphrase)
+        twin = self_sign_class3(settings.ca_dir, settings.ca_passphrase,
+                                root_directory=settings.key_dir("class3") or settings.root_dir)
     except (HierarchyError, KeyFileError) as exc:
         print(f"{command} refused: {exc}", file=sys.stderr)
         return 1
@@ -81,7 +159,7 @@ def _self_sign_class3_in(settings: CeremonySettings, command: str) -> int:
         return 1
     print(f"written {class3_root_path(settings.ca_dir)}: {twin.subject.rfc4514_string()}, self-signed, "
           f"until {twin.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, "
-          f"SHA-256 {twin.fingerprint(hashes.SHA256()).hex(':').upper()}")
+          f"SHA-256 {_fingerprint(twin)}")
     print("publish it: mount it into the status mode (it serves /class3-root.crt), see docs/operations.md")
     return 0
 
@@ -113,18 +191,30 @@ def _serve(mode: str, argv: list[str]) -> int:
 
 
 def _renew_ocsp(argv: list[str]) -> int:
-    from services.signer.ca.ceremony import renew_ocsp_signer
-    from services.signer.ca.hierarchy import CertClass, HierarchyError, load_hierarchy
+    from services.signer.ca.ceremony import Lifetimes, renew_ocsp_signer
+    from services.signer.ca.hierarchy import HierarchyError, load_hierarchy
     from services.signer.ca.keys import KeyFileError
     from services.signer.settings import CeremonySettings
 
-    argparse.ArgumentParser(prog="python -m services.signer renew-ocsp").parse_args(argv)
+    argparse.ArgumentParser(
+        prog="python -m services.signer renew-ocsp",
+        description="re-issue the delegated OCSP signer of every CA whose key is in CACERT_CA_DIR or the root "
+                    "directory (a root's lives a year, an issuing CA's 90 days)",
+    ).parse_args(argv)
     settings = load_or_exit(CeremonySettings)
     try:
-        load_hierarchy(settings.ca_dir, settings.ca_passphrase)  # refuses an inconsistent directory first
-        for cert_class in CertClass:
-            renew_ocsp_signer(settings.ca_dir, settings.ca_passphrase, cert_class)
-            print(f"renewed OCSP signer of {cert_class.label}")
+        # Refuses an inconsistent directory first.
+        labels = list(load_hierarchy(settings.ca_dir, settings.ca_passphrase, ca_keys=False).cas)
+        for label in labels:
+            key_dir = settings.key_dir(label)
+            if key_dir is None:
+                print(f"not renewed: {label} (its key is in neither {settings.ca_dir} nor {settings.root_dir})")
+                continue
+            offline = key_dir != settings.ca_dir
+            days = Lifetimes().root_ocsp_signer_days if offline else None
+            signer = renew_ocsp_signer(settings.ca_dir, settings.ca_passphrase, label, key_directory=key_dir,
+                                       validity_days=days)
+            print(f"renewed OCSP signer of {label} until {signer.certificate.not_valid_after_utc:%Y-%m-%d}")
     except (HierarchyError, KeyFileError) as exc:
         print(f"renew-ocsp refused: {exc}", file=sys.stderr)
         return 1
@@ -138,6 +228,8 @@ def main(argv: list[str] | None = None) -> int:
         ISSUING: lambda a: _serve(ISSUING, a),
         STATUS: lambda a: _serve(STATUS, a),
         "renew-ocsp": _renew_ocsp,
+        "add-issuing": _add_issuing,
+        "arl": _arl,
         "self-sign-class3": _self_sign_class3,
     }
     if not argv or argv[0] not in commands:

@@ -120,7 +120,8 @@ class OCSPSigners:
         now = self._clock()
         for label, ca in self._cas.items():
             current = await self._current(ca, now)
-            if self._renewal is not None and self._renewal.due(current, now):
+            # A root whose key is offline renews its signer at a ceremony (`renew-ocsp`), not here.
+            if self._renewal is not None and ca.private_key is not None and self._renewal.due(current, now):
                 await self._renew(ca, current, now)
                 current = await self._current(ca, now)
             self._use(label, current)

@@ -17,9 +17,11 @@ import datetime as dt
 from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
+from cryptography import x509
+
 from services.signer import monitoring
 from services.signer.ca.crl import DEFAULT_SHARDS, CRLScope, build_crl
-from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.hierarchy import CertClass, Hierarchy
 from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
 from services.signer.ca.urls import CAUrls
@@ -84,7 +86,10 @@ class CRLPublisher:
         shards: int = DEFAULT_SHARDS,
         check_every: float = 60.0,
     ) -> None:
+        self._hierarchy = hierarchy
         self._cas = {ca.label: ca for ca in hierarchy.cas.values()}
+        # The CAs that sign leaves (the issuing CAs; the roots of a directory made before them) have shards.
+        self._leaf_issuers = {hierarchy.issuing_ca(cert_class).label for cert_class in CertClass}
         self._urls = {label: CAUrls.under(public_base_url, label) for label in self._cas}
         self._store = store
         self._validity = validity
@@ -95,7 +100,9 @@ class CRLPublisher:
         self._next_updates: dict[CRLScope, dt.datetime] = {}
 
     async def regenerate(self, scope: CRLScope) -> int:
-        """A CRL of `scope` rebuilt and stored after this call began; returns its CRL number."""
+        """A CRL of `scope` rebuilt and stored after this call began; returns its CRL number. A root whose key
+        is offline has its ARL published instead (`publish_arl`): a revocation under it waits for the next
+        ceremony."""
         rebuild = self._rebuilds.get(scope)
         if rebuild is None:
             rebuild = self._rebuilds[scope] = CoalescedRebuild(lambda: self._rebuild(scope))
@@ -106,13 +113,20 @@ class CRLPublisher:
 
     async def _rebuild(self, scope: CRLScope) -> int:
         ca = self._cas[scope.issuer]
+        if ca.private_key is None:
+            if scope.shard is None:
+                return await self.publish_arl(scope.issuer)
+            log.error("a CRL shard of a CA whose key is offline cannot be signed here", alert=True,
+                      issuer=scope.issuer, shard=scope.shard)
+            current = await self._store.current_crl(scope)
+            return int(current["number"]) if current else 0
         now = utcnow()
         revoked = await self._store.revoked(scope, now)
         entries = [(parse_serial_hex(d["_id"]), d["revoked_at"], d.get("revocation_reason")) for d in revoked]
         number = await self._store.next_crl_number(scope)
         url = self._urls[scope.issuer].crl_shard_url(scope.shard)
-        # The unsharded CRL is a partition too once the CA has shards (its scope: certificates issued before).
-        partitioned = scope.shard is not None or self._shards > 0
+        # The unsharded CRL of a CA with shards is a partition too (its scope: certificates issued before).
+        partitioned = scope.shard is not None or (self._shards > 0 and scope.issuer in self._leaf_issuers)
         der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity,
                         distribution_point=url if partitioned else None)
         await self._store.save_crl(scope, number, der, now, now + self._validity, len(entries))
@@ -124,16 +138,44 @@ class CRLPublisher:
 
     async def scopes(self, issuer: str) -> dict[CRLScope, dt.datetime | None]:
         """Every CRL `issuer` publishes, with the nextUpdate of its stored one (None: never published): the
-        unsharded CRL, each configured shard, and every shard published before (the shard count may have
-        been lowered; certificates of a shard stay pointed at it until they expire)."""
+        unsharded CRL, each configured shard of a CA that signs leaves, and every shard published before (the
+        shard count may have been lowered; certificates of a shard stay pointed at it until they expire)."""
         wanted: dict[CRLScope, dt.datetime | None] = {CRLScope(issuer, None): None}
-        wanted.update({CRLScope(issuer, shard): None for shard in range(self._shards)})
+        if issuer in self._leaf_issuers:
+            wanted.update({CRLScope(issuer, shard): None for shard in range(self._shards)})
         for scope, doc in (await self._store.crl_scopes(issuer)).items():
             wanted[scope] = doc["next_update"]
         return wanted
 
+    async def publish_arl(self, issuer: str) -> int:
+        """Store the ARL the ceremony signed for root `issuer` (`arl-<root>.der` in the CA directory) unless
+        a newer one is stored; returns the CRL number now current (0: no ARL for it)."""
+        der = self._hierarchy.arls.get(issuer)
+        current = await self._store.current_crl(CRLScope(issuer))
+        if der is None:
+            if current is None:
+                log.error("no CRL for a root whose key is offline: sign one (`python -m services.signer arl`)",
+                          alert=True, issuer=issuer)
+            return int(current["number"]) if current else 0
+        arl = x509.load_der_x509_crl(der)
+        number = arl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
+        this_update, next_update = arl.last_update_utc, arl.next_update_utc
+        assert next_update is not None  # check_arl: every CRL this CA signs has one
+        if current is None or current["number"] < number:
+            await self._store.save_crl(CRLScope(issuer), number, der, this_update, next_update, len(list(arl)))
+            log.info("ARL published", issuer=issuer, crl_number=number, revoked=len(list(arl)))
+        if next_update - utcnow() <= self._refresh_before:
+            log.error("the root's ARL is about to end: sign a new one at a ceremony (docs/operations.md)",
+                      alert=True, issuer=issuer, next_update=next_update.isoformat())
+        self._next_updates[CRLScope(issuer)] = next_update
+        self._export_next_update(issuer)
+        return max(number, int(current["number"]) if current else 0)
+
     async def refresh_due(self) -> None:
-        for issuer in self._cas:
+        for issuer, ca in self._cas.items():
+            if ca.private_key is None:
+                await self.publish_arl(issuer)
+                continue
             due = []
             for scope, next_update in (await self.scopes(issuer)).items():
                 if next_update is None or next_update - utcnow() <= self._refresh_before:

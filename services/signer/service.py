@@ -57,6 +57,9 @@ class SignerService:
         hierarchy = load_hierarchy(
             self.settings.ca_dir, self.settings.ca_passphrase, ca_keys=self.mode == ISSUING
         )
+        if hierarchy.online_root_keys:
+            log.warning("root keys are in the online CA directory although issuing CAs sign the leaves: move them "
+                        "offline (BR 6.1.7, docs/operations.md 'Issuing CAs')", roots=list(hierarchy.online_root_keys))
         monitoring.export_certificate_expiry(hierarchy)
         readiness: dict[str, Any] = {"mongodb": lambda: ping(self._client)}
         endpoints = (

@@ -9,6 +9,7 @@ import dataclasses
 from pathlib import Path
 
 from services.signer.ca.crl import DEFAULT_SHARDS, MAX_SHARDS
+from services.signer.ca.hierarchy import key_path
 from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.urls import CAUrls
 from shared.approvals import ApprovalKeyError, ApprovalVerifier
@@ -36,7 +37,8 @@ def _check_ca_files(passphrase: bytes, public_base_url: str) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class CeremonySettings:
-    """``init-ca`` and ``renew-ocsp``: the CA directory, its passphrase, the algorithm of new keys."""
+    """The offline commands (``init-ca``, ``add-issuing``, ``arl``, ``renew-ocsp``, ``self-sign-class3``): the
+    CA directory, the root directory, their passphrase, the algorithm of new keys."""
 
     ca_dir: Path = setting("CACERT_CA_DIR", help=_CA_DIR_HELP)
     ca_passphrase: bytes = setting("CACERT_CA_PASSPHRASE", secret=True, help=_PASSPHRASE_HELP)
@@ -44,6 +46,10 @@ class CeremonySettings:
         "CACERT_CA_ALGORITHM", ALGORITHMS[0], help=f"key algorithm for init-ca: {', '.join(ALGORITHMS)}"
     )
     public_base_url: str = setting("CACERT_SIGNER_PUBLIC_URL", "http://127.0.0.1:8083", help=_PUBLIC_URL_HELP)
+    ca_root_dir: Path | None = setting(
+        "CACERT_CA_ROOT_DIR", None,
+        help="directory of the roots' keys, kept offline (default: <CACERT_CA_DIR>-roots beside the CA directory)",
+    )
 
     def validate(self) -> None:
         if self.ca_algorithm not in ALGORITHMS:
@@ -51,6 +57,18 @@ class CeremonySettings:
                 f"CACERT_CA_ALGORITHM must be one of {', '.join(ALGORITHMS)}, got {self.ca_algorithm!r}"
             )
         _check_ca_files(self.ca_passphrase, self.public_base_url)
+
+    @property
+    def root_dir(self) -> Path:
+        return self.ca_root_dir or self.ca_dir.with_name(f"{self.ca_dir.name}-roots")
+
+    def key_dir(self, label: str) -> Path | None:
+        """Where the key of CA ``label`` is: the CA directory (issuing CAs, and the roots of a directory made
+        before issue 18), else the root directory; None when neither has it."""
+        for directory in (self.ca_dir, self.root_dir):
+            if key_path(directory, label).exists():
+                return directory
+        return None
 
 
 @dataclasses.dataclass(frozen=True)

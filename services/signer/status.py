@@ -6,10 +6,13 @@ the signer's database, so a revocation is visible to OCSP the moment the
 issuing process stores it.
 
 Routes follow `CAUrls.under()`, which is what issued certificates point at:
-`/class1/<shard>.crl` (the CRL shard in a certificate's CRL Distribution Points,
-`CAUrls.crl_shard_url`), `/class1.crl` (certificates issued without a shard),
-`/class1.crt`, `/ocsp/class1` (POST, or GET with the
-base64 request appended, RFC 6960 A.1); `/ocsp` answers for either CA.
+`/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
+base64 request appended, RFC 6960 A.1), the same for `class3`, `class1-issuing` and
+`class3-issuing`; `/ocsp` answers for any CA. A CA that signs leaves also has its CRL shards,
+`/class1-issuing/<shard>.crl` (the CRL in a certificate's CRL Distribution Points, `CAUrls.crl_shard_url`);
+its `/<ca>.crl` lists the certificates issued without a shard (before sharding). A root's responder
+answers for the CA certificates it signed from the CA directory itself (good, or revoked when its ARL lists
+them) and for the leaves it signed before issuing CAs existed from the database.
 `/class3-root.crt` is the self-signed Class 3 root, the anchor for relying parties
 who trust Class 3 alone (no certificate points at it; 404 while the CA directory
 has none, see `self-sign-class3`).
@@ -31,6 +34,7 @@ import urllib.parse
 from collections.abc import Callable
 
 from aiohttp import web
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Gauge
 
@@ -133,19 +137,21 @@ class StatusEndpoints:
         if hierarchy.class3_root is not None:
             self._ca_der[CLASS3_ROOT] = hierarchy.class3_root.public_bytes(Encoding.DER)
 
+        self._ca_statuses = ca_certificate_statuses(hierarchy)
+
     def use_signer(self, label: str, signer: OCSPSigner) -> None:
         """Answer for CA ``label`` through ``signer`` from the next request on (a renewed delegate)."""
         ca = dataclasses.replace(self._cas[label], ocsp_signer=signer)
         self._responders[label] = ocsp.OCSPResponder(ca, self._lookups[label], validity=self._ocsp_validity)
 
     def add_routes(self, app: web.Application) -> None:
-        app.router.add_get("/{issuer:class[13]}.crl", self.crl)
-        app.router.add_get("/{issuer:class[13]}/{shard:(0|[1-9][0-9]{0,3})}.crl", self.crl)
-        app.router.add_get("/{issuer:class[13]}.crt", self.ca_certificate)
+        app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crl", self.crl)
+        app.router.add_get(f"/{{issuer:{CA_LABEL}}}/{{shard:(?:0|[1-9][0-9]{{0,3}})}}.crl", self.crl)
+        app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crt", self.ca_certificate)
         app.router.add_get(f"/{{issuer:{CLASS3_ROOT}}}.crt", self.ca_certificate)
         app.router.add_post("/ocsp", self.ocsp_post)
-        app.router.add_post("/ocsp/{issuer:class[13]}", self.ocsp_post)
-        app.router.add_get("/ocsp/{issuer:class[13]}/{request:.+}", self.ocsp_get)
+        app.router.add_post(f"/ocsp/{{issuer:{CA_LABEL}}}", self.ocsp_post)
+        app.router.add_get(f"/ocsp/{{issuer:{CA_LABEL}}}/{{request:.+}}", self.ocsp_get)
         app.router.add_get("/ocsp/{request:.+}", self.ocsp_get)
 
     async def crl(self, request: web.Request) -> web.Response:
@@ -190,6 +196,8 @@ class StatusEndpoints:
         return await self._answer(body, request.match_info.get("issuer"))
 
     async def _answer(self, der: bytes, issuer: str | None) -> web.Response:
+        if issuer is not None and issuer not in self._responders:  # an issuing CA this directory does not have
+            return web.Response(status=404, text="no such CA here\n")
         labels = [issuer] if issuer else list(self._responders)
         try:
             parsed = ocsp.parse_request(der)
@@ -213,3 +221,33 @@ class StatusEndpoints:
             if doc["status"] == "revoked":
                 status = Revoked(doc["revoked_at"], parse_reason(doc.get("revocation_reason")))
             lookup.statuses[parse_serial_hex(doc["_id"])] = status
+        for label in labels:
+            known = self._ca_statuses.get(label, {})
+            for serial in serials:
+                if serial in known:
+                    self._lookups[label].statuses[serial] = known[serial]
+
+
+CA_LABEL = "class[13](?:-issuing)?"
+"""The CA part of the status URLs: a class root (`class1`, `class3`) or an issuing CA (`class1-issuing`)."""
+
+
+def ca_certificate_statuses(hierarchy: Hierarchy) -> dict[str, dict[int, CertificateStatus]]:
+    """What each CA's responder answers for the CA certificates it signed, which are not in the database
+    (the ceremony makes them offline): good, or revoked as the root's ARL says. Self-signed ones are left
+    out (nobody asks a root's status of itself)."""
+    statuses: dict[str, dict[int, CertificateStatus]] = {label: {} for label in hierarchy.cas}
+    for issuer in hierarchy.cas.values():
+        for ca in hierarchy.cas.values():
+            cert = ca.certificate
+            if cert.issuer == issuer.certificate.subject and cert.issuer != cert.subject:
+                statuses[issuer.label][cert.serial_number] = GOOD
+    for label, der in hierarchy.arls.items():
+        for entry in x509.load_der_x509_crl(der):
+            try:
+                reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+            except x509.ExtensionNotFound:
+                reason = None
+            statuses[label][entry.serial_number] = Revoked(entry.revocation_date_utc, parse_reason(
+                reason, ca_certificate=True))
+    return statuses

@@ -46,7 +46,10 @@ SERVICE_WORKLOADS.update(
 MONGODB_WORKLOADS = set(SERVICE_WORKLOADS) - set(PERSPECTIVE_WORKLOADS)
 # Workloads that must be reachable from the ingress controller (public HTTP).
 PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status", "acme"}
-CA_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
+CA_KEY_FILES = {"class1-issuing.key.pem", "class3-issuing.key.pem"}
+"""The issuing CAs' keys: in the issuing signer only."""
+ROOT_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
+"""The roots' keys: offline, in no Secret and no pod (issue 18, BR 6.1.7)."""
 CA_KEY_SECRET = "signer-issuing-ca"
 
 

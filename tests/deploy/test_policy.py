@@ -11,6 +11,7 @@ from tests.deploy.manifests import (
     MONGODB_WORKLOADS,
     PERSPECTIVE_WORKLOADS,
     PUBLIC_WORKLOADS,
+    ROOT_KEY_FILES,
     SERVICE_WORKLOADS,
     Obj,
     containers,
@@ -165,20 +166,33 @@ def test_only_the_issuing_signer_mounts_the_ca_keys(overlay: tuple[str, list[Obj
     status_ca = {v["name"]: v for v in status["spec"]["volumes"]}["ca"]["secret"]
     assert status_ca["secretName"] != CA_KEY_SECRET
     assert {i["key"] for i in status_ca["items"]} == {
-        "class1.crt.pem",
-        "class3.crt.pem",
-        "class3-root.crt.pem",
-        "ocsp-class1.crt.pem",
-        "ocsp-class1.key.pem",
-        "ocsp-class3.crt.pem",
-        "ocsp-class3.key.pem",
-    }, "status mode gets certificates and OCSP keys only"
+        "class1.crt.pem", "class3.crt.pem", "class3-root.crt.pem", "class1-issuing.crt.pem", "class3-issuing.crt.pem",
+        "arl-class1.der", "arl-class3.der",
+        *(f"ocsp-{ca}.{kind}.pem" for ca in ("class1", "class3", "class1-issuing", "class3-issuing")
+          for kind in ("crt", "key")),
+    }, "status mode gets certificates, ARLs and OCSP keys only"
     # Secrets never ship with CA material: the CA Secrets are created from init-ca's output (README).
     for secret in of_kind(objects, "Secret"):
         keys = set(secret.get("data", {})) | set(secret.get("stringData", {}))
-        assert not keys & (CA_KEY_FILES | {"class1.crt.pem"}), (
+        assert not keys & (CA_KEY_FILES | ROOT_KEY_FILES | {"class1.crt.pem"}), (
             f"Secret {secret['metadata']['name']} holds CA files"
         )
+
+
+def test_no_pod_mounts_a_root_key(overlay: tuple[str, list[Obj]]) -> None:
+    """The roots sign only CA certificates, their ARLs and their OCSP signers, at a ceremony (BR 6.1.7): their
+    keys are in no Secret item and no projected file of any workload, the issuing signer's included."""
+    _, objects = overlay
+    for owner, template in pod_templates(objects):
+        for volume in template["spec"].get("volumes", []):
+            sources = [volume.get("secret") or {}, *(volume.get("projected") or {}).get("sources", [])]
+            for source in sources:
+                secret = source.get("secret", source)
+                mounted = {name for i in secret.get("items", []) for name in (i.get("key"), i.get("path"))}
+                assert not mounted & ROOT_KEY_FILES, (owner["metadata"]["name"], volume["name"])
+            whole = volume.get("secret")
+            if whole and "items" not in whole:  # a whole Secret: never one of the CA ones
+                assert whole["secretName"] not in {CA_KEY_SECRET, "signer-status-ca"}, owner["metadata"]["name"]
 
 
 def test_committed_secrets_are_only_obviously_fake(overlay: tuple[str, list[Obj]]) -> None:

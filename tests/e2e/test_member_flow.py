@@ -28,7 +28,8 @@ from tests.e2e.support import DemoRun
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
 FILES = [
-    "class1_root.pem", "class3_root.pem", "class3_root_self_signed.pem", "server_class1.pem", "server_class1.key",
+    "class1_root.pem", "class3_root.pem", "class3_root_self_signed.pem", "class1_issuing.pem", "class3_issuing.pem",
+    "server_class1.pem", "server_class1.key", "chain_class1.pem",
     "server_class3.pem", "server_class3.key", "chain_class3.pem", "client_class1.pem", "client_class1.key",
     "revoked.pem", "server_dns.pem", "server_dns.key", "summary.json",
 ]  # fmt: skip
@@ -76,6 +77,7 @@ def test_demo_writes_every_file_with_private_keys_private(demo: DemoRun) -> None
     assert summary["domain"].startswith("demo-") and summary["domain"].endswith(".example.org")
     assert summary["urls"]["ocsp"]["class1"].startswith("http://127.0.0.1:")
     assert summary["urls"]["crl"]["class3"].endswith("/class3.crl")
+    assert summary["urls"]["crl"]["class3-issuing"].endswith("/class3-issuing.crl")
     subjects = summary["mail_subjects"]
     assert "Confirm your email address" in subjects
     assert f"Confirm control of {summary['domain']}" in subjects
@@ -99,7 +101,7 @@ def test_certificates_are_what_was_asked_for(demo: DemoRun) -> None:
     assert sans.get_values_for_type(x509.RFC822Name) == [demo.summary["member"]["email"]]
     # Published status URLs use the public-looking name; the demo reports the real local ones.
     assert ocsp_url(server) == "http://pki.example.net/ocsp/class3"
-    assert re.fullmatch(r"http://pki\.example\.net/class3/[0-9]+\.crl", crl_url(server))  # its CRL shard
+    assert re.fullmatch(r"http://pki\.example\.net/class3(?:-issuing)?/[0-9]+\.crl", crl_url(server))  # its CRL shard
 
 
 def test_the_domain_verified_by_a_dns_record_gets_its_server_certificate(demo: DemoRun) -> None:
@@ -130,34 +132,43 @@ def test_extra_subject_attributes_are_dropped(demo: DemoRun) -> None:
 def test_openssl_verifies_every_chain(demo: DemoRun) -> None:
     d = demo.out
     openssl("verify", "-x509_strict", "-CAfile", d / "class1_root.pem", d / "class3_root.pem")
+    # Leaves are signed by the issuing CAs, never by a root (BR 6.1.7); the chain files carry them.
+    assert load(demo, "server_class1.pem").issuer == load(demo, "class1_issuing.pem").subject
+    assert load(demo, "server_class3.pem").issuer == load(demo, "class3_issuing.pem").subject
+    assert (d / "chain_class1.pem").read_text().strip() == (d / "class1_issuing.pem").read_text().strip()
     for name, purpose in (("server_class1.pem", "sslserver"), ("client_class1.pem", "smimesign"),
                           ("revoked.pem", "sslserver")):  # fmt: skip
-        out = openssl("verify", "-x509_strict", "-purpose", purpose, "-CAfile", d / "class1_root.pem", d / name)
+        out = openssl("verify", "-x509_strict", "-purpose", purpose, "-CAfile", d / "class1_root.pem",
+                      "-untrusted", d / "chain_class1.pem", d / name)  # fmt: skip
         assert out.stdout.strip().endswith(": OK")
-    # Class 3 leaf: to the Class 1 root through the Class 3 certificate ...
+    # Class 3 leaf: to the Class 1 root through the Class 3 issuing CA and the Class 3 root ...
     openssl("verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", d / "class1_root.pem",
             "-untrusted", d / "chain_class3.pem", d / "server_class3.pem")  # fmt: skip
     # ... or with the self-signed Class 3 root alone as the anchor (no partial chain needed) ...
     openssl("verify", "-x509_strict", "-purpose", "sslserver", "-CAfile", d / "class3_root_self_signed.pem",
-            d / "server_class3.pem")  # fmt: skip
+            "-untrusted", d / "class3_issuing.pem", d / "server_class3.pem")  # fmt: skip
     # ... or with the Class-1-signed Class 3 certificate alone, where partial chains are allowed.
     openssl("verify", "-x509_strict", "-partial_chain", "-purpose", "sslserver", "-CAfile", d / "class3_root.pem",
-            d / "server_class3.pem")  # fmt: skip
+            "-untrusted", d / "class3_issuing.pem", d / "server_class3.pem")  # fmt: skip
 
 
 def test_openssl_refuses_the_wrong_anchor(demo: DemoRun) -> None:
     d = demo.out
     # A Class 1 certificate (unassured member) does not chain to the Class 3 root.
-    result = openssl("verify", "-partial_chain", "-CAfile", d / "class3_root.pem", d / "server_class1.pem", check=False)
+    result = openssl("verify", "-partial_chain", "-CAfile", d / "class3_root.pem", "-untrusted", d / "chain_class1.pem",
+                     d / "server_class1.pem", check=False)  # fmt: skip
     assert result.returncode != 0
-    result = openssl("verify", "-CAfile", d / "class3_root_self_signed.pem", d / "server_class1.pem", check=False)
+    result = openssl("verify", "-CAfile", d / "class3_root_self_signed.pem", "-untrusted", d / "chain_class1.pem",
+                     d / "server_class1.pem", check=False)  # fmt: skip
     assert result.returncode != 0
     # Without partial chains the Class-1-signed Class 3 certificate is no anchor: its issuer is missing.
-    result = openssl("verify", "-CAfile", d / "class3_root.pem", d / "server_class3.pem", check=False)
+    result = openssl("verify", "-CAfile", d / "class3_root.pem", "-untrusted", d / "class3_issuing.pem",
+                     d / "server_class3.pem", check=False)  # fmt: skip
     assert result.returncode != 0
-    # Without its chain, a Class 3 leaf does not reach the Class 1 root.
-    result = openssl("verify", "-CAfile", d / "class1_root.pem", d / "server_class3.pem", check=False)
-    assert result.returncode != 0
+    # Without their chains, leaves do not reach the Class 1 root.
+    for name in ("server_class3.pem", "server_class1.pem"):
+        result = openssl("verify", "-CAfile", d / "class1_root.pem", d / name, check=False)
+        assert result.returncode != 0
 
 
 # -- OCSP and CRL -----------------------------------------------------------------------------------
@@ -174,14 +185,19 @@ def _ocsp(demo: DemoRun, cert_file: str, issuer_file: str, *extra: str | Path) -
 
 def test_ocsp_says_good_for_live_certificates(demo: DemoRun) -> None:
     d = demo.out
-    assert "server_class1.pem: good" in _ocsp(demo, "server_class1.pem", "class1_root.pem")
-    assert "client_class1.pem: good" in _ocsp(demo, "client_class1.pem", "class1_root.pem")
-    out = _ocsp(demo, "server_class3.pem", "class3_root.pem", "-verify_other", d / "chain_class3.pem")
+    chain1 = ("-verify_other", d / "chain_class1.pem")
+    assert "server_class1.pem: good" in _ocsp(demo, "server_class1.pem", "class1_issuing.pem", *chain1)
+    assert "client_class1.pem: good" in _ocsp(demo, "client_class1.pem", "class1_issuing.pem", *chain1)
+    out = _ocsp(demo, "server_class3.pem", "class3_issuing.pem", "-verify_other", d / "chain_class3.pem")
     assert "server_class3.pem: good" in out
 
 
+def test_ocsp_of_a_root_says_good_for_the_issuing_ca_it_signed(demo: DemoRun) -> None:
+    assert "class1_issuing.pem: good" in _ocsp(demo, "class1_issuing.pem", "class1_root.pem")
+
+
 def test_ocsp_says_revoked_for_the_revoked_certificate(demo: DemoRun) -> None:
-    out = _ocsp(demo, "revoked.pem", "class1_root.pem")
+    out = _ocsp(demo, "revoked.pem", "class1_issuing.pem", "-verify_other", demo.out / "chain_class1.pem")
     assert "revoked.pem: revoked" in out
     assert "Reason: superseded" in out
 
@@ -204,7 +220,7 @@ def test_crl_parses_verifies_and_lists_the_revoked_serial(demo: DemoRun, tmp_pat
     deadline = time.monotonic() + 15
     while True:  # the CRL is regenerated right after the revocation is stored; give it a moment
         crl = _crl(demo, "revoked.pem", tmp_path / "class1.crl")
-        result = openssl("crl", "-inform", "DER", "-in", crl, "-CAfile", d / "class1_root.pem", "-noout", "-text")
+        result = openssl("crl", "-inform", "DER", "-in", crl, "-CAfile", d / "class1_issuing.pem", "-noout", "-text")
         if revoked in listed(result.stdout) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
@@ -213,19 +229,29 @@ def test_crl_parses_verifies_and_lists_the_revoked_serial(demo: DemoRun, tmp_pat
     # openssl verify with the CRL: the revoked certificate fails, the live one passes.
     pem = tmp_path / "class1.crl.pem"
     openssl("crl", "-inform", "DER", "-in", crl, "-out", pem)
-    refused = openssl("verify", "-crl_check", "-CRLfile", pem, "-CAfile", d / "class1_root.pem", d / "revoked.pem",
-                      check=False)  # fmt: skip
+    chain1 = ("-untrusted", d / "chain_class1.pem")
+    refused = openssl("verify", "-crl_check", "-CRLfile", pem, "-CAfile", d / "class1_root.pem", *chain1,
+                      d / "revoked.pem", check=False)  # fmt: skip
     assert refused.returncode != 0 and "revoked" in (refused.stdout + refused.stderr)
     # The live certificate is checked against its own CRL shard (OpenSSL matches the CRL's Issuing Distribution
     # Point with the certificate's CRL Distribution Points).
     live = tmp_path / "class1-live.crl.pem"
     openssl("crl", "-inform", "DER", "-in", _crl(demo, "server_class1.pem", tmp_path / "live.crl"), "-out", live)
-    openssl("verify", "-crl_check", "-CRLfile", live, "-CAfile", d / "class1_root.pem", d / "server_class1.pem")
-    # The Class 3 CA's CRL verifies with the Class 3 certificate (chained to Class 1).
+    openssl("verify", "-crl_check", "-CRLfile", live, "-CAfile", d / "class1_root.pem", *chain1,
+            d / "server_class1.pem")
+    # The Class 3 issuing CA's CRL verifies with its certificate.
     crl3 = _crl(demo, "server_class3.pem", tmp_path / "class3.crl")
-    both = tmp_path / "both.pem"
-    both.write_text((d / "class1_root.pem").read_text() + (d / "class3_root.pem").read_text())
-    assert "verify OK" in openssl("crl", "-inform", "DER", "-in", crl3, "-CAfile", both, "-noout").stderr
+    assert "verify OK" in openssl("crl", "-inform", "DER", "-in", crl3, "-CAfile", d / "class3_issuing.pem",
+                                  "-noout").stderr
+    # The roots' own CRLs (ARLs, signed at the ceremony) are served too, and every CA certificate's CDP leads to
+    # a CRL its issuer signed: -crl_check_all over the whole Class 3 chain.
+    crls = tmp_path / "all.crl.pem"
+    with crls.open("w") as out:
+        for name in ("server_class3.pem", "class3_issuing.pem", "class3_root.pem"):
+            der = _crl(demo, name, tmp_path / f"{name}.crl")
+            out.write(openssl("crl", "-inform", "DER", "-in", der).stdout)
+    openssl("verify", "-crl_check_all", "-CRLfile", crls, "-CAfile", d / "class1_root.pem",
+            "-untrusted", d / "chain_class3.pem", d / "server_class3.pem")  # fmt: skip
 
 
 # -- TLS --------------------------------------------------------------------------------------------
@@ -271,7 +297,7 @@ def handshake(port: int, hostname: str, cafile: Path, *, partial_chain: bool = F
 def fullchains(demo: DemoRun, tmp_path: Path) -> dict[str, Path]:
     d = demo.out
     class1 = tmp_path / "server_class1.fullchain.pem"
-    class1.write_text((d / "server_class1.pem").read_text())
+    class1.write_text((d / "server_class1.pem").read_text() + (d / "chain_class1.pem").read_text())
     class3 = tmp_path / "server_class3.fullchain.pem"
     class3.write_text((d / "server_class3.pem").read_text() + (d / "chain_class3.pem").read_text())
     return {"class1": class1, "class3": class3}
@@ -312,7 +338,7 @@ def test_smime_signature_with_the_client_certificate_verifies(demo: DemoRun, tmp
     message.write_text(f"To: friend@example.net\r\n\r\nSigned by {demo.summary['member']['email']}.\r\n")
     signed = tmp_path / "signed.eml"
     openssl("cms", "-sign", "-in", message, "-signer", d / "client_class1.pem", "-inkey", d / "client_class1.key",
-            "-out", signed)  # fmt: skip
+            "-certfile", d / "chain_class1.pem", "-out", signed)  # fmt: skip  (the issuing CA travels along)
     verified = tmp_path / "verified.txt"
     result = openssl("cms", "-verify", "-in", signed, "-CAfile", d / "class1_root.pem", "-purpose", "smimesign",
                      "-out", verified)  # fmt: skip

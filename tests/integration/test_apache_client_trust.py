@@ -86,7 +86,11 @@ class Pki:
     @property
     def class3(self) -> x509.Certificate:
         """The Class 3 certificate signed by Class 1 (what chains carry)."""
-        return self.hierarchy.issuing_ca(CertClass.CLASS3).certificate
+        return self.hierarchy.class_ca(CertClass.CLASS3).certificate
+
+    def issuing(self, cert_class: CertClass) -> x509.Certificate:
+        """The issuing CA that signs the leaves of ``cert_class`` (never a root, BR 6.1.7)."""
+        return self.hierarchy.issuing_ca(cert_class).certificate
 
     @property
     def class3_root(self) -> x509.Certificate:
@@ -108,8 +112,8 @@ class Client:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     directory = tmp_path_factory.mktemp("apache-pki")
-    hierarchy = ceremony.bootstrap(
-        directory / "ca", PASSPHRASE, "p256", class1_urls=CAUrls.under(PKI_BASE, "class1"),
+    hierarchy = ceremony.create_hierarchy(
+        directory / "ca", directory / "roots", PASSPHRASE, "p256", public_base_url=PKI_BASE,
         names=HierarchyNames(country="AU"),
     )
     return Pki(directory, hierarchy)
@@ -131,16 +135,17 @@ def _issue_client(pki: Pki, linter: lint.PreIssuanceLinter, cert_class: CertClas
         csr_pem=csr, subject=subject, emails=[email], validity_days=30,
     )
     ca = pki.hierarchy.issuing_ca(cert_class)
+    assert ca.label == f"{cert_class.label}-issuing"
     profile = profiles.get_profile("client")
     tbs = issuance.prepare_certificate(
-        request, ca, profile, CAUrls.under(PKI_BASE, cert_class.label), dt.datetime.now(dt.UTC),
+        request, ca, profile, CAUrls.under(PKI_BASE, ca.label), dt.datetime.now(dt.UTC),
         issuance.new_serial_number(),
     )
     result = linter.lint_tbs(tbs, profile, ca.key_algorithm)
     assert result.ok, result.errors
     certificate = issuance.sign_certificate(tbs, ca)
     name = cert_class.label
-    chain = pki.hierarchy.chain_for(cert_class)  # what cert.issued's chain_pem holds: Class 3 -> (Class 1)
+    chain = pki.hierarchy.chain_for(cert_class)  # what cert.issued's chain_pem holds: issuing CA (, Class 3)
     return Client(
         name=name,
         certificate=certificate,
@@ -354,10 +359,24 @@ def test_the_self_signed_class3_root_alone_admits_class3_and_refuses_class1(
         pki: Pki, clients: dict[int, Client], server_tls: ServerTls, tmp_path: Path) -> None:
     ca_file = pki.file("only-class3-root.pem", pki.class3_root)
     with apache(tmp_path / "apache", server_tls, ca_file) as server:
+        answer = request(server, server_tls, clients[3].with_chain, clients[3].key)
+        assert answer.admitted, (answer, server.error_log())
+        assert "CN=Ada Lovelace" in answer.subject
+        for presented in (clients[1].leaf_only, clients[1].with_chain):
+            assert_refused(server, server_tls, presented, clients[1].key, "unable to get local issuer certificate")
+        # The leaf alone does not name its issuing CA's certificate: the client must send it (a PKCS#12 made
+        # from the PEM download does), or the server's file must hold it too (the next test).
+        assert_refused(server, server_tls, clients[3].leaf_only, clients[3].key,
+                       "unable to get local issuer certificate")
+
+
+def test_the_self_signed_class3_root_with_its_issuing_ca_admits_class3_from_any_client(
+        pki: Pki, clients: dict[int, Client], server_tls: ServerTls, tmp_path: Path) -> None:
+    ca_file = pki.file("class3-root-and-issuing.pem", pki.class3_root, pki.issuing(CertClass.CLASS3))
+    with apache(tmp_path / "apache", server_tls, ca_file) as server:
         for presented in (clients[3].leaf_only, clients[3].with_chain):
             answer = request(server, server_tls, presented, clients[3].key)
             assert answer.admitted, (presented.name, answer, server.error_log())
-            assert "CN=Ada Lovelace" in answer.subject
         for presented in (clients[1].leaf_only, clients[1].with_chain):
             assert_refused(server, server_tls, presented, clients[1].key, "unable to get local issuer certificate")
 
@@ -367,27 +386,26 @@ def test_the_class1_signed_class3_alone_is_no_anchor_for_apache(
     """The old advice ("trust the Class 3 root alone") with the certificate signed by Class 1: refused."""
     ca_file = pki.file("only-class3.pem", pki.class3)
     with apache(tmp_path / "apache", server_tls, ca_file) as server:
-        for presented in (clients[3].leaf_only, clients[3].with_chain):
-            assert_refused(server, server_tls, presented, clients[3].key, "unable to get issuer certificate")
+        assert_refused(server, server_tls, clients[3].with_chain, clients[3].key, "unable to get issuer certificate")
 
 
-def test_the_class1_root_admits_both_when_class3_clients_send_their_chain(
+def test_the_class1_root_admits_both_when_clients_send_their_chain(
         pki: Pki, clients: dict[int, Client], server_tls: ServerTls, tmp_path: Path) -> None:
     ca_file = pki.file("only-class1.pem", pki.class1)
     with apache(tmp_path / "apache", server_tls, ca_file) as server:
         for cls in (1, 3):
             answer = request(server, server_tls, clients[cls].with_chain, clients[cls].key)
             assert answer.admitted, (cls, answer, server.error_log())
-        assert request(server, server_tls, clients[1].leaf_only, clients[1].key).admitted
-        # A Class 3 client that sends only its own certificate leaves Apache without the Class 3 link.
-        assert_refused(server, server_tls, clients[3].leaf_only, clients[3].key,
-                       "unable to get local issuer certificate")
+            # A client that sends only its own certificate leaves Apache without the issuing CA.
+            assert_refused(server, server_tls, clients[cls].leaf_only, clients[cls].key,
+                           "unable to get local issuer certificate")
 
 
 def test_the_roots_bundle_admits_both_from_any_client(
         pki: Pki, clients: dict[int, Client], server_tls: ServerTls, tmp_path: Path) -> None:
-    """The roots page's PEM bundle (the Class 1 root, then the Class 3 certificate it signed)."""
-    ca_file = pki.file("cacert-roots.pem", pki.class1, pki.class3)
+    """The roots page's PEM bundle (the Class 1 root, the Class 3 certificate it signed, the issuing CAs)."""
+    ca_file = pki.file("cacert-roots.pem", pki.class1, pki.class3, pki.issuing(CertClass.CLASS1),
+                       pki.issuing(CertClass.CLASS3))
     with apache(tmp_path / "apache", server_tls, ca_file) as server:
         for cls in (1, 3):
             for presented in (clients[cls].leaf_only, clients[cls].with_chain):

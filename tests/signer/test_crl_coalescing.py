@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,7 +148,7 @@ async def test_a_caller_never_gets_a_rebuild_that_started_before_it_called() -> 
 
 
 async def test_a_failed_rebuild_reaches_its_callers_and_the_next_call_rebuilds_again() -> None:
-    outcomes = iter([RuntimeError("database gone"), 7])
+    outcomes: Iterator[Exception | int] = iter([RuntimeError("database gone"), 7])
 
     async def rebuild() -> int:
         await asyncio.sleep(0.01)

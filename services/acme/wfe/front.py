@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import re
 import secrets
@@ -535,7 +536,12 @@ class AcmeFrontEnd:
         class1 = roots[LABELS[0]].pem.decode()
         default = leaf + (chain + "\n" if chain else "") + class1
         if cert.get("cert_class") == 3 and CLASS3_ROOT in roots:
-            return [default, leaf + roots[CLASS3_ROOT].pem.decode()]
+            # The same chain up to the Class 3 root signed by Class 1, which the self-signed one replaces.
+            twin = roots[CLASS3_ROOT]
+            below = itertools.takewhile(lambda c: c.subject != twin.certificate.subject,
+                                        x509.load_pem_x509_certificates(chain.encode()) if chain else [])
+            between = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in below)
+            return [default, leaf + between + twin.pem.decode()]
         return [default]
 
     async def revoke_certificate(self, request: web.Request) -> web.Response:

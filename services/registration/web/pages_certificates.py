@@ -23,7 +23,7 @@ from services.registration.web import preview as previews
 from services.registration.web.forms import Form, Route, notice_of, signed_in, text
 from services.registration.web.rendering import render, see_other
 from services.registration.web.security import Visitor
-from shared.ca_certificates import LABELS, CaCertificates, CaUnavailable
+from shared.ca_certificates import CaCertificates, CaUnavailable, signing_ca
 from shared.http import ApiError
 from shared.server_snippets import ROOT_CHOICES, server_snippets
 
@@ -89,11 +89,9 @@ class CertificatePages:
         except CaUnavailable:
             known = {}
         issuing = {
-            int(label.removeprefix("class")): previews.IssuingCa(
-                ca.common_name, ca.certificate.not_valid_after_utc
-            )
-            for label, ca in known.items()
-            if label in LABELS
+            cert_class: previews.IssuingCa(ca.common_name, ca.certificate.not_valid_after_utc)
+            for cert_class in (1, 3)
+            if (ca := signing_ca(known, cert_class)) is not None
         }
         return await previews.preview(
             self._requests, member, pem, profile, cert_class, now=self._clock(), issuing_cas=issuing

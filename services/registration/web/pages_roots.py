@@ -12,10 +12,12 @@ from services.registration.web.rendering import render
 from services.registration.web.security import Visitor
 from shared.ca_certificates import (
     CLASS3_ROOT,
+    ISSUING_LABELS,
     LABELS,
     CaCertificate,
     CaCertificates,
     CaUnavailable,
+    signing_ca,
 )
 from shared.http import ApiError
 from shared.server_snippets import ROOT_CHOICES, client_auth
@@ -29,18 +31,21 @@ TITLES = {
     "class1": "Class 1 root",
     CLASS3_ROOT: "Class 3 root (self-signed)",
     "class3": "Class 3 root signed by Class 1",
+    "class1-issuing": "Class 1 issuing CA (signs unassured members' certificates)",
+    "class3-issuing": "Class 3 issuing CA (signs assured members' certificates)",
 }
-ORDER = ("class1", CLASS3_ROOT, "class3")
+ORDER = ("class1", CLASS3_ROOT, "class3", *ISSUING_LABELS)
 
 
 def pem_bundle(cas: list[CaCertificate]) -> bytes:
-    """The Class 1 root and the Class 3 certificate it signed, concatenated PEM: the `SSLCACertificateFile` that
-    admits every member's client certificate, whether or not the client sends the Class 3 certificate."""
+    """The Class 1 root, the Class 3 certificate it signed and the issuing CAs, concatenated PEM: the
+    `SSLCACertificateFile` that admits every member's client certificate, whether or not the client sends the
+    CA certificates between it and the root."""
     return b"".join(ca.pem for ca in cas)
 
 
 def pkcs7_bundle(cas: list[CaCertificate]) -> bytes:
-    """The same two in one DER PKCS#7 certs-only structure (Windows, IIS, Java `keytool -importcert`)."""
+    """The same in one DER PKCS#7 certs-only structure (Windows, IIS, Java `keytool -importcert`)."""
     return pkcs7.serialize_certificates([ca.certificate for ca in cas], Encoding.DER)
 
 
@@ -58,14 +63,15 @@ class RootPages:
     def routes(self) -> list[Route]:
         return [
             ("GET", "/roots", self.roots, "public"),
-            ("GET", "/roots/{label:class1|class3|class3-root}.{fmt:pem|der}", self.root_download, "public"),
+            ("GET", "/roots/{label:class1|class3|class3-root|class1-issuing|class3-issuing}.{fmt:pem|der}",
+             self.root_download, "public"),
             ("GET", f"/roots/{BUNDLE_NAME}.{{fmt:pem|p7b}}", self.bundle_download, "public"),
         ]
 
     async def _both(self) -> list[CaCertificate]:
-        """The issuing CAs' certificates, Class 1 first (the bundles)."""
+        """The class roots' certificates, Class 1 first, then the issuing CAs the signer has (the bundles)."""
         certificates = await self._ca.all()
-        return [certificates[label] for label in LABELS if label in certificates]
+        return [certificates[label] for label in (*LABELS, *ISSUING_LABELS) if label in certificates]
 
     async def roots(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         try:
@@ -76,15 +82,16 @@ class RootPages:
         return render(
             visitor, "roots.html", title="Trust the CAcert roots", section="roots",
             cas=[certificates[label] for label in ORDER if label in certificates],
-            issuing=[certificates[label] for label in LABELS if label in certificates],
+            issuing=[certificates[label] for label in (*LABELS, *ISSUING_LABELS) if label in certificates],
             class3_root=certificates.get(CLASS3_ROOT), titles=TITLES, snippets=snippets, bundle=BUNDLE_NAME,
             local_status_url=self._local_status_url,
+            example_ca=(signing_ca(certificates, 1) or certificates[LABELS[0]]).label,
         )
 
     async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         label, fmt = request.match_info["label"], request.match_info["fmt"]
-        if label == CLASS3_ROOT and CLASS3_ROOT not in await self._ca.all():
-            raise ApiError(404, "not_found", "the signer does not publish a self-signed Class 3 root yet")
+        if label in (CLASS3_ROOT, *ISSUING_LABELS) and label not in await self._ca.all():
+            raise ApiError(404, "not_found", f"the signer does not publish {label} (its CA directory has none)")
         ca = await self._ca.get(label)
         if fmt == "pem":
             return _attachment(ca.pem, "application/x-pem-file", f"cacert-{label}.pem")
@@ -92,7 +99,8 @@ class RootPages:
 
     async def bundle_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         cas = await self._both()
-        if len(cas) < len(LABELS):
+        known = await self._ca.all()
+        if not all(label in known for label in LABELS):
             raise CaUnavailable("a CA certificate is missing")
         if request.match_info["fmt"] == "pem":
             return _attachment(pem_bundle(cas), "application/x-pem-file", f"{BUNDLE_NAME}.pem")

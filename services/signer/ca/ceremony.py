@@ -1,15 +1,20 @@
-"""The creation ceremony of the hierarchy: new keys, the Class 1 root, the Class 3 CA under it, the
+"""The creation ceremony of the hierarchy: new keys, the Class 1 root, the Class 3 root under it, the
 self-signed Class 3 root (the same Class 3 key and subject, an anchor for relying parties who trust
-assured members only) and a delegated OCSP signer per CA, written encrypted into one directory
-(``init-ca``; ``self_sign_class3`` adds the self-signed Class 3 root to an older directory); and the renewal of
-the short-lived OCSP signers: offline into the files (``renew-ocsp``), or in memory for the issuing mode's
-automatic renewal (``reissue_ocsp_signer``). The files it writes are what ``hierarchy.load_hierarchy`` reads.
+assured members only), an issuing CA under each root, a delegated OCSP signer per CA and the roots' ARLs
+(``create_hierarchy``, ``init-ca``: the roots' keys go to an offline root directory, everything the signer
+needs to the CA directory); ``add_issuing_cas`` adds issuing CAs to a directory made before them,
+``issue_arl`` signs a root's CRL, ``self_sign_class3`` adds the self-signed Class 3 root to an older
+directory; and the renewal of the short-lived OCSP signers: offline into the files (``renew-ocsp``), or in
+memory for the issuing mode's automatic renewal (``reissue_ocsp_signer``). The files it writes are what
+``hierarchy.load_hierarchy`` reads. ``bootstrap`` makes the single-directory layout of before issue 18
+(roots that sign leaves), which the migration tests and the signer-alone fixtures use.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CertificatePoliciesOID, ExtendedKeyUsageOID, NameOID
 
 from services.signer.ca import keys
+from services.signer.ca.crl import MAX_ARL_NEXT_UPDATE, build_crl
 from services.signer.ca.extensions import authority_information_access, crl_distribution_points
 from services.signer.ca.hierarchy import (
     CertClass,
@@ -26,13 +32,17 @@ from services.signer.ca.hierarchy import (
     IssuingCA,
     OCSPSigner,
     all_paths,
+    arl_path,
     certificate_path,
+    check_arl,
     check_class3_root,
     class3_root_path,
+    issuing_label,
     key_path,
     load_hierarchy,
     ocsp_certificate_path,
     ocsp_key_path,
+    path_length_of,
     read_certificate,
 )
 from services.signer.ca.keys import PrivateKey
@@ -64,14 +74,26 @@ class HierarchyNames:
     def ocsp_subject(self, cert_class: CertClass) -> x509.Name:
         return self.subject(f"Class {cert_class.value} OCSP Responder")
 
+    def issuing_subject(self, cert_class: CertClass) -> x509.Name:
+        return self.subject(f"Class {cert_class.value} Issuing CA")
+
+    def issuing_ocsp_subject(self, cert_class: CertClass) -> x509.Name:
+        return self.subject(f"Class {cert_class.value} Issuing CA OCSP Responder")
+
 
 @dataclass(frozen=True)
 class Lifetimes:
-    """Validity periods in days. Class 3 never outlives the root it chains to."""
+    """Validity periods in days. No CA certificate outlives the one it chains to."""
 
     root_days: int = 20 * 365 + 5
     class3_days: int = 10 * 365 + 2
+    issuing_days: int = 5 * 365 + 1
     ocsp_signer_days: int = 90
+    root_ocsp_signer_days: int = 365
+    """A root's OCSP signer is renewed offline (its key is there), so it lives a year, the longest a root's
+    status information may go without an update (TLS BR 4.9.10 for subordinate CA certificates)."""
+    arl_days: int = 365
+    """TLS BR 4.9.7: a CRL of CA certificates is re-issued within twelve months."""
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -103,7 +125,7 @@ def _utc_seconds(now: dt.datetime | None) -> dt.datetime:
 
 
 def _ca_extensions(
-    builder: x509.CertificateBuilder, subject_key: PrivateKey, path_length: int,
+    builder: x509.CertificateBuilder, subject_key: PrivateKey, path_length: int | None,
     ski: x509.SubjectKeyIdentifier | None = None,
 ) -> x509.CertificateBuilder:
     """basicConstraints, keyUsage and the SKI (``ski``, or computed from ``subject_key``) of a CA."""
@@ -128,9 +150,10 @@ def _ca_extensions(
 
 
 def create_root_certificate(
-    key: PrivateKey, names: HierarchyNames, now: dt.datetime, validity_days: int
+    key: PrivateKey, names: HierarchyNames, now: dt.datetime, validity_days: int, path_length: int = 1
 ) -> x509.Certificate:
-    """The self-signed Class 1 root (pathLen 1: Class 3 may sit below it, nothing below Class 3)."""
+    """The self-signed Class 1 root. pathLen 2 with issuing CAs (Class 3 root, then Class 3 issuing CA below
+    it); 1 in the layout before them (Class 3 below it, nothing below Class 3)."""
     subject = names.ca_subject(CertClass.CLASS1)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     builder = (
@@ -142,7 +165,7 @@ def create_root_certificate(
         .not_valid_before(now)
         .not_valid_after(now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1))
     )
-    builder = _ca_extensions(builder, key, path_length=1).add_extension(
+    builder = _ca_extensions(builder, key, path_length=path_length).add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
     )
     return builder.sign(key, keys.signature_hash(key))
@@ -156,33 +179,52 @@ def create_class3_certificate(
     names: HierarchyNames,
     now: dt.datetime,
     validity_days: int,
+    path_length: int = 0,
 ) -> x509.Certificate:
-    """The Class 3 CA, signed by Class 1 (pathLen 0), with revocation pointers to Class 1.
+    """The Class 3 root, signed by Class 1, with revocation pointers to Class 1. pathLen 1 with issuing CAs
+    (the Class 3 issuing CA below it), 0 in the layout before them (it signed the leaves)."""
+    return create_subordinate_certificate(
+        key, names.ca_subject(CertClass.CLASS3), root, root_key, class1_urls, now, validity_days, path_length
+    )
+
+
+def create_subordinate_certificate(
+    key: PrivateKey,
+    subject: x509.Name,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    issuer_urls: CAUrls,
+    now: dt.datetime,
+    validity_days: int,
+    path_length: int,
+) -> x509.Certificate:
+    """A CA certificate signed by ``issuer`` (the Class 3 root under Class 1, an issuing CA under its root),
+    with revocation pointers to the issuer (``issuer_urls``: its CRL, OCSP responder and certificate).
 
     It carries no extendedKeyUsage: like CAcert's Class 3 it issues server, client and code
     signing leaves. (Current TLS BR 7.1.2.10.6 wants one purpose per subordinate CA; pkilint's
     serverauth linter reports the missing EKU on this certificate, by design of the two-root model.)
     """
     not_after = min(
-        now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), root.not_valid_after_utc
+        now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), issuer.not_valid_after_utc
     )
-    root_ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
-        .subject_name(names.ca_subject(CertClass.CLASS3))
-        .issuer_name(root.subject)
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
         .public_key(key.public_key())
         .serial_number(new_serial_number())
         .not_valid_before(now)
         .not_valid_after(not_after)
     )
     builder = (
-        _ca_extensions(builder, key, path_length=0)
+        _ca_extensions(builder, key, path_length=path_length)
         .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(root_ski), critical=False
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
         )
-        .add_extension(crl_distribution_points(class1_urls), critical=False)
-        .add_extension(authority_information_access(class1_urls), critical=False)
+        .add_extension(crl_distribution_points(issuer_urls), critical=False)
+        .add_extension(authority_information_access(issuer_urls), critical=False)
         # BR 7.1.2.10.5: a CA operated by the root's own operator may assert anyPolicy; the leaves
         # carry the specific CA/B Forum policy OIDs.
         .add_extension(
@@ -190,7 +232,7 @@ def create_class3_certificate(
             critical=False,
         )
     )
-    return builder.sign(root_key, keys.signature_hash(root_key))
+    return builder.sign(issuer_key, keys.signature_hash(issuer_key))
 
 
 def create_class3_root_certificate(
@@ -200,11 +242,11 @@ def create_class3_root_certificate(
     ``key``) with the same subject, public key and subject key identifier, so every certificate the
     Class 3 key signs verifies under either, like a cross-signed root.
 
-    Root profile (BR 7.1.2.1): basicConstraints CA (pathLen 0, as ``class3``: the Class 3 key signs
-    leaves only; pkilint warns that a root's pathLen is not recommended, as it does for the Class 1
-    root), keyUsage keyCertSign and cRLSign, the SKI copied from ``class3`` and the AKI naming that same
-    key (BR 7.1.2.1.3; pkilint warns when a root lacks it). No CRL Distribution Points, AIA or policies:
-    nothing above a root to point at. Validity: from ``now`` (BR 7.1.2.1.1: within a week of signing, so
+    Root profile (BR 7.1.2.1): basicConstraints CA (the pathLen of ``class3``: 1 above the Class 3 issuing
+    CA, 0 where the Class 3 key signs leaves; pkilint warns that a root's pathLen is not recommended, as it
+    does for the Class 1 root), keyUsage keyCertSign and cRLSign, the SKI copied from ``class3`` and the AKI
+    naming that same key (BR 7.1.2.1.3; pkilint warns when a root lacks it). No CRL Distribution Points, AIA or
+    policies: nothing above a root to point at. Validity: from ``now`` (BR 7.1.2.1.1: within a week of signing, so
     a later ``self_sign_class3`` does not backdate) until ``class3`` ends, so the Class 3 key is trusted
     for exactly as long under either anchor.
     """
@@ -221,7 +263,7 @@ def create_class3_root_certificate(
         .not_valid_before(now)
         .not_valid_after(not_after)
     )
-    builder = _ca_extensions(builder, key, path_length=0, ski=ski).add_extension(
+    builder = _ca_extensions(builder, key, path_length=path_length_of(class3), ski=ski).add_extension(
         x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
     )
     return builder.sign(key, keys.signature_hash(key))
@@ -305,9 +347,7 @@ def bootstrap(
     lifetimes = lifetimes or Lifetimes()
     moment = _utc_seconds(now)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    existing = [str(p) for p in [*all_paths(directory), class3_root_path(directory)] if p.exists()]
-    if existing:
-        raise HierarchyError(f"refusing to overwrite an existing hierarchy: {', '.join(existing)} exist")
+    _refuse_existing(directory)
 
     root_key = keys.generate_private_key(algorithm)
     class3_key = keys.generate_private_key(algorithm)
@@ -335,21 +375,206 @@ def bootstrap(
     return load_hierarchy(directory, passphrase)
 
 
-def self_sign_class3(directory: Path, passphrase: bytes, *, now: dt.datetime | None = None) -> x509.Certificate:
+def _refuse_existing(*directories: Path) -> None:
+    existing = [str(p) for d in directories for p in all_paths(d) if p.exists()]
+    if existing:
+        raise HierarchyError(f"refusing to overwrite an existing hierarchy: {', '.join(existing)} exist")
+
+
+def _write_ca(directory: Path, label: str, cert: x509.Certificate, key: PrivateKey | None,
+              signer: OCSPSigner, passphrase: bytes) -> None:
+    """A CA's certificate, its key (unless it stays elsewhere) and its delegated OCSP signer, never overwriting."""
+    try:
+        if key is not None:
+            keys.write_private_key(key_path(directory, label), key, passphrase)
+        keys.write_private_key(ocsp_key_path(directory, label), signer.private_key, passphrase)
+    except keys.KeyFileExists as exc:
+        raise HierarchyError(str(exc)) from None
+    _write_new_file(certificate_path(directory, label), _pem(cert))
+    _write_new_file(ocsp_certificate_path(directory, label), _pem(signer.certificate))
+
+
+def create_hierarchy(
+    directory: Path,
+    root_directory: Path,
+    passphrase: bytes,
+    algorithm: str,
+    *,
+    public_base_url: str,
+    now: dt.datetime | None = None,
+    names: HierarchyNames | None = None,
+    lifetimes: Lifetimes | None = None,
+) -> Hierarchy:
+    """The whole hierarchy (``init-ca``): both roots, the self-signed Class 3 root, an issuing CA per class,
+    a delegated OCSP signer per CA and an empty ARL per root, and return it as the issuing mode loads it.
+
+    The roots' keys are written to ``root_directory`` only (with copies of the roots' certificates, which the
+    later ceremonies need): move it offline, since no serving process needs it (BR 6.1.7: a root key signs
+    no leaves). Everything else goes to ``directory``, the CA directory the signer reads. Nothing is written
+    when either directory already holds a hierarchy's file. pathLens: Class 1 root 2, Class 3 root 1,
+    issuing CAs 0. CRL/OCSP/caIssuers URLs of each CA certificate point at its issuer under
+    ``public_base_url`` (``CAUrls.under``).
+    """
+    names = names or HierarchyNames()
+    lifetimes = lifetimes or Lifetimes()
+    moment = _utc_seconds(now)
+    if directory.resolve() == root_directory.resolve():
+        raise HierarchyError("the root directory must not be the CA directory: the roots' keys stay offline")
+    for d in (directory, root_directory):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _refuse_existing(directory, root_directory)
+
+    root_key = keys.generate_private_key(algorithm)
+    class3_key = keys.generate_private_key(algorithm)
+    root = create_root_certificate(root_key, names, moment, lifetimes.root_days, path_length=2)
+    class3 = create_class3_certificate(
+        class3_key, root, root_key, CAUrls.under(public_base_url, CertClass.CLASS1.label), names, moment,
+        lifetimes.class3_days, path_length=1,
+    )
+    for cert_class, (ca_cert, ca_key) in {CertClass.CLASS1: (root, root_key),
+                                          CertClass.CLASS3: (class3, class3_key)}.items():
+        signer_key = keys.generate_private_key(algorithm)
+        signer = OCSPSigner(create_ocsp_signer_certificate(
+            cert_class, ca_cert, ca_key, signer_key, names, moment, lifetimes.root_ocsp_signer_days
+        ), signer_key)
+        _write_ca(directory, cert_class.label, ca_cert, None, signer, passphrase)
+        try:
+            keys.write_private_key(key_path(root_directory, cert_class), ca_key, passphrase)
+        except keys.KeyFileExists as exc:
+            raise HierarchyError(str(exc)) from None
+        _write_new_file(certificate_path(root_directory, cert_class), _pem(ca_cert))
+    _write_new_file(class3_root_path(directory), _pem(create_class3_root_certificate(class3_key, class3, moment)))
+    for cert_class in CertClass:
+        issue_arl(directory, root_directory, passphrase, cert_class, now=moment, days=lifetimes.arl_days)
+    refused = add_issuing_cas(directory, root_directory, passphrase, public_base_url=public_base_url,
+                              now=moment, names=names, lifetimes=lifetimes)
+    if refused:
+        raise HierarchyError("; ".join(refused.values()))
+    return load_hierarchy(directory, passphrase)
+
+
+def add_issuing_cas(
+    directory: Path,
+    root_directory: Path,
+    passphrase: bytes,
+    *,
+    public_base_url: str,
+    now: dt.datetime | None = None,
+    names: HierarchyNames | None = None,
+    lifetimes: Lifetimes | None = None,
+) -> dict[CertClass, str]:
+    """Add an issuing CA (key, certificate, OCSP signer) under each root of ``directory`` that has none, with
+    the root's key from ``root_directory`` (the CA directory itself for a directory made before issue 18).
+    From the signer's next start the new CA signs that class's leaves; everything the root signed before
+    keeps verifying and keeps its CRL and OCSP.
+
+    A class whose certificates forbid a CA below it is left as it is, and returned with the reason (an
+    empty dict: every class has its issuing CA). Before issue 18 the Class 3 certificate and its self-signed
+    twin carry pathLen 0 and the Class 1 root pathLen 1, so only Class 1 can get one; Class 3 keeps signing
+    its leaves until a new generation of roots (docs/operations.md, "Issuing CAs").
+    """
+    names = names or HierarchyNames()
+    lifetimes = lifetimes or Lifetimes()
+    moment = _utc_seconds(now)
+    root = read_certificate(certificate_path(directory, CertClass.CLASS1))
+    refused: dict[CertClass, str] = {}
+    for cert_class in CertClass:
+        label = issuing_label(cert_class)
+        if certificate_path(directory, label).exists():
+            continue
+        parent = read_certificate(certificate_path(directory, cert_class))
+        # pathLen counts the CA certificates that may follow (RFC 5280 4.2.1.9): the new CA is one more below
+        # its parent, and below Class 1 also below the Class 3 root.
+        above = [(parent, 1)] if cert_class is CertClass.CLASS1 else [(parent, 1), (root, 2)]
+        twin_path = class3_root_path(directory)
+        if cert_class is CertClass.CLASS3 and twin_path.exists():
+            above.append((read_certificate(twin_path), 1))
+        blocked = [c for c, needed in above if (length := path_length_of(c)) is not None and length < needed]
+        if blocked:
+            refused[cert_class] = (
+                f"{label} not added: the pathLen of {', '.join(c.subject.rfc4514_string() for c in blocked)} "
+                "allows no CA below it; that class keeps signing its leaves with its own key")
+            continue
+        parent_key = keys.read_private_key(key_path(root_directory, cert_class), passphrase)
+        key = keys.generate_private_key(keys.algorithm_of(parent_key))
+        cert = create_subordinate_certificate(
+            key, names.issuing_subject(cert_class), parent, parent_key,
+            CAUrls.under(public_base_url, cert_class.label), moment, lifetimes.issuing_days, path_length=0,
+        )
+        signer_key = keys.generate_private_key(keys.algorithm_of(parent_key))
+        signer = OCSPSigner(create_ocsp_signer_certificate(
+            cert_class, cert, key, signer_key, names, moment, lifetimes.ocsp_signer_days,
+            subject=names.issuing_ocsp_subject(cert_class),
+        ), signer_key)
+        _write_ca(directory, label, cert, key, signer, passphrase)
+    return refused
+
+
+def issue_arl(
+    directory: Path,
+    root_directory: Path,
+    passphrase: bytes,
+    cert_class: int,
+    revoked: Sequence[tuple[int, dt.datetime, str | x509.ReasonFlags | None]] | None = None,
+    *,
+    now: dt.datetime | None = None,
+    days: int | None = None,
+) -> x509.CertificateRevocationList:
+    """Sign a root's CRL (an ARL: the CA certificates it revoked, the earlier ARL's entries and ``revoked``,
+    ``(serial, time, reason)``) with its key
+    from ``root_directory`` and write it as ``arl-<root>.der`` into both directories; the signer publishes
+    the one in ``directory`` from its next start. The CRL number grows with each (RFC 5280 5.2.3): the
+    signing time in seconds, or one more than the last ARL's; nextUpdate ``days`` (default a year, the most
+    TLS BR 4.9.7 allows for CA certificates)."""
+    cls = CertClass(cert_class)
+    moment = _utc_seconds(now)
+    root = read_certificate(certificate_path(directory, cls))
+    root_key = keys.read_private_key(key_path(root_directory, cls), passphrase)
+    # Above every earlier ARL and above the counter the signer used while the key was online (a directory
+    # migrated from before issue 18): the seconds since 1970 outgrow any count of CRLs signed since.
+    number = int(moment.timestamp())
+    entries: dict[int, tuple[int, dt.datetime, str | x509.ReasonFlags | None]] = {}
+    for d in (directory, root_directory):
+        if arl_path(d, cls).exists():
+            previous = check_arl(arl_path(d, cls).read_bytes(), root, str(arl_path(d, cls)))
+            number = max(number, previous.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number + 1)
+            for entry in previous:  # a revocation stays on every later ARL
+                try:
+                    reason: x509.ReasonFlags | None = entry.extensions.get_extension_for_class(
+                        x509.CRLReason).value.reason
+                except x509.ExtensionNotFound:
+                    reason = None
+                entries[entry.serial_number] = (entry.serial_number, entry.revocation_date_utc, reason)
+    for serial, revoked_at, why in revoked or []:
+        entries.setdefault(serial, (serial, revoked_at, why))
+    signer = OCSPSigner(read_certificate(ocsp_certificate_path(directory, cls)),
+                        keys.read_private_key(ocsp_key_path(directory, cls), passphrase))
+    ca = IssuingCA(cls, root, root_key, signer, (root,))
+    der = build_crl(ca, list(entries.values()), crl_number=number, now=moment,
+                    next_update_in=dt.timedelta(days=days or Lifetimes().arl_days), max_next_update=MAX_ARL_NEXT_UPDATE)
+    for d in dict.fromkeys((directory, root_directory)):
+        _replace_file(arl_path(d, cls), der)
+    return x509.load_der_x509_crl(der)
+
+
+def self_sign_class3(
+    directory: Path, passphrase: bytes, *, root_directory: Path | None = None, now: dt.datetime | None = None
+) -> x509.Certificate:
     """Add the self-signed Class 3 root to a hierarchy made before it existed (``self-sign-class3``).
 
-    Loads and cross-checks the directory first, needs the Class 3 key, and refuses when
-    ``class3-root.crt.pem`` exists. Nothing else is touched: every certificate issued so far keeps
-    verifying as before, and now also under the new anchor (same subject, key and SKI).
+    Loads and cross-checks the directory first, needs the Class 3 key (from ``root_directory``, default the
+    CA directory as before issue 18), and refuses when ``class3-root.crt.pem`` exists. Nothing else is
+    touched: every certificate issued so far keeps verifying as before, and now also under the new anchor
+    (same subject, key and SKI).
     """
     moment = _utc_seconds(now)
     path = class3_root_path(directory)
     if path.exists():
         raise HierarchyError(f"refusing to overwrite existing file {path}")
-    loaded = load_hierarchy(directory, passphrase)
-    class3 = loaded.issuing_ca(CertClass.CLASS3)
-    twin = create_class3_root_certificate(class3.signing_key, class3.certificate, moment)
-    check_class3_root(twin, class3.certificate)
+    class3 = load_hierarchy(directory, passphrase, ca_keys=False).class_ca(CertClass.CLASS3).certificate
+    class3_key = keys.read_private_key(key_path(root_directory or directory, CertClass.CLASS3), passphrase)
+    twin = create_class3_root_certificate(class3_key, class3, moment)
+    check_class3_root(twin, class3)
     _write_new_file(path, _pem(twin))
     return twin
 
@@ -357,28 +582,34 @@ def self_sign_class3(directory: Path, passphrase: bytes, *, now: dt.datetime | N
 def renew_ocsp_signer(
     directory: Path,
     passphrase: bytes,
-    cert_class: int,
+    ca: int | str,
     *,
+    key_directory: Path | None = None,
     now: dt.datetime | None = None,
     validity_days: int | None = None,
     names: HierarchyNames | None = None,
 ) -> OCSPSigner:
-    """Replace one CA's OCSP signer with a new key and certificate and return it.
+    """Replace one CA's OCSP signer (``ca``: a class, or a label such as ``class1-issuing``) with a new key
+    and certificate and return it, signed with the CA key from ``key_directory`` (default ``directory``; a
+    root's is the offline root directory). The current signer's subject is kept.
 
     Run it well before ``OCSPSigner.expires_soon`` turns true (the status mode's readiness warns).
     Each file is replaced atomically; a crash between the two leaves a key that does not match its certificate, which
     ``load_hierarchy`` reports, and running this again repairs.
     """
-    cls = CertClass(cert_class)
+    label = CertClass(ca).label if isinstance(ca, int) else ca
+    cls = CertClass(int(label[len("class")]))
     names = names or HierarchyNames()
     moment = _utc_seconds(now)
-    ca_cert = read_certificate(certificate_path(directory, cls))
-    ca_key = keys.read_private_key(key_path(directory, cls), passphrase)
+    ca_cert = read_certificate(certificate_path(directory, label))
+    ca_key = keys.read_private_key(key_path(key_directory or directory, label), passphrase)
+    current = read_certificate(ocsp_certificate_path(directory, label))
     signer_key = keys.generate_private_key(keys.algorithm_of(ca_key))
     days = validity_days if validity_days is not None else Lifetimes().ocsp_signer_days
-    signer_cert = create_ocsp_signer_certificate(cls, ca_cert, ca_key, signer_key, names, moment, days)
-    keys.replace_private_key(ocsp_key_path(directory, cls), signer_key, passphrase)
-    _replace_file(ocsp_certificate_path(directory, cls), _pem(signer_cert))
+    signer_cert = create_ocsp_signer_certificate(cls, ca_cert, ca_key, signer_key, names, moment, days,
+                                                 subject=current.subject)
+    keys.replace_private_key(ocsp_key_path(directory, label), signer_key, passphrase)
+    _replace_file(ocsp_certificate_path(directory, label), _pem(signer_cert))
     return OCSPSigner(signer_cert, signer_key)
 
 

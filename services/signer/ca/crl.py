@@ -29,6 +29,8 @@ from services.signer.ca.revocation import RevokedCertificate
 DEFAULT_NEXT_UPDATE: Final = dt.timedelta(hours=24)
 MAX_NEXT_UPDATE: Final = dt.timedelta(days=10)
 """TLS BR 4.9.7: a CRL covering subscriber certificates must be re-issued within 10 days."""
+MAX_ARL_NEXT_UPDATE: Final = dt.timedelta(days=365)
+"""TLS BR 4.9.7: a root's CRL of CA certificates (ARL, signed at a ceremony) within twelve months."""
 
 DEFAULT_SHARDS: Final = 16
 """CRL shards per issuing CA for new certificates (``CACERT_CRL_SHARDS``); 0 turns sharding off."""
@@ -68,20 +70,22 @@ def build_crl(
     crl_number: int,
     now: dt.datetime,
     next_update_in: dt.timedelta = DEFAULT_NEXT_UPDATE,
+    max_next_update: dt.timedelta = MAX_NEXT_UPDATE,
     distribution_point: str | None = None,
 ) -> bytes:
     """The DER CRL of ``ca`` listing ``revoked`` (``RevokedCertificate`` or ``(serial, time, reason)``).
 
     thisUpdate is ``now``, nextUpdate ``now + next_update_in``. Entries carry a reasonCode unless
     the reason is unspecified (RFC 5280 5.3.1 says omit it then). The CRL carries the CRL number
-    and the CA's AKI. A partitioned CRL names its ``distribution_point`` (the URL in the CRL Distribution
-    Points of the certificates in its scope) in a critical Issuing Distribution Point (TLS BR 7.2.2.1);
-    a full and complete CRL has none (NOT RECOMMENDED there).
+    and the CA's AKI. ``max_next_update`` is ``MAX_ARL_NEXT_UPDATE`` for a root's ARL. A partitioned CRL
+    names its ``distribution_point`` (the URL in the CRL Distribution Points of the certificates in its
+    scope) in a critical Issuing Distribution Point (TLS BR 7.2.2.1); a full and complete CRL has none (NOT
+    RECOMMENDED there).
     """
     if not 0 <= crl_number < 2**159:
         raise ValueError("crl_number must be a non-negative integer of at most 20 octets")
-    if not dt.timedelta(0) < next_update_in <= MAX_NEXT_UPDATE:
-        raise ValueError(f"next_update_in must be positive and at most {MAX_NEXT_UPDATE}")
+    if not dt.timedelta(0) < next_update_in <= max_next_update:
+        raise ValueError(f"next_update_in must be positive and at most {max_next_update}")
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     this_update = now.astimezone(dt.UTC).replace(microsecond=0)

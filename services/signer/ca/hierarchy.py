@@ -1,9 +1,22 @@
-"""The two-root hierarchy: the Class 1 root, the Class 3 CA under it, and their OCSP signers.
+"""The two-root hierarchy: the Class 1 root, the Class 3 root under it, the issuing CAs under those, and
+their OCSP signers.
 
 CAcert's model: the Class 1 root is self-signed and covers every certificate; the Class 3 "root"
 is technically an intermediate signed by Class 1 and covers only certificates of Assured
-members. A relying party picks its anchor: Class 1 (everything) or Class 3 (assured only). Leaves
-of Class 3 chain leaf -> Class 3 -> Class 1, leaves of Class 1 chain leaf -> Class 1.
+members. A relying party picks its anchor: Class 1 (everything) or Class 3 (assured only).
+
+Since issue 18 the roots sign no leaves (TLS BR 6.1.7: a Root CA private key signs only CA certificates,
+its own CRLs and OCSP/infrastructure certificates). Each class has an *issuing CA* below its root, and the
+roots' keys stay offline (another directory, see ``ceremony.create_hierarchy``)::
+
+    class1 (root) -> class1-issuing -> unassured leaves
+    class1 (root) -> class3 (root, signed by class1) -> class3-issuing -> assured leaves
+
+A directory made before issue 18 has no issuing CA: its roots sign the leaves of their class directly,
+with their keys in the same directory. It keeps loading (every certificate it issued keeps verifying), and
+``ceremony.add_issuing_cas`` adds an issuing CA to each class whose certificates allow one below it.
+Which CA signs the leaves of a class is ``Hierarchy.issuing_ca``: its issuing CA when there is one, else
+the class's own CA.
 
 Each issuing CA answers OCSP through a delegated signer (RFC 6960 4.2.2.2) so that the CA key is
 used only to sign certificates and CRLs. Those signer certificates carry id-pkix-ocsp-nocheck and
@@ -11,11 +24,19 @@ are short-lived instead: the issuing mode re-issues them before they end (``cere
 stored in the signer database, see ``services/signer/ocsp_signers.py``), and ``ceremony.renew_ocsp_signer``
 (``renew-ocsp``) still replaces the files offline. ``current_ocsp_signer`` picks the one that answers.
 
-On disk (one directory, certificates PEM, keys encrypted PKCS#8 PEM with mode 0600)::
+On disk (the online CA directory, certificates PEM, keys encrypted PKCS#8 PEM with mode 0600)::
 
-    class1.crt.pem  class1.key.pem  ocsp-class1.crt.pem  ocsp-class1.key.pem
-    class3.crt.pem  class3.key.pem  ocsp-class3.crt.pem  ocsp-class3.key.pem
+    class1.crt.pem  ocsp-class1.crt.pem  ocsp-class1.key.pem  arl-class1.der
+    class3.crt.pem  ocsp-class3.crt.pem  ocsp-class3.key.pem  arl-class3.der
     class3-root.crt.pem
+    class1-issuing.crt.pem  class1-issuing.key.pem  ocsp-class1-issuing.crt.pem  ocsp-class1-issuing.key.pem
+    class3-issuing.crt.pem  class3-issuing.key.pem  ocsp-class3-issuing.crt.pem  ocsp-class3-issuing.key.pem
+
+``class1.key.pem`` and ``class3.key.pem`` (the roots' keys) are in the offline root directory instead. A
+root whose key is not here publishes the CRL its ceremony signed (``arl-<root>.der``, an ARL: it lists
+revoked CA certificates); a root whose key is here (a directory before issue 18, or one being migrated)
+has its CRL signed by the issuing mode like any CA. The roots' OCSP signers answer for the certificates
+their root signed (the issuing CAs' and the Class 3 root's, and the leaves of an older directory).
 
 ``class3-root.crt.pem`` is the *self-signed* Class 3 root: the same subject, key and subject key
 identifier as ``class3.crt.pem`` (like a cross-signed root), published for relying parties whose software
@@ -95,27 +116,39 @@ def current_ocsp_signer(signers: Iterable[OCSPSigner], now: dt.datetime) -> OCSP
     return max(candidates, key=lambda s: s.certificate.not_valid_after_utc)
 
 
+ISSUING = "issuing"
+
+
+def issuing_label(cert_class: int) -> str:
+    """``class1-issuing`` / ``class3-issuing``: the issuing CA of a class (files, URLs, ``issuer`` of events)."""
+    return f"{CertClass(cert_class).label}-{ISSUING}"
+
+
 @dataclass(frozen=True)
 class IssuingCA:
-    """One CA that signs leaves, CRLs and (through its delegate) OCSP responses."""
+    """One CA of the hierarchy: a root or an issuing CA. It signs certificates and CRLs with its key and answers
+    OCSP through its delegate."""
 
     cert_class: CertClass
     certificate: x509.Certificate
     private_key: PrivateKey | None = field(repr=False)
-    """None in the status mode, which must never hold CA keys (it only answers OCSP and serves CRLs)."""
+    """None in the status mode, which must never hold CA keys (it only answers OCSP and serves CRLs), and for
+    a root whose key is offline."""
     ocsp_signer: OCSPSigner
     chain: tuple[x509.Certificate, ...]
     """This CA's certificate followed by its issuers, up to and including the Class 1 root."""
+    name: str = ""
+    """The label when it is not the class's own (``class1-issuing``); empty for the class roots."""
 
     @property
     def label(self) -> str:
-        return self.cert_class.label
+        return self.name or self.cert_class.label
 
     @property
     def signing_key(self) -> PrivateKey:
         """The CA key, for certificates and CRLs; refuses clearly where it was deliberately not loaded."""
         if self.private_key is None:
-            raise HierarchyError(f"the {self.label} CA key is not loaded in this process (status mode)")
+            raise HierarchyError(f"the {self.label} CA key is not loaded in this process")
         return self.private_key
 
     @property
@@ -133,19 +166,35 @@ class IssuingCA:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """Both issuing CAs, loaded and checked for consistency."""
+    """Every CA of the directory, loaded and checked for consistency, by label."""
 
-    cas: Mapping[CertClass, IssuingCA]
+    cas: Mapping[str, IssuingCA]
     class3_root: x509.Certificate | None = None
     """The self-signed Class 3 root (``class3-root.crt.pem``), a trust anchor only: never in a chain. None
     in a directory that does not have it yet."""
+    arls: Mapping[str, bytes] = field(default_factory=dict)
+    """DER CRLs the ceremony signed for roots whose key is offline (``arl-<label>.der``), by label."""
 
     @property
     def root(self) -> x509.Certificate:
-        return self.cas[CertClass.CLASS1].certificate
+        return self.class_ca(CertClass.CLASS1).certificate
+
+    def class_ca(self, cert_class: int) -> IssuingCA:
+        """The CA named after the class: the Class 1 root, or the Class 3 root (the one signed by Class 1)."""
+        return self.cas[CertClass(cert_class).label]
 
     def issuing_ca(self, cert_class: int) -> IssuingCA:
-        return self.cas[CertClass(cert_class)]
+        """The CA that signs the leaves of ``cert_class``: its issuing CA, or in a directory made before
+        issue 18 (or a class that could not get one, see ``ceremony.add_issuing_cas``) the class's own CA."""
+        return self.cas.get(issuing_label(cert_class)) or self.class_ca(cert_class)
+
+    @property
+    def online_root_keys(self) -> tuple[str, ...]:
+        """Labels of the roots whose key is loaded although they sign no leaves: a directory still being
+        migrated; the keys belong offline (BR 6.1.7), see docs/operations.md."""
+        issuers = {self.issuing_ca(c).label for c in CertClass}
+        return tuple(c.label for c in CertClass
+                     if self.class_ca(c).private_key is not None and c.label not in issuers)
 
     def trust_anchors_for(self, cert_class: int) -> tuple[CertClass, ...]:
         """The anchors a leaf of ``cert_class`` validates against: Class 3 leaves under either root,
@@ -158,9 +207,10 @@ class Hierarchy:
         self, cert_class: int, anchor: int = CertClass.CLASS1, *, include_anchor: bool = False
     ) -> tuple[x509.Certificate, ...]:
         """The CA certificates a relying party needs between a ``cert_class`` leaf and ``anchor``,
-        nearest to the leaf first. With the default Class 1 anchor a Class 3 leaf needs the Class 3
-        certificate and a Class 1 leaf needs nothing; with ``anchor=CLASS3`` a Class 3 leaf needs
-        nothing. A Class 1 leaf cannot chain to Class 3, which raises ``ValueError``.
+        nearest to the leaf first: the issuing CA, then (Class 3 leaves, Class 1 anchor) the Class 3 root
+        signed by Class 1. In a directory without issuing CAs, a Class 1 leaf needs nothing under the Class 1
+        anchor and a Class 3 leaf nothing under the Class 3 anchor. A Class 1 leaf cannot chain to Class 3,
+        which raises ``ValueError``.
         """
         anchor_class = CertClass(anchor)
         if anchor_class not in self.trust_anchors_for(cert_class):
@@ -168,8 +218,7 @@ class Hierarchy:
                 f"a {CertClass(cert_class).label} certificate does not chain to {anchor_class.label}"
             )
         chain = self.issuing_ca(cert_class).chain
-        anchor_cert = self.cas[anchor_class].certificate
-        end = chain.index(anchor_cert)
+        end = chain.index(self.class_ca(anchor_class).certificate)
         return chain[: end + 1] if include_anchor else chain[:end]
 
     def chain_pem(
@@ -185,20 +234,29 @@ class Hierarchy:
 # ---------------------------------------------------------------------------------------- files
 
 
-def certificate_path(directory: Path, cert_class: CertClass) -> Path:
-    return directory / f"{cert_class.label}.crt.pem"
+def _name(ca: str | CertClass) -> str:
+    return ca.label if isinstance(ca, CertClass) else ca
 
 
-def key_path(directory: Path, cert_class: CertClass) -> Path:
-    return directory / f"{cert_class.label}.key.pem"
+def certificate_path(directory: Path, ca: str | CertClass) -> Path:
+    return directory / f"{_name(ca)}.crt.pem"
 
 
-def ocsp_certificate_path(directory: Path, cert_class: CertClass) -> Path:
-    return directory / f"ocsp-{cert_class.label}.crt.pem"
+def key_path(directory: Path, ca: str | CertClass) -> Path:
+    return directory / f"{_name(ca)}.key.pem"
 
 
-def ocsp_key_path(directory: Path, cert_class: CertClass) -> Path:
-    return directory / f"ocsp-{cert_class.label}.key.pem"
+def ocsp_certificate_path(directory: Path, ca: str | CertClass) -> Path:
+    return directory / f"ocsp-{_name(ca)}.crt.pem"
+
+
+def ocsp_key_path(directory: Path, ca: str | CertClass) -> Path:
+    return directory / f"ocsp-{_name(ca)}.key.pem"
+
+
+def arl_path(directory: Path, ca: str | CertClass) -> Path:
+    """The CRL a root's ceremony signed (an ARL: CA certificates only), published by the signer."""
+    return directory / f"arl-{_name(ca)}.der"
 
 
 CLASS3_ROOT = "class3-root"
@@ -210,11 +268,13 @@ def class3_root_path(directory: Path) -> Path:
 
 
 def all_paths(directory: Path) -> list[Path]:
+    """Every file a hierarchy may have in ``directory`` (either layout, either directory)."""
+    labels = [c.label for c in CertClass] + [issuing_label(c) for c in CertClass]
     return [
-        f(directory, c)
-        for c in CertClass
-        for f in (certificate_path, key_path, ocsp_certificate_path, ocsp_key_path)
-    ]
+        f(directory, label)
+        for label in labels
+        for f in (certificate_path, key_path, ocsp_certificate_path, ocsp_key_path, arl_path)
+    ] + [class3_root_path(directory)]
 
 
 def read_certificate(path: Path) -> x509.Certificate:
@@ -278,39 +338,86 @@ def check_class3_root(twin: x509.Certificate, class3: x509.Certificate) -> None:
         raise HierarchyError(f"{what} is not a CA certificate")
 
 
+def path_length_of(cert: x509.Certificate) -> int | None:
+    """The basicConstraints pathLenConstraint of a CA certificate (None: unlimited)."""
+    return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length
+
+
+def check_arl(der: bytes, root: x509.Certificate, what: str) -> x509.CertificateRevocationList:
+    """``der`` is a CRL signed by ``root``'s key and naming it as issuer; ``HierarchyError`` otherwise."""
+    try:
+        arl = x509.load_der_x509_crl(der)
+    except ValueError:
+        raise HierarchyError(f"{what} is not a DER CRL") from None
+    if arl.issuer != root.subject or not arl.is_signature_valid(root.public_key()):  # type: ignore[arg-type]
+        raise HierarchyError(f"{what} is not signed by {root.subject.rfc4514_string()}")
+    return arl
+
+
+def _load_ca(
+    directory: Path, passphrase: bytes, cert_class: CertClass, label: str, *, key: str
+) -> tuple[x509.Certificate, PrivateKey | None, OCSPSigner]:
+    """One CA's certificate, key (``key``: "required", "optional" or "no") and delegated OCSP signer."""
+    cert = read_certificate(certificate_path(directory, label))
+    private_key = None
+    if key == "required" or (key == "optional" and key_path(directory, label).exists()):
+        private_key = keys.read_private_key(key_path(directory, label), passphrase)
+        _check_key_matches(cert, private_key, label)
+    signer_cert = read_certificate(ocsp_certificate_path(directory, label))
+    signer_key = keys.read_private_key(ocsp_key_path(directory, label), passphrase)
+    signer = OCSPSigner(signer_cert, signer_key)
+    check_ocsp_signer(signer, cert, f"ocsp-{label}")
+    return cert, private_key, signer
+
+
 def load_hierarchy(directory: Path, passphrase: bytes, *, ca_keys: bool = True) -> Hierarchy:
-    """Load and cross-check the eight files, and the self-signed Class 3 root where it exists: every
-    certificate is signed by its issuer and every key belongs to its certificate, so a mixed-up
-    deployment fails at start-up, not at signing.
+    """Load and cross-check the CA files, and the self-signed Class 3 root and the roots' ARLs where they
+    exist: every certificate is signed by its issuer and every key belongs to its certificate, so a
+    mixed-up deployment fails at start-up, not at signing.
 
-    With ``ca_keys=False`` (the public status mode) the CA key files are neither read nor needed:
-    only the certificates and the delegated OCSP signers are loaded."""
-    loaded: dict[CertClass, tuple[x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
+    With ``ca_keys`` (the issuing mode) the key of every CA that signs leaves is required, and a root's key
+    is loaded when it is in the directory (a directory of before issue 18 or one being migrated: its CRL is
+    then signed here). With ``ca_keys=False`` (the public status mode) no CA key is read or needed: only
+    the certificates and the delegated OCSP signers are loaded."""
+    issuing = [c for c in CertClass if certificate_path(directory, issuing_label(c)).exists()]
+    loaded: dict[str, tuple[CertClass, x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
     for cls in CertClass:
-        cert = read_certificate(certificate_path(directory, cls))
-        key = keys.read_private_key(key_path(directory, cls), passphrase) if ca_keys else None
-        if key is not None:
-            _check_key_matches(cert, key, cls.label)
-        signer_cert = read_certificate(ocsp_certificate_path(directory, cls))
-        signer_key = keys.read_private_key(ocsp_key_path(directory, cls), passphrase)
-        signer = OCSPSigner(signer_cert, signer_key)
-        check_ocsp_signer(signer, cert, f"ocsp-{cls.label}")
-        loaded[cls] = (cert, key, signer)
+        root_key = "no" if not ca_keys else ("optional" if cls in issuing else "required")
+        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, cls, cls.label, key=root_key))
+    for cls in issuing:
+        label = issuing_label(cls)
+        loaded[label] = (cls, *_load_ca(directory, passphrase, cls, label, key="required" if ca_keys else "no"))
 
-    root = loaded[CertClass.CLASS1][0]
-    class3 = loaded[CertClass.CLASS3][0]
+    root = loaded[CertClass.CLASS1.label][1]
+    class3 = loaded[CertClass.CLASS3.label][1]
     _check_issued(root, root, "class1 (must be self-signed)")
     _check_issued(class3, root, "class3")
+    chains: dict[str, tuple[x509.Certificate, ...]] = {
+        CertClass.CLASS1.label: (root,), CertClass.CLASS3.label: (class3, root)}
+    for cls in issuing:
+        label = issuing_label(cls)
+        parent = chains[cls.label]
+        _check_issued(loaded[label][1], parent[0], label)
+        chains[label] = (loaded[label][1], *parent)
 
     twin_path = class3_root_path(directory)
     twin = read_certificate(twin_path) if twin_path.exists() else None
     if twin is not None:
         check_class3_root(twin, class3)
 
-    chains = {CertClass.CLASS1: (root,), CertClass.CLASS3: (class3, root)}
+    arls: dict[str, bytes] = {}
+    for cls in CertClass:
+        path = arl_path(directory, cls)
+        if path.exists():
+            der = path.read_bytes()
+            check_arl(der, loaded[cls.label][1], path.name)
+            arls[cls.label] = der
+
     return Hierarchy(
         cas={
-            cls: IssuingCA(cls, cert, key, signer, chains[cls]) for cls, (cert, key, signer) in loaded.items()
+            label: IssuingCA(cls, cert, key, signer, chains[label], name="" if label == cls.label else label)
+            for label, (cls, cert, key, signer) in loaded.items()
         },
         class3_root=twin,
+        arls=arls,
     )
