@@ -8,8 +8,8 @@ have no shard (the single full CRL every certificate pointed at before, measured
 baseline). Then revokes one more certificate of each CA through the signer's `Revoker`, `--repeat` times, and
 times `revoke_all`: the status flip, the rebuild and storage of the CRL concerned. Kafka is left out (the
 `cert.revoked` events are collected in memory; their publication is the same on both sides). Prints one JSON
-object: times, the largest CRL of each side in bytes, their ratios, and the load average (a figure only
-means something on a quiet machine).
+object: times, the largest CRL of each side in bytes, their ratios, and the load average (1, 5, 15 minutes)
+before and after (a figure only means something on a quiet machine).
 
     python -m benchmarks.crl_scale --revoked 100000 --shards 16
 """
@@ -96,6 +96,7 @@ async def measure(mongo_url: str, *, revoked: int = 100_000, shards: int = DEFAU
                   repeat: int = 3) -> dict[str, Any]:
     if shards < 2:
         raise ValueError("compare at least two shards against the unsharded CRL")
+    loadavg_before = os.getloadavg()
     client: AsyncMongoClient[Document] = AsyncMongoClient(mongo_url, tz_aware=True)
     name = f"bench_crl_scale_{uuid.uuid4().hex[:8]}"
     db = client[name]
@@ -154,6 +155,7 @@ async def measure(mongo_url: str, *, revoked: int = 100_000, shards: int = DEFAU
         "ratio_publish_time": round(sharded["publish_after_one_revocation_median_s"]
                                     / unsharded["publish_after_one_revocation_median_s"], 3),
         "ratio_largest_crl_bytes": round(sharded["largest_crl_bytes"] / unsharded["largest_crl_bytes"], 4),
+        "loadavg_before": [round(v, 2) for v in loadavg_before],
         "loadavg": [round(v, 2) for v in os.getloadavg()],
         "cpus": os.cpu_count(),
     }

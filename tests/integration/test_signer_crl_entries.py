@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from pymongo.asynchronous.database import AsyncDatabase
 
-from services.signer.ca.ceremony import bootstrap
+from services.signer.ca.ceremony import bootstrap, create_hierarchy
 from services.signer.ca.crl import CRLScope
 from services.signer.ca.urls import CAUrls
 from services.signer.revoking import CRLPublisher, Revoker
@@ -144,3 +145,23 @@ async def test_a_lowered_shard_count_keeps_publishing_the_shards_certificates_po
     assert set(await store.crl_scopes("class1")) == {UNSHARDED} | {CRLScope("class1", n) for n in range(4)}
     assert set(await CRLPublisher(hierarchy, store, shards=2, **options).scopes("class1")) == (
         {UNSHARDED} | {CRLScope("class1", n) for n in range(4)})
+
+
+async def test_issuing_cas_have_shards_and_an_offline_root_keeps_its_ceremony_arl(
+        db: AsyncDatabase[dict[str, Any]], tmp_path: Path) -> None:
+    """With issuing CAs under offline roots (issue 18 item 1), the issuing CAs sign the leaves and publish the
+    shards; a root whose key is not here publishes only the ARL its ceremony signed, never a shard."""
+    issuing = create_hierarchy(tmp_path / "ca", tmp_path / "roots", PASSPHRASE, "p256", public_base_url=BASE)
+    store = CertificateStore(db)
+    crls = CRLPublisher(issuing, store, validity=dt.timedelta(hours=24), refresh_before=dt.timedelta(hours=1),
+                        public_base_url=BASE, shards=2)
+    await crls.refresh_due()
+    published = {scope.name for issuer in issuing.cas for scope in await store.crl_scopes(issuer)}
+    assert published == {"class1", "class3", "class1-issuing", "class1-issuing/0", "class1-issuing/1",
+                         "class3-issuing", "class3-issuing/0", "class3-issuing/1"}
+    arl = x509.load_der_x509_crl(((await store.current_crl(CRLScope("class1"))) or {})["der"])
+    assert arl.public_bytes(serialization.Encoding.DER) == issuing.arls["class1"]  # the ceremony's, as signed
+    shard = x509.load_der_x509_crl(((await store.current_crl(CRLScope("class3-issuing", 1))) or {})["der"])
+    idp = shard.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
+    assert [name.value for name in idp.full_name or []] == [f"{BASE}/class3-issuing/1.crl"]
+    assert shard.is_signature_valid(issuing.cas["class3-issuing"].certificate.public_key())
