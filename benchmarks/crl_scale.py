@@ -1,15 +1,16 @@
 """How long until the CRLs are published after one more revocation, with many revoked already? `python -m
 benchmarks.crl_scale`
 
-Fills a throw-away database of the signer on the local MongoDB-protocol store (FerretDB in the local stack:
-`./dev up` or `python -m devstack up --only mongo`) with `--revoked` revoked, unexpired certificates of each
-issuing CA: Class 1's are spread over `--shards` CRL shards (the sharded CRLs, as issued today), Class 3's
-have no shard (the single full CRL every certificate pointed at before, measured in the same run as the
-baseline). Then revokes one more certificate of each CA through the signer's `Revoker`, `--repeat` times, and
-times `revoke_all`: the status flip, the rebuild and storage of the CRL concerned. Kafka is left out (the
-`cert.revoked` events are collected in memory; their publication is the same on both sides). Prints one JSON
-object: times, the largest CRL of each side in bytes, their ratios, and the load average (1, 5, 15 minutes)
-before and after (a figure only means something on a quiet machine).
+Fills a throw-away database of the signer on the local MongoDB-protocol store (FerretDB in the local stack,
+`./dev up` or `python -m devstack up --only mongo`; the JSON names the server that answered) with `--revoked`
+revoked, unexpired certificates for each of two CAs (a CA directory of `ceremony.bootstrap`, whose two
+CAs sign leaves): `class1`'s are spread over `--shards` CRL shards (the sharded CRLs, as issued today),
+`class3`'s have no shard (the single full CRL every certificate pointed at before: the baseline, measured
+in the same run). Then revokes one more certificate of each CA through the signer's `Revoker`, `--repeat`
+times, and times `revoke_all`: the status flip, the rebuild and storage of the CRL concerned. Kafka is left
+out (the `cert.revoked` events are collected in memory; publishing them costs the same on both sides).
+Prints one JSON object: times, the largest CRL of each side in bytes, their ratios, and the load average
+(1, 5, 15 minutes) before and after (a figure only means something on a quiet machine).
 
     python -m benchmarks.crl_scale --revoked 100000 --shards 16
 """
@@ -101,6 +102,8 @@ async def measure(mongo_url: str, *, revoked: int = 100_000, shards: int = DEFAU
     name = f"bench_crl_scale_{uuid.uuid4().hex[:8]}"
     db = client[name]
     try:
+        build = await client.admin.command("buildInfo")
+        server = f"FerretDB {build['ferretdbVersion']}" if "ferretdbVersion" in build else f"MongoDB {build['version']}"
         with tempfile.TemporaryDirectory() as directory:
             hierarchy = bootstrap(Path(directory) / "ca", b"crl scale benchmark", "p256",
                                   class1_urls=CAUrls.under(BASE_URL, "class1"))
@@ -143,8 +146,8 @@ async def measure(mongo_url: str, *, revoked: int = 100_000, shards: int = DEFAU
     sharded, unsharded = sides["sharded"], sides["unsharded"]
     return {
         "benchmark": "crl_scale",
-        "store": f"MongoDB wire protocol at {mongo_url} (the local stack's FerretDB v1, SQLite), database {name}, "
-                 f"dropped afterwards; {2 * revoked} status documents, one collection",
+        "store": f"{server} at {mongo_url}, database {name} (dropped afterwards): {2 * revoked} revoked status "
+                 "documents in one collection, the signer's indexes",
         "revoked_per_ca": revoked,
         "shards": shards,
         "repeat": repeat,

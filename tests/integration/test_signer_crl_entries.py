@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from pymongo.asynchronous.database import AsyncDatabase
 
 from services.signer.ca.ceremony import bootstrap, create_hierarchy
@@ -164,4 +165,5 @@ async def test_issuing_cas_have_shards_and_an_offline_root_keeps_its_ceremony_ar
     shard = x509.load_der_x509_crl(((await store.current_crl(CRLScope("class3-issuing", 1))) or {})["der"])
     idp = shard.extensions.get_extension_for_class(x509.IssuingDistributionPoint).value
     assert [name.value for name in idp.full_name or []] == [f"{BASE}/class3-issuing/1.crl"]
-    assert shard.is_signature_valid(issuing.cas["class3-issuing"].certificate.public_key())
+    key = issuing.cas["class3-issuing"].certificate.public_key()
+    assert isinstance(key, ec.EllipticCurvePublicKey) and shard.is_signature_valid(key)
