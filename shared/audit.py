@@ -35,6 +35,7 @@ Use from a service:
 Verify from the command line (exit 1 and the first broken entry if tampered):
 
     python -m shared.audit verify [--mongo-url URL] --database registration
+    python -m shared.audit verify --file ca-roots/ceremony-audit.jsonl   # the offline ceremonies' log
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pymongo import DESCENDING
@@ -83,6 +85,73 @@ def entry_key(seq: int) -> str:
 
 def entry_hash(entry: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical({k: entry[k] for k in HASHED_FIELDS}).encode()).hexdigest()
+
+
+def chained(seq: int, prev: str, at: str, item: Pending) -> Document:
+    """Entry ``seq`` of a chain whose entry before has hash ``prev``, with its own hash."""
+    entry: Document = {"seq": seq, "at": at, "actor": item.actor, "action": item.action,
+                       "subject": item.subject, "details": item.details, "prev_hash": prev}
+    entry["hash"] = entry_hash(entry)
+    return entry
+
+
+def link_problem(entry: Mapping[str, Any], expected_seq: int, prev: str) -> str | None:
+    """Why ``entry`` is not a valid entry ``expected_seq`` after a head of hash ``prev`` (None: it is)."""
+    if entry.get("seq") != expected_seq or entry.get("_id", entry_key(expected_seq)) != entry_key(expected_seq):
+        return (f"expected entry {expected_seq} here, found _id {entry.get('_id')!r} "
+                f"seq {entry.get('seq')!r} (an entry was removed or inserted)")
+    if any(field not in entry for field in (*HASHED_FIELDS, "hash")):
+        return "fields are missing"
+    if entry["prev_hash"] != prev:
+        return "prev_hash does not match the hash of the entry before it"
+    if entry_hash(entry) != entry["hash"]:
+        return "the entry's content does not match its hash (it was altered)"
+    return None
+
+
+def verify_entries(entries: Iterable[Mapping[str, Any]]) -> Verification:
+    """Walk a chain from seq 1: the first entry whose content, hash, link or number is wrong."""
+    expected_seq, prev, count = 1, GENESIS, 0
+    for entry in entries:
+        count += 1
+        problem = link_problem(entry, expected_seq, prev)
+        if problem:
+            return Verification(False, count, prev, expected_seq, problem)
+        prev, expected_seq = entry["hash"], expected_seq + 1
+    return Verification(True, count, prev)
+
+
+class AuditFile:
+    """The same chain in a JSON-lines file, for work done where no database is reachable: the key
+    ceremonies on the offline machine (``python -m services.signer.ceremony``). Each line is one entry."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def entries(self) -> list[Document]:
+        if not self.path.exists():
+            return []
+        try:
+            return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{self.path} is not an audit log (line {exc.lineno}: {exc.msg})") from None
+
+    def verify(self) -> Verification:
+        return verify_entries(self.entries())
+
+    def append(self, *, actor: str, action: str, subject: str, details: Mapping[str, Any] | None = None,
+               at: datetime | None = None) -> Document:
+        """Append one entry after checking the whole chain (refuses to extend a broken one)."""
+        verification = self.verify()
+        if not verification.ok:
+            raise ValueError(f"{self.path}: {verification.describe()}")
+        entry = chained(verification.entries + 1, verification.head_hash, isoformat(at or utcnow()),
+                        Pending(str(actor), action, str(subject), _plain(details)))
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(canonical(entry) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        return entry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +265,8 @@ class AuditLog:
                 docs = []
                 for item in todo:
                     seq += 1
-                    entry: Document = {"seq": seq, "at": at, "actor": item.actor, "action": item.action,
-                                       "subject": item.subject, "details": item.details, "prev_hash": prev}
-                    entry["hash"] = prev = entry_hash(entry)
+                    entry = chained(seq, prev, at, item)
+                    prev = entry["hash"]
                     docs.append({"_id": entry_key(seq), **entry})
                 try:
                     if len(docs) == 1:
@@ -222,23 +290,7 @@ class AuditLog:
 
     async def verify(self) -> Verification:
         """Walk the chain from seq 1; the first entry whose content, hash, link or number is wrong."""
-        expected_seq, prev, count = 1, GENESIS, 0
-        async for doc in self.collection.find({}).sort("_id", 1):
-            count += 1
-            problem = None
-            if doc.get("_id") != entry_key(expected_seq) or doc.get("seq") != expected_seq:
-                problem = f"expected entry {expected_seq} here, found _id {doc.get('_id')!r} " \
-                          f"seq {doc.get('seq')!r} (an entry was removed or inserted)"
-            elif any(field not in doc for field in (*HASHED_FIELDS, "hash")):
-                problem = "fields are missing"
-            elif doc["prev_hash"] != prev:
-                problem = "prev_hash does not match the hash of the entry before it"
-            elif entry_hash(doc) != doc["hash"]:
-                problem = "the entry's content does not match its hash (it was altered)"
-            if problem:
-                return Verification(False, count, prev, expected_seq, problem)
-            prev, expected_seq = doc["hash"], expected_seq + 1
-        return Verification(True, count, prev)
+        return verify_entries([doc async for doc in self.collection.find({}).sort("_id", 1)])
 
 
 async def _verify_command(url: str, database: str) -> Verification:
@@ -258,7 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--mongo-url", default=os.environ.get("CACERT_MONGO_URL", "mongodb://127.0.0.1:27017"))
     verify.add_argument("--database", default=os.environ.get("CACERT_MONGO_DATABASE"),
                         help="the service's database (default CACERT_MONGO_DATABASE)")
+    verify.add_argument("--file", type=Path, help="a JSON-lines audit log instead (the key ceremonies')")
     args = parser.parse_args(argv)
+    if args.file:
+        try:
+            result = AuditFile(args.file).verify()
+        except ValueError as exc:
+            print(exc)
+            return 1
+        print(result.describe())
+        return 0 if result.ok else 1
     if not args.database:
         parser.error("--database (or CACERT_MONGO_DATABASE) is required")
     result = asyncio.run(_verify_command(args.mongo_url, args.database))

@@ -35,6 +35,8 @@ from shared.logging import get_logger
 from shared.periodic import Periodic
 
 log = get_logger("services.signer.revoking")
+ARL_WARNING = dt.timedelta(days=30)
+"""How long before a root's ARL ends the issuing mode starts asking for the ceremony that signs the next."""
 
 
 class CoalescedRebuild:
@@ -164,8 +166,8 @@ class CRLPublisher:
         if current is None or current["number"] < number:
             await self._store.save_crl(CRLScope(issuer), number, der, this_update, next_update, len(list(arl)))
             log.info("ARL published", issuer=issuer, crl_number=number, revoked=len(list(arl)))
-        if next_update - utcnow() <= self._refresh_before:
-            log.error("the root's ARL is about to end: sign a new one at a ceremony (docs/operations.md)",
+        if next_update - utcnow() <= ARL_WARNING:
+            log.error("the root's ARL ends within 30 days: sign a new one at a ceremony (docs/operations.md)",
                       alert=True, issuer=issuer, next_update=next_update.isoformat())
         self._next_updates[CRLScope(issuer)] = next_update
         self._export_next_update(issuer)

@@ -99,9 +99,10 @@ def test_certificates_are_what_was_asked_for(demo: DemoRun) -> None:
     client = load(demo, "client_class1.pem")
     sans = client.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.RFC822Name) == [demo.summary["member"]["email"]]
-    # Published status URLs use the public-looking name; the demo reports the real local ones.
-    assert ocsp_url(server) == "http://pki.example.net/ocsp/class3"
-    assert re.fullmatch(r"http://pki\.example\.net/class3(?:-issuing)?/[0-9]+\.crl", crl_url(server))  # its CRL shard
+    # Published status URLs use the public-looking name; the demo reports the real local ones. They are the
+    # issuing CA's: the roots sign no leaves. The CRL is the certificate's shard.
+    assert ocsp_url(server) == "http://pki.example.net/ocsp/class3-issuing"
+    assert re.fullmatch(r"http://pki\.example\.net/class3-issuing/[0-9]+\.crl", crl_url(server))
 
 
 def test_the_domain_verified_by_a_dns_record_gets_its_server_certificate(demo: DemoRun) -> None:

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from services.signer.ca.ceremony import bootstrap
+from services.signer.ca.ceremony import bootstrap, create_hierarchy
 from services.signer.ca.urls import CAUrls
 from services.signer.service import SignerService
 from services.signer.settings import SignerSettings
@@ -40,9 +40,10 @@ PASSPHRASE = b"correct horse battery staple"
 
 @pytest.fixture(scope="module")
 def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = tmp_path_factory.mktemp("ca")
-    bootstrap(directory, PASSPHRASE, "p256", class1_urls=CAUrls.under("http://pki.example.net", "class1"))
-    return directory
+    """The layout `init-ca` makes: issuing CAs sign the leaves, the roots' keys are elsewhere (not loaded)."""
+    base = tmp_path_factory.mktemp("ca")
+    create_hierarchy(base / "ca", base / "roots", PASSPHRASE, "p256", public_base_url="http://pki.example.net")
+    return base / "ca"
 
 
 def signer_settings(kafka: KafkaSettings, mongo: MongoSettings, ca_dir: Path) -> SignerSettings:
@@ -131,16 +132,22 @@ async def test_each_profile_and_class_is_issued_with_a_verifiable_chain(
         leaf.write_text(event.data["certificate_pem"])
         cert = x509.load_pem_x509_certificate(leaf.read_bytes())
         assert "Injected Org" not in cert.subject.rfc4514_string()
+        untrusted = tmp_path / "chain.pem"
+        untrusted.write_text(event.data["chain_pem"])
+        issuing = x509.load_pem_x509_certificates(event.data["chain_pem"].encode())[0]
+        assert cert.issuer == issuing.subject and event.data["issuer"] == f"class{event.data['cert_class']}-issuing"
+        openssl("verify", "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf))
+        assert openssl("verify", "-CAfile", str(root), str(leaf), check=False).returncode != 0  # needs its chain
         if event.data["cert_class"] == 3:
-            untrusted = tmp_path / "chain.pem"
-            untrusted.write_text(event.data["chain_pem"])
-            openssl("verify", "-CAfile", str(root), "-untrusted", str(untrusted), str(leaf))
-            openssl("verify", "-partial_chain", "-CAfile", str(class3), str(leaf))
-            openssl("verify", "-CAfile", str(ca_dir / "class3-root.crt.pem"), str(leaf))  # the self-signed anchor
+            openssl("verify", "-partial_chain", "-CAfile", str(class3), "-untrusted", str(untrusted), str(leaf))
+            openssl("verify", "-CAfile", str(ca_dir / "class3-root.crt.pem"),  # the self-signed anchor
+                    "-untrusted", str(untrusted), str(leaf))
             assert event.data["trust_anchors"] == ["class1", "class3"]
         else:
-            assert event.data["chain_pem"] == ""
-            openssl("verify", "-CAfile", str(root), str(leaf))
+            assert event.data["chain_pem"] == (ca_dir / "class1-issuing.crt.pem").read_text()
+            refused = openssl("verify", "-CAfile", str(ca_dir / "class3-root.crt.pem"), "-untrusted",
+                              str(untrusted), str(leaf), check=False)
+            assert refused.returncode != 0
 
 
 async def test_redelivered_request_yields_one_certificate_across_restarts(
@@ -267,15 +274,17 @@ async def test_revocation_flips_ocsp_and_lands_in_the_crl(
                            subject={"CN": "revoke.example.org"})
         await producer.publish(request)
         (issued,) = await cert_events(kafka_settings, 1)
-        leaf, issuer, root = tmp_path / "leaf.pem", tmp_path / "class3.pem", tmp_path / "class1.pem"
+        leaf, issuer, root = tmp_path / "leaf.pem", tmp_path / "class3-issuing.pem", tmp_path / "class1.pem"
         leaf.write_text(issued.data["certificate_pem"])
-        issuer.write_bytes((ca_dir / "class3.crt.pem").read_bytes())
+        issuer.write_bytes((ca_dir / "class3-issuing.crt.pem").read_bytes())
         root.write_bytes((ca_dir / "class1.crt.pem").read_bytes())
-        url = f"http://127.0.0.1:{status.http_port}/ocsp/class3"
+        chain = tmp_path / "chain.pem"
+        chain.write_text(issued.data["chain_pem"])
+        url = f"http://127.0.0.1:{status.http_port}/ocsp/class3-issuing"
 
         def ask() -> str:
             result = openssl("ocsp", "-issuer", str(issuer), "-cert", str(leaf), "-url", url,
-                             "-CAfile", str(root), "-verify_other", str(issuer))
+                             "-CAfile", str(root), "-verify_other", str(chain))
             return result.stdout + result.stderr
 
         before = await asyncio.to_thread(ask)
@@ -295,22 +304,33 @@ async def test_revocation_flips_ocsp_and_lands_in_the_crl(
         [point] = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
         [named] = [name.value for name in point.full_name or []]
         path = urllib.parse.urlsplit(named).path
-        assert re.fullmatch(r"/class3/[0-9]+\.crl", path), named
+        assert re.fullmatch(r"/class3-issuing/[0-9]+\.crl", path), named
         async with aiohttp.ClientSession() as http, \
                 http.get(f"http://127.0.0.1:{status.http_port}{path}") as response:
             assert response.status == 200
             (tmp_path / "class3.crl").write_bytes(await response.read())
         both = tmp_path / "both.pem"
-        both.write_text(issuer.read_text() + root.read_text())
+        both.write_text(chain.read_text() + root.read_text())
         crl = openssl("crl", "-inform", "DER", "-in", str(tmp_path / "class3.crl"), "-CAfile", str(both),
                       "-noout", "-text")
         served = x509.load_der_x509_crl((tmp_path / "class3.crl").read_bytes())
         assert served.next_update_utc is not None
         # The CA's metric is its CRL closest to going stale: this one was just rebuilt, the others earlier.
-        exported = REGISTRY.get_sample_value("cacert_crl_next_update_seconds", {"issuer": "class3"})
+        exported = REGISTRY.get_sample_value("cacert_crl_next_update_seconds", {"issuer": "class3-issuing"})
         assert exported is not None and exported <= served.next_update_utc.timestamp()
         idp = served.extensions.get_extension_for_class(x509.IssuingDistributionPoint)
         assert idp.critical and [n.value for n in idp.value.full_name or []] == [named]
+        # The roots' CRLs are the ARLs the ceremony signed (their keys are not here), and a root's responder
+        # answers for the issuing CA it signed.
+        async with aiohttp.ClientSession() as http, \
+                http.get(f"http://127.0.0.1:{status.http_port}/class3.crl") as response:
+            assert response.status == 200 and await response.read() == (ca_dir / "arl-class3.der").read_bytes()
+        class3 = tmp_path / "class3.pem"
+        class3.write_bytes((ca_dir / "class3.crt.pem").read_bytes())
+        answer = await asyncio.to_thread(openssl, "ocsp", "-issuer", str(class3), "-cert", str(issuer), "-url",
+                         f"http://127.0.0.1:{status.http_port}/ocsp/class3", "-CAfile", str(root),
+                         "-verify_other", str(class3))
+        assert "class3-issuing.pem: good" in answer.stdout and "Response verify OK" in answer.stderr
         assert "verify OK" in crl.stderr + crl.stdout
         assert issued.data["serial"].upper().lstrip("0") in crl.stdout.replace(":", "").upper()
     finally:
@@ -322,16 +342,18 @@ async def test_status_mode_runs_without_the_ca_key_files(
         kafka_settings: KafkaSettings, mongo_settings: MongoSettings, ca_dir: Path, tmp_path: Path) -> None:
     public = tmp_path / "status-ca"
     public.mkdir()
-    for name in ("class1.crt.pem", "class3.crt.pem", "class3-root.crt.pem", "ocsp-class1.crt.pem",
-                 "ocsp-class1.key.pem", "ocsp-class3.crt.pem", "ocsp-class3.key.pem"):
-        (public / name).write_bytes((ca_dir / name).read_bytes())
+    # What the signer-status-ca Secret holds (deploy/k8s): no CA key at all.
+    for path in ca_dir.iterdir():
+        if not path.name.endswith(".key.pem") or path.name.startswith("ocsp-"):
+            (public / path.name).write_bytes(path.read_bytes())
+    assert not [p for p in public.iterdir() if p.name.endswith(".key.pem") and not p.name.startswith("ocsp-")]
     status = SignerService(signer_settings(kafka_settings, mongo_settings, public), mode="status")
     await status.start()
     try:
         import aiohttp
 
         async with aiohttp.ClientSession() as http:
-            for name in ("class1", "class3", "class3-root"):
+            for name in ("class1", "class3", "class3-root", "class1-issuing", "class3-issuing"):
                 async with http.get(f"http://127.0.0.1:{status.http_port}/{name}.crt") as response:
                     assert response.status == 200 and response.content_type == "application/pkix-cert"
                     served = x509.load_der_x509_certificate(await response.read())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -22,7 +23,7 @@ from services.signer.status import ca_certificate_statuses
 
 PASSPHRASE = b"issuing-cas test passphrase"
 BASE = "http://pki.example.net"
-REQUESTS = {
+REQUESTS: dict[str, dict[str, Any]] = {
     "server": {"dns_names": ["www.example.org"]},
     "client": {"emails": ["ada@example.org"]},
     "codesign": {"subject": {"CN": "Ada Lovelace"}},

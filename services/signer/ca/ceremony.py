@@ -124,13 +124,47 @@ def _utc_seconds(now: dt.datetime | None) -> dt.datetime:
     return moment.astimezone(dt.UTC).replace(microsecond=0)
 
 
-def _ca_extensions(
-    builder: x509.CertificateBuilder, subject_key: PrivateKey, path_length: int | None,
+def ca_certificate(
+    *,
+    subject: x509.Name,
+    public_key: keys.PublicKey,
+    signing_key: PrivateKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    path_length: int | None,
+    issuer: x509.Certificate | None = None,
+    issuer_urls: CAUrls | None = None,
     ski: x509.SubjectKeyIdentifier | None = None,
-) -> x509.CertificateBuilder:
-    """basicConstraints, keyUsage and the SKI (``ski``, or computed from ``subject_key``) of a CA."""
-    return (
-        builder.add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+) -> x509.Certificate:
+    """A CA certificate of this hierarchy: basicConstraints CA with ``path_length`` and keyUsage keyCertSign +
+    cRLSign (both critical), the SKI (``ski``, or computed from ``public_key``: a cross-certificate or the
+    self-signed Class 3 root copies the existing one), and
+
+    * without ``issuer``, a root: self-signed, the AKI naming its own key (BR 7.1.2.1.3), no CRL Distribution
+      Points, AIA or policies (nothing above a root to point at);
+    * with ``issuer`` (whose key is ``signing_key``), a subordinate CA: the issuer's AKI, CRL Distribution
+      Points and AIA from ``issuer_urls`` (its CRL, OCSP responder and certificate), and anyPolicy (BR
+      7.1.2.10.5: a CA operated by the root's own operator may assert it; the leaves carry the specific CA/B
+      Forum policy OIDs). No extendedKeyUsage: like CAcert's Class 3 it issues server, client and code
+      signing leaves (current TLS BR 7.1.2.10.6 wants one purpose per subordinate CA; pkilint's serverauth
+      linter reports it, by design of the two-root model).
+
+    ``not_after`` never goes beyond the issuer's (a CA certificate does not outlive the one it chains to).
+    """
+    own_ski = ski or x509.SubjectKeyIdentifier.from_public_key(public_key)
+    if issuer is not None:
+        not_after = min(not_after, issuer.not_valid_after_utc)
+    if not_after <= not_before:
+        raise HierarchyError(f"{subject.rfc4514_string()} would end before it starts")
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.subject if issuer is not None else subject)
+        .public_key(public_key)
+        .serial_number(new_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
             x509.KeyUsage(
                 digital_signature=False,
@@ -145,8 +179,30 @@ def _ca_extensions(
             ),
             critical=True,
         )
-        .add_extension(ski or x509.SubjectKeyIdentifier.from_public_key(subject_key.public_key()), critical=False)
+        .add_extension(own_ski, critical=False)
     )
+    if issuer is None:
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(own_ski), critical=False)
+    else:
+        if issuer_urls is None:
+            raise ValueError("a subordinate CA certificate needs its issuer's URLs")
+        issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        builder = (
+            builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False)
+            .add_extension(crl_distribution_points(issuer_urls), critical=False)
+            .add_extension(authority_information_access(issuer_urls), critical=False)
+            .add_extension(
+                x509.CertificatePolicies([x509.PolicyInformation(CertificatePoliciesOID.ANY_POLICY, None)]),
+                critical=False,
+            )
+        )
+    return builder.sign(signing_key, keys.signature_hash(signing_key))
+
+
+def _days_from(now: dt.datetime, days: int) -> dt.datetime:
+    return now + dt.timedelta(days=days) - dt.timedelta(seconds=1)
 
 
 def create_root_certificate(
@@ -154,21 +210,10 @@ def create_root_certificate(
 ) -> x509.Certificate:
     """The self-signed Class 1 root. pathLen 2 with issuing CAs (Class 3 root, then Class 3 issuing CA below
     it); 1 in the layout before them (Class 3 below it, nothing below Class 3)."""
-    subject = names.ca_subject(CertClass.CLASS1)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(new_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1))
+    return ca_certificate(
+        subject=names.ca_subject(CertClass.CLASS1), public_key=key.public_key(), signing_key=key,
+        not_before=now, not_after=_days_from(now, validity_days), path_length=path_length,
     )
-    builder = _ca_extensions(builder, key, path_length=path_length).add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-    )
-    return builder.sign(key, keys.signature_hash(key))
 
 
 def create_class3_certificate(
@@ -199,40 +244,11 @@ def create_subordinate_certificate(
     path_length: int,
 ) -> x509.Certificate:
     """A CA certificate signed by ``issuer`` (the Class 3 root under Class 1, an issuing CA under its root),
-    with revocation pointers to the issuer (``issuer_urls``: its CRL, OCSP responder and certificate).
-
-    It carries no extendedKeyUsage: like CAcert's Class 3 it issues server, client and code
-    signing leaves. (Current TLS BR 7.1.2.10.6 wants one purpose per subordinate CA; pkilint's
-    serverauth linter reports the missing EKU on this certificate, by design of the two-root model.)
-    """
-    not_after = min(
-        now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), issuer.not_valid_after_utc
+    valid ``validity_days`` from ``now`` at most (``ca_certificate``)."""
+    return ca_certificate(
+        subject=subject, public_key=key.public_key(), signing_key=issuer_key, not_before=now,
+        not_after=_days_from(now, validity_days), path_length=path_length, issuer=issuer, issuer_urls=issuer_urls,
     )
-    issuer_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer.subject)
-        .public_key(key.public_key())
-        .serial_number(new_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(not_after)
-    )
-    builder = (
-        _ca_extensions(builder, key, path_length=path_length)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuer_ski), critical=False
-        )
-        .add_extension(crl_distribution_points(issuer_urls), critical=False)
-        .add_extension(authority_information_access(issuer_urls), critical=False)
-        # BR 7.1.2.10.5: a CA operated by the root's own operator may assert anyPolicy; the leaves
-        # carry the specific CA/B Forum policy OIDs.
-        .add_extension(
-            x509.CertificatePolicies([x509.PolicyInformation(CertificatePoliciesOID.ANY_POLICY, None)]),
-            critical=False,
-        )
-    )
-    return builder.sign(issuer_key, keys.signature_hash(issuer_key))
 
 
 def create_class3_root_certificate(
@@ -242,31 +258,19 @@ def create_class3_root_certificate(
     ``key``) with the same subject, public key and subject key identifier, so every certificate the
     Class 3 key signs verifies under either, like a cross-signed root.
 
-    Root profile (BR 7.1.2.1): basicConstraints CA (the pathLen of ``class3``: 1 above the Class 3 issuing
-    CA, 0 where the Class 3 key signs leaves; pkilint warns that a root's pathLen is not recommended, as it
-    does for the Class 1 root), keyUsage keyCertSign and cRLSign, the SKI copied from ``class3`` and the AKI
-    naming that same key (BR 7.1.2.1.3; pkilint warns when a root lacks it). No CRL Distribution Points, AIA or
-    policies: nothing above a root to point at. Validity: from ``now`` (BR 7.1.2.1.1: within a week of signing, so
-    a later ``self_sign_class3`` does not backdate) until ``class3`` ends, so the Class 3 key is trusted
-    for exactly as long under either anchor.
+    Root profile (BR 7.1.2.1, ``ca_certificate`` without issuer) with the pathLen of ``class3`` (1 above the
+    Class 3 issuing CA, 0 where the Class 3 key signs leaves; pkilint warns that a root's pathLen is not
+    recommended, as it does for the Class 1 root) and the SKI copied from ``class3``. Validity: from ``now``
+    (BR 7.1.2.1.1: within a week of signing, so a later ``self_sign_class3`` does not backdate) until
+    ``class3`` ends, so the Class 3 key is trusted for exactly as long under either anchor.
     """
-    ski = class3.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    not_after = class3.not_valid_after_utc
-    if not_after <= now:
+    if class3.not_valid_after_utc <= now:
         raise HierarchyError("the Class 3 certificate has ended; a self-signed twin would end before it starts")
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(class3.subject)
-        .issuer_name(class3.subject)
-        .public_key(key.public_key())
-        .serial_number(new_serial_number())
-        .not_valid_before(now)
-        .not_valid_after(not_after)
+    return ca_certificate(
+        subject=class3.subject, public_key=key.public_key(), signing_key=key, not_before=now,
+        not_after=class3.not_valid_after_utc, path_length=path_length_of(class3),
+        ski=class3.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value,
     )
-    builder = _ca_extensions(builder, key, path_length=path_length_of(class3), ski=ski).add_extension(
-        x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
-    )
-    return builder.sign(key, keys.signature_hash(key))
 
 
 def create_ocsp_signer_certificate(
@@ -280,23 +284,37 @@ def create_ocsp_signer_certificate(
     *,
     subject: x509.Name | None = None,
 ) -> x509.Certificate:
-    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2, BR 7.1.2.8).
+    """A delegated OCSP responder certificate of ``cert_class``'s naming (``ocsp_signer_certificate``) valid
+    ``validity_days`` from ``now``; ``subject`` (a renewal keeps the current signer's) overrides ``names``."""
+    return ocsp_signer_certificate(
+        subject=subject or names.ocsp_subject(cert_class), issuer=ca_certificate, issuer_key=ca_key,
+        public_key=signer_key.public_key(), not_before=now, not_after=_days_from(now, validity_days),
+    )
+
+
+def ocsp_signer_certificate(
+    *,
+    subject: x509.Name,
+    issuer: x509.Certificate,
+    issuer_key: PrivateKey,
+    public_key: keys.PublicKey,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+) -> x509.Certificate:
+    """A delegated OCSP responder certificate (RFC 6960 4.2.2.2, BR 7.1.2.8), ending no later than ``issuer``.
 
     EKU id-kp-OCSPSigning makes it a responder for exactly this CA; id-pkix-ocsp-nocheck tells
-    clients not to check its own status, which is why its lifetime is kept short. ``subject``
-    (a renewal keeps the current signer's) overrides ``names``.
+    clients not to check its own status, which is why its lifetime is kept short.
     """
-    not_after = min(
-        now + dt.timedelta(days=validity_days) - dt.timedelta(seconds=1), ca_certificate.not_valid_after_utc
-    )
-    ca_ski = ca_certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    not_after = min(not_after, issuer.not_valid_after_utc)
+    ca_ski = issuer.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject or names.ocsp_subject(cert_class))
-        .issuer_name(ca_certificate.subject)
-        .public_key(signer_key.public_key())
+        .subject_name(subject)
+        .issuer_name(issuer.subject)
+        .public_key(public_key)
         .serial_number(new_serial_number())
-        .not_valid_before(now)
+        .not_valid_before(not_before)
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
@@ -315,10 +333,10 @@ def create_ocsp_signer_certificate(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=False)
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(signer_key.public_key()), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski), critical=False)
     )
-    return builder.sign(ca_key, keys.signature_hash(ca_key))
+    return builder.sign(issuer_key, keys.signature_hash(issuer_key))
 
 
 # ------------------------------------------------------------------------------ entry points
