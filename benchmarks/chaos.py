@@ -59,6 +59,7 @@ from cryptography.x509.oid import NameOID
 
 from benchmarks.chaos_system import ChaosSystem, FaultScheduler
 from benchmarks.e2e_system import git_revision, loadavg, machine
+from services.signer.ca.crl import DEFAULT_SHARDS
 from shared.ca_certificates import ISSUING_LABELS, LABELS
 from shared.events import CloudEvent, Topics
 
@@ -768,7 +769,10 @@ async def status_answers(system: ChaosSystem, flows: Flows, sample: list[KnownCe
     """The CRLs' revoked entries and OCSP's answers for `sample`, from the first status replica."""
     url = system.status_urls[0]
     crls = {}
-    for label in (*LABELS, *ISSUING_LABELS):  # the roots' ARLs and the issuing CAs' CRLs
+    # The roots' ARLs, and each issuing CA's CRL of certificates without a shard and its CRL shards (where the
+    # certificates of this run are listed; the run's signers use the default shard count).
+    shards = [f"{label}/{n}" for label in ISSUING_LABELS for n in range(DEFAULT_SHARDS)]
+    for label in (*LABELS, *ISSUING_LABELS, *shards):
         reply = await flows.client.send("GET", f"{url}/{label}.crl", deadline=time.monotonic() + 120, raw=True)
         if reply.status != 200:
             crls[label] = f"HTTP {reply.status}"

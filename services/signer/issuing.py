@@ -316,6 +316,8 @@ def _status_of(outcome: Document) -> Document:
         "member_id": outcome["member_id"],
         "status": "issued",
         "not_after": outcome["not_after"],
+        # Revocation rebuilds this CRL shard only; absent for certificates of the unsharded CRL.
+        **({"crl_shard": outcome["crl_shard"]} if "crl_shard" in outcome else {}),
         # Outcomes stored before keys were recorded lack it: read from the certificate then.
         "spki_sha256": outcome.get("spki_sha256") or spki_of_der(outcome["der"]),
     }

@@ -8,9 +8,10 @@ docs/operations.md), beyond the request, event and stage metrics every service h
 * `cacert_ca_certificate_expiry_seconds{ca, kind}`: notAfter (Unix time) of each loaded CA certificate
   (`kind="ca"`) and each CA's current delegated OCSP signer (`kind="ocsp_signer"`: the renewed one as soon
   as it is in use, see `ocsp_signers.py`). Both modes.
-* `cacert_crl_next_update_seconds{issuer}`: nextUpdate (Unix time) of the newest stored CRL of each CA,
-  the one `/<issuer>.crl` serves: set by the issuing mode when it publishes a CRL and read back from the
-  database every minute by the status mode. An empty sample means no CRL has been stored yet.
+* `cacert_crl_next_update_seconds{issuer}`: the earliest nextUpdate (Unix time) among the stored CRLs of each
+  CA (its shards `/<issuer>/<n>.crl` and its unsharded `/<issuer>.crl`): the one closest to going stale. Set by
+  the issuing mode when it publishes a CRL and read back from the database every minute by the status mode.
+  An empty sample means no CRL has been stored yet.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ CA_CERTIFICATE_EXPIRY = Gauge(
     ["ca", "kind"],
 )
 CRL_NEXT_UPDATE = Gauge(
-    "cacert_crl_next_update_seconds", "nextUpdate (Unix time) of the newest stored CRL of each CA", ["issuer"]
+    "cacert_crl_next_update_seconds", "Earliest nextUpdate (Unix time) among the stored CRLs of each CA", ["issuer"]
 )
 CRL_CHECK_EVERY = 60.0
 
@@ -93,9 +94,9 @@ class CRLFreshness:
 
     async def check(self) -> None:
         for issuer in self._issuers:
-            current = await self._store.current_crl(issuer)
-            if current is not None:
-                crl_next_update(issuer, current["next_update"])
+            stored = await self._store.crl_scopes(issuer)
+            if stored:
+                crl_next_update(issuer, min(doc["next_update"] for doc in stored.values()))
 
     def start(self) -> None:
         self._periodic.start()

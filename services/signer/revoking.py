@@ -2,24 +2,29 @@
 
 A revocation flips the certificate document to `revoked` and stores the
 `cert.revoked` event in the same update (outbox). OCSP reads the status
-from that document at once; the CRL of the issuer is regenerated right
-after (once per CA for a burst: a batch of requests, or every certificate of
-a compromised key), and periodically before its nextUpdate, by the process
-that holds the CA keys. The status mode only serves what is stored.
+from that document at once; the CRL of the certificate's scope (its CRL
+shard, or the issuer's unsharded CRL) is regenerated right after (once per
+scope for a burst: a batch of requests, every certificate of a compromised
+key, or revocations arriving while a rebuild of that scope runs), and
+periodically before its nextUpdate, by the process that holds the CA keys.
+The status mode only serves what is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any
 
 from cryptography import x509
 
 from services.signer import monitoring
-from services.signer.ca.crl import build_crl
-from services.signer.ca.hierarchy import Hierarchy
+from services.signer.ca.crl import DEFAULT_SHARDS, CRLScope, build_crl
+from services.signer.ca.hierarchy import CertClass, Hierarchy
 from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
+from services.signer.ca.urls import CAUrls
 from services.signer.store import CertificateStore, Document
 from shared import outbox
 from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
@@ -34,8 +39,43 @@ ARL_WARNING = dt.timedelta(days=30)
 """How long before a root's ARL ends the issuing mode starts asking for the ceremony that signs the next."""
 
 
+class CoalescedRebuild:
+    """Single-flight rebuilds of one CRL: at most one runs, at most one waits.
+
+    A caller arriving while a rebuild runs cannot use it (that rebuild may have read the store before the
+    caller's revocation was stored), so it joins the one waiting rebuild, which starts when the running one
+    ends and reads the store afresh. However many revocations arrive during a rebuild, they cost one more.
+    Every caller returns once a rebuild that started after its call has stored its CRL, which keeps "the
+    CRL is stored before `cert.revoked` is published". Callers share each rebuild (``asyncio.shield``): one
+    caller cancelled does not cancel it for the others; a failure reaches every caller of that rebuild.
+    """
+
+    def __init__(self, rebuild: Callable[[], Coroutine[Any, Any, int]]) -> None:
+        self._rebuild = rebuild
+        self._running: asyncio.Task[int] | None = None
+        self._waiting: asyncio.Task[int] | None = None
+
+    async def run(self) -> int:
+        """Returns the CRL number of the rebuild this call waited for."""
+        if self._waiting is None:
+            if self._running is None or self._running.done():
+                self._running = asyncio.get_running_loop().create_task(self._rebuild())
+                return await asyncio.shield(self._running)
+            self._waiting = asyncio.get_running_loop().create_task(self._after(self._running))
+        return await asyncio.shield(self._waiting)
+
+    async def _after(self, running: asyncio.Task[int]) -> int:
+        await asyncio.wait([running])  # its outcome belongs to its own callers
+        self._running, self._waiting = self._waiting, None
+        return await self._rebuild()
+
+
 class CRLPublisher:
-    """Generates each issuing CA's CRL and keeps it fresh."""
+    """Generates each issuing CA's CRLs (its shards and its unsharded CRL) and keeps them fresh.
+
+    A revocation rebuilds only the CRL of the revoked certificate's scope; rebuilds of one scope are
+    coalesced (``CoalescedRebuild``), different scopes rebuild side by side.
+    """
 
     def __init__(
         self,
@@ -44,39 +84,76 @@ class CRLPublisher:
         *,
         validity: dt.timedelta,
         refresh_before: dt.timedelta,
+        public_base_url: str,
+        shards: int = DEFAULT_SHARDS,
         check_every: float = 60.0,
     ) -> None:
         self._hierarchy = hierarchy
+        self._cas = {ca.label: ca for ca in hierarchy.cas.values()}
+        # The CAs that sign leaves (the issuing CAs; the roots of a directory made before them) have shards.
+        self._leaf_issuers = {hierarchy.issuing_ca(cert_class).label for cert_class in CertClass}
+        self._urls = {label: CAUrls.under(public_base_url, label) for label in self._cas}
         self._store = store
         self._validity = validity
         self._refresh_before = refresh_before
+        self._shards = shards
         self._periodic = Periodic("crl-refresh", self.refresh_due, check_every)
-        self._lock = asyncio.Lock()
+        self._rebuilds: dict[CRLScope, CoalescedRebuild] = {}
+        self._next_updates: dict[CRLScope, dt.datetime] = {}
 
-    async def regenerate(self, issuer: str) -> int:
-        """Build and store a new CRL for `issuer`; returns its CRL number. A root whose key is offline has
-        its ARL published instead (`publish_arl`): a revocation under it waits for the next ceremony."""
-        async with self._lock:
-            ca = self._hierarchy.cas[issuer]
-            if ca.private_key is None:
-                return await self.publish_arl(issuer)
-            now = utcnow()
-            revoked = await self._store.revoked(issuer, now)
-            entries = [
-                (parse_serial_hex(d["_id"]), d["revoked_at"], d.get("revocation_reason")) for d in revoked
-            ]
-            number = await self._store.next_crl_number(issuer)
-            der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity)
-            await self._store.save_crl(issuer, number, der, now, now + self._validity, len(entries))
-            monitoring.crl_next_update(issuer, now + self._validity)
-            log.info("crl published", issuer=issuer, crl_number=number, revoked=len(entries))
-            return number
+    async def regenerate(self, scope: CRLScope) -> int:
+        """A CRL of `scope` rebuilt and stored after this call began; returns its CRL number. A root whose key
+        is offline has its ARL published instead (`publish_arl`): a revocation under it waits for the next
+        ceremony."""
+        rebuild = self._rebuilds.get(scope)
+        if rebuild is None:
+            rebuild = self._rebuilds[scope] = CoalescedRebuild(lambda: self._rebuild(scope))
+        return await rebuild.run()
+
+    async def regenerate_all(self, scopes: Iterable[CRLScope]) -> None:
+        await asyncio.gather(*(self.regenerate(scope) for scope in set(scopes)))
+
+    async def _rebuild(self, scope: CRLScope) -> int:
+        ca = self._cas[scope.issuer]
+        if ca.private_key is None:
+            if scope.shard is None:
+                return await self.publish_arl(scope.issuer)
+            log.error("a CRL shard of a CA whose key is offline cannot be signed here", alert=True,
+                      issuer=scope.issuer, shard=scope.shard)
+            current = await self._store.current_crl(scope)
+            return int(current["number"]) if current else 0
+        now = utcnow()
+        revoked = await self._store.revoked(scope, now)
+        entries = [(parse_serial_hex(d["_id"]), d["revoked_at"], d.get("revocation_reason")) for d in revoked]
+        number = await self._store.next_crl_number(scope)
+        url = self._urls[scope.issuer].crl_shard_url(scope.shard)
+        # The unsharded CRL of a CA with shards is a partition too (its scope: certificates issued before).
+        partitioned = scope.shard is not None or (self._shards > 0 and scope.issuer in self._leaf_issuers)
+        der = build_crl(ca, entries, crl_number=number, now=now, next_update_in=self._validity,
+                        distribution_point=url if partitioned else None)
+        await self._store.save_crl(scope, number, der, now, now + self._validity, len(entries))
+        self._next_updates[scope] = now + self._validity
+        self._export_next_update(scope.issuer)
+        log.info("crl published", issuer=scope.issuer, shard=scope.shard, crl_number=number,
+                 revoked=len(entries), bytes=len(der))
+        return number
+
+    async def scopes(self, issuer: str) -> dict[CRLScope, dt.datetime | None]:
+        """Every CRL `issuer` publishes, with the nextUpdate of its stored one (None: never published): the
+        unsharded CRL, each configured shard of a CA that signs leaves, and every shard published before (the
+        shard count may have been lowered; certificates of a shard stay pointed at it until they expire)."""
+        wanted: dict[CRLScope, dt.datetime | None] = {CRLScope(issuer, None): None}
+        if issuer in self._leaf_issuers:
+            wanted.update({CRLScope(issuer, shard): None for shard in range(self._shards)})
+        for scope, doc in (await self._store.crl_scopes(issuer)).items():
+            wanted[scope] = doc["next_update"]
+        return wanted
 
     async def publish_arl(self, issuer: str) -> int:
         """Store the ARL the ceremony signed for root `issuer` (`arl-<root>.der` in the CA directory) unless
         a newer one is stored; returns the CRL number now current (0: no ARL for it)."""
         der = self._hierarchy.arls.get(issuer)
-        current = await self._store.current_crl(issuer)
+        current = await self._store.current_crl(CRLScope(issuer))
         if der is None:
             if current is None:
                 log.error("no CRL for a root whose key is offline: sign one (`python -m services.signer arl`)",
@@ -87,30 +164,45 @@ class CRLPublisher:
         this_update, next_update = arl.last_update_utc, arl.next_update_utc
         assert next_update is not None  # check_arl: every CRL this CA signs has one
         if current is None or current["number"] < number:
-            await self._store.save_crl(issuer, number, der, this_update, next_update, len(list(arl)))
+            await self._store.save_crl(CRLScope(issuer), number, der, this_update, next_update, len(list(arl)))
             log.info("ARL published", issuer=issuer, crl_number=number, revoked=len(list(arl)))
         if next_update - utcnow() <= ARL_WARNING:
             log.error("the root's ARL ends within 30 days: sign a new one at a ceremony (docs/operations.md)",
                       alert=True, issuer=issuer, next_update=next_update.isoformat())
-        monitoring.crl_next_update(issuer, next_update)
+        self._next_updates[CRLScope(issuer)] = next_update
+        self._export_next_update(issuer)
         return max(number, int(current["number"]) if current else 0)
 
     async def refresh_due(self) -> None:
-        for ca in self._hierarchy.cas.values():
+        for issuer, ca in self._cas.items():
             if ca.private_key is None:
-                await self.publish_arl(ca.label)
+                await self.publish_arl(issuer)
                 continue
-            current = await self._store.current_crl(ca.label)
-            if current is None or current["next_update"] - utcnow() <= self._refresh_before:
-                await self.regenerate(ca.label)
-            else:
-                monitoring.crl_next_update(ca.label, current["next_update"])
+            due = []
+            for scope, next_update in (await self.scopes(issuer)).items():
+                if next_update is None or next_update - utcnow() <= self._refresh_before:
+                    due.append(scope)
+                else:
+                    self._next_updates[scope] = max(next_update, self._next_updates.get(scope, next_update))
+            await self.regenerate_all(due)
+            self._export_next_update(issuer)
+
+    def _export_next_update(self, issuer: str) -> None:
+        """The metric of a CA is its CRL closest to going stale (``monitoring.crl_next_update``)."""
+        moments = [moment for scope, moment in self._next_updates.items() if scope.issuer == issuer]
+        if moments:
+            monitoring.crl_next_update(issuer, min(moments))
 
     def start(self) -> None:
         self._periodic.start()
 
     async def stop(self) -> None:
         await self._periodic.stop()
+
+
+def crl_scope_of(status: Document) -> CRLScope:
+    """The CRL that lists a certificate once revoked: its shard, stored at issuance, or the unsharded CRL."""
+    return CRLScope(status["issuer"], status.get("crl_shard"))
 
 
 class Revoker:
@@ -170,20 +262,20 @@ class Revoker:
         return status, event.data["reason"], event.data["requested_by"]
 
     async def revoke_all(self, items: list[tuple[Document, str, str]]) -> None:
-        """Revoke each (status, reason, requested_by) once, rebuild the CRL of each CA concerned once
-        (a burst of revocations costs one rebuild per CA, not one per certificate), then announce each.
+        """Revoke each (status, reason, requested_by) once, rebuild the CRL of each scope concerned once
+        (a burst of revocations costs one rebuild per CRL shard, not one per certificate; concurrent bursts
+        share rebuilds, `CoalescedRebuild`), then announce each.
 
         The CRLs are rebuilt before any `cert.revoked` is published, so a consumer of the event that
-        fetches the CRL finds the certificate on it."""
+        fetches the certificate's CRL finds the certificate on it."""
         revoked: list[Document] = []
-        issuers: set[str] = set()
+        scopes: set[CRLScope] = set()
         for status, reason, requested_by in items:
             if status["status"] != "revoked":
                 status = await self._flip(status, reason, requested_by)
-                issuers.add(status["issuer"])
+                scopes.add(crl_scope_of(status))
             revoked.append(status)
-        for issuer in sorted(issuers):
-            await self._crls.regenerate(issuer)
+        await self._crls.regenerate_all(scopes)
         # The stored events, also on redelivery or after losing a race: always the same id and time.
         await self._producer.publish_many([outbox.stored_event(s["revoked_event"]) for s in revoked])
 

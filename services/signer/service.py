@@ -134,6 +134,7 @@ class SignerService:
                 lint_profiles=frozenset(self.settings.lint_profiles),
                 lint=self._lint,
                 log_level=common.log_level,
+                crl_shards=self.settings.crl_shards,
             ),
             workers=self.settings.signing_workers,
         )
@@ -147,6 +148,8 @@ class SignerService:
             self.store,
             validity=dt.timedelta(hours=self.settings.crl_validity_hours),
             refresh_before=dt.timedelta(hours=self.settings.crl_refresh_before_hours),
+            public_base_url=self.settings.public_base_url,
+            shards=self.settings.crl_shards,
         )
         await self.crls.refresh_due()
         self.crls.start()
@@ -165,7 +168,7 @@ class SignerService:
                 # (one is stored and published while the next is signed).
                 Subscription("csr", {approved: self.issuer.handle}, {approved: self.issuer.handle_batch},
                              ordered=False),
-                # A burst of revocation requests is revoked together, with one CRL rebuild per CA.
+                # A burst of revocation requests is revoked together, with one CRL rebuild per CRL shard.
                 Subscription("cert", {BY_NAME["cert.revoke_requested"].type: revoker.handle,
                                       BY_NAME["cert.key_compromised"].type: compromised_keys.handle},
                              {BY_NAME["cert.revoke_requested"].type: revoker.handle_batch}),

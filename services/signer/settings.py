@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from services.signer.ca.crl import DEFAULT_SHARDS, MAX_SHARDS
 from services.signer.ca.hierarchy import key_path
 from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.urls import CAUrls
@@ -106,6 +107,12 @@ class SignerSettings:
         help="signing processes per replica (CSR checks, lint, signatures); up to the cores it may use",
     )
     crl_validity_hours: int = setting("CACERT_CRL_VALIDITY_HOURS", 24)
+    crl_shards: int = setting(
+        "CACERT_CRL_SHARDS",
+        DEFAULT_SHARDS,
+        help="CRL shards per issuing CA for new certificates, each at /<ca>/<n>.crl and named in the certificate's "
+             "CRL Distribution Points (0: none, one CRL at /<ca>.crl); lowering it keeps publishing the old shards",
+    )
     crl_refresh_before_hours: int = setting(
         "CACERT_CRL_REFRESH_BEFORE_HOURS", 6, help="regenerate a CRL this long before its nextUpdate"
     )
@@ -177,6 +184,8 @@ class SignerSettings:
             )
         if self.ocsp_signer_check_seconds <= 0:
             raise ConfigError("CACERT_OCSP_SIGNER_CHECK_SECONDS must be positive")
+        if not 0 <= self.crl_shards <= MAX_SHARDS:
+            raise ConfigError(f"CACERT_CRL_SHARDS must be between 0 and {MAX_SHARDS}, got {self.crl_shards}")
         if self.crl_refresh_before_hours >= self.crl_validity_hours:
             raise ConfigError(
                 "CACERT_CRL_REFRESH_BEFORE_HOURS must be smaller than CACERT_CRL_VALIDITY_HOURS"

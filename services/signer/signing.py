@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from services.signer.ca import issuance
+from services.signer.ca.crl import DEFAULT_SHARDS, crl_shard_of
 from services.signer.ca.hierarchy import Hierarchy, IssuingCA, load_hierarchy
 from services.signer.ca.lint import PreIssuanceLinter
 from services.signer.ca.profiles import get_profile
@@ -91,8 +92,10 @@ class Signatory:
         public_base_url: str,
         lint_profiles: Iterable[str],
         linter: PreIssuanceLinter | None,
+        crl_shards: int = DEFAULT_SHARDS,
     ) -> None:
         self._hierarchy = hierarchy
+        self._crl_shards = crl_shards
         self._urls = {c.label: CAUrls.under(public_base_url, c.label) for c in hierarchy.cas.values()}
         self._lint_profiles = frozenset(lint_profiles)
         self._linter = linter
@@ -140,8 +143,9 @@ class Signatory:
         try:
             profile = get_profile(request.profile)
             ca = self._hierarchy.issuing_ca(request.cert_class)
+            serial = new_serial_number()
             builder = issuance.prepare_certificate(
-                request, ca, profile, self._urls[ca.label], now, new_serial_number()
+                request, ca, profile, self._urls[ca.label], now, serial, crl_shard_of(serial, self._crl_shards)
             )
         except issuance.IssuanceRefused as exc:
             log.warning("request refused", reason=exc.reason, **ids)
@@ -197,11 +201,14 @@ class Signatory:
             "trust_anchors": self._anchors[request.cert_class],
             "issued_at": isoformat(now),
         }
+        shard = crl_shard_of(cert.serial_number, self._crl_shards)
         return {
             "_id": request.request_id,
             "kind": "issued",
             "serial": serial,
             "issuer": ca.label,
+            # The shard named in the certificate's CRL Distribution Points; absent (unsharded): /<issuer>.crl.
+            **({} if shard is None else {"crl_shard": shard}),
             "member_id": request.member_id,
             "profile": request.profile,
             "not_after": cert.not_valid_after_utc,
@@ -245,6 +252,7 @@ class SigningConfig:
     lint: bool
     log_level: str = "INFO"
     ocsp_passphrase: bytes | None = dataclasses.field(default=None, repr=False)
+    crl_shards: int = DEFAULT_SHARDS
 
     def signatory(self) -> Signatory:
         hierarchy = load_hierarchy(self.ca_dir, self.passphrase, ocsp_passphrase=self.ocsp_passphrase)
@@ -253,7 +261,8 @@ class SigningConfig:
             linter = PreIssuanceLinter()
             linter.warm_up([hierarchy.issuing_ca(1).key_algorithm])
         return Signatory(
-            hierarchy, public_base_url=self.public_base_url, lint_profiles=self.lint_profiles, linter=linter
+            hierarchy, public_base_url=self.public_base_url, lint_profiles=self.lint_profiles, linter=linter,
+            crl_shards=self.crl_shards,
         )
 
 

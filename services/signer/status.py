@@ -8,9 +8,11 @@ issuing process stores it.
 Routes follow `CAUrls.under()`, which is what issued certificates point at:
 `/class1.crl`, `/class1.crt`, `/ocsp/class1` (POST, or GET with the
 base64 request appended, RFC 6960 A.1), the same for `class3`, `class1-issuing` and
-`class3-issuing`; `/ocsp` answers for any CA. A root's responder answers for the CA certificates it
-signed from the CA directory itself (good, or revoked when its ARL lists them) and for the leaves it
-signed before issuing CAs existed from the database.
+`class3-issuing`; `/ocsp` answers for any CA. A CA that signs leaves also has its CRL shards,
+`/class1-issuing/<shard>.crl` (the CRL in a certificate's CRL Distribution Points, `CAUrls.crl_shard_url`);
+its `/<ca>.crl` lists the certificates issued without a shard (before sharding). A root's responder
+answers for the CA certificates it signed from the CA directory itself (good, or revoked when its ARL lists
+them) and for the leaves it signed before issuing CAs existed from the database.
 `/class3-root.crt` is the self-signed Class 3 root, the anchor for relying parties
 who trust Class 3 alone (no certificate points at it; 404 while the CA directory
 has none, see `self-sign-class3`).
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client import Gauge
 
 from services.signer.ca import ocsp
+from services.signer.ca.crl import CRLScope
 from services.signer.ca.hierarchy import CLASS3_ROOT, Hierarchy, OCSPSigner
 from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
 from services.signer.ca.serials import parse_serial_hex, serial_hex
@@ -143,6 +146,7 @@ class StatusEndpoints:
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crl", self.crl)
+        app.router.add_get(f"/{{issuer:{CA_LABEL}}}/{{shard:(?:0|[1-9][0-9]{{0,3}})}}.crl", self.crl)
         app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crt", self.ca_certificate)
         app.router.add_get(f"/{{issuer:{CLASS3_ROOT}}}.crt", self.ca_certificate)
         app.router.add_post("/ocsp", self.ocsp_post)
@@ -151,8 +155,9 @@ class StatusEndpoints:
         app.router.add_get("/ocsp/{request:.+}", self.ocsp_get)
 
     async def crl(self, request: web.Request) -> web.Response:
-        issuer = request.match_info["issuer"]
-        current = await self._store.current_crl(issuer)
+        shard = request.match_info.get("shard")
+        scope = CRLScope(request.match_info["issuer"], None if shard is None else int(shard))
+        current = await self._store.current_crl(scope)
         if current is None:
             return web.Response(
                 status=503, text="CRL not generated yet; retry shortly\n", headers={"Retry-After": "30"}

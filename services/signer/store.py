@@ -5,7 +5,10 @@
   approved request yields exactly one certificate, ever" hold, whoever races.
 * `statuses` (`_id` = serial): small documents OCSP, revocation and CRLs read;
   the `_id` also keeps serials unique across the CA.
-* `crls`: the current CRL per issuer and the CRL-number counters.
+* `crls`: the current CRL of each scope (`current:<issuer>` for the unsharded CRL, `current:<issuer>/<shard>`
+  for each shard, `ca/crl.py`'s `CRLScope`) and its CRL-number counter (`counter:<issuer>`,
+  `counter:<issuer>/<shard>`): one per scope (RFC 5280 5.2.3), so rebuilds of different shards never contend
+  for one document.
 * `blocked_keys` (`_id` = spki_sha256): keys reported compromised (`cert.key_compromised`); no
   certificate is issued for them, and each status carries its key's `spki_sha256` so all
   certificates of a key can be found and revoked.
@@ -41,6 +44,7 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from services.signer.ca.crl import CRLScope
 from shared.key_compromise import spki_sha256
 
 Document = dict[str, Any]
@@ -53,6 +57,7 @@ INDEXES = {
     "outcomes": [],
     "statuses": [
         IndexModel([("issuer", ASCENDING), ("status", ASCENDING)], name="issuer_status"),
+        IndexModel([("issuer", ASCENDING), ("crl_shard", ASCENDING), ("status", ASCENDING)], name="crl_scope"),
         IndexModel([("spki_sha256", ASCENDING)], name="key"),
     ],
     "crls": [],
@@ -139,34 +144,41 @@ class CertificateStore:
             {"spki_sha256": spki_sha256, "status": {"$ne": "revoked"}, "not_after": {"$gt": now}}
         ).to_list()
 
-    async def revoked(self, issuer: str, now: datetime) -> list[Document]:
-        """The CRL entries of `issuer` at `now`: revoked certificates that have not expired yet.
+    async def revoked(self, scope: CRLScope, now: datetime) -> list[Document]:
+        """The CRL entries of `scope` at `now`: its revoked certificates that have not expired yet.
 
         An expired certificate leaves the CRL (RFC 5280 3.3 allows it; TLS BR 4.10.1 forbids removing an
         entry only before the certificate's expiry) and keeps its revoked status here for OCSP and audit,
         so the CRL stops growing with the CA's age.
         """
+        shard: Document = {"$exists": False} if scope.shard is None else {"$eq": scope.shard}
         cursor = self.statuses.find(
-            {"issuer": issuer, "status": "revoked",
+            {"issuer": scope.issuer, "crl_shard": shard, "status": "revoked",
              "$or": [{"not_after": {"$gte": now}}, {"not_after": {"$exists": False}}]},
             {"revoked_at": 1, "revocation_reason": 1},
         )
         return await cursor.to_list()
 
-    async def next_crl_number(self, issuer: str) -> int:
-        """CRL numbers must strictly increase (RFC 5280 5.2.3): a counter per issuer."""
-        doc = await self.crls.find_one_and_update(
-            {"_id": f"counter:{issuer}"},
-            {"$inc": {"number": 1}},
-            upsert=True,
-            return_document=ReturnDocument.AFTER,
-        )
+    async def next_crl_number(self, scope: CRLScope) -> int:
+        """CRL numbers must strictly increase within a CRL's scope (RFC 5280 5.2.3): a counter per scope."""
+        for attempt in (1, 2):
+            try:
+                doc = await self.crls.find_one_and_update(
+                    {"_id": f"counter:{scope.name}"},
+                    {"$inc": {"number": 1}},
+                    upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                break
+            except DuplicateKeyError:  # another replica's first upsert of this counter won: increment it
+                if attempt == 2:
+                    raise
         assert doc is not None
         return int(doc["number"])
 
     async def save_crl(
         self,
-        issuer: str,
+        scope: CRLScope,
         number: int,
         der: bytes,
         this_update: datetime,
@@ -174,6 +186,8 @@ class CertificateStore:
         revoked_count: int,
     ) -> None:
         fields = {
+            "issuer": scope.issuer,
+            "shard": scope.shard,
             "number": number,
             "der": der,
             "this_update": this_update,
@@ -181,12 +195,25 @@ class CertificateStore:
             "revoked_count": revoked_count,
         }
         # Never replace a newer CRL with an older one (two replicas may generate concurrently).
-        await self.crls.update_one({"_id": f"current:{issuer}", "number": {"$lt": number}}, {"$set": fields})
+        key = f"current:{scope.name}"
+        await self.crls.update_one({"_id": key, "number": {"$lt": number}}, {"$set": fields})
         with contextlib.suppress(DuplicateKeyError):  # a concurrent first save won the insert
-            await self.crls.update_one({"_id": f"current:{issuer}"}, {"$setOnInsert": fields}, upsert=True)
+            await self.crls.update_one({"_id": key}, {"$setOnInsert": fields}, upsert=True)
 
-    async def current_crl(self, issuer: str) -> Document | None:
-        return await self.crls.find_one({"_id": f"current:{issuer}"})
+    async def current_crl(self, scope: CRLScope) -> Document | None:
+        return await self.crls.find_one({"_id": f"current:{scope.name}"})
+
+    async def crl_scopes(self, issuer: str) -> dict[CRLScope, Document]:
+        """Every scope of `issuer` with a stored CRL (without its DER): a few dozen small documents. A shard
+        stays here after the shard count is lowered, so its certificates stay covered."""
+        found = self.crls.find({"_id": {"$regex": "^current:"}}, {"der": 0})
+        scopes: dict[CRLScope, Document] = {}
+        async for doc in found:
+            name = doc["_id"].removeprefix("current:")
+            owner, _, shard = name.partition("/")
+            if owner == issuer:
+                scopes[CRLScope(issuer, int(shard) if shard else None)] = doc
+        return scopes
 
     async def save_ocsp_signer(self, doc: Document) -> bool:
         """Store a renewed OCSP signer; False when its `_id` (the successor of one signer) exists already."""

@@ -8,6 +8,7 @@ certificate and only swaps the host for the local one.
 
 from __future__ import annotations
 
+import re
 import shutil
 import socket
 import ssl
@@ -99,9 +100,9 @@ def test_certificates_are_what_was_asked_for(demo: DemoRun) -> None:
     sans = client.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert sans.get_values_for_type(x509.RFC822Name) == [demo.summary["member"]["email"]]
     # Published status URLs use the public-looking name; the demo reports the real local ones. They are the
-    # issuing CA's: the roots sign no leaves.
+    # issuing CA's: the roots sign no leaves. The CRL is the certificate's shard.
     assert ocsp_url(server) == "http://pki.example.net/ocsp/class3-issuing"
-    assert crl_url(server) == "http://pki.example.net/class3-issuing.crl"
+    assert re.fullmatch(r"http://pki\.example\.net/class3-issuing/[0-9]+\.crl", crl_url(server))
 
 
 def test_the_domain_verified_by_a_dns_record_gets_its_server_certificate(demo: DemoRun) -> None:
@@ -233,7 +234,12 @@ def test_crl_parses_verifies_and_lists_the_revoked_serial(demo: DemoRun, tmp_pat
     refused = openssl("verify", "-crl_check", "-CRLfile", pem, "-CAfile", d / "class1_root.pem", *chain1,
                       d / "revoked.pem", check=False)  # fmt: skip
     assert refused.returncode != 0 and "revoked" in (refused.stdout + refused.stderr)
-    openssl("verify", "-crl_check", "-CRLfile", pem, "-CAfile", d / "class1_root.pem", *chain1, d / "server_class1.pem")
+    # The live certificate is checked against its own CRL shard (OpenSSL matches the CRL's Issuing Distribution
+    # Point with the certificate's CRL Distribution Points).
+    live = tmp_path / "class1-live.crl.pem"
+    openssl("crl", "-inform", "DER", "-in", _crl(demo, "server_class1.pem", tmp_path / "live.crl"), "-out", live)
+    openssl("verify", "-crl_check", "-CRLfile", live, "-CAfile", d / "class1_root.pem", *chain1,
+            d / "server_class1.pem")
     # The Class 3 issuing CA's CRL verifies with its certificate.
     crl3 = _crl(demo, "server_class3.pem", tmp_path / "class3.crl")
     assert "verify OK" in openssl("crl", "-inform", "DER", "-in", crl3, "-CAfile", d / "class3_issuing.pem",

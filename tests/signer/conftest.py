@@ -111,6 +111,7 @@ def issue(pki: Hierarchy, linter: lint.PreIssuanceLinter, ec_key: Any) -> Callab
         emails: list[str] | None = None,
         validity_days: int = 30,  # under every TLS maximum of the SC-081 schedule (46 days from 2029)
         now: dt.datetime | None = None,
+        crl_shard: int | None = None,
     ) -> Issued:
         request = issuance.ApprovedRequest(
             request_id="req-1",
@@ -133,6 +134,7 @@ def issue(pki: Hierarchy, linter: lint.PreIssuanceLinter, ec_key: Any) -> Callab
             urls_for(cert_class),
             now or dt.datetime.now(dt.UTC),
             issuance.new_serial_number(),
+            crl_shard,
         )
         result = linter.lint_tbs(tbs, prof, ca.key_algorithm)
         return Issued(request, issuance.sign_certificate(tbs, ca), result)

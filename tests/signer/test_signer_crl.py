@@ -11,6 +11,8 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from services.signer.ca import crl, revocation
 from services.signer.ca.revocation import RevokedCertificate
+from services.signer.settings import SignerSettings
+from shared.config import ConfigError, load
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -125,6 +127,58 @@ def test_crl_passes_pkilint_br_profile(pki, tool, h) -> None:
     assert out.returncode == 0, out.stdout
 
 
+def test_a_shard_crl_passes_pkilint_and_names_its_distribution_point(pki, tool, h) -> None:
+    """TLS BR 7.2.2.1: a partitioned CRL carries a critical Issuing Distribution Point whose fullName is the
+    URL of the certificates' CRL Distribution Points, byte for byte."""
+    url = h.urls_for(3).crl_shard_url(5)
+    assert url == f"{h.pki_base}/class3/5.crl"
+    der = crl.build_crl(pki.issuing_ca(3), [(7, NOW, "key_compromise"), (9, NOW, None)], crl_number=4, now=NOW,
+                        distribution_point=url)
+    idp = x509.load_der_x509_crl(der).extensions.get_extension_for_class(x509.IssuingDistributionPoint)
+    assert idp.critical
+    assert idp.value == x509.IssuingDistributionPoint(
+        full_name=[x509.UniformResourceIdentifier(url)], relative_name=None, only_contains_user_certs=False,
+        only_contains_ca_certs=False, only_some_reasons=None, indirect_crl=False, only_contains_attribute_certs=False)
+    out = tool.run(*h.pkilint("lint_crl"), "lint", "-t", "CRL", "-p", "BR", "-s", "WARNING", tool.write("s.crl", der))
+    assert out.returncode == 0, out.stdout
+
+
+def test_openssl_checks_a_certificate_against_the_crl_of_its_shard_only(pki, issue, ca_pems, tool, h) -> None:
+    """A relying party matches the CRL's Issuing Distribution Point with the certificate's CRL Distribution
+    Points: shard 5's CRL settles a shard-5 certificate either way and says nothing about a shard-6 one."""
+    good, bad, elsewhere = (issue(1, "server", dns_names=[f"{name}.example.org"], crl_shard=shard)
+                            for name, shard in (("good", 5), ("bad", 5), ("elsewhere", 6)))
+    for issued in (good, bad, elsewhere):
+        assert not issued.lint_result.errors  # a shard URL in the CDP passes the pre-issuance lint
+    cdp = good.certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+    assert [[n.value for n in dp.full_name or []] for dp in cdp] == [[f"{h.pki_base}/class1/5.crl"]]
+    now = dt.datetime.now(dt.UTC)
+    der = crl.build_crl(pki.issuing_ca(1), [(bad.certificate.serial_number, now, "key_compromise")], crl_number=1,
+                        now=now, distribution_point=h.urls_for(1).crl_shard_url(5))
+    shard_crl = tool.write("class1-5.crl.pem", x509.load_der_x509_crl(der).public_bytes(Encoding.PEM))
+    chain = pki.chain_pem(1)  # the certificates between the leaf and the Class 1 root, if any
+    untrusted = ["-untrusted", tool.write("chain1.pem", chain)] if chain.strip() else []
+
+    def verify(issued) -> str:
+        out = tool.openssl("verify", "-crl_check", "-CAfile", ca_pems["class1"], *untrusted,
+                           "-CRLfile", shard_crl, tool.write("leaf.pem", h.pem(issued.certificate)))
+        return ("OK " if out.returncode == 0 else "FAILED ") + out.stdout + out.stderr
+
+    assert verify(good).startswith("OK")
+    assert "certificate revoked" in verify(bad)
+    assert "different CRL scope" in verify(elsewhere)  # OpenSSL: the IDP does not name its CDP
+
+
+def test_the_shard_of_a_certificate_comes_from_its_serial() -> None:
+    assert crl.crl_shard_of(0x1234, 16) == 4
+    assert crl.crl_shard_of(0x1234, 0) is None  # sharding off: the unsharded CRL
+    shards = [crl.crl_shard_of(serial, 8) for serial in range(1000, 1800)]
+    assert {shard: shards.count(shard) for shard in set(shards)} == dict.fromkeys(range(8), 100)
+    with pytest.raises(ValueError, match="shards"):
+        crl.crl_shard_of(1, crl.MAX_SHARDS + 1)
+    assert crl.CRLScope("class3", 5).name == "class3/5" and crl.CRLScope("class3").name == "class3"
+
+
 def test_crl_parameters_are_checked(pki) -> None:
     ca = pki.issuing_ca(1)
     with pytest.raises(ValueError, match="crl_number"):
@@ -164,3 +218,15 @@ def test_reasons_this_ca_never_publishes_are_refused(given: str, message: str) -
     with pytest.raises(ValueError, match=message):
         revocation.parse_reason(given)
     assert revocation.parse_reason("ca_compromise", ca_certificate=True) is x509.ReasonFlags.ca_compromise
+
+
+@pytest.mark.parametrize(("value", "problem"), [("-1", "between 0 and 1024"), ("1025", "between 0 and 1024"),
+                                                 ("many", "CACERT_CRL_SHARDS")])
+def test_the_shard_count_setting_is_checked_at_start_up(value: str, problem: str, tmp_path) -> None:
+    environ = {"CACERT_CA_DIR": str(tmp_path), "CACERT_CA_PASSPHRASE": "x", "CACERT_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+               "CACERT_MONGO_URL": "mongodb://127.0.0.1:9", "CACERT_MONGO_DATABASE": "signer"}
+    with pytest.raises(ConfigError, match=problem) as raised:
+        load(SignerSettings, dict(environ, CACERT_CRL_SHARDS=value))
+    assert "\n" not in str(raised.value) and "CACERT_CRL_SHARDS" in str(raised.value)
+    assert load(SignerSettings, dict(environ, CACERT_CRL_SHARDS="0")).crl_shards == 0
+    assert load(SignerSettings, environ).crl_shards == crl.DEFAULT_SHARDS

@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from services.signer import monitoring
 from services.signer.ca import ceremony
+from services.signer.ca.crl import CRLScope
 
 PASSPHRASE = b"correct horse battery staple"
 
@@ -32,10 +33,10 @@ def test_every_ca_and_ocsp_signer_certificate_end_is_exported(tmp_path: Path, h)
 
 class _Crls:
     def __init__(self) -> None:
-        self.current: dict[str, dict[str, Any]] = {}
+        self.current: dict[CRLScope, dict[str, Any]] = {}
 
-    async def current_crl(self, issuer: str) -> dict[str, Any] | None:
-        return self.current.get(issuer)
+    async def crl_scopes(self, issuer: str) -> dict[CRLScope, dict[str, Any]]:
+        return {scope: doc for scope, doc in self.current.items() if scope.issuer == issuer}
 
 
 def test_status_mode_exports_the_stored_crls_next_update(tmp_path: Path, h) -> None:
@@ -43,13 +44,19 @@ def test_status_mode_exports_the_stored_crls_next_update(tmp_path: Path, h) -> N
     store = _Crls()
     freshness = monitoring.CRLFreshness(pki, store)  # type: ignore[arg-type]
     next_update = dt.datetime(2031, 5, 1, 12, tzinfo=dt.UTC)
-    store.current["class1"] = {"next_update": next_update}
+    store.current[CRLScope("class1")] = {"next_update": next_update}
     asyncio.run(freshness.check())
     assert sample("cacert_crl_next_update_seconds", issuer="class1") == next_update.timestamp()
     later = next_update + dt.timedelta(hours=24)
-    store.current["class1"] = {"next_update": later}  # the issuing signer published a new one
+    store.current[CRLScope("class1")] = {"next_update": later}  # the issuing signer published a new one
     asyncio.run(freshness.check())
     assert sample("cacert_crl_next_update_seconds", issuer="class1") == later.timestamp()
+    # With shards, the CA's metric is its CRL closest to going stale.
+    store.current[CRLScope("class1", 3)] = {"next_update": next_update + dt.timedelta(hours=2)}
+    store.current[CRLScope("class3", 0)] = {"next_update": next_update}
+    asyncio.run(freshness.check())
+    assert sample("cacert_crl_next_update_seconds", issuer="class1") == (
+        next_update + dt.timedelta(hours=2)).timestamp()
 
 
 def test_every_rejection_reason_is_counted_from_zero() -> None:

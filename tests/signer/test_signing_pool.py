@@ -13,6 +13,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from services.signer.ca.crl import DEFAULT_SHARDS, crl_shard_of
 from services.signer.settings import SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
 from shared import outbox
@@ -52,6 +53,12 @@ async def test_workers_sign_in_processes_of_their_own(config: SigningConfig,
             san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             assert san.get_values_for_type(x509.DNSName) == request["dns_names"]
             assert outbox.stored_event(outcome["event"]).data["serial"] == outcome["serial"]
+            # Its CRL shard, decided from the serial, is in its CRL Distribution Points and in its outcome
+            # (then in its status), so a revocation rebuilds that shard's CRL alone.
+            shard = crl_shard_of(cert.serial_number, DEFAULT_SHARDS)
+            assert outcome["crl_shard"] == shard
+            cdp = cert.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+            assert [[n.value for n in dp.full_name or []] for dp in cdp] == [[f"{PUBLIC_URL}/class3/{shard}.crl"]]
         assert os.getpid() not in pool.worker_pids() and len(pool.worker_pids()) == 2
     finally:
         pool.close()

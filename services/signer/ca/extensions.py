@@ -9,11 +9,12 @@ from cryptography.x509.oid import AuthorityInformationAccessOID
 from services.signer.ca.urls import CAUrls
 
 
-def crl_distribution_points(urls: CAUrls) -> x509.CRLDistributionPoints:
+def crl_distribution_points(urls: CAUrls, crl_shard: int | None = None) -> x509.CRLDistributionPoints:
+    """One DistributionPoint, an http fullName (TLS BR 7.1.2.11.2): the CRL of the certificate's shard."""
     return x509.CRLDistributionPoints(
         [
             x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(urls.crl_url)],
+                full_name=[x509.UniformResourceIdentifier(urls.crl_shard_url(crl_shard))],
                 relative_name=None,
                 reasons=None,
                 crl_issuer=None,

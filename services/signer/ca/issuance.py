@@ -232,10 +232,12 @@ def prepare_certificate(
     urls: CAUrls,
     now: dt.datetime,
     serial: int,
+    crl_shard: int | None = None,
 ) -> x509.CertificateBuilder:
     """The complete to-be-signed certificate for ``req`` (everything but the signature).
 
-    ``urls`` are the issuing CA's own CRL/OCSP/certificate URLs. Raises ``CSRRejected`` or
+    ``urls`` are the issuing CA's own CRL/OCSP/certificate URLs; ``crl_shard`` the CRL shard whose URL the
+    CRL Distribution Points names (``None``: the CA's unsharded CRL). Raises ``CSRRejected`` or
     ``RequestRejected``; a serial outside 1..2**159-1 is a programming error (``ValueError``).
     """
     if not 0 < serial < 2**159:
@@ -272,7 +274,7 @@ def prepare_certificate(
     )
     builder = _key_identifiers(builder, profile, public_key, ca)
     builder = (
-        builder.add_extension(crl_distribution_points(urls), critical=False)
+        builder.add_extension(crl_distribution_points(urls, crl_shard), critical=False)
         .add_extension(authority_information_access(urls), critical=False)
         .add_extension(
             x509.CertificatePolicies(

@@ -37,3 +37,10 @@ class CAUrls:
             ocsp_url=f"{base}/ocsp/{ca_name}",
             ca_issuers_url=f"{base}/{ca_name}.crt",
         )
+
+    def crl_shard_url(self, shard: int | None) -> str:
+        """The CRL a certificate of CRL shard ``shard`` points at: ``/class3.crl`` becomes ``/class3/7.crl``
+        (as Boulder's ``<issuer>/<shard>.crl``); ``None`` (unsharded) is the CA's ``crl_url`` itself."""
+        if shard is None:
+            return self.crl_url
+        return f"{self.crl_url.removesuffix('.crl')}/{shard}.crl"
