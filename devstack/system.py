@@ -589,8 +589,9 @@ def table() -> str:
         ("confirm links (domain_verify)", u["confirm"] + "/confirm#token=<token>", "opened from the mailed link"),
         ("OCSP responder", u["ocsp_class1_issuing"],
          f"and {u['ocsp_class3_issuing']}; the roots' {u['ocsp_class1']}, {u['ocsp_class3']} (or {u['status']}/ocsp)"),
-        ("CRLs", u["crl_class1_issuing"],
-         f"and {u['crl_class3_issuing']}; the roots' {u['crl_class1']}, {u['crl_class3']}"),
+        ("CRLs", u["status"] + "/class1-issuing/<n>.crl",
+         f"and {u['status']}/class3-issuing/<n>.crl: the shard in each certificate's CDP; "
+         f"the roots' {u['crl_class1']}, {u['crl_class3']}"),
         ("CA certificates (DER)", u["class1_crt"],
          f"and {u['class3_crt']}; the self-signed Class 3 root {u['class3_root_crt']}; "
          f"the issuing CAs {u['class1_issuing_crt']}, {u['class3_issuing_crt']}"),
