@@ -162,7 +162,7 @@ class CRLPublisher:
         arl = x509.load_der_x509_crl(der)
         number = arl.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number
         this_update, next_update = arl.last_update_utc, arl.next_update_utc
-        assert next_update is not None  # check_arl: every CRL this CA signs has one
+        assert next_update is not None  # load_hierarchy's check_arl refuses an ARL without one
         if current is None or current["number"] < number:
             await self._store.save_crl(CRLScope(issuer), number, der, this_update, next_update, len(list(arl)))
             log.info("ARL published", issuer=issuer, crl_number=number, revoked=len(list(arl)))

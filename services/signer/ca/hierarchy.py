@@ -351,6 +351,8 @@ def check_arl(der: bytes, root: x509.Certificate, what: str) -> x509.Certificate
         raise HierarchyError(f"{what} is not a DER CRL") from None
     if arl.issuer != root.subject or not arl.is_signature_valid(root.public_key()):  # type: ignore[arg-type]
         raise HierarchyError(f"{what} is not signed by {root.subject.rfc4514_string()}")
+    if arl.next_update_utc is None:  # RFC 5280 5.1.2.5 / BR 7.2.2: conforming CAs include it
+        raise HierarchyError(f"{what} has no nextUpdate")
     return arl
 
 
