@@ -177,6 +177,7 @@ def _self_sign_class3(argv: list[str]) -> int:
 
 
 def _serve(mode: str, argv: list[str]) -> int:
+    from services.signer.ca.hsm import HSMKeyError
     from services.signer.service import SignerService
     from services.signer.settings import SignerSettings
 
@@ -190,6 +191,9 @@ def _serve(mode: str, argv: list[str]) -> int:
         service = SignerService(settings, mode=mode, lint=not getattr(args, "no_lint", False))
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+    except HSMKeyError as exc:
+        print(f"signer refused to start: {exc}", file=sys.stderr)
         return 2
     return run(lambda stop: run_until_stopped(service, stop))
 

@@ -46,6 +46,10 @@ class SignerService:
         self._lint = lint
         # Issuing acts only on what the RA signed: without its public key(s) the mode does not start.
         self._approvals = settings.approval_verifier() if mode == ISSUING else None
+        # Only the issuing mode holds CA keys; a token key it cannot use stops it here, one line naming the key.
+        self._ca_keys = settings.ca_key_source()
+        if mode == ISSUING:
+            self._ca_keys.check()
         self.http_port: int | None = None
         self._lifecycle = Lifecycle(f"signer-{mode}")
 
@@ -57,7 +61,7 @@ class SignerService:
         self.store = store_module.CertificateStore(db)
         hierarchy = load_hierarchy(
             self.settings.ca_dir, self.settings.ca_passphrase or None, ca_keys=self.mode == ISSUING,
-            ocsp_passphrase=self.settings.ocsp_key_passphrase,
+            ocsp_passphrase=self.settings.ocsp_key_passphrase, key_source=self._ca_keys,
         )
         if hierarchy.online_root_keys:
             log.warning("root keys are in the online CA directory although issuing CAs sign the leaves: move them "
@@ -135,6 +139,7 @@ class SignerService:
                 lint=self._lint,
                 log_level=common.log_level,
                 crl_shards=self.settings.crl_shards,
+                key_source=self._ca_keys,
             ),
             workers=self.settings.signing_workers,
         )

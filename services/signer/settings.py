@@ -10,6 +10,7 @@ from pathlib import Path
 
 from services.signer.ca.crl import DEFAULT_SHARDS, MAX_SHARDS
 from services.signer.ca.hierarchy import key_path
+from services.signer.ca.hsm import SOFTHSM2_MODULE, CAKeySource
 from services.signer.ca.keys import ALGORITHMS
 from services.signer.ca.urls import CAUrls
 from shared.approvals import ApprovalKeyError, ApprovalVerifier
@@ -141,6 +142,27 @@ class SignerSettings:
              "issues and revokes only what one of them signed (required there; shared/approvals.py)",
     )
 
+    ca_hsm_keys: str = setting(
+        "CACERT_CA_HSM_KEYS",
+        "",
+        help="CA keys on a PKCS#11 token, white-space separated 'label=pkcs11:token=...;object=...' entries "
+             "(RFC 7512; module-path and pin-source in the URI's query override the two settings below); a CA "
+             "label not listed uses its encrypted key file in CACERT_CA_DIR",
+    )
+    pkcs11_module: Path = setting(
+        "CACERT_PKCS11_MODULE", SOFTHSM2_MODULE, help="the PKCS#11 module (shared library) of the HSM"
+    )
+    pkcs11_pin: bytes = setting(
+        "CACERT_PKCS11_PIN", b"", secret=True, help="user PIN of the token(s) holding CA keys (use _FILE)"
+    )
+
+    def ca_key_source(self) -> CAKeySource:
+        """Where each CA key lives; ConfigError naming CACERT_CA_HSM_KEYS when an entry is malformed."""
+        try:
+            return CAKeySource.from_setting(self.ca_hsm_keys, module=self.pkcs11_module, pin=self.pkcs11_pin)
+        except ValueError as exc:
+            raise ConfigError(f"CACERT_CA_HSM_KEYS {exc}") from None
+
     def approval_verifier(self) -> ApprovalVerifier:
         """The RA keys the issuing mode trusts; ConfigError naming the variable when absent or unusable."""
         if not self.ra_public_keys.strip():
@@ -167,6 +189,7 @@ class SignerSettings:
     def validate(self) -> None:
         if self.ra_public_keys.strip():
             self.approval_verifier()
+        self.ca_key_source()
         unknown = [p for p in self.lint_profiles if p not in PROFILES]
         if unknown:
             raise ConfigError(f"CACERT_LINT_PROFILES has unknown profiles: {', '.join(unknown)}")

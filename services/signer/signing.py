@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from services.signer.ca import issuance
 from services.signer.ca.crl import DEFAULT_SHARDS, crl_shard_of
 from services.signer.ca.hierarchy import Hierarchy, IssuingCA, load_hierarchy
+from services.signer.ca.hsm import FILE_KEYS, CAKeySource
 from services.signer.ca.lint import PreIssuanceLinter
 from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number, serial_hex
@@ -253,9 +254,13 @@ class SigningConfig:
     log_level: str = "INFO"
     ocsp_passphrase: bytes | None = dataclasses.field(default=None, repr=False)
     crl_shards: int = DEFAULT_SHARDS
+    key_source: CAKeySource = FILE_KEYS
+    """Where the CA keys live; a worker opens its own PKCS#11 session to a token key."""
 
     def signatory(self) -> Signatory:
-        hierarchy = load_hierarchy(self.ca_dir, self.passphrase, ocsp_passphrase=self.ocsp_passphrase)
+        hierarchy = load_hierarchy(
+            self.ca_dir, self.passphrase, ocsp_passphrase=self.ocsp_passphrase, key_source=self.key_source
+        )
         linter = None
         if self.lint and self.lint_profiles:
             linter = PreIssuanceLinter()

@@ -64,6 +64,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from services.signer.ca import keys
+from services.signer.ca.hsm import FILE_KEYS, CAKeySource
 from services.signer.ca.keys import PrivateKey
 
 
@@ -358,15 +359,16 @@ def check_arl(der: bytes, root: x509.Certificate, what: str) -> x509.Certificate
 
 def _load_ca(
     directory: Path, passphrase: bytes | None, ocsp_passphrase: bytes, cert_class: CertClass, label: str, *,
-    key: str,
+    key: str, key_source: CAKeySource = FILE_KEYS,
 ) -> tuple[x509.Certificate, PrivateKey | None, OCSPSigner]:
-    """One CA's certificate, key (``key``: "required", "optional" or "no") and delegated OCSP signer."""
+    """One CA's certificate, key (``key``: "required", "optional" or "no"; from ``key_source``) and delegated
+    OCSP signer."""
     cert = read_certificate(certificate_path(directory, label))
     private_key = None
-    if key == "required" or (key == "optional" and key_path(directory, label).exists()):
-        if not passphrase:
+    if key == "required" or (key == "optional" and key_source.holds(label, key_path(directory, label))):
+        if not passphrase and not key_source.on_token(label):
             raise HierarchyError(f"the {label} CA key needs the CA passphrase, and none was given")
-        private_key = keys.read_private_key(key_path(directory, label), passphrase)
+        private_key = key_source.private_key(label, key_path(directory, label), passphrase)
         _check_key_matches(cert, private_key, label)
     signer_cert = read_certificate(ocsp_certificate_path(directory, label))
     try:
@@ -382,7 +384,8 @@ def _load_ca(
 
 
 def load_hierarchy(
-    directory: Path, passphrase: bytes | None, *, ca_keys: bool = True, ocsp_passphrase: bytes | None = None
+    directory: Path, passphrase: bytes | None, *, ca_keys: bool = True, ocsp_passphrase: bytes | None = None,
+    key_source: CAKeySource = FILE_KEYS,
 ) -> Hierarchy:
     """Load and cross-check the CA files, and the self-signed Class 3 root and the roots' ARLs where they
     exist: every certificate is signed by its issuer and every key belongs to its certificate, so a
@@ -392,7 +395,9 @@ def load_hierarchy(
     is loaded when it is in the directory (a directory of before issue 18 or one being migrated: its CRL is
     then signed here). With ``ca_keys=False`` (the public status mode) no CA key is read or needed: only
     the certificates and the delegated OCSP signers are loaded. The OCSP signers' key files are read with
-    ``ocsp_passphrase`` (default ``passphrase``), so the status mode needs no CA passphrase."""
+    ``ocsp_passphrase`` (default ``passphrase``), so the status mode needs no CA passphrase. ``key_source``
+    says where each CA key lives (on a PKCS#11 token, or by default in its encrypted file); the OCSP signers'
+    keys are always files."""
     ocsp_secret = ocsp_passphrase or passphrase
     if not ocsp_secret:
         raise HierarchyError("the OCSP signers' keys need a passphrase, and none was given")
@@ -400,11 +405,12 @@ def load_hierarchy(
     loaded: dict[str, tuple[CertClass, x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
     for cls in CertClass:
         root_key = "no" if not ca_keys else ("optional" if cls in issuing else "required")
-        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, cls.label, key=root_key))
+        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, cls.label, key=root_key,
+                                            key_source=key_source))
     for cls in issuing:
         label = issuing_label(cls)
         loaded[label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, label,
-                                        key="required" if ca_keys else "no"))
+                                        key="required" if ca_keys else "no", key_source=key_source))
 
     root = loaded[CertClass.CLASS1.label][1]
     class3 = loaded[CertClass.CLASS3.label][1]
