@@ -1,9 +1,15 @@
 """Fixtures for the signer's crypto core: one P-256 hierarchy per session (fast), CSR factories,
-an issuing helper and thin wrappers around the openssl and pkilint command lines."""
+an issuing helper and thin wrappers around the openssl and pkilint command lines.
+
+Key backends: the issuance, CRL and OCSP test modules (``KEY_BACKEND_MODULES``) run every test that uses the
+hierarchy twice, once with the CA keys in their encrypted files and once with them on a SoftHSM2 token
+(``softhsm``: a token directory of its own under the session's temporary directory, never a system token)."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -17,9 +23,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import NameOID
 
-from services.signer.ca import ceremony, hierarchy, issuance, lint, profiles
+from services.signer.ca import ceremony, hierarchy, hsm, issuance, lint, profiles
 from services.signer.ca.ceremony import HierarchyNames
-from services.signer.ca.hierarchy import CertClass, Hierarchy
+from services.signer.ca.hierarchy import CertClass, Hierarchy, OCSPSigner
 from services.signer.ca.urls import CAUrls
 
 PASSPHRASE = b"correct horse battery staple"
@@ -53,9 +59,111 @@ def ca_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+KEY_BACKENDS = ("file", "softhsm")
+KEY_BACKEND_MODULES = frozenset({"test_signer_issuance", "test_signer_crl", "test_signer_ocsp"})
+"""The test modules that run with both key backends (the others keep the file keys: their subject is not
+where a key lives, and a second run would only add time)."""
+SOFTHSM_PIN = b"4711"
+SOFTHSM_SO_PIN = "0815"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "key_backend" in metafunc.fixturenames and metafunc.module.__name__.rsplit(".", 1)[-1] in KEY_BACKEND_MODULES:
+        metafunc.parametrize("key_backend", KEY_BACKENDS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def pki(ca_dir: Path) -> Hierarchy:
-    return hierarchy.load_hierarchy(ca_dir, PASSPHRASE)
+def key_backend(request: pytest.FixtureRequest) -> str:
+    """Where the hierarchy's keys live: ``file`` (the encrypted key files), or ``softhsm``."""
+    return str(getattr(request, "param", "file"))
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    """A SoftHSM2 installation of the test session's own: ``SOFTHSM2_CONF`` points at a configuration whose
+    token directory is temporary. PKCS#11 reads it once per process, so the session has one."""
+
+    conf: Path
+    module: Path = hsm.SOFTHSM2_MODULE
+
+    def init_token(self, label: str, pin: bytes = SOFTHSM_PIN) -> None:
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin.decode(),
+             "--so-pin", SOFTHSM_SO_PIN],
+            check=True, capture_output=True, timeout=60,
+        )
+
+    def reference(self, token: str, obj: str, pin: bytes = SOFTHSM_PIN) -> hsm.HSMKeyReference:
+        return hsm.HSMKeyReference(hsm.PKCS11URI(token=token, object=obj), self.module, pin)
+
+    def environ(self) -> dict[str, str]:
+        """The variables a signer process needs to find this installation."""
+        return {"SOFTHSM2_CONF": str(self.conf), "CACERT_PKCS11_MODULE": str(self.module)}
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
+    if shutil.which("softhsm2-util") is None or not hsm.SOFTHSM2_MODULE.exists():
+        pytest.fail("SoftHSM2 is not installed: `apt-get install softhsm2` (./dev test installs it)")
+    directory = tmp_path_factory.mktemp("softhsm")
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    yield SoftHSM(conf)
+    if previous is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = previous
+
+
+CA_TOKEN = "cacert-test"
+
+
+@pytest.fixture(scope="session")
+def softhsm_ca_keys(ca_dir: Path, softhsm: SoftHSM) -> hsm.CAKeySource:
+    """The session hierarchy's CA keys moved onto a token, as an operator moves file keys into an HSM."""
+    softhsm.init_token(CA_TOKEN)
+    references = {}
+    for n, cls in enumerate(CertClass, start=1):
+        reference = softhsm.reference(CA_TOKEN, f"{cls.label}-ca")
+        hsm.import_private_key(reference, ca_key(ca_dir, cls), bytes([n]))
+        references[cls.label] = reference
+    return hsm.CAKeySource(references)
+
+
+def ca_key(directory: Path, cls: CertClass) -> Any:
+    from services.signer.ca import keys
+
+    return keys.read_private_key(hierarchy.key_path(directory, cls), PASSPHRASE)
+
+
+@pytest.fixture(scope="session")
+def pki(
+    ca_dir: Path, key_backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Hierarchy:
+    if key_backend == "file":
+        return hierarchy.load_hierarchy(ca_dir, PASSPHRASE)
+    key_source: hsm.CAKeySource = request.getfixturevalue("softhsm_ca_keys")
+    # A copy of the CA directory without the CA key files: the keys can only come from the token.
+    without_keys = tmp_path_factory.mktemp("ca-on-token")
+    for path in ca_dir.iterdir():
+        if path.name not in {hierarchy.key_path(ca_dir, cls).name for cls in CertClass}:
+            shutil.copy2(path, without_keys / path.name)
+    loaded = hierarchy.load_hierarchy(without_keys, PASSPHRASE, key_source=key_source)
+    assert all(isinstance(ca.signing_key, hsm.HSMECPrivateKey) for ca in loaded.cas.values())
+    # The delegated OCSP signers go onto the token as well, so the OCSP tests sign their answers there too.
+    # (The service keeps them in software: the issuing mode renews them; docs/decisions.md.)
+    softhsm: SoftHSM = request.getfixturevalue("softhsm")
+    cas = {}
+    for n, (cls, ca) in enumerate(loaded.cas.items(), start=len(loaded.cas) + 1):
+        reference = softhsm.reference(CA_TOKEN, f"ocsp-{cls.label}")
+        hsm.import_private_key(reference, ca.ocsp_signer.private_key, bytes([n]))
+        signer = OCSPSigner(ca.ocsp_signer.certificate, reference.open(f"ocsp-{cls.label}"))
+        hierarchy.check_ocsp_signer(signer, ca.certificate, f"ocsp-{cls.label}")
+        cas[cls] = dataclasses.replace(ca, ocsp_signer=signer)
+    return dataclasses.replace(loaded, cas=cas)
 
 
 @pytest.fixture(scope="session")
