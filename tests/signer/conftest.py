@@ -78,20 +78,25 @@ def key_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "file"))
 
 
+CA_TOKEN = "cacert-test"
+"""The token of the hierarchy's keys (``softhsm_ca_keys``)."""
+TEST_TOKEN = "hsm-tests"
+"""The token test_signer_hsm.py puts its own keys on."""
+UNOPENED_TOKEN = "never-opened"
+"""A token no test logs in to with the right PIN: PKCS#11 logs in per process and token, so a wrong PIN can only
+be seen on a token this process has not logged in to yet."""
+
+
 @dataclass(frozen=True)
 class SoftHSM:
     """A SoftHSM2 installation of the test session's own: ``SOFTHSM2_CONF`` points at a configuration whose
-    token directory is temporary. PKCS#11 reads it once per process, so the session has one."""
+    token directory is temporary. SoftHSM2 reads it, and finds the tokens, once per process (when the module is
+    initialised), so the session has one installation and its tokens are all made before the first use."""
 
     conf: Path
     module: Path = hsm.SOFTHSM2_MODULE
-
-    def init_token(self, label: str, pin: bytes = SOFTHSM_PIN) -> None:
-        subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", pin.decode(),
-             "--so-pin", SOFTHSM_SO_PIN],
-            check=True, capture_output=True, timeout=60,
-        )
+    test_token: str = TEST_TOKEN
+    unopened_token: str = UNOPENED_TOKEN
 
     def reference(self, token: str, obj: str, pin: bytes = SOFTHSM_PIN) -> hsm.HSMKeyReference:
         return hsm.HSMKeyReference(hsm.PKCS11URI(token=token, object=obj), self.module, pin)
@@ -111,6 +116,12 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
     conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
     previous = os.environ.get("SOFTHSM2_CONF")
     os.environ["SOFTHSM2_CONF"] = str(conf)
+    for label in (CA_TOKEN, TEST_TOKEN, UNOPENED_TOKEN):
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", SOFTHSM_PIN.decode(),
+             "--so-pin", SOFTHSM_SO_PIN],
+            check=True, capture_output=True, timeout=60,
+        )
     yield SoftHSM(conf)
     if previous is None:
         os.environ.pop("SOFTHSM2_CONF", None)
@@ -118,13 +129,9 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
         os.environ["SOFTHSM2_CONF"] = previous
 
 
-CA_TOKEN = "cacert-test"
-
-
 @pytest.fixture(scope="session")
 def softhsm_ca_keys(ca_dir: Path, softhsm: SoftHSM) -> hsm.CAKeySource:
     """The session hierarchy's CA keys moved onto a token, as an operator moves file keys into an HSM."""
-    softhsm.init_token(CA_TOKEN)
     references = {}
     for n, cls in enumerate(CertClass, start=1):
         reference = softhsm.reference(CA_TOKEN, f"{cls.label}-ca")

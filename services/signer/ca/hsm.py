@@ -116,10 +116,12 @@ class HSMKeyReference:
         """Log in and find the key; ``HSMKeyError`` naming ``label`` when the module, token, PIN or object is
         wrong, or when the key does not sign (a test signature is made and checked)."""
         where = f"CA key {label} ({self.uri.describe()})"
+        if not self.module.is_file():
+            raise HSMKeyError(f"{where}: the PKCS#11 module {self.module} does not exist")
         try:
             lib = pkcs11.lib(str(self.module))
         except (RuntimeError, OSError, pkcs11_errors.PKCS11Error) as exc:
-            raise HSMKeyError(f"{where}: cannot load PKCS#11 module {self.module}: {type(exc).__name__}") from None
+            raise HSMKeyError(f"{where}: cannot load the PKCS#11 module {self.module}: {exc}") from None
         session = _logged_in(lib, self, where)
         found = _find_key(session.session, self.uri, pkcs11.ObjectClass.PRIVATE_KEY)
         if not found:
