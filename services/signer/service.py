@@ -18,6 +18,7 @@ from typing import Any
 from services.signer import monitoring
 from services.signer import store as store_module
 from services.signer.ca.hierarchy import Hierarchy, OCSPSigner, load_hierarchy
+from services.signer.ca.hsm import FILE_KEYS
 from services.signer.issuing import CertificateIssuer
 from services.signer.ocsp_signers import OCSPSigners, RenewalPolicy
 from services.signer.revoking import CompromisedKeys, CRLPublisher, Revoker
@@ -47,9 +48,8 @@ class SignerService:
         # Issuing acts only on what the RA signed: without its public key(s) the mode does not start.
         self._approvals = settings.approval_verifier() if mode == ISSUING else None
         # Only the issuing mode holds CA keys; a token key it cannot use stops it here, one line naming the key.
-        self._ca_keys = settings.ca_key_source()
-        if mode == ISSUING:
-            self._ca_keys.check()
+        self._ca_keys = settings.ca_key_source() if mode == ISSUING else FILE_KEYS
+        self._ca_keys.check()
         self.http_port: int | None = None
         self._lifecycle = Lifecycle(f"signer-{mode}")
 

@@ -85,9 +85,10 @@ def test_setting_maps_ca_labels_to_token_keys_and_leaves_the_others_in_files(ca_
     ("class1=pkcs11:token=t;object=a", "", "class1: no PIN"),
     ("class1=pkcs11:token=t;object=a?pin-source=/nonexistent/pin", "1", "cannot read the pin-source"),
 ])
-def test_a_bad_setting_stops_the_signer_naming_it(ca_dir: Path, value: str, pin: str, message: str) -> None:
+def test_a_bad_setting_is_a_configuration_error_naming_it(ca_dir: Path, value: str, pin: str, message: str) -> None:
+    settings = load(SignerSettings, settings_environ(ca_dir, CACERT_CA_HSM_KEYS=value, CACERT_PKCS11_PIN=pin))
     with pytest.raises(ConfigError, match=f"CACERT_CA_HSM_KEYS .*{message}"):
-        load(SignerSettings, settings_environ(ca_dir, CACERT_CA_HSM_KEYS=value, CACERT_PKCS11_PIN=pin))
+        settings.ca_key_source()
 
 
 # ------------------------------------------------------------------------------------ signing
@@ -194,20 +195,26 @@ def ra_public_key_pem() -> str:
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
 
 
-def test_the_issuing_mode_refuses_to_start_with_one_line(softhsm: Any, token: str, ca_dir: Path) -> None:
+@pytest.mark.parametrize(("keys_setting", "line"), [
+    ("class3=pkcs11:token={token};object=class3-not-here",
+     "signer refused to start: CA key class3 (object 'class3-not-here' on token '{token}'): "
+     "no such private key on the token"),
+    ("class3=pkcs11:token={token}",
+     "configuration error: CACERT_CA_HSM_KEYS class3: the URI must name the key (object=... or id=...)"),
+])
+def test_the_issuing_mode_refuses_to_start_with_one_line(
+    softhsm: Any, token: str, ca_dir: Path, keys_setting: str, line: str
+) -> None:
     pin_file = softhsm.conf.parent / "pin"
     pin_file.write_bytes(SECRET_PIN)
     base = {k: v for k, v in os.environ.items() if not k.startswith("CACERT_")}
     env = {**base, **settings_environ(ca_dir), **softhsm.environ(),
            "CACERT_SIGNER_RA_PUBLIC_KEYS": ra_public_key_pem(), "CACERT_PKCS11_PIN_FILE": str(pin_file),
-           "CACERT_CA_HSM_KEYS": f"class3=pkcs11:token={token};object=class3-not-here"}
+           "CACERT_CA_HSM_KEYS": keys_setting.format(token=token)}
     proc = subprocess.run([sys.executable, "-m", "services.signer", "issuing"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == [
-        f"signer refused to start: CA key class3 (object 'class3-not-here' on token '{token}'): "
-        "no such private key on the token"
-    ]
+    assert proc.stderr.strip().splitlines() == [line.format(token=token)]
 
 
 # ------------------------------------------------------------------------------------ workers
