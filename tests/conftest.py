@@ -8,12 +8,17 @@ topic prefix and database names, so tests never see each other's events.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from services.signer.ca.hsm import PKCS11URI, SOFTHSM2_MODULE, HSMKeyReference
 from shared.config import KafkaSettings, MongoSettings
 
 
@@ -30,6 +35,65 @@ def stack_env() -> Iterator[dict[str, str]]:
     import devstack
 
     yield devstack.ensure_up()
+
+
+SOFTHSM_PIN = b"4711"
+SOFTHSM_SO_PIN = "0815"
+
+
+@dataclass(frozen=True)
+class SoftHSM:
+    """The test session's SoftHSM2 installation: ``SOFTHSM2_CONF`` points at a configuration whose token directory
+    is temporary, never a system token. SoftHSM2 reads it, and finds the tokens, once per process (when the
+    module is first initialised), so the whole session shares this one and every token is made up front."""
+
+    conf: Path
+    module: Path = SOFTHSM2_MODULE
+    pin: bytes = SOFTHSM_PIN
+    """The user PIN of every token."""
+    ca_token: str = "cacert-test"
+    """tests/signer's hierarchy (``softhsm_ca_keys``)."""
+    test_token: str = "hsm-tests"
+    """tests/signer/test_signer_hsm.py's own keys."""
+    unopened_token: str = "never-opened"
+    """No test logs in to it with the right PIN: PKCS#11 logs in per process and token, so a wrong PIN can only be
+    seen on a token this process has not logged in to yet."""
+    service_token: str = "signer-service"
+    """tests/integration/test_signer_hsm_service.py's signer."""
+
+    def tokens(self) -> tuple[str, ...]:
+        return (self.ca_token, self.test_token, self.unopened_token, self.service_token)
+
+    def reference(self, token: str, obj: str, pin: bytes | None = None) -> HSMKeyReference:
+        return HSMKeyReference(PKCS11URI(token=token, object=obj), self.module, self.pin if pin is None else pin)
+
+    def environ(self) -> dict[str, str]:
+        """The variables a signer process needs to find this installation."""
+        return {"SOFTHSM2_CONF": str(self.conf), "CACERT_PKCS11_MODULE": str(self.module)}
+
+
+@pytest.fixture(scope="session")
+def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
+    if shutil.which("softhsm2-util") is None or not SOFTHSM2_MODULE.exists():
+        pytest.fail("SoftHSM2 is not installed: `apt-get install softhsm2` (./dev test installs it)")
+    directory = tmp_path_factory.mktemp("softhsm")
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
+    previous = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(conf)
+    installation = SoftHSM(conf)
+    for label in installation.tokens():
+        subprocess.run(
+            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", installation.pin.decode(),
+             "--so-pin", SOFTHSM_SO_PIN],
+            check=True, capture_output=True, timeout=60,
+        )
+    yield installation
+    if previous is None:
+        os.environ.pop("SOFTHSM2_CONF", None)
+    else:
+        os.environ["SOFTHSM2_CONF"] = previous
 
 
 @pytest.fixture

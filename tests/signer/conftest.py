@@ -3,13 +3,12 @@ an issuing helper and thin wrappers around the openssl and pkilint command lines
 
 Key backends: the issuance, CRL and OCSP test modules (``KEY_BACKEND_MODULES``) run every test that uses the
 hierarchy twice, once with the CA keys in their encrypted files and once with them on a SoftHSM2 token
-(``softhsm``: a token directory of its own under the session's temporary directory, never a system token)."""
+(``softhsm``, tests/conftest.py: a token directory of the session's own, never a system token)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -63,8 +62,6 @@ KEY_BACKENDS = ("file", "softhsm")
 KEY_BACKEND_MODULES = frozenset({"test_signer_issuance", "test_signer_crl", "test_signer_ocsp"})
 """The test modules that run with both key backends (the others keep the file keys: their subject is not
 where a key lives, and a second run would only add time)."""
-SOFTHSM_PIN = b"4711"
-SOFTHSM_SO_PIN = "0815"
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -78,63 +75,12 @@ def key_backend(request: pytest.FixtureRequest) -> str:
     return str(getattr(request, "param", "file"))
 
 
-CA_TOKEN = "cacert-test"
-"""The token of the hierarchy's keys (``softhsm_ca_keys``)."""
-TEST_TOKEN = "hsm-tests"
-"""The token test_signer_hsm.py puts its own keys on."""
-UNOPENED_TOKEN = "never-opened"
-"""A token no test logs in to with the right PIN: PKCS#11 logs in per process and token, so a wrong PIN can only
-be seen on a token this process has not logged in to yet."""
-
-
-@dataclass(frozen=True)
-class SoftHSM:
-    """A SoftHSM2 installation of the test session's own: ``SOFTHSM2_CONF`` points at a configuration whose
-    token directory is temporary. SoftHSM2 reads it, and finds the tokens, once per process (when the module is
-    initialised), so the session has one installation and its tokens are all made before the first use."""
-
-    conf: Path
-    module: Path = hsm.SOFTHSM2_MODULE
-    test_token: str = TEST_TOKEN
-    unopened_token: str = UNOPENED_TOKEN
-
-    def reference(self, token: str, obj: str, pin: bytes = SOFTHSM_PIN) -> hsm.HSMKeyReference:
-        return hsm.HSMKeyReference(hsm.PKCS11URI(token=token, object=obj), self.module, pin)
-
-    def environ(self) -> dict[str, str]:
-        """The variables a signer process needs to find this installation."""
-        return {"SOFTHSM2_CONF": str(self.conf), "CACERT_PKCS11_MODULE": str(self.module)}
-
-
 @pytest.fixture(scope="session")
-def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHSM]:
-    if shutil.which("softhsm2-util") is None or not hsm.SOFTHSM2_MODULE.exists():
-        pytest.fail("SoftHSM2 is not installed: `apt-get install softhsm2` (./dev test installs it)")
-    directory = tmp_path_factory.mktemp("softhsm")
-    (directory / "tokens").mkdir()
-    conf = directory / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n")
-    previous = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(conf)
-    for label in (CA_TOKEN, TEST_TOKEN, UNOPENED_TOKEN):
-        subprocess.run(
-            ["softhsm2-util", "--init-token", "--free", "--label", label, "--pin", SOFTHSM_PIN.decode(),
-             "--so-pin", SOFTHSM_SO_PIN],
-            check=True, capture_output=True, timeout=60,
-        )
-    yield SoftHSM(conf)
-    if previous is None:
-        os.environ.pop("SOFTHSM2_CONF", None)
-    else:
-        os.environ["SOFTHSM2_CONF"] = previous
-
-
-@pytest.fixture(scope="session")
-def softhsm_ca_keys(ca_dir: Path, softhsm: SoftHSM) -> hsm.CAKeySource:
+def softhsm_ca_keys(ca_dir: Path, softhsm: Any) -> hsm.CAKeySource:
     """The session hierarchy's CA keys moved onto a token, as an operator moves file keys into an HSM."""
     references = {}
     for n, cls in enumerate(CertClass, start=1):
-        reference = softhsm.reference(CA_TOKEN, f"{cls.label}-ca")
+        reference = softhsm.reference(softhsm.ca_token, f"{cls.label}-ca")
         hsm.import_private_key(reference, ca_key(ca_dir, cls), bytes([n]))
         references[cls.label] = reference
     return hsm.CAKeySource(references)
@@ -162,10 +108,10 @@ def pki(
     assert all(isinstance(ca.signing_key, hsm.HSMECPrivateKey) for ca in loaded.cas.values())
     # The delegated OCSP signers go onto the token as well, so the OCSP tests sign their answers there too.
     # (The service keeps them in software: the issuing mode renews them; docs/decisions.md.)
-    softhsm: SoftHSM = request.getfixturevalue("softhsm")
+    softhsm = request.getfixturevalue("softhsm")
     cas = {}
     for n, (cls, ca) in enumerate(loaded.cas.items(), start=len(loaded.cas) + 1):
-        reference = softhsm.reference(CA_TOKEN, f"ocsp-{cls.label}")
+        reference = softhsm.reference(softhsm.ca_token, f"ocsp-{cls.label}")
         hsm.import_private_key(reference, ca.ocsp_signer.private_key, bytes([n]))
         signer = OCSPSigner(ca.ocsp_signer.certificate, reference.open(f"ocsp-{cls.label}"))
         hierarchy.check_ocsp_signer(signer, ca.certificate, f"ocsp-{cls.label}")

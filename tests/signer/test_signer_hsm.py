@@ -28,7 +28,7 @@ from shared.config import ConfigError, load
 from shared.events import isoformat, utcnow
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET_PIN = b"4711"  # as the conftest's token PIN: it must never show up in a message
+SECRET_PIN = b"4711"  # a PIN given in settings: it must never show up in a message
 
 
 # ------------------------------------------------------------------------------------ URI, setting
@@ -206,7 +206,7 @@ def test_the_issuing_mode_refuses_to_start_with_one_line(
     softhsm: Any, token: str, ca_dir: Path, keys_setting: str, line: str
 ) -> None:
     pin_file = softhsm.conf.parent / "pin"
-    pin_file.write_bytes(SECRET_PIN)
+    pin_file.write_bytes(softhsm.pin)
     base = {k: v for k, v in os.environ.items() if not k.startswith("CACERT_")}
     env = {**base, **settings_environ(ca_dir), **softhsm.environ(),
            "CACERT_SIGNER_RA_PUBLIC_KEYS": ra_public_key_pem(), "CACERT_PKCS11_PIN_FILE": str(pin_file),
