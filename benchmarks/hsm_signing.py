@@ -5,8 +5,9 @@
 For each CA algorithm it makes a throw-away hierarchy (``ceremony.bootstrap``) and a SoftHSM2 installation
 of its own in a temporary directory (``SOFTHSM2_CONF``; never a system token), moves the Class 3 CA key and
 its OCSP delegate's key onto a token (``hsm.import_private_key``), and loads the hierarchy twice: file keys,
-and token keys (``hsm.CAKeySource``). Then, in rounds (each round measures every case once, file then
-token, so the host's drift hits both alike), it counts for ``--seconds`` each of:
+and token keys (``hsm.CAKeySource``). Then, in rounds (each round measures every case once, file and
+token keys alternating in ten slices so the host's drift and other processes weigh on both alike), it counts for
+``--seconds`` per backend each of:
 
 - ``certificate``: a server leaf of the real profile from a CSR, prepared and signed (``issuance``);
 - ``crl``: a CRL of 100 entries (``crl.build_crl``);
@@ -58,6 +59,7 @@ TOKEN = "hsm-benchmark"  # noqa: S105 (a token label)
 PUBLIC_URL = "http://pki.example.net"
 OPERATIONS = ("certificate", "crl", "ocsp_response")
 CRL_ENTRIES = 100
+SLICES = 10
 
 
 def softhsm_installation(directory: Path) -> Path:
@@ -146,13 +148,28 @@ def _check_ocsp_signature(ca: IssuingCA, answer: x509_ocsp.OCSPResponse) -> None
         public.verify(answer.signature, answer.tbs_response_bytes, ec.ECDSA(digest))
 
 
-def rate(call: Callable[[], object], seconds: float) -> float:
+def timed(call: Callable[[], object], seconds: float) -> tuple[int, float]:
+    """How many calls fit in ``seconds`` (at least one), and the time they took."""
     done = 0
     started = time.perf_counter()
     while (elapsed := time.perf_counter() - started) < seconds or done == 0:
         call()
         done += 1
-    return done / elapsed
+    return done, elapsed
+
+
+def rates(backends: dict[str, Callable[[], object]], seconds: float) -> dict[str, float]:
+    """Each backend's rate over ``seconds``, measured in ``SLICES`` alternating slices (the order flips every
+    slice), so the host's drift, other processes included, weighs on both backends alike."""
+    counts = {backend: [0, 0.0] for backend in backends}
+    order = list(backends)
+    for _ in range(SLICES):
+        for backend in order:
+            done, elapsed = timed(backends[backend], seconds / SLICES)
+            counts[backend][0] += done
+            counts[backend][1] += elapsed
+        order.reverse()
+    return {backend: done / elapsed for backend, (done, elapsed) in counts.items()}
 
 
 def run(algorithms: list[str], seconds: float, rounds: int) -> dict[str, Any]:
@@ -169,7 +186,7 @@ def run(algorithms: list[str], seconds: float, rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             for algorithm, backends in cases.items():
                 for operation in OPERATIONS:
-                    figures = {backend: rate(calls[operation], seconds) for backend, calls in backends.items()}
+                    figures = rates({backend: calls[operation] for backend, calls in backends.items()}, seconds)
                     measured.setdefault((algorithm, operation), []).append(figures)
     for (algorithm, operation), runs in measured.items():
         file_rate = statistics.median(r["file"] for r in runs)
