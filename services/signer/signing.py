@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from services.signer.ca import issuance
 from services.signer.ca.crl import DEFAULT_SHARDS, crl_shard_of
 from services.signer.ca.hierarchy import Hierarchy, IssuingCA, load_hierarchy
-from services.signer.ca.hsm import FILE_KEYS, CAKeySource
+from services.signer.ca.hsm import FILE_KEYS, CAKeySource, HSMSigningError
 from services.signer.ca.lint import PreIssuanceLinter
 from services.signer.ca.profiles import get_profile
 from services.signer.ca.serials import new_serial_number, serial_hex
@@ -359,6 +359,11 @@ class SigningPool:
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
             raise TransientError("signing worker died; batch will be retried") from exc
+        except HSMSigningError as exc:
+            # The HSM failed (restarted, unreachable): an outage like a database that does not answer, so the
+            # batch waits and is retried, never dead-lettered; the worker's next signature logs in again.
+            log.error("the HSM failed a CA signature; the batch will be retried", error=str(exc))
+            raise TransientError("HSM signature failed; batch will be retried") from exc
         outcomes: list[Document] = [{}] * len(requests)
         for i, share in enumerate(decided):
             outcomes[i :: self._workers] = share

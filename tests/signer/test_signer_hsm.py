@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
 from cryptography.x509.oid import NameOID
 
 from services.signer.ca import hsm, keys
-from services.signer.ca.hsm import PKCS11URI, CAKeySource, HSMKeyError
+from services.signer.ca.hsm import PKCS11URI, CAKeySource, HSMKeyError, HSMSigningError
 from services.signer.settings import SignerSettings
 from services.signer.signing import SigningConfig, SigningPool
 from shared.config import ConfigError, load
@@ -148,6 +148,18 @@ def test_rsa_token_keys_refuse_pss(softhsm: Any, token: str) -> None:
         key.sign(b"data", pss, hashes.SHA256())
 
 
+def test_a_lost_session_fails_one_signature_as_an_outage_and_the_next_logs_in_again(softhsm: Any, token: str) -> None:
+    _, reference = on_token(softhsm, token, "session-lost", "p256")
+    key = reference.open("class1")
+    assert isinstance(key, hsm.HSMECPrivateKey)
+    ecdsa = ec.ECDSA(hashes.SHA256())
+    key.sign(b"before", ecdsa)
+    hsm._sessions[(reference.module, reference.uri.token, reference.pin)].session.close()  # as an HSM restart does
+    with pytest.raises(HSMSigningError, match=r"CA key class1 .*the token failed to sign"):
+        key.sign(b"during", ecdsa)
+    key.public_key().verify(key.sign(b"after", ecdsa), b"after", ecdsa)
+
+
 # ------------------------------------------------------------------------------------ refusals
 
 
@@ -244,5 +256,44 @@ async def test_signing_workers_open_the_token_themselves(
         assert outcome["kind"] == "issued", outcome
         cert = x509.load_der_x509_certificate(outcome["der"])
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate((ca_dir / "class3.crt.pem").read_bytes()))
+    finally:
+        pool.close()
+
+
+async def test_a_token_failing_in_a_worker_fails_the_batch_as_an_outage_not_a_bad_request(
+    softhsm: Any, token: str, ca_dir: Path, passphrase: bytes, make_csr: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The consumer retries a TransientError without limit and never dead-letters it: an HSM that restarts
+    must not send approved requests to the DLQ. (The worker runs on a thread here, to reach its session.)"""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from services.signer import signing
+    from services.signer.ca.hierarchy import CertClass, key_path
+    from shared.kafka import TransientError
+
+    references = {}
+    for cls in CertClass:  # on this module's token: the session it closes is not the hierarchy fixture's
+        references[cls.label] = softhsm.reference(token, f"worker-{cls.label}")
+        hsm.import_private_key(references[cls.label], keys.read_private_key(key_path(ca_dir, cls), passphrase),
+                               f"worker-{cls.label}".encode())
+    config = SigningConfig(ca_dir=ca_dir, passphrase=passphrase, public_base_url="http://pki.example.net",
+                           lint_profiles=frozenset(), lint=False, key_source=CAKeySource(references))
+    monkeypatch.setattr(signing, "_signatory", config.signatory())
+    pool = SigningPool(config, workers=1)
+    pool._pool = ThreadPoolExecutor(1)  # type: ignore[assignment]
+    reference = references["class3"]
+    request = {
+        "request_id": str(uuid.uuid4()), "member_id": "member-1", "cert_class": 3, "profile": "server",
+        "csr_pem": make_csr(ec.generate_private_key(ec.SECP256R1())), "subject": {"CN": "hsm.example.org"},
+        "dns_names": ["hsm.example.org"], "ip_addresses": [], "emails": [], "validity_days": 30,
+        "approved_at": isoformat(utcnow()),
+    }
+    try:
+        hsm._sessions[(reference.module, reference.uri.token, reference.pin)].session.close()
+        with pytest.raises(TransientError, match="HSM signature failed"):
+            await pool.decide_all([(str(uuid.uuid4()), request)], utcnow())
+        (outcome,) = await pool.decide_all([(str(uuid.uuid4()), request)], utcnow())  # logged in again
+        assert outcome["kind"] == "issued", outcome
     finally:
         pool.close()

@@ -47,6 +47,11 @@ class HSMKeyError(Exception):
     """A CA key on a token cannot be used; the message names the CA label and the cause, never the PIN."""
 
 
+class HSMSigningError(HSMKeyError):
+    """The token failed a signature of a key that opened fine (HSM restarted, session lost): an outage, not a
+    bad request. The key's next signature opens a new session."""
+
+
 # ------------------------------------------------------------------------------------------- URIs
 
 
@@ -122,17 +127,11 @@ class HSMKeyReference:
             lib = pkcs11.lib(str(self.module))
         except (RuntimeError, OSError, pkcs11_errors.PKCS11Error) as exc:
             raise HSMKeyError(f"{where}: cannot load the PKCS#11 module {self.module}: {exc}") from None
-        session = _logged_in(lib, self, where)
-        found = _find_key(session.session, self.uri, pkcs11.ObjectClass.PRIVATE_KEY)
-        if not found:
-            raise HSMKeyError(f"{where}: no such private key on the token")
-        if len(found) > 1:
-            raise HSMKeyError(f"{where}: more than one private key matches; add id= to the URI")
-        private = found[0]
+        session, private = self.private_object(lib, where)
         public = _public_key_of(session.session, self.uri, private)
         if public is None:
             raise HSMKeyError(f"{where}: the token holds no public key object for it (same label or id)")
-        signer = _TokenSigner(private, session.lock)
+        signer = _TokenSigner(self, where, session, private)
         key: HSMPrivateKey
         if isinstance(public, rsa.RSAPublicKey):
             key = HSMRSAPrivateKey(signer, public)
@@ -144,6 +143,17 @@ class HSMKeyReference:
             raise HSMKeyError(f"{where}: a test signature failed ({type(exc).__name__}); "
                               "the private and public key objects do not match or the key may not sign") from None
         return key
+
+
+    def private_object(self, lib: Any, where: str) -> tuple[_Session, Any]:
+        """The logged-in session and the one private key object the URI names in it."""
+        session = _logged_in(lib, self, where)
+        found = _find_key(session.session, self.uri, pkcs11.ObjectClass.PRIVATE_KEY)
+        if not found:
+            raise HSMKeyError(f"{where}: no such private key on the token")
+        if len(found) > 1:
+            raise HSMKeyError(f"{where}: more than one private key matches; add id= to the URI")
+        return session, found[0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +196,18 @@ def _logged_in(lib: Any, reference: HSMKeyReference, where: str) -> _Session:
             raise HSMKeyError(f"{where}: cannot open a session: {type(exc).__name__}") from None
         _sessions[cache_key] = opened = _Session(session)
         return opened
+
+
+def _forget(reference: HSMKeyReference, session: _Session) -> None:
+    """Drop a session that failed, so the next use of its token logs in anew (and close it, if it still can)."""
+    with _sessions_lock:
+        cache_key = (reference.module, reference.uri.token, reference.pin)
+        if _sessions.get(cache_key) is session:
+            del _sessions[cache_key]
+    try:
+        session.session.close()
+    except pkcs11_errors.PKCS11Error:
+        pass  # already gone with the token
 
 
 def _check_signs(key: HSMPrivateKey) -> None:
@@ -236,15 +258,34 @@ def _digest(data: Buffer, algorithm: hashes.HashAlgorithm | utils.Prehashed) -> 
 
 
 class _TokenSigner:
-    """A private key object on the token, and the lock of the session it belongs to."""
+    """A private key object on the token and the session it was found in; after the token fails a signature
+    (``HSMSigningError``), the next one logs in again and finds the key anew."""
 
-    def __init__(self, private: Any, lock: threading.Lock) -> None:
-        self._private = private
-        self._lock = lock
+    def __init__(self, reference: HSMKeyReference, where: str, session: _Session, private: Any) -> None:
+        self._reference = reference
+        self._where = where
+        self._found: tuple[_Session, Any] | None = (session, private)
+        self._lock = threading.Lock()
 
     def sign(self, data: bytes, mechanism: pkcs11.Mechanism) -> bytes:
         with self._lock:
-            return bytes(self._private.sign(data, mechanism=mechanism))
+            found = self._found
+            if found is None:
+                try:
+                    found = self._found = self._reference.private_object(
+                        pkcs11.lib(str(self._reference.module)), self._where)
+                except HSMKeyError as exc:
+                    raise HSMSigningError(str(exc)) from None
+        session, private = found
+        try:
+            with session.lock:
+                return bytes(private.sign(data, mechanism=mechanism))
+        except pkcs11_errors.PKCS11Error as exc:
+            with self._lock:
+                self._found = None
+            _forget(self._reference, session)
+            raise HSMSigningError(f"{self._where}: the token failed to sign ({type(exc).__name__}); "
+                                  "the next signature opens a new session") from None
 
 
 class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
