@@ -25,6 +25,7 @@ row shows what a delegate on a token would cost, not today's configuration.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib.metadata
 import json
@@ -92,10 +93,8 @@ def hierarchies(directory: Path, algorithm: str) -> dict[str, Hierarchy]:
     on_token = load_hierarchy(ca_dir, PASSPHRASE, key_source=hsm.CAKeySource({class3.label: ca_key}))
     token_class3 = on_token.issuing_ca(CertClass.CLASS3)
     signer = OCSPSigner(token_class3.ocsp_signer.certificate, delegate.open(f"ocsp-{class3.label}"))
-    cas = dict(on_token.cas)
-    cas[CertClass.CLASS3] = IssuingCA(token_class3.cert_class, token_class3.certificate, token_class3.private_key,
-                                      signer, token_class3.chain)
-    return {"file": on_file, "softhsm": Hierarchy(cas, on_token.class3_root)}
+    cas = {**on_token.cas, token_class3.label: dataclasses.replace(token_class3, ocsp_signer=signer)}
+    return {"file": on_file, "softhsm": dataclasses.replace(on_token, cas=cas)}
 
 
 def operations(pki: Hierarchy) -> dict[str, Callable[[], object]]:

@@ -50,9 +50,10 @@ def token_ca(tmp_path_factory: pytest.TempPathFactory, softhsm: Any) -> tuple[Pa
     bootstrap(made, PASSPHRASE, "p256", class1_urls=CAUrls.under("http://pki.example.net", "class1"))
     on_token = tmp_path_factory.mktemp("ca-on-token")
     entries = []
+    on_file = hierarchy.load_hierarchy(made, PASSPHRASE)
     for n, cls in enumerate(CertClass, start=1):
         reference = softhsm.reference(softhsm.service_token, f"{cls.label}-ca")
-        hsm.import_private_key(reference, hierarchy.load_hierarchy(made, PASSPHRASE).cas[cls].signing_key, bytes([n]))
+        hsm.import_private_key(reference, on_file.cas[cls.label].signing_key, bytes([n]))
         entries.append(f"{cls.label}=pkcs11:token={softhsm.service_token};object={cls.label}-ca")
     for path in made.iterdir():
         if path.name not in {hierarchy.key_path(made, cls).name for cls in CertClass}:

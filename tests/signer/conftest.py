@@ -110,12 +110,12 @@ def pki(
     # (The service keeps them in software: the issuing mode renews them; docs/decisions.md.)
     softhsm = request.getfixturevalue("softhsm")
     cas = {}
-    for n, (cls, ca) in enumerate(loaded.cas.items(), start=len(loaded.cas) + 1):
-        reference = softhsm.reference(softhsm.ca_token, f"ocsp-{cls.label}")
+    for n, (label, ca) in enumerate(loaded.cas.items(), start=len(loaded.cas) + 1):
+        reference = softhsm.reference(softhsm.ca_token, f"ocsp-{label}")
         hsm.import_private_key(reference, ca.ocsp_signer.private_key, bytes([n]))
-        signer = OCSPSigner(ca.ocsp_signer.certificate, reference.open(f"ocsp-{cls.label}"))
-        hierarchy.check_ocsp_signer(signer, ca.certificate, f"ocsp-{cls.label}")
-        cas[cls] = dataclasses.replace(ca, ocsp_signer=signer)
+        signer = OCSPSigner(ca.ocsp_signer.certificate, reference.open(f"ocsp-{label}"))
+        hierarchy.check_ocsp_signer(signer, ca.certificate, f"ocsp-{label}")
+        cas[label] = dataclasses.replace(ca, ocsp_signer=signer)
     return dataclasses.replace(loaded, cas=cas)
 
 
