@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -98,8 +99,12 @@ async def test_a_signer_with_its_ca_keys_on_a_token_issues_revokes_and_publishes
                             "-CAfile", str(root), "-verify_other", str(issuer)))
         assert "leaf.pem: revoked" in answer.stdout and "Response verify OK" in answer.stdout + answer.stderr
 
+        # The CRL the certificate names (its shard), fetched from the status mode.
+        certificate = x509.load_pem_x509_certificate(issued[3].data["certificate_pem"].encode())
+        [point] = certificate.extensions.get_extension_for_class(x509.CRLDistributionPoints).value
+        [named] = [name.value for name in point.full_name or []]
         async with aiohttp.ClientSession() as http, \
-                http.get(f"http://127.0.0.1:{status.http_port}/class3.crl") as response:
+                http.get(f"http://127.0.0.1:{status.http_port}{urllib.parse.urlsplit(named).path}") as response:
             assert response.status == 200
             (tmp_path / "class3.crl").write_bytes(await response.read())
         both = tmp_path / "both.pem"
