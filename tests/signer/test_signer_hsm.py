@@ -301,20 +301,25 @@ async def test_a_token_failing_in_a_worker_fails_the_batch_as_an_outage_not_a_ba
 
 def test_an_issuing_ca_key_on_a_token_signs_the_leaves_of_its_class(softhsm: Any, token: str, tmp_path: Path) -> None:
     """The key source is keyed by CA label, so init-ca's layout (issuing CAs under offline roots) needs nothing
-    more: ``class3-issuing`` on the token, no key file for it in the CA directory, and its leaves verify."""
+    more: both issuing CAs' keys on the token, no key file for them in the CA directory and no CA passphrase
+    (a key left in a file still needs it), and their leaves verify."""
     from services.signer.ca import ceremony
-    from services.signer.ca.hierarchy import issuing_label, key_path, load_hierarchy
+    from services.signer.ca.hierarchy import HierarchyError, issuing_label, key_path, load_hierarchy
 
     ca_dir, passphrase = tmp_path / "ca", b"issuing passphrase"
     made = ceremony.create_hierarchy(ca_dir, tmp_path / "roots", passphrase, "p256",
                                      public_base_url="http://pki.example.net")
+    references = {}
+    for label in (issuing_label(1), issuing_label(3)):
+        references[label] = softhsm.reference(token, label)
+        hsm.import_private_key(references[label], made.cas[label].signing_key, label.encode())
+        key_path(ca_dir, label).unlink()
+    source = CAKeySource(references)
     label = issuing_label(3)
-    reference = softhsm.reference(token, label)
-    hsm.import_private_key(reference, made.cas[label].signing_key, label.encode())
-    key_path(ca_dir, label).unlink()
-    source = CAKeySource({label: reference})
     assert source.holds(label, key_path(ca_dir, label)) and not source.holds("class3", key_path(ca_dir, "class3"))
-    loaded = load_hierarchy(ca_dir, passphrase, key_source=source)
+    with pytest.raises(HierarchyError, match="class1-issuing CA key needs the CA passphrase"):
+        load_hierarchy(ca_dir, None, ocsp_passphrase=passphrase, key_source=CAKeySource({label: references[label]}))
+    loaded = load_hierarchy(ca_dir, None, ocsp_passphrase=passphrase, key_source=source)  # no CA passphrase needed
     ca = loaded.issuing_ca(3)
     assert ca.label == label and isinstance(ca.signing_key, hsm.HSMECPrivateKey)
     assert loaded.class_ca(3).private_key is None  # the root's key stays offline: not loaded from anywhere
