@@ -180,8 +180,9 @@ class SignerSettings:
         return self.ocsp_signer_passphrase or self.ca_passphrase
 
     def check_passphrases(self, mode: str) -> None:
-        """The issuing mode needs the CA passphrase; the status mode only the OCSP signers'."""
-        if mode == ISSUING and not self.ca_passphrase:
+        """The issuing mode needs the CA passphrase unless its keys are on a token (a key file left without it
+        is refused by name when the hierarchy loads); the status mode only the OCSP signers'."""
+        if mode == ISSUING and not self.ca_passphrase and not self.ca_hsm_keys.strip():
             raise ConfigError("CACERT_CA_PASSPHRASE is required in issuing mode (nor CACERT_CA_PASSPHRASE_FILE)")
         if not self.ocsp_key_passphrase:
             raise ConfigError("CACERT_OCSP_SIGNER_PASSPHRASE (or CACERT_CA_PASSPHRASE) is required: it opens the "
