@@ -347,12 +347,15 @@ async def test_the_ra_and_signer_outcomes_end_the_order_with_a_certificate_or_a_
         download = await asyncio.to_thread(acme._post_as_get, done.certificate)
         assert download.headers["Content-Type"] == "application/pem-certificate-chain"
         class1_root = CLASS1_ROOT.public_bytes(serialization.Encoding.PEM).decode()
-        assert download.text.startswith(pem.strip()) and "CHAIN" in download.text  # leaf, then the Class 3 CA
+        # leaf, then the issuing CA and the Class 3 root signed by Class 1 (the event's chain), then Class 1
+        assert download.text.startswith(pem.strip()) and "ISSUING" in download.text
         assert download.text.endswith(class1_root), "the default chain ends with the Class 1 root"
         alternates = acme._get_links(download, "alternate")
         assert len(alternates) == 1, "a Class 3 certificate offers the chain to the self-signed Class 3 root"
         alternate = await asyncio.to_thread(acme._post_as_get, alternates[0])
-        assert alternate.text == pem.strip() + "\n" + CLASS3_ROOT.public_bytes(serialization.Encoding.PEM).decode()
+        # the same chain with the self-signed Class 3 root in place of the one signed by Class 1
+        assert alternate.text == pem.strip() + "\n" + ISSUING_PEM + CLASS3_ROOT.public_bytes(
+            serialization.Encoding.PEM).decode()
 
         renew_at, _ = await asyncio.to_thread(acme.renewal_time, pem.encode())
         assert renew_at is not None and renew_at > datetime.now(UTC) + timedelta(days=55)
@@ -369,13 +372,18 @@ async def test_the_ra_and_signer_outcomes_end_the_order_with_a_certificate_or_a_
         assert error.subproblems[0].identifier.value == "caa." + domain
 
 
+ISSUING_PEM = "-----BEGIN CERTIFICATE-----\nISSUING\n-----END CERTIFICATE-----\n"
+"""Stands for the Class 3 issuing CA in a chain (the ACME service handles a chain as text)."""
+
+
 def issued_data(order_uri: str, member_id: str, pem: str, cert: x509.Certificate, names: list[str]) -> dict[str, Any]:
     return {
         "request_id": order_uri.rsplit("/", 1)[1], "member_id": member_id, "serial": format(cert.serial_number, "x"),
-        "issuer": "class3", "cert_class": 3, "profile": "server", "subject": "", "dns_names": names,
+        "issuer": "class3-issuing", "cert_class": 3, "profile": "server", "subject": "", "dns_names": names,
         "ip_addresses": [], "emails": [], "not_before": isoformat(cert.not_valid_before_utc),
         "not_after": isoformat(cert.not_valid_after_utc), "fingerprint_sha256": "0" * 64,
-        "certificate_pem": pem, "chain_pem": "-----BEGIN CERTIFICATE-----\nCHAIN\n-----END CERTIFICATE-----\n",
+        "certificate_pem": pem,
+        "chain_pem": ISSUING_PEM + CLASS3_ROOT.public_bytes(serialization.Encoding.PEM).decode(),
         "trust_anchors": ["class1", "class3"], "issued_at": isoformat(datetime.now(UTC))}
 
 

@@ -36,6 +36,7 @@ from shared.key_compromise import spki_sha256
 from shared.key_policy import check_public_key
 from shared.logging import get_logger
 
+PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 log = get_logger("acme.wfe")
 ORDERS = Counter("cacert_acme_orders_total", "ACME orders by what happened to them", ["event"])
 MAX_IDENTIFIERS = 100
@@ -537,11 +538,12 @@ class AcmeFrontEnd:
         default = leaf + (chain + "\n" if chain else "") + class1
         if cert.get("cert_class") == 3 and CLASS3_ROOT in roots:
             # The same chain up to the Class 3 root signed by Class 1, which the self-signed one replaces.
-            twin = roots[CLASS3_ROOT]
-            below = itertools.takewhile(lambda c: c.subject != twin.certificate.subject,
-                                        x509.load_pem_x509_certificates(chain.encode()) if chain else [])
-            between = "".join(c.public_bytes(serialization.Encoding.PEM).decode() for c in below)
-            return [default, leaf + between + twin.pem.decode()]
+            # The chain's certificates up to the Class 3 root signed by Class 1, which the self-signed one
+            # replaces (compared as PEM text: the chain is the signer's, block by block).
+            signed_by_class1 = roots[LABELS[1]].pem.decode().strip()
+            blocks = [f"{block.strip()}\n" for block in re.findall(PEM_BLOCK, chain)]
+            below = itertools.takewhile(lambda block: block.strip() != signed_by_class1, blocks)
+            return [default, leaf + "".join(below) + roots[CLASS3_ROOT].pem.decode()]
         return [default]
 
     async def revoke_certificate(self, request: web.Request) -> web.Response:
