@@ -39,8 +39,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 
 from services.signer.ca import keys
 from services.signer.ca.ceremony import ca_certificate, ocsp_signer_certificate
-from services.signer.ca.crl import MAX_ARL_NEXT_UPDATE, build_crl
-from services.signer.ca.hierarchy import CertClass, HierarchyError, IssuingCA, OCSPSigner, read_certificate
+from services.signer.ca.crl import build_arl
+from services.signer.ca.hierarchy import HierarchyError, read_certificate
 from services.signer.ca.keys import PrivateKey
 from services.signer.ca.lint import PreIssuanceLinter
 from services.signer.ca.profiles import LinterKind
@@ -296,11 +296,9 @@ def _crl_step(config: Config, linter: PreIssuanceLinter) -> Made:
         except ValueError as exc:
             raise CeremonyError(f"crl.revoked[{index}]: {exc}") from None
         revoked.append((serial, item.moment("revoked-at"), reason))
-    # build_crl reads the CA's certificate and key only; the OCSP signer slot is not used for a CRL.
-    signer = IssuingCA(CertClass.CLASS1, issuer, issuer_key, OCSPSigner(issuer, issuer_key), (issuer,))
     try:  # offline CRLs are the roots' ARLs (CA certificates): nextUpdate within twelve months, BR 4.9.7
-        der = build_crl(signer, revoked, crl_number=number or 0, now=this_update,
-                        next_update_in=next_update - this_update, max_next_update=MAX_ARL_NEXT_UPDATE)
+        der = build_arl(issuer, issuer_key, revoked, crl_number=number or 0, now=this_update,
+                        next_update_in=next_update - this_update)
     except ValueError as exc:
         raise CeremonyError(f"crl: {exc}") from None
     return Made(files={output: der}, details={"crl_number": number, "revoked": len(revoked),
@@ -332,8 +330,9 @@ def run(path: Path, *, linter: PreIssuanceLinter | None = None, now: dt.datetime
     if kind not in STEPS:
         raise CeremonyError(f"ceremony-type: one of {', '.join(TYPES)}, got {kind!r}")
     audit = AuditFile(config.path("audit-log"))
-    if not audit.verify().ok:
-        raise CeremonyError(f"audit-log: {audit.verify().describe()}")
+    verification = audit.verify()
+    if not verification.ok:
+        raise CeremonyError(f"audit-log: {verification.describe()}")
     made = STEPS[kind](config, linter or PreIssuanceLinter())
     if made.key is not None:
         new, key = made.key

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import CertificatePoliciesOID, ExtendedKeyUsageOID, NameOID
 
 from services.signer.ca import keys
-from services.signer.ca.crl import MAX_ARL_NEXT_UPDATE, build_crl
+from services.signer.ca.crl import build_arl
 from services.signer.ca.extensions import authority_information_access, crl_distribution_points
 from services.signer.ca.hierarchy import (
     CertClass,
@@ -569,10 +569,8 @@ def issue_arl(
                 entries[entry.serial_number] = (entry.serial_number, entry.revocation_date_utc, reason)
     for serial, revoked_at, why in revoked or []:
         entries.setdefault(serial, (serial, revoked_at, why))
-    # build_crl reads the CA's certificate and key only; the OCSP signer slot is not used for a CRL.
-    ca = IssuingCA(cls, root, root_key, OCSPSigner(root, root_key), (root,))
-    der = build_crl(ca, list(entries.values()), crl_number=number, now=moment,
-                    next_update_in=dt.timedelta(days=days or Lifetimes().arl_days), max_next_update=MAX_ARL_NEXT_UPDATE)
+    der = build_arl(root, root_key, list(entries.values()), crl_number=number, now=moment,
+                    next_update_in=dt.timedelta(days=days or Lifetimes().arl_days))
     for d in dict.fromkeys((directory, root_directory)):
         _replace_file(arl_path(d, cls), der)
     return x509.load_der_x509_crl(der)

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import serialization
 
 from services.signer.ca import keys
 from services.signer.ca.hierarchy import IssuingCA
+from services.signer.ca.keys import PrivateKey
 from services.signer.ca.revocation import RevokedCertificate
 
 DEFAULT_NEXT_UPDATE: Final = dt.timedelta(hours=24)
@@ -70,18 +71,51 @@ def build_crl(
     crl_number: int,
     now: dt.datetime,
     next_update_in: dt.timedelta = DEFAULT_NEXT_UPDATE,
-    max_next_update: dt.timedelta = MAX_NEXT_UPDATE,
     distribution_point: str | None = None,
 ) -> bytes:
     """The DER CRL of ``ca`` listing ``revoked`` (``RevokedCertificate`` or ``(serial, time, reason)``).
 
     thisUpdate is ``now``, nextUpdate ``now + next_update_in``. Entries carry a reasonCode unless
     the reason is unspecified (RFC 5280 5.3.1 says omit it then). The CRL carries the CRL number
-    and the CA's AKI. ``max_next_update`` is ``MAX_ARL_NEXT_UPDATE`` for a root's ARL. A partitioned CRL
+    and the CA's AKI. A partitioned CRL
     names its ``distribution_point`` (the URL in the CRL Distribution Points of the certificates in its
     scope) in a critical Issuing Distribution Point (TLS BR 7.2.2.1); a full and complete CRL has none (NOT
     RECOMMENDED there).
     """
+    return _signed_crl(ca.certificate, ca.signing_key, ca.authority_key_identifier(), revoked,
+                       crl_number=crl_number, now=now, next_update_in=next_update_in, max_next_update=MAX_NEXT_UPDATE,
+                       distribution_point=distribution_point)
+
+
+def build_arl(
+    root: x509.Certificate,
+    root_key: PrivateKey,
+    revoked: Iterable[RevokedItem],
+    *,
+    crl_number: int,
+    now: dt.datetime,
+    next_update_in: dt.timedelta,
+) -> bytes:
+    """A root's CRL of the CA certificates it revoked (an ARL), signed at a ceremony with ``root_key``: as
+    ``build_crl``, with nextUpdate up to ``MAX_ARL_NEXT_UPDATE`` and the AKI naming the root's own key."""
+    ski = root.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    return _signed_crl(root, root_key, x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), revoked,
+                       crl_number=crl_number, now=now, next_update_in=next_update_in,
+                       max_next_update=MAX_ARL_NEXT_UPDATE, distribution_point=None)
+
+
+def _signed_crl(
+    issuer: x509.Certificate,
+    key: PrivateKey,
+    aki: x509.AuthorityKeyIdentifier,
+    revoked: Iterable[RevokedItem],
+    *,
+    crl_number: int,
+    now: dt.datetime,
+    next_update_in: dt.timedelta,
+    max_next_update: dt.timedelta,
+    distribution_point: str | None,
+) -> bytes:
     if not 0 <= crl_number < 2**159:
         raise ValueError("crl_number must be a non-negative integer of at most 20 octets")
     if not dt.timedelta(0) < next_update_in <= max_next_update:
@@ -93,11 +127,11 @@ def build_crl(
     entries = sorted((RevokedCertificate.of(item) for item in revoked), key=lambda e: e.serial)
     builder = (
         x509.CertificateRevocationListBuilder()
-        .issuer_name(ca.certificate.subject)
+        .issuer_name(issuer.subject)
         .last_update(this_update)
         .next_update(this_update + next_update_in)
         .add_extension(x509.CRLNumber(crl_number), critical=False)
-        .add_extension(ca.authority_key_identifier(), critical=False)
+        .add_extension(aki, critical=False)
     )
     if distribution_point is not None:
         builder = builder.add_extension(issuing_distribution_point(distribution_point), critical=True)
@@ -112,7 +146,7 @@ def build_crl(
         if entry.reason is not None:
             revoked_builder = revoked_builder.add_extension(x509.CRLReason(entry.reason), critical=False)
         builder = builder.add_revoked_certificate(revoked_builder.build())
-    crl = builder.sign(ca.signing_key, keys.signature_hash(ca.signing_key))
+    crl = builder.sign(key, keys.signature_hash(key))
     return crl.public_bytes(serialization.Encoding.DER)
 
 

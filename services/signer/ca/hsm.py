@@ -20,7 +20,7 @@ import threading
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import pkcs11
 import pkcs11.exceptions as pkcs11_errors
@@ -288,7 +288,29 @@ class _TokenSigner:
                                   "the next signature opens a new session") from None
 
 
-class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
+class _TokenKey:
+    """What every key on a token refuses, whatever its algorithm: it never leaves the token (no export, no
+    pickling: workers get its ``HSMKeyReference``), and a copy is the same handle."""
+
+    def private_bytes(
+        self,
+        encoding: serialization.Encoding,
+        format: serialization.PrivateFormat,
+        encryption_algorithm: serialization.KeySerializationEncryption,
+    ) -> bytes:
+        raise TypeError("a CA key in an HSM cannot be exported")
+
+    def __copy__(self) -> Self:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> Self:
+        return self
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        raise TypeError("a CA key in an HSM cannot be pickled; pass its HSMKeyReference instead")
+
+
+class HSMECPrivateKey(_TokenKey, ec.EllipticCurvePrivateKey):
     """An EC CA key on a token: CKM_ECDSA over the digest, the r||s answer DER-encoded as X.509 wants."""
 
     def __init__(self, token: _TokenSigner, public: ec.EllipticCurvePublicKey) -> None:
@@ -320,25 +342,9 @@ class HSMECPrivateKey(ec.EllipticCurvePrivateKey):
     def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
         raise TypeError("a CA key in an HSM cannot be exported")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise TypeError("a CA key in an HSM cannot be exported")
-
-    def __copy__(self) -> HSMECPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HSMECPrivateKey:
-        return self
-
-    def __reduce__(self) -> str | tuple[Any, ...]:
-        raise TypeError("a CA key in an HSM cannot be pickled; pass its HSMKeyReference instead")
 
 
-class HSMRSAPrivateKey(rsa.RSAPrivateKey):
+class HSMRSAPrivateKey(_TokenKey, rsa.RSAPrivateKey):
     """An RSA CA key on a token: PKCS#1 v1.5 (CKM_RSA_PKCS over the DigestInfo), the only padding the CA uses."""
 
     def __init__(self, token: _TokenSigner, public: rsa.RSAPublicKey) -> None:
@@ -373,22 +379,6 @@ class HSMRSAPrivateKey(rsa.RSAPrivateKey):
     def private_numbers(self) -> rsa.RSAPrivateNumbers:
         raise TypeError("a CA key in an HSM cannot be exported")
 
-    def private_bytes(
-        self,
-        encoding: serialization.Encoding,
-        format: serialization.PrivateFormat,
-        encryption_algorithm: serialization.KeySerializationEncryption,
-    ) -> bytes:
-        raise TypeError("a CA key in an HSM cannot be exported")
-
-    def __copy__(self) -> HSMRSAPrivateKey:
-        return self
-
-    def __deepcopy__(self, memo: dict[int, object]) -> HSMRSAPrivateKey:
-        return self
-
-    def __reduce__(self) -> str | tuple[Any, ...]:
-        raise TypeError("a CA key in an HSM cannot be pickled; pass its HSMKeyReference instead")
 
 
 _PKCS1v15 = padding.PKCS1v15
