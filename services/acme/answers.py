@@ -121,7 +121,8 @@ class Answers:
             "_id": data["serial"], "certificate_pem": data["certificate_pem"], "chain_pem": data["chain_pem"],
             "cert_class": data["cert_class"], "not_before": _when(data["not_before"]),
             "not_after": _when(data["not_after"]), "status": "valid", "ari_id": renewal.certificate_id(leaf),
-            "spki_sha256": _spki(leaf), "issued_at": _when(data["issued_at"])})
+            "spki_sha256": _spki(leaf), "issued_at": _when(data["issued_at"]),
+            **({"chains": data["chains"]} if "chains" in data else {})})
 
     async def cert_rejected(self, event: CloudEvent) -> None:
         data = event.data

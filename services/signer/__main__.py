@@ -4,6 +4,9 @@
                                          offline), issuing CAs, OCSP signers, ARLs (refuses to overwrite)
     python -m services.signer add-issuing
                                          add issuing CAs to a hierarchy made before them (needs the root keys)
+    python -m services.signer new-generation
+                                         a root rollover: G2 roots (keys into the root directory), G2 issuing
+                                         CAs, cross-certificates by the G1 roots (needs the G1 root keys)
     python -m services.signer arl        sign a root's CRL of CA certificates (needs the root key)
     python -m services.signer self-sign-class3
                                          add the self-signed Class 3 root to a hierarchy made without it
@@ -107,11 +110,48 @@ def _add_issuing(argv: list[str]) -> int:
     return 0
 
 
+def _new_generation(argv: list[str]) -> int:
+    from services.signer.ca.ceremony import create_generation
+    from services.signer.ca.hierarchy import GENERATIONS, HierarchyError
+    from services.signer.ca.keys import ALGORITHMS, KeyFileError
+
+    parser = argparse.ArgumentParser(
+        prog="python -m services.signer new-generation",
+        description="add the next generation of roots to CACERT_CA_DIR (a root rollover, docs/operations.md): its "
+                    "roots' keys to CACERT_CA_ROOT_DIR, its issuing CAs, and cross-certificates of those by the "
+                    "G1 roots (whose keys it reads from CACERT_CA_ROOT_DIR)",
+    )
+    parser.add_argument("--generation", type=int, choices=GENERATIONS[1:], default=GENERATIONS[1])
+    parser.add_argument("--algorithm", choices=ALGORITHMS, help="default: the G1 Class 1 root's")
+    args = parser.parse_args(argv)
+    settings = load_or_exit(CeremonySettings)
+    try:
+        hierarchy, notes = create_generation(
+            settings.ca_dir, settings.root_dir, settings.ca_passphrase, public_base_url=settings.public_base_url,
+            generation=args.generation, algorithm=args.algorithm, ocsp_passphrase=settings.ocsp_key_passphrase)
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"new-generation refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"new-generation failed: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 1
+    for ca in hierarchy.cas.values():
+        if ca.generation == args.generation:
+            print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()}, SHA-256 {_fingerprint(ca.certificate)}")
+    for label, cross in hierarchy.cross_certificates.items():
+        print(f"cross-{label}: signed by {cross.issuer.rfc4514_string()}, SHA-256 {_fingerprint(cross)}")
+    for note in notes.values():
+        print(note)
+    print(f"the new roots' keys are in {settings.root_dir}: move it offline again. Restart the signers: the new "
+          "issuing CAs sign from then on, the G1 ones keep the CRLs and OCSP of their certificates")
+    return 0
+
+
 def _arl(argv: list[str]) -> int:
     import datetime as dt
 
     from services.signer.ca.ceremony import issue_arl
-    from services.signer.ca.hierarchy import CertClass, HierarchyError
+    from services.signer.ca.hierarchy import GENERATIONS, CertClass, HierarchyError, class_label
     from services.signer.ca.keys import KeyFileError
     from services.signer.ca.revocation import parse_reason
 
@@ -119,7 +159,8 @@ def _arl(argv: list[str]) -> int:
         prog="python -m services.signer arl",
         description="sign a root's CRL (ARL) into CACERT_CA_DIR and the root directory; earlier entries stay",
     )
-    parser.add_argument("--ca", choices=[c.label for c in CertClass], required=True, help="the root")
+    parser.add_argument("--ca", choices=[class_label(c, g) for g in GENERATIONS for c in CertClass], required=True,
+                        help="the root")
     parser.add_argument("--revoke", action="append", default=[], metavar="SERIAL_HEX[:REASON]",
                         help="a CA certificate to add as revoked now (reason as in cert.revoke_requested)")
     args = parser.parse_args(argv)
@@ -133,10 +174,9 @@ def _arl(argv: list[str]) -> int:
     except ValueError as exc:
         print(f"arl refused: {exc}", file=sys.stderr)
         return 1
-    cert_class = CertClass(int(args.ca[-1]))
     try:
         arl = issue_arl(settings.ca_dir, settings.key_dir(args.ca) or settings.root_dir, settings.ca_passphrase,
-                        cert_class, revoked, now=now)
+                        args.ca, revoked, now=now)
     except (HierarchyError, KeyFileError) as exc:
         print(f"arl refused: {exc}", file=sys.stderr)
         return 1
@@ -238,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         STATUS: lambda a: _serve(STATUS, a),
         "renew-ocsp": _renew_ocsp,
         "add-issuing": _add_issuing,
+        "new-generation": _new_generation,
         "arl": _arl,
         "self-sign-class3": _self_sign_class3,
     }

@@ -21,7 +21,7 @@ from cryptography import x509
 
 from services.signer import monitoring
 from services.signer.ca.crl import DEFAULT_SHARDS, CRLScope, build_crl
-from services.signer.ca.hierarchy import CertClass, Hierarchy
+from services.signer.ca.hierarchy import Hierarchy
 from services.signer.ca.revocation import parse_reason
 from services.signer.ca.serials import parse_serial_hex
 from services.signer.ca.urls import CAUrls
@@ -90,8 +90,9 @@ class CRLPublisher:
     ) -> None:
         self._hierarchy = hierarchy
         self._cas = {ca.label: ca for ca in hierarchy.cas.values()}
-        # The CAs that sign leaves (the issuing CAs; the roots of a directory made before them) have shards.
-        self._leaf_issuers = {hierarchy.issuing_ca(cert_class).label for cert_class in CertClass}
+        # The CAs that sign or signed leaves (the issuing CAs of every generation; the roots of a directory made
+        # before them) have shards.
+        self._leaf_issuers = set(hierarchy.leaf_issuers)
         self._urls = {label: CAUrls.under(public_base_url, label) for label in self._cas}
         self._store = store
         self._validity = validity

@@ -101,10 +101,14 @@ class Signatory:
         self._lint_profiles = frozenset(lint_profiles)
         self._linter = linter
         # Constant per issuing CA: computed once, not per certificate.
-        self._chains = {cert_class: hierarchy.chain_pem(cert_class) for cert_class in (1, 3)}  # never the root
-        self._anchors = {
-            cert_class: [c.label for c in hierarchy.trust_anchors_for(cert_class)] for cert_class in (1, 3)
+        # The default chain (never the root) and every chain with its anchor, the default first (ACME's
+        # alternates; after a rollover the new roots' too).
+        self._chains = {
+            cert_class: [{"anchor": anchor, "chain_pem": chain, "anchor_pem": anchor_pem}
+                         for anchor, chain, anchor_pem in hierarchy.chains(cert_class)]
+            for cert_class in (1, 3)
         }
+        self._anchors = {cert_class: list(hierarchy.trust_anchors_for(cert_class)) for cert_class in (1, 3)}
         # A thread for CA signatures, when overlapping them with the lint pays: an RSA CA key (a signature of
         # milliseconds). A P-256 signature takes 0.1 ms, less than handing it to a thread costs.
         sign_bound = any(ca.key_algorithm.startswith("rsa") for ca in hierarchy.cas.values())
@@ -198,7 +202,8 @@ class Signatory:
             "not_after": isoformat(cert.not_valid_after_utc),
             "fingerprint_sha256": hashlib.sha256(der).hexdigest(),
             "certificate_pem": _pem(cert),
-            "chain_pem": self._chains[request.cert_class],
+            "chain_pem": self._chains[request.cert_class][0]["chain_pem"],
+            "chains": self._chains[request.cert_class],
             "trust_anchors": self._anchors[request.cert_class],
             "issued_at": isoformat(now),
         }

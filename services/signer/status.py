@@ -40,7 +40,15 @@ from prometheus_client import Gauge
 
 from services.signer.ca import ocsp
 from services.signer.ca.crl import CRLScope
-from services.signer.ca.hierarchy import CLASS3_ROOT, Hierarchy, OCSPSigner
+from services.signer.ca.hierarchy import (
+    CLASS3_ROOT,
+    CROSS,
+    Hierarchy,
+    OCSPSigner,
+    class_label,
+    cross_label,
+    generation_label,
+)
 from services.signer.ca.revocation import GOOD, UNKNOWN, CertificateStatus, Revoked, parse_reason
 from services.signer.ca.serials import parse_serial_hex, serial_hex
 from services.signer.store import CertificateStore
@@ -134,8 +142,12 @@ class StatusEndpoints:
             self._lookups[ca.label] = lookup
             self._responders[ca.label] = ocsp.OCSPResponder(ca, lookup, validity=ocsp_validity)
         self._ca_der = {ca.label: ca.certificate.public_bytes(Encoding.DER) for ca in hierarchy.cas.values()}
-        if hierarchy.class3_root is not None:
-            self._ca_der[CLASS3_ROOT] = hierarchy.class3_root.public_bytes(Encoding.DER)
+        for generation in hierarchy.generations:
+            twin = hierarchy.class3_roots.get(class_label(3, generation))
+            if twin is not None:
+                self._ca_der[generation_label(CLASS3_ROOT, generation)] = twin.public_bytes(Encoding.DER)
+        for label, cross in hierarchy.cross_certificates.items():
+            self._ca_der[cross_label(label)] = cross.public_bytes(Encoding.DER)
 
         self._ca_statuses = ca_certificate_statuses(hierarchy)
 
@@ -148,7 +160,7 @@ class StatusEndpoints:
         app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crl", self.crl)
         app.router.add_get(f"/{{issuer:{CA_LABEL}}}/{{shard:(?:0|[1-9][0-9]{{0,3}})}}.crl", self.crl)
         app.router.add_get(f"/{{issuer:{CA_LABEL}}}.crt", self.ca_certificate)
-        app.router.add_get(f"/{{issuer:{CLASS3_ROOT}}}.crt", self.ca_certificate)
+        app.router.add_get(f"/{{issuer:{CLASS3_ROOT}(?:-g2)?|{CROSS}-{CA_LABEL}}}.crt", self.ca_certificate)
         app.router.add_post("/ocsp", self.ocsp_post)
         app.router.add_post(f"/ocsp/{{issuer:{CA_LABEL}}}", self.ocsp_post)
         app.router.add_get(f"/ocsp/{{issuer:{CA_LABEL}}}/{{request:.+}}", self.ocsp_get)
@@ -228,8 +240,9 @@ class StatusEndpoints:
                     self._lookups[label].statuses[serial] = known[serial]
 
 
-CA_LABEL = "class[13](?:-issuing)?"
-"""The CA part of the status URLs: a class root (`class1`, `class3`) or an issuing CA (`class1-issuing`)."""
+CA_LABEL = "class[13](?:-issuing)?(?:-g2)?"
+"""The CA part of the status URLs: a class root (`class1`, `class3`) or an issuing CA (`class1-issuing`), of
+G1 or of G2 (`class1-g2`, `class3-issuing-g2`: ``hierarchy.GENERATIONS``)."""
 
 
 def ca_certificate_statuses(hierarchy: Hierarchy) -> dict[str, dict[int, CertificateStatus]]:
@@ -237,11 +250,9 @@ def ca_certificate_statuses(hierarchy: Hierarchy) -> dict[str, dict[int, Certifi
     (the ceremony makes them offline): good, or revoked as the root's ARL says. Self-signed ones are left
     out (nobody asks a root's status of itself)."""
     statuses: dict[str, dict[int, CertificateStatus]] = {label: {} for label in hierarchy.cas}
-    for issuer in hierarchy.cas.values():
-        for ca in hierarchy.cas.values():
-            cert = ca.certificate
-            if cert.issuer == issuer.certificate.subject and cert.issuer != cert.subject:
-                statuses[issuer.label][cert.serial_number] = GOOD
+    for label, certificates in hierarchy.signed_ca_certificates().items():  # cross-certificates too
+        for cert in certificates:
+            statuses[label][cert.serial_number] = GOOD
     for label, der in hierarchy.arls.items():
         for entry in x509.load_der_x509_crl(der):
             try:

@@ -524,20 +524,25 @@ class AcmeFrontEnd:
         return response
 
     async def _chains(self, cert: Document) -> list[str]:
-        """The default chain, up to and including the Class 1 root (ACME clients expect the issuer in it, and
-        a Class 1 certificate's issuer is the root), and for a Class 3 certificate an alternate ending in the
-        self-signed Class 3 root, for relying parties who anchor there."""
+        """The default chain, up to and including its root (ACME clients expect the issuer in it, and a Class 1
+        certificate's issuer may be the root), then the alternates: each chain the signer named in
+        ``cert.issued`` (``chains``: for a Class 3 certificate one ending in the self-signed Class 3 root, for
+        relying parties who anchor there; after a root rollover those ending in the new roots). A certificate
+        issued before the signer named them gets its chains from the CA certificates the status endpoint
+        publishes."""
+        leaf = cert["certificate_pem"].strip() + "\n"
+        if cert.get("chains"):
+            return [leaf + "".join(f"{pem.strip()}\n" for pem in (c["chain_pem"], c["anchor_pem"]) if pem.strip())
+                    for c in cert["chains"]]
         try:
             roots = await self.ca.all()
         except CaUnavailable:
             raise Problem("serverInternal", "the CA certificates are unavailable just now; try again",
                           status=503, retry_after=self.settings.retry_after_seconds) from None
-        leaf = cert["certificate_pem"].strip() + "\n"
         chain = cert.get("chain_pem", "").strip()
         class1 = roots[LABELS[0]].pem.decode()
         default = leaf + (chain + "\n" if chain else "") + class1
         if cert.get("cert_class") == 3 and CLASS3_ROOT in roots:
-            # The same chain up to the Class 3 root signed by Class 1, which the self-signed one replaces.
             # The chain's certificates up to the Class 3 root signed by Class 1, which the self-signed one
             # replaces (compared as PEM text: the chain is the signer's, block by block).
             signed_by_class1 = roots[LABELS[1]].pem.decode().strip()

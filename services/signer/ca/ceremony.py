@@ -12,10 +12,10 @@ memory for the issuing mode's automatic renewal (``reissue_ocsp_signer``). The f
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -37,6 +37,8 @@ from services.signer.ca.hierarchy import (
     check_arl,
     check_class3_root,
     class3_root_path,
+    class_label,
+    cross_certificate_path,
     issuing_label,
     key_path,
     load_hierarchy,
@@ -50,21 +52,24 @@ from services.signer.ca.serials import new_serial_number
 from services.signer.ca.urls import CAUrls
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class HierarchyNames:
     """Subject naming of the CA certificates (``O=<organization>, CN=<prefix> Class N Root``)."""
 
     organization: str = "CAcert Community CA"
     common_name_prefix: str = "CAcert Community"
     country: str | None = None
+    generation: int = 1
+    """A later generation of roots ends every common name in `` G<N>``: no two CAs share a name."""
 
     def subject(self, common_name_suffix: str) -> x509.Name:
         attributes = []
         if self.country:
             attributes.append(x509.NameAttribute(NameOID.COUNTRY_NAME, self.country))
         attributes.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, self.organization))
+        generation = "" if self.generation == 1 else f" G{self.generation}"
         attributes.append(
-            x509.NameAttribute(NameOID.COMMON_NAME, f"{self.common_name_prefix} {common_name_suffix}")
+            x509.NameAttribute(NameOID.COMMON_NAME, f"{self.common_name_prefix} {common_name_suffix}{generation}")
         )
         return x509.Name(attributes)
 
@@ -81,7 +86,7 @@ class HierarchyNames:
         return self.subject(f"Class {cert_class.value} Issuing CA OCSP Responder")
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class Lifetimes:
     """Validity periods in days. No CA certificate outlives the one it chains to."""
 
@@ -400,15 +405,17 @@ def _refuse_existing(*directories: Path) -> None:
 
 
 def _write_ca(directory: Path, label: str, cert: x509.Certificate, key: PrivateKey | None,
-              signer: OCSPSigner, passphrase: bytes, ocsp_passphrase: bytes) -> None:
-    """A CA's certificate, its key (unless it stays elsewhere) and its delegated OCSP signer, never overwriting."""
+              signer: OCSPSigner, passphrase: bytes, ocsp_passphrase: bytes, *, certificate: bool = True) -> None:
+    """A CA's certificate (unless ``certificate`` is false: the caller writes it last), its key (unless it
+    stays elsewhere) and its delegated OCSP signer, never overwriting."""
     try:
         if key is not None:
             keys.write_private_key(key_path(directory, label), key, passphrase)
         keys.write_private_key(ocsp_key_path(directory, label), signer.private_key, ocsp_passphrase)
     except keys.KeyFileExists as exc:
         raise HierarchyError(str(exc)) from None
-    _write_new_file(certificate_path(directory, label), _pem(cert))
+    if certificate:
+        _write_new_file(certificate_path(directory, label), _pem(cert))
     _write_new_file(ocsp_certificate_path(directory, label), _pem(signer.certificate))
 
 
@@ -505,13 +512,9 @@ def add_issuing_cas(
         if certificate_path(directory, label).exists():
             continue
         parent = read_certificate(certificate_path(directory, cert_class))
-        # pathLen counts the CA certificates that may follow (RFC 5280 4.2.1.9): the new CA is one more below
-        # its parent, and below Class 1 also below the Class 3 root.
-        above = [(parent, 1)] if cert_class is CertClass.CLASS1 else [(parent, 1), (root, 2)]
         twin_path = class3_root_path(directory)
-        if cert_class is CertClass.CLASS3 and twin_path.exists():
-            above.append((read_certificate(twin_path), 1))
-        blocked = [c for c, needed in above if (length := path_length_of(c)) is not None and length < needed]
+        blocked = _path_lengths_blocking(cert_class, parent, root,
+                                         read_certificate(twin_path) if twin_path.exists() else None)
         if blocked:
             refused[cert_class] = (
                 f"{label} not added: the pathLen of {', '.join(c.subject.rfc4514_string() for c in blocked)} "
@@ -532,25 +535,159 @@ def add_issuing_cas(
     return refused
 
 
+
+def create_generation(
+    directory: Path,
+    root_directory: Path,
+    passphrase: bytes,
+    *,
+    public_base_url: str,
+    generation: int = 2,
+    algorithm: str | None = None,
+    now: dt.datetime | None = None,
+    names: HierarchyNames | None = None,
+    lifetimes: Lifetimes | None = None,
+    ocsp_passphrase: bytes | None = None,
+) -> tuple[Hierarchy, dict[str, str]]:
+    """A new generation of roots next to the current one (``new-generation``, a root rollover): the shape of
+    ``create_hierarchy`` with labels ending ``-g<N>`` and names ending `` G<N>`` (its roots' keys to
+    ``root_directory`` only, everything else to ``directory``), plus a cross-certificate of each new issuing
+    CA signed by the G1 root of its class (``cross-<label>.crt.pem``): the new CA's subject, key and SKI, so
+    the leaves it signs verify under the G1 anchors relying parties already have as well as under the new
+    roots. From the signer's next start the new issuing CAs sign the leaves; the G1 issuing CAs keep signing
+    the CRLs and OCSP signers of theirs until they expire.
+
+    The cross-certificates sit one level below a G1 root, where its pathLen leaves room (a root-level cross,
+    G1 Class 1 over the G2 Class 1 root, would put a G2 Class 3 leaf three CAs below G1 Class 1, whose
+    pathLen is 2). A G1 Class 3 root of before issue 18 (pathLen 0) cannot sign one: the G1 Class 1 root
+    signs the Class 3 cross-certificate instead (such leaves then chain to G1 Class 1, not to G1 Class 3),
+    and the second dict names every cross-certificate that could not be made and why. The G1 roots' keys are
+    read from ``root_directory``, or from ``directory`` for a directory made before issue 18. The key
+    algorithm is the G1 Class 1 root's unless ``algorithm`` says otherwise.
+    """
+    ocsp_secret = ocsp_passphrase or passphrase
+    names = dataclasses.replace(names or HierarchyNames(), generation=generation)
+    lifetimes = lifetimes or Lifetimes()
+    moment = _utc_seconds(now)
+    if directory.resolve() == root_directory.resolve():
+        raise HierarchyError("the root directory must not be the CA directory: the roots' keys stay offline")
+    current = load_hierarchy(directory, passphrase, ca_keys=False, ocsp_passphrase=ocsp_secret)
+    if generation != current.generations[-1] + 1:
+        raise HierarchyError(f"the CA directory holds generations {current.generations}: the next is "
+                             f"{current.generations[-1] + 1}, not {generation}")
+    labels = [f(c, generation) for c in CertClass for f in (class_label, issuing_label)]
+    existing = [str(p) for d in (directory, root_directory) for label in labels
+                for p in (certificate_path(d, label), key_path(d, label), cross_certificate_path(d, label))
+                if p.exists()]
+    if existing:
+        raise HierarchyError(f"refusing to overwrite generation {generation}: {', '.join(existing)} exist")
+    root_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+    def g1_key(cert_class: CertClass) -> PrivateKey:
+        path = key_path(root_directory, cert_class)
+        return keys.read_private_key(path if path.exists() else key_path(directory, cert_class), passphrase)
+
+    g1 = {c: (current.class_ca(c).certificate, g1_key(c)) for c in CertClass}
+    algorithm = algorithm or keys.algorithm_of(g1[CertClass.CLASS1][1])
+    root_key, class3_key = keys.generate_private_key(algorithm), keys.generate_private_key(algorithm)
+    root = create_root_certificate(root_key, names, moment, lifetimes.root_days, path_length=2)
+    root_label, class3_label = class_label(1, generation), class_label(3, generation)
+    class3 = create_class3_certificate(class3_key, root, root_key, CAUrls.under(public_base_url, root_label),
+                                       names, moment, lifetimes.class3_days, path_length=1)
+    roots = {CertClass.CLASS1: (root_label, root, root_key), CertClass.CLASS3: (class3_label, class3, class3_key)}
+    for cert_class, (label, ca_cert, ca_key) in roots.items():
+        signer_key = keys.generate_private_key(algorithm)
+        signer = OCSPSigner(create_ocsp_signer_certificate(
+            cert_class, ca_cert, ca_key, signer_key, names, moment, lifetimes.root_ocsp_signer_days), signer_key)
+        # The loader knows a generation by its Class 1 root's certificate: written last, so a ceremony cut
+        # short leaves files the signer ignores (and a rerun refuses, naming them).
+        _write_ca(directory, label, ca_cert, None, signer, passphrase, ocsp_secret,
+                  certificate=cert_class is not CertClass.CLASS1)
+        try:
+            keys.write_private_key(key_path(root_directory, label), ca_key, passphrase)
+        except keys.KeyFileExists as exc:
+            raise HierarchyError(str(exc)) from None
+        _write_new_file(certificate_path(root_directory, label), _pem(ca_cert))
+    _write_new_file(class3_root_path(directory, generation),
+                    _pem(create_class3_root_certificate(class3_key, class3, moment)))
+    for label in (root_label, class3_label):
+        issue_arl(directory, root_directory, passphrase, label, now=moment, days=lifetimes.arl_days)
+
+    refused: dict[str, str] = {}
+    for cert_class, (parent_label, parent, parent_key) in roots.items():
+        label = issuing_label(cert_class, generation)
+        key = keys.generate_private_key(algorithm)
+        cert = create_subordinate_certificate(
+            key, names.issuing_subject(cert_class), parent, parent_key, CAUrls.under(public_base_url, parent_label),
+            moment, lifetimes.issuing_days, path_length=0)
+        signer_key = keys.generate_private_key(algorithm)
+        signer = OCSPSigner(create_ocsp_signer_certificate(
+            cert_class, cert, key, signer_key, names, moment, lifetimes.ocsp_signer_days,
+            subject=names.issuing_ocsp_subject(cert_class)), signer_key)
+        _write_ca(directory, label, cert, key, signer, passphrase, ocsp_secret)
+        # pathLen counts the CA certificates that may follow (RFC 5280 4.2.1.9): one below the signing G1 root.
+        candidates = [cert_class] + ([CertClass.CLASS1] if cert_class is CertClass.CLASS3 else [])
+        signers = [c for c in candidates if _room_below(current, c)]
+        if not signers:
+            refused[label] = f"no G1 root of {cert_class.label} allows a CA below it: no cross-certificate"
+            continue
+        if signers[0] is not cert_class:
+            refused[label] = (f"the G1 {cert_class.label} root allows no CA below it: the cross-certificate is "
+                              f"signed by G1 {signers[0].label}, so these leaves do not chain to G1 {cert_class.label}")
+        g1_cert, g1_root_key = g1[signers[0]]
+        cross = ca_certificate(
+            subject=cert.subject, public_key=key.public_key(), signing_key=g1_root_key, not_before=moment,
+            not_after=cert.not_valid_after_utc, path_length=0, issuer=g1_cert,
+            issuer_urls=CAUrls.under(public_base_url, signers[0].label),
+            ski=cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
+        _write_new_file(cross_certificate_path(directory, label), _pem(cross))
+    _write_new_file(certificate_path(directory, root_label), _pem(root))
+    return load_hierarchy(directory, passphrase, ocsp_passphrase=ocsp_secret), refused
+
+
+def _path_lengths_blocking(
+    cert_class: CertClass, parent: x509.Certificate, root: x509.Certificate, class3_twin: x509.Certificate | None
+) -> list[x509.Certificate]:
+    """The certificates whose pathLen forbids a CA directly below ``parent`` (the G1 root of ``cert_class``;
+    ``root`` the Class 1 root, ``class3_twin`` the self-signed Class 3 root if any). pathLen counts the CA
+    certificates that may follow (RFC 5280 4.2.1.9): the new CA is one more below its parent, and below a
+    Class 3 root two below Class 1; OpenSSL enforces an anchor's own pathLen too."""
+    above = [(parent, 1)]
+    if cert_class is CertClass.CLASS3:
+        above.append((root, 2))
+        if class3_twin is not None:
+            above.append((class3_twin, 1))
+    return [c for c, needed in above if (length := path_length_of(c)) is not None and length < needed]
+
+
+def _room_below(hierarchy: Hierarchy, cert_class: CertClass) -> bool:
+    return not _path_lengths_blocking(cert_class, hierarchy.class_ca(cert_class).certificate, hierarchy.root,
+                                      hierarchy.class3_root)
+
+
 def issue_arl(
     directory: Path,
     root_directory: Path,
     passphrase: bytes,
-    cert_class: int,
+    ca: int | str,
     revoked: Sequence[tuple[int, dt.datetime, str | x509.ReasonFlags | None]] | None = None,
     *,
     now: dt.datetime | None = None,
     days: int | None = None,
 ) -> x509.CertificateRevocationList:
-    """Sign a root's CRL (an ARL: the CA certificates it revoked, the earlier ARL's entries and ``revoked``,
+    """Sign a root's CRL (``ca``: a class of G1, or a root's label such as ``class1-g2``; an ARL: the CA
+    certificates it revoked, the earlier ARL's entries and ``revoked``,
     ``(serial, time, reason)``) with its key
     from ``root_directory`` and write it as ``arl-<root>.der`` into both directories; the signer publishes
     the one in ``directory`` from its next start. The CRL number grows with each (RFC 5280 5.2.3): the
     signing time in seconds, or one more than the last ARL's; nextUpdate ``days`` (default a year, the most
     TLS BR 4.9.7 allows for CA certificates)."""
-    cls = CertClass(cert_class)
+    cls = class_label(ca) if isinstance(ca, int) else ca
     moment = _utc_seconds(now)
-    root = read_certificate(certificate_path(directory, cls))
+    # The root directory keeps a copy of each root's certificate (the CA directory's of a new generation's
+    # Class 1 root is written last, ``create_generation``).
+    published = certificate_path(directory, cls)
+    root = read_certificate(published if published.exists() else certificate_path(root_directory, cls))
     root_key = keys.read_private_key(key_path(root_directory, cls), passphrase)
     # Above every earlier ARL and above the counter the signer used while the key was online (a directory
     # migrated from before issue 18): the seconds since 1970 outgrow any count of CRLs signed since.

@@ -54,6 +54,8 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -118,11 +120,29 @@ def current_ocsp_signer(signers: Iterable[OCSPSigner], now: dt.datetime) -> OCSP
 
 
 ISSUING = "issuing"
+GENERATIONS = (1, 2)
+"""The generations of roots a CA directory may hold (issue 18 item 4, "Root rollover" in docs/operations.md):
+G1 keeps the labels it always had, G2's end in ``-g2``. A third generation is a change of the event contract
+(its labels join the ``issuer`` and ``trust_anchors`` enums), so it is added here then, not guessed now."""
 
 
-def issuing_label(cert_class: int) -> str:
-    """``class1-issuing`` / ``class3-issuing``: the issuing CA of a class (files, URLs, ``issuer`` of events)."""
-    return f"{CertClass(cert_class).label}-{ISSUING}"
+def generation_label(label: str, generation: int = 1) -> str:
+    """``label`` in root generation ``generation``: G1 keeps it, a later one appends ``-g<N>``
+    (``class1-g2``, ``class3-issuing-g2``)."""
+    if generation not in GENERATIONS:
+        raise ValueError(f"no root generation {generation}; this signer knows {GENERATIONS}")
+    return label if generation == 1 else f"{label}-g{generation}"
+
+
+def class_label(cert_class: int, generation: int = 1) -> str:
+    """The root of a class in a generation: ``class1``, ``class3-g2``."""
+    return generation_label(CertClass(cert_class).label, generation)
+
+
+def issuing_label(cert_class: int, generation: int = 1) -> str:
+    """``class1-issuing`` / ``class3-issuing`` (``-g2`` in G2): the issuing CA of a class (files, URLs,
+    ``issuer`` of events)."""
+    return generation_label(f"{CertClass(cert_class).label}-{ISSUING}", generation)
 
 
 @dataclass(frozen=True)
@@ -136,10 +156,10 @@ class IssuingCA:
     """None in the status mode, which must never hold CA keys (it only answers OCSP and serves CRLs), and for
     a root whose key is offline."""
     ocsp_signer: OCSPSigner
-    chain: tuple[x509.Certificate, ...]
-    """This CA's certificate followed by its issuers, up to and including the Class 1 root."""
     name: str = ""
-    """The label when it is not the class's own (``class1-issuing``); empty for the class roots."""
+    """The label when it is not the class's own (``class1-issuing``, ``class1-g2``); empty for the G1 roots."""
+    generation: int = 1
+    """The generation of roots it belongs to (``GENERATIONS``)."""
 
     @property
     def label(self) -> str:
@@ -167,12 +187,18 @@ class IssuingCA:
 
 @dataclass(frozen=True)
 class Hierarchy:
-    """Every CA of the directory, loaded and checked for consistency, by label."""
+    """Every CA of the directory, loaded and checked for consistency, by label, with the certificates that
+    link them besides their own (self-signed Class 3 roots, cross-certificates)."""
 
     cas: Mapping[str, IssuingCA]
-    class3_root: x509.Certificate | None = None
-    """The self-signed Class 3 root (``class3-root.crt.pem``), a trust anchor only: never in a chain. None
-    in a directory that does not have it yet."""
+    class3_roots: Mapping[str, x509.Certificate] = field(default_factory=dict)
+    """The self-signed Class 3 roots (``class3-root.crt.pem``, ``class3-root-g2.crt.pem``) by the label of
+    their Class 3 root (``class3``, ``class3-g2``): trust anchors only, never in a chain sent with a
+    certificate. A directory made before them has none."""
+    cross_certificates: Mapping[str, x509.Certificate] = field(default_factory=dict)
+    """Certificates of a later generation's issuing CA signed by the G1 root of its class
+    (``cross-class1-issuing-g2.crt.pem``), by that CA's label: the same subject, key and SKI, so its leaves
+    also chain to the roots relying parties already have."""
     arls: Mapping[str, bytes] = field(default_factory=dict)
     """DER CRLs the ceremony signed for roots whose key is offline (``arl-<label>.der``), by label."""
 
@@ -180,56 +206,163 @@ class Hierarchy:
     def root(self) -> x509.Certificate:
         return self.class_ca(CertClass.CLASS1).certificate
 
-    def class_ca(self, cert_class: int) -> IssuingCA:
+    @property
+    def class3_root(self) -> x509.Certificate | None:
+        """The self-signed G1 Class 3 root, if the directory has it."""
+        return self.class3_roots.get(CertClass.CLASS3.label)
+
+    @property
+    def generations(self) -> tuple[int, ...]:
+        return tuple(sorted({ca.generation for ca in self.cas.values()}))
+
+    def class_ca(self, cert_class: int, generation: int = 1) -> IssuingCA:
         """The CA named after the class: the Class 1 root, or the Class 3 root (the one signed by Class 1)."""
-        return self.cas[CertClass(cert_class).label]
+        return self.cas[class_label(cert_class, generation)]
 
     def issuing_ca(self, cert_class: int) -> IssuingCA:
-        """The CA that signs the leaves of ``cert_class``: its issuing CA, or in a directory made before
-        issue 18 (or a class that could not get one, see ``ceremony.add_issuing_cas``) the class's own CA."""
-        return self.cas.get(issuing_label(cert_class)) or self.class_ca(cert_class)
+        """The CA that signs the leaves of ``cert_class``: the issuing CA of the newest generation, or in a
+        directory made before issue 18 (or a class that could not get one, see ``ceremony.add_issuing_cas``)
+        the class's own CA."""
+        return self.cas.get(issuing_label(cert_class, self.generations[-1])) or self.class_ca(cert_class)
+
+    @property
+    def leaf_issuers(self) -> tuple[str, ...]:
+        """Labels of the CAs whose leaves may be out there, so whose CRLs are sharded and signed here: the
+        issuing CA that signs them now and those of older generations (their certificates keep their CRL and
+        OCSP until they expire), and a G1 root without an issuing CA."""
+        return tuple(dict.fromkeys(
+            (self.cas.get(issuing_label(c, g)) or self.class_ca(c)).label
+            for g in self.generations for c in CertClass
+        ))
 
     @property
     def online_root_keys(self) -> tuple[str, ...]:
         """Labels of the roots whose key is loaded although they sign no leaves: a directory still being
         migrated; the keys belong offline (BR 6.1.7), see docs/operations.md."""
-        issuers = {self.issuing_ca(c).label for c in CertClass}
-        return tuple(c.label for c in CertClass
-                     if self.class_ca(c).private_key is not None and c.label not in issuers)
+        return tuple(label for g in self.generations for c in CertClass
+                     if self.cas[label := class_label(c, g)].private_key is not None
+                     and label not in self.leaf_issuers)
 
-    def trust_anchors_for(self, cert_class: int) -> tuple[CertClass, ...]:
-        """The anchors a leaf of ``cert_class`` validates against: Class 3 leaves under either root,
-        Class 1 leaves only under Class 1."""
-        if CertClass(cert_class) is CertClass.CLASS3:
-            return (CertClass.CLASS1, CertClass.CLASS3)
-        return (CertClass.CLASS1,)
+    @property
+    def anchors(self) -> tuple[str, ...]:
+        """The roots a relying party may anchor on, oldest generation first, Class 1 before Class 3."""
+        return tuple(class_label(c, g) for g in self.generations for c in CertClass)
+
+    def trust_anchors_for(self, cert_class: int) -> tuple[str, ...]:
+        """The anchors the leaves the issuing CA of ``cert_class`` signs validate against (``anchors``
+        order): Class 3 leaves under either root, Class 1 leaves only under Class 1; after a rollover
+        under both generations where a cross-certificate links them."""
+        return tuple(a for a in self.anchors if self._path(cert_class, a) is not None)
 
     def chain_for(
-        self, cert_class: int, anchor: int = CertClass.CLASS1, *, include_anchor: bool = False
+        self, cert_class: int, anchor: int | str = CertClass.CLASS1, *, include_anchor: bool = False
     ) -> tuple[x509.Certificate, ...]:
-        """The CA certificates a relying party needs between a ``cert_class`` leaf and ``anchor``,
-        nearest to the leaf first: the issuing CA, then (Class 3 leaves, Class 1 anchor) the Class 3 root
-        signed by Class 1. In a directory without issuing CAs, a Class 1 leaf needs nothing under the Class 1
-        anchor and a Class 3 leaf nothing under the Class 3 anchor. A Class 1 leaf cannot chain to Class 3,
-        which raises ``ValueError``.
-        """
-        anchor_class = CertClass(anchor)
-        if anchor_class not in self.trust_anchors_for(cert_class):
-            raise ValueError(
-                f"a {CertClass(cert_class).label} certificate does not chain to {anchor_class.label}"
-            )
-        chain = self.issuing_ca(cert_class).chain
-        end = chain.index(self.class_ca(anchor_class).certificate)
-        return chain[: end + 1] if include_anchor else chain[:end]
+        """The CA certificates a relying party needs between a ``cert_class`` leaf and ``anchor`` (a class of
+        G1, or a root's label such as ``class1-g2``), nearest to the leaf first: the issuing CA, then (Class 3
+        leaves, Class 1 anchor) the Class 3 root signed by Class 1; ``include_anchor`` appends the anchor's
+        CA certificate. In a directory without issuing CAs, a Class 1 leaf needs nothing under the Class 1
+        anchor and a Class 3 leaf nothing under the Class 3 anchor. A leaf that does not chain to ``anchor``
+        (Class 1 under Class 3) raises ``ValueError``. The shortest path wins: a G2 leaf reaches a G1 anchor
+        through the cross-certificate of its issuing CA."""
+        label = class_label(anchor) if isinstance(anchor, int) else anchor
+        path = self._path(cert_class, label)
+        if path is None:
+            raise ValueError(f"a {CertClass(cert_class).label} certificate does not chain to {label}")
+        return (*path, self.cas[label].certificate) if include_anchor else path
 
     def chain_pem(
-        self, cert_class: int, anchor: int = CertClass.CLASS1, *, include_anchor: bool = False
+        self, cert_class: int, anchor: int | str = CertClass.CLASS1, *, include_anchor: bool = False
     ) -> str:
         """``chain_for`` as concatenated PEM (the ``chain_pem`` of ``cert.issued``)."""
-        return "".join(
-            c.public_bytes(serialization.Encoding.PEM).decode("ascii")
-            for c in self.chain_for(cert_class, anchor, include_anchor=include_anchor)
-        )
+        return _pem_text(self.chain_for(cert_class, anchor, include_anchor=include_anchor))
+
+    def anchor_certificate(self, anchor: str) -> x509.Certificate | None:
+        """The self-signed certificate of anchor ``anchor``: a Class 1 root itself, a Class 3 root's
+        self-signed twin (None when the directory has none)."""
+        if anchor.startswith(CertClass.CLASS3.label):
+            return self.class3_roots.get(anchor)
+        return self.cas[anchor].certificate
+
+    def chains(self, cert_class: int) -> tuple[tuple[str, str, str], ...]:
+        """Every chain a ``cert_class`` leaf can be sent with, the default first: ``(anchor, chain_pem,
+        anchor_pem)`` for each of ``trust_anchors_for`` that has a self-signed certificate, ``chain_pem`` up to
+        and not including the anchor. The default leads to the oldest generation's Class 1 root, which every
+        relying party has; the others are the alternates (ACME's ``rel="alternate"``)."""
+        found = []
+        for anchor in self.trust_anchors_for(cert_class):
+            certificate = self.anchor_certificate(anchor)
+            if certificate is not None:
+                found.append((anchor, self.chain_pem(cert_class, anchor), _pem_text((certificate,))))
+        return tuple(found)
+
+    @functools.cached_property
+    def _links(self) -> tuple[tuple[x509.Certificate, bytes, bytes], ...]:
+        """Every CA certificate that links one key to another (not self-signed), with its subject's key and
+        its issuer's key (by SPKI digest): the CA certificates, then the cross-certificates."""
+        certificates = [ca.certificate for ca in self.cas.values()] + list(self.cross_certificates.values())
+        by_name: dict[x509.Name, list[x509.Certificate]] = {}
+        for ca in self.cas.values():
+            by_name.setdefault(ca.certificate.subject, []).append(ca.certificate)
+        links = []
+        for cert in certificates:
+            if cert.issuer == cert.subject:
+                continue
+            for issuer in by_name.get(cert.issuer, []):
+                if _issued_by(cert, issuer):
+                    links.append((cert, _key_id(cert), _key_id(issuer)))
+                    break
+        return tuple(links)
+
+    def ca_label_of_key(self, key_id: bytes) -> str | None:
+        return next((label for label, ca in self.cas.items() if _key_id(ca.certificate) == key_id), None)
+
+    def _path(self, cert_class: int, anchor: str) -> tuple[x509.Certificate, ...] | None:
+        """The shortest run of certificates from the key of ``cert_class``'s issuing CA to the key of
+        ``anchor`` (breadth first, in ``_links`` order), or None."""
+        target = _key_id(self.cas[anchor].certificate)
+        frontier: list[tuple[bytes, tuple[x509.Certificate, ...]]] = [
+            (_key_id(self.issuing_ca(cert_class).certificate), ())]
+        seen = {frontier[0][0]}
+        while frontier:
+            following = []
+            for key, path in frontier:
+                if key == target:
+                    return path
+                for cert, subject_key, issuer_key in self._links:
+                    if subject_key == key and issuer_key not in seen:
+                        seen.add(issuer_key)
+                        following.append((issuer_key, (*path, cert)))
+            frontier = following
+        return None
+
+    def signed_ca_certificates(self) -> dict[str, list[x509.Certificate]]:
+        """The CA certificates (cross-certificates included) each CA signed, by its label."""
+        signed: dict[str, list[x509.Certificate]] = {label: [] for label in self.cas}
+        for cert, _, issuer_key in self._links:
+            label = self.ca_label_of_key(issuer_key)
+            if label is not None:
+                signed[label].append(cert)
+        return signed
+
+
+def _key_id(cert: x509.Certificate) -> bytes:
+    """What tells CA keys apart: the SHA-256 of the certificate's SubjectPublicKeyInfo."""
+    spki = cert.public_key().public_bytes(serialization.Encoding.DER,
+                                          serialization.PublicFormat.SubjectPublicKeyInfo)
+    return hashlib.sha256(spki).digest()
+
+
+def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def _pem_text(certificates: Iterable[x509.Certificate]) -> str:
+    return "".join(c.public_bytes(serialization.Encoding.PEM).decode("ascii") for c in certificates)
+
 
 
 # ---------------------------------------------------------------------------------------- files
@@ -261,21 +394,35 @@ def arl_path(directory: Path, ca: str | CertClass) -> Path:
 
 
 CLASS3_ROOT = "class3-root"
-"""The self-signed Class 3 root's name: its file ``class3-root.crt.pem`` and URL ``/class3-root.crt``."""
+"""The self-signed Class 3 root's name: its file ``class3-root.crt.pem`` and URL ``/class3-root.crt``
+(``class3-root-g2`` in G2)."""
 
 
-def class3_root_path(directory: Path) -> Path:
-    return directory / f"{CLASS3_ROOT}.crt.pem"
+def class3_root_path(directory: Path, generation: int = 1) -> Path:
+    return directory / f"{generation_label(CLASS3_ROOT, generation)}.crt.pem"
+
+
+CROSS = "cross"
+
+
+def cross_label(label: str) -> str:
+    """The name of the cross-certificate of CA ``label`` by the G1 root of its class: ``cross-class1-issuing-g2``
+    (its file ``.crt.pem`` and URL ``.crt``)."""
+    return f"{CROSS}-{label}"
+
+
+def cross_certificate_path(directory: Path, label: str) -> Path:
+    return directory / f"{cross_label(label)}.crt.pem"
 
 
 def all_paths(directory: Path) -> list[Path]:
-    """Every file a hierarchy may have in ``directory`` (either layout, either directory)."""
-    labels = [c.label for c in CertClass] + [issuing_label(c) for c in CertClass]
+    """Every file a hierarchy may have in ``directory`` (either layout, either directory, any generation)."""
+    labels = [f(c, g) for g in GENERATIONS for c in CertClass for f in (class_label, issuing_label)]
     return [
         f(directory, label)
         for label in labels
-        for f in (certificate_path, key_path, ocsp_certificate_path, ocsp_key_path, arl_path)
-    ] + [class3_root_path(directory)]
+        for f in (certificate_path, key_path, ocsp_certificate_path, ocsp_key_path, arl_path, cross_certificate_path)
+    ] + [class3_root_path(directory, g) for g in GENERATIONS]
 
 
 def read_certificate(path: Path) -> x509.Certificate:
@@ -317,24 +464,31 @@ def check_ocsp_signer(signer: OCSPSigner, ca_certificate: x509.Certificate, what
         raise HierarchyError(f"{what} lacks the id-kp-OCSPSigning extended key usage")
 
 
-def check_class3_root(twin: x509.Certificate, class3: x509.Certificate) -> None:
+def check_class3_root(twin: x509.Certificate, class3: x509.Certificate, generation: int = 1) -> None:
     """``twin`` is a self-signed Class 3 root of the same CA as ``class3`` (the Class-1-signed Class 3
     certificate): self-signed, a CA, the same subject, public key and subject key identifier, so every
     certificate the Class 3 key signed verifies under either. ``HierarchyError`` otherwise."""
-    what = f"{CLASS3_ROOT} (the self-signed Class 3 root)"
+    class3_label = class_label(CertClass.CLASS3, generation)
+    what = f"{generation_label(CLASS3_ROOT, generation)} (the self-signed Class 3 root)"
     _check_issued(twin, twin, f"{what} (must be self-signed)")
-    if twin.subject != class3.subject:
-        raise HierarchyError(f"{what} has another subject than class3: {twin.subject.rfc4514_string()}")
-    if not keys.public_keys_equal(twin.public_key(), class3.public_key()):
-        raise HierarchyError(f"{what} does not have the key of class3")
+    check_same_ca(twin, class3, what, class3_label)
+
+
+def check_same_ca(other: x509.Certificate, ca: x509.Certificate, what: str, name: str) -> None:
+    """``other`` certifies the CA of ``ca`` (labelled ``name``) too, as a twin or a cross-certificate does:
+    a CA certificate with the same subject, public key and subject key identifier. ``HierarchyError``
+    otherwise."""
+    if other.subject != ca.subject:
+        raise HierarchyError(f"{what} has another subject than {name}: {other.subject.rfc4514_string()}")
+    if not keys.public_keys_equal(other.public_key(), ca.public_key()):
+        raise HierarchyError(f"{what} does not have the key of {name}")
     try:
-        twin_ski = twin.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        constraints = twin.extensions.get_extension_for_class(x509.BasicConstraints).value
+        other_ski = other.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        constraints = other.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound as exc:
         raise HierarchyError(f"{what} lacks {exc.oid.dotted_string}") from None
-    class3_ski = class3.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-    if twin_ski != class3_ski:
-        raise HierarchyError(f"{what} has another subject key identifier than class3")
+    if other_ski != ca.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value:
+        raise HierarchyError(f"{what} has another subject key identifier than {name}")
     if not constraints.ca:
         raise HierarchyError(f"{what} is not a CA certificate")
 
@@ -397,51 +551,74 @@ def load_hierarchy(
     the certificates and the delegated OCSP signers are loaded. The OCSP signers' key files are read with
     ``ocsp_passphrase`` (default ``passphrase``), so the status mode needs no CA passphrase. ``key_source``
     says where each CA key lives (on a PKCS#11 token, or by default in its encrypted file); the OCSP signers'
-    keys are always files."""
+    keys are always files.
+
+    Each generation of roots in the directory (G2 from ``class1-g2.crt.pem`` on) is loaded the same way, and
+    the issuing CAs of every generation need their keys in the issuing mode: the older generation's sign no
+    more leaves, but the CRLs and OCSP signers of the leaves they signed. A later generation's issuing CA may
+    have a cross-certificate by the G1 root of its class (``cross-<label>.crt.pem``), checked to certify the
+    same CA. No two CAs may share a subject."""
     ocsp_secret = ocsp_passphrase or passphrase
     if not ocsp_secret:
         raise HierarchyError("the OCSP signers' keys need a passphrase, and none was given")
-    issuing = [c for c in CertClass if certificate_path(directory, issuing_label(c)).exists()]
-    loaded: dict[str, tuple[CertClass, x509.Certificate, PrivateKey | None, OCSPSigner]] = {}
-    for cls in CertClass:
-        root_key = "no" if not ca_keys else ("optional" if cls in issuing else "required")
-        loaded[cls.label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, cls.label, key=root_key,
-                                            key_source=key_source))
-    for cls in issuing:
-        label = issuing_label(cls)
-        loaded[label] = (cls, *_load_ca(directory, passphrase, ocsp_secret, cls, label,
-                                        key="required" if ca_keys else "no", key_source=key_source))
+    generations = [g for g in GENERATIONS if g == 1 or certificate_path(directory, class_label(1, g)).exists()]
+    loaded: dict[str, IssuingCA] = {}
 
-    root = loaded[CertClass.CLASS1.label][1]
-    class3 = loaded[CertClass.CLASS3.label][1]
-    _check_issued(root, root, "class1 (must be self-signed)")
-    _check_issued(class3, root, "class3")
-    chains: dict[str, tuple[x509.Certificate, ...]] = {
-        CertClass.CLASS1.label: (root,), CertClass.CLASS3.label: (class3, root)}
-    for cls in issuing:
-        label = issuing_label(cls)
-        parent = chains[cls.label]
-        _check_issued(loaded[label][1], parent[0], label)
-        chains[label] = (loaded[label][1], *parent)
+    def load(cls: CertClass, generation: int, label: str, key: str) -> IssuingCA:
+        cert, private_key, signer = _load_ca(directory, passphrase, ocsp_secret, cls, label, key=key,
+                                             key_source=key_source)
+        ca = IssuingCA(cls, cert, private_key, signer, name="" if label == cls.label else label,
+                       generation=generation)
+        loaded[label] = ca
+        return ca
 
-    twin_path = class3_root_path(directory)
-    twin = read_certificate(twin_path) if twin_path.exists() else None
-    if twin is not None:
-        check_class3_root(twin, class3)
+    class3_roots: dict[str, x509.Certificate] = {}
+    crosses: dict[str, x509.Certificate] = {}
+    for generation in generations:
+        # G1 may be a directory of before issue 18 (its roots sign the leaves); a later generation always has
+        # its issuing CAs, and its roots' keys stay offline.
+        issuing = [c for c in CertClass if generation > 1
+                   or certificate_path(directory, issuing_label(c, generation)).exists()]
+        roots = {}
+        for cls in CertClass:
+            root_key = "no" if not ca_keys else ("optional" if cls in issuing else "required")
+            roots[cls] = load(cls, generation, class_label(cls, generation), root_key)
+        class1, class3 = roots[CertClass.CLASS1].certificate, roots[CertClass.CLASS3].certificate
+        _check_issued(class1, class1, f"{class_label(1, generation)} (must be self-signed)")
+        _check_issued(class3, class1, class_label(3, generation))
+        for cls in issuing:
+            label = issuing_label(cls, generation)
+            ca = load(cls, generation, label, "required" if ca_keys else "no")
+            _check_issued(ca.certificate, roots[cls].certificate, label)
+            cross_path = cross_certificate_path(directory, label)
+            if generation > 1 and cross_path.exists():
+                cross = read_certificate(cross_path)
+                check_same_ca(cross, ca.certificate, cross_path.name, label)
+                # By the G1 root of its class; a Class 3 one by G1 Class 1 where G1 Class 3 allows no CA below it
+                # (a directory of before issue 18, ``ceremony.create_generation``).
+                g1_roots = [cls.label] + ([CertClass.CLASS1.label] if cls is CertClass.CLASS3 else [])
+                if not any(_issued_by(cross, loaded[r].certificate) for r in g1_roots):
+                    raise HierarchyError(f"{cross_path.name} is not signed by the G1 {' or '.join(g1_roots)} root")
+                crosses[label] = cross
+        twin_path = class3_root_path(directory, generation)
+        if twin_path.exists():
+            twin = read_certificate(twin_path)
+            check_class3_root(twin, class3, generation)
+            class3_roots[class_label(3, generation)] = twin
+
+    names: dict[x509.Name, str] = {}
+    for label, ca in loaded.items():  # relying parties tell CAs apart by name: a new generation gets new ones
+        if (same := names.setdefault(ca.certificate.subject, label)) != label:
+            raise HierarchyError(f"{label} has the subject of {same}: {ca.certificate.subject.rfc4514_string()}")
 
     arls: dict[str, bytes] = {}
-    for cls in CertClass:
-        path = arl_path(directory, cls)
-        if path.exists():
-            der = path.read_bytes()
-            check_arl(der, loaded[cls.label][1], path.name)
-            arls[cls.label] = der
+    for generation in generations:
+        for cls in CertClass:
+            label = class_label(cls, generation)
+            path = arl_path(directory, label)
+            if path.exists():
+                der = path.read_bytes()
+                check_arl(der, loaded[label].certificate, path.name)
+                arls[label] = der
 
-    return Hierarchy(
-        cas={
-            label: IssuingCA(cls, cert, key, signer, chains[label], name="" if label == cls.label else label)
-            for label, (cls, cert, key, signer) in loaded.items()
-        },
-        class3_root=twin,
-        arls=arls,
-    )
+    return Hierarchy(cas=loaded, class3_roots=class3_roots, cross_certificates=crosses, arls=arls)
