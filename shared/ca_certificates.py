@@ -7,8 +7,9 @@ URL, keeps them for CACERT_CA_CERTS_CACHE_SECONDS, and keeps serving the last
 good copy if a refresh fails. It also fetches `/class3-root.crt`, the self-signed
 Class 3 root (the anchor for relying parties who trust assured members only), and
 `/class1-issuing.crt` / `/class3-issuing.crt`, the issuing CAs that sign the leaves
-(issue 18); a 404 on any of those means the signer's CA directory does not have it
-(made before it), and the pages go on without it.
+(issue 18), and after a root rollover the second generation (`G2_LABELS`); a 404 on any
+of those means the signer's CA directory does not have it (made before it), and the
+pages go on without it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,9 @@ CLASS3_ROOT = "class3-root"
 """The self-signed Class 3 root: a trust anchor only, optional (older signers do not publish it)."""
 ISSUING_LABELS = ("class1-issuing", "class3-issuing")
 """The issuing CAs, which sign the leaves; optional (a CA directory made before them has none)."""
-OPTIONAL = (CLASS3_ROOT, *ISSUING_LABELS)
+G2_LABELS = ("class1-g2", "class3-root-g2", "class3-g2", "class1-issuing-g2", "class3-issuing-g2")
+"""The second generation of roots and its issuing CAs after a root rollover (docs/operations.md); optional."""
+OPTIONAL = (CLASS3_ROOT, *ISSUING_LABELS, *G2_LABELS)
 MAX_BYTES = 64 * 1024
 
 
@@ -89,9 +92,12 @@ class CaCertificate:
 
 
 def signing_ca(known: dict[str, CaCertificate], cert_class: int) -> CaCertificate | None:
-    """The CA that signs the leaves of ``cert_class``: its issuing CA, or where the signer has none (a CA
-    directory made before them) the class root; None when neither is known."""
-    return known.get(ISSUING_LABELS[0 if cert_class == 1 else 1]) or known.get(LABELS[0 if cert_class == 1 else 1])
+    """The CA that signs the leaves of ``cert_class``: its issuing CA (of the second generation after a
+    rollover), or where the signer has none (a CA directory made before them) the class root; None when
+    neither is known."""
+    index = 0 if cert_class == 1 else 1
+    return (known.get(G2_LABELS[3 + index]) or known.get(ISSUING_LABELS[index])
+            or known.get(LABELS[index]))
 
 
 def parse(label: str, body: bytes) -> CaCertificate:

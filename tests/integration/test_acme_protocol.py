@@ -357,6 +357,27 @@ async def test_the_ra_and_signer_outcomes_end_the_order_with_a_certificate_or_a_
         assert alternate.text == pem.strip() + "\n" + ISSUING_PEM + CLASS3_ROOT.public_bytes(
             serialization.Encoding.PEM).decode()
 
+        # A signer that names its chains (cert.issued `chains`, after a root rollover one per anchor): the
+        # default is the first, each other one an alternate, each ending in its anchor.
+        rolled_csr, _ = csr_for("rolled." + domain)
+        rolled_order = await asyncio.to_thread(acme.new_order, rolled_csr)
+        await asyncio.to_thread(acme.begin_finalization, rolled_order)
+        rolled_pem, rolled_cert = certificate_for(rolled_csr, serial=0x5678ABCD)
+        chains = [{"anchor": anchor, "chain_pem": chain, "anchor_pem": root} for anchor, chain, root in (
+            ("class1", ISSUING_PEM.replace("ISSUING", "CROSS"), class1_root),
+            ("class3", ISSUING_PEM.replace("ISSUING", "CROSS3"), CLASS3_ROOT.public_bytes(
+                serialization.Encoding.PEM).decode()),
+            ("class1-g2", ISSUING_PEM.replace("ISSUING", "G2"), ISSUING_PEM.replace("ISSUING", "ROOTG2")))]
+        rolled_data = issued_data(rolled_order.uri, "member-outcome", rolled_pem, rolled_cert, ["rolled." + domain])
+        await h.publish("cert.issued", {**rolled_data, "issuer": "class3-issuing-g2", "chains": chains,
+                                        "chain_pem": chains[0]["chain_pem"],
+                                        "trust_anchors": ["class1", "class3", "class1-g2"]}, "signer")
+        rolled = await order_status(acme, rolled_order.uri, "valid")
+        download = await asyncio.to_thread(acme._post_as_get, rolled.certificate)
+        served = [download.text] + [
+            (await asyncio.to_thread(acme._post_as_get, link)).text for link in acme._get_links(download, "alternate")]
+        assert served == [rolled_pem.strip() + "\n" + c["chain_pem"] + c["anchor_pem"] for c in chains]
+
         renew_at, _ = await asyncio.to_thread(acme.renewal_time, pem.encode())
         assert renew_at is not None and renew_at > datetime.now(UTC) + timedelta(days=55)
 

@@ -114,14 +114,17 @@ def made(tmp_path_factory: pytest.TempPathFactory) -> Ceremony:
     return ceremony
 
 
-def _signer_directory(c: Ceremony, target: Path, passphrase: bytes) -> Path:
+SIGNER_KEYS = ("class1-issuing", "class3-issuing", "ocsp-class1", "ocsp-class3", "ocsp-class1-issuing",
+               "ocsp-class3-issuing")
+
+
+def _signer_directory(c: Ceremony, target: Path, passphrase: bytes, labels: tuple[str, ...] = SIGNER_KEYS) -> Path:
     """The CA directory a signer reads, from the ceremony's output: certificates, ARLs, and the keys it needs
     re-encrypted under its passphrase (never the roots')."""
     target.mkdir()
     for path in (c.dir / "public").iterdir():
         shutil.copy(path, target / path.name)
-    for label in ("class1-issuing", "class3-issuing", "ocsp-class1", "ocsp-class3", "ocsp-class1-issuing",
-                  "ocsp-class3-issuing"):
+    for label in labels:
         secret = (c.dir / "secrets" / f"{label}.pass").read_text().rstrip("\n").encode()
         key = keys.read_private_key(c.dir / "keys" / f"{label}.key.pem", secret)
         keys.write_private_key(target / f"{label}.key.pem", key, passphrase)
@@ -225,3 +228,68 @@ def test_the_command_prints_the_fingerprint(tmp_path: Path) -> None:
     again = subprocess.run([sys.executable, "-m", "services.signer.ceremony", str(path)], cwd=ROOT,
                            capture_output=True, text=True, check=False, timeout=120)
     assert again.returncode == 1 and again.stderr.startswith("ceremony refused: ")
+
+
+def test_a_second_generation_of_roots_made_step_by_step_is_what_the_signer_loads(tmp_path: Path) -> None:
+    """A root rollover at a ceremony (docs/operations.md, "Root rollover"): G2 roots, their issuing CAs, and each
+    G2 issuing CA cross-certified by the G1 root of its class; the signer then issues under G2, with chains to
+    both generations."""
+    (tmp_path / "ceremony").mkdir()
+    c = Ceremony(tmp_path / "ceremony")
+    _make_hierarchy(c)
+    c.step("class1-g2-root", {"ceremony-type": "root", "key": c.key("class1-g2", new=True),
+                              "certificate": {"subject": _subject("Class 1 Root G2"), "not-before": _at(0),
+                                              "not-after": _at(7305), "path-length": 2},
+                              "outputs": {"certificate": c.public("class1-g2.crt.pem")}})
+    c.step("class3-g2-root", {"ceremony-type": "root", "key": c.key("class3-g2", new=True),
+                              "certificate": {"subject": _subject("Class 3 Root G2"), "not-before": _at(0),
+                                              "not-after": _at(3652), "path-length": 1},
+                              "outputs": {"certificate": c.public("class3-root-g2.crt.pem")}})
+    c.step("class3-g2-cross", {"ceremony-type": "cross-certificate", "signing-key": c.key("class1-g2", new=False),
+                               "issuer-certificate": c.public("class1-g2.crt.pem"),
+                               "subject-certificate": c.public("class3-root-g2.crt.pem"),
+                               "certificate": {"not-before": _at(0), "not-after": _at(3652), "path-length": 1,
+                                               "issuer-urls": _urls("class1-g2")},
+                               "outputs": {"certificate": c.public("class3-g2.crt.pem")}})
+    for cls in ("class1", "class3"):
+        label, parent = f"{cls}-issuing-g2", f"{cls}-g2"
+        c.step(label, {"ceremony-type": "intermediate", "signing-key": c.key(parent, new=False),
+                       "issuer-certificate": c.public(f"{parent}.crt.pem"), "key": c.key(label, new=True),
+                       "certificate": {"subject": _subject(f"Class {cls[-1]} Issuing CA G2"),
+                                       "not-before": _at(0), "not-after": _at(1826), "path-length": 0,
+                                       "issuer-urls": _urls(parent)},
+                       "outputs": {"certificate": c.public(f"{label}.crt.pem")}})
+        c.step(f"cross-{label}", {"ceremony-type": "cross-certificate", "signing-key": c.key(cls, new=False),
+                                  "issuer-certificate": c.public(f"{cls}.crt.pem"),
+                                  "subject-certificate": c.public(f"{label}.crt.pem"),
+                                  "certificate": {"not-before": _at(0), "not-after": _at(1826), "path-length": 0,
+                                                  "issuer-urls": _urls(cls)},
+                                  "outputs": {"certificate": c.public(f"cross-{label}.crt.pem")}})
+    for label in ("class1-g2", "class3-g2", "class1-issuing-g2", "class3-issuing-g2"):
+        c.step(f"ocsp-{label}", {"ceremony-type": "ocsp-signer", "signing-key": c.key(label, new=False),
+                                 "issuer-certificate": c.public(f"{label}.crt.pem"),
+                                 "key": c.key(f"ocsp-{label}", new=True),
+                                 "certificate": {"subject": _subject(f"{label} OCSP Responder"),
+                                                 "not-before": _at(0), "not-after": _at(90)},
+                                 "outputs": {"certificate": c.public(f"ocsp-{label}.crt.pem")}})
+    for label in ("class1-g2", "class3-g2"):
+        c.step(f"arl-{label}", {"ceremony-type": "crl", "signing-key": c.key(label, new=False),
+                                "issuer-certificate": c.public(f"{label}.crt.pem"),
+                                "crl": {"number": 1, "this-update": _at(0), "next-update": _at(365)},
+                                "outputs": {"crl": c.public(f"arl-{label}.der")}})
+    g2_keys = ("class1-issuing-g2", "class3-issuing-g2", "ocsp-class1-g2", "ocsp-class3-g2",
+               "ocsp-class1-issuing-g2", "ocsp-class3-issuing-g2")
+    ca_dir = _signer_directory(c, tmp_path / "ca", b"signer passphrase", SIGNER_KEYS + g2_keys)
+    hierarchy = load_hierarchy(ca_dir, b"signer passphrase")  # every signature, key, twin and cross-certificate
+    assert hierarchy.generations == (1, 2) and hierarchy.online_root_keys == ()
+    assert [hierarchy.issuing_ca(c).label for c in (1, 3)] == ["class1-issuing-g2", "class3-issuing-g2"]
+    assert hierarchy.trust_anchors_for(3) == ("class1", "class3", "class1-g2", "class3-g2")
+    cross3 = hierarchy.cross_certificates["class3-issuing-g2"]
+    assert hierarchy.chain_for(3) == (cross3, hierarchy.class_ca(3).certificate)
+    files = {n: str(ca_dir / f"{n}.crt.pem") for n in ("class1", "class3", "class1-g2", "class3-g2",
+                                                       "cross-class3-issuing-g2", "class3-issuing-g2")}
+    for anchor, untrusted, ca in ((files["class1"], files["class3"], files["cross-class3-issuing-g2"]),
+                                  (files["class1-g2"], files["class3-g2"], files["class3-issuing-g2"])):
+        result = subprocess.run(["openssl", "verify", "-x509_strict", "-CAfile", anchor, "-untrusted", untrusted, ca],
+                                capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -12,8 +12,10 @@ from services.registration.web.rendering import render
 from services.registration.web.security import Visitor
 from shared.ca_certificates import (
     CLASS3_ROOT,
+    G2_LABELS,
     ISSUING_LABELS,
     LABELS,
+    OPTIONAL,
     CaCertificate,
     CaCertificates,
     CaUnavailable,
@@ -33,8 +35,15 @@ TITLES = {
     "class3": "Class 3 root signed by Class 1",
     "class1-issuing": "Class 1 issuing CA (signs unassured members' certificates)",
     "class3-issuing": "Class 3 issuing CA (signs assured members' certificates)",
+    "class1-g2": "Class 1 root G2 (the new generation)",
+    "class3-root-g2": "Class 3 root G2 (self-signed)",
+    "class3-g2": "Class 3 root G2 signed by Class 1 G2",
+    "class1-issuing-g2": "Class 1 issuing CA G2 (signs unassured members' certificates from now on)",
+    "class3-issuing-g2": "Class 3 issuing CA G2 (signs assured members' certificates from now on)",
 }
-ORDER = ("class1", CLASS3_ROOT, "class3", *ISSUING_LABELS)
+ORDER = ("class1", CLASS3_ROOT, "class3", *ISSUING_LABELS, *G2_LABELS)
+BUNDLED = (*LABELS, *ISSUING_LABELS, *(label for label in G2_LABELS if label != "class3-root-g2"))
+"""The bundles: each generation's Class 1 root, the Class 3 root it signed and the issuing CAs."""
 
 
 def pem_bundle(cas: list[CaCertificate]) -> bytes:
@@ -63,7 +72,7 @@ class RootPages:
     def routes(self) -> list[Route]:
         return [
             ("GET", "/roots", self.roots, "public"),
-            ("GET", "/roots/{label:class1|class3|class3-root|class1-issuing|class3-issuing}.{fmt:pem|der}",
+            ("GET", f"/roots/{{label:{'|'.join(ORDER)}}}.{{fmt:pem|der}}",
              self.root_download, "public"),
             ("GET", f"/roots/{BUNDLE_NAME}.{{fmt:pem|p7b}}", self.bundle_download, "public"),
         ]
@@ -71,7 +80,7 @@ class RootPages:
     async def _both(self) -> list[CaCertificate]:
         """The class roots' certificates, Class 1 first, then the issuing CAs the signer has (the bundles)."""
         certificates = await self._ca.all()
-        return [certificates[label] for label in (*LABELS, *ISSUING_LABELS) if label in certificates]
+        return [certificates[label] for label in BUNDLED if label in certificates]
 
     async def roots(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         try:
@@ -82,7 +91,7 @@ class RootPages:
         return render(
             visitor, "roots.html", title="Trust the CAcert roots", section="roots",
             cas=[certificates[label] for label in ORDER if label in certificates],
-            issuing=[certificates[label] for label in (*LABELS, *ISSUING_LABELS) if label in certificates],
+            issuing=[certificates[label] for label in BUNDLED if label in certificates],
             class3_root=certificates.get(CLASS3_ROOT), titles=TITLES, snippets=snippets, bundle=BUNDLE_NAME,
             local_status_url=self._local_status_url,
             example_ca=(signing_ca(certificates, 1) or certificates[LABELS[0]]).label,
@@ -90,7 +99,7 @@ class RootPages:
 
     async def root_download(self, request: web.Request, visitor: Visitor, form: Form) -> web.StreamResponse:
         label, fmt = request.match_info["label"], request.match_info["fmt"]
-        if label in (CLASS3_ROOT, *ISSUING_LABELS) and label not in await self._ca.all():
+        if label in OPTIONAL and label not in await self._ca.all():
             raise ApiError(404, "not_found", f"the signer does not publish {label} (its CA directory has none)")
         ca = await self._ca.get(label)
         if fmt == "pem":

@@ -45,6 +45,15 @@ wants a self-signed anchor (OpenSSL, so Apache's ``SSLCACertificateFile`` and ng
 It is optional here, since a directory made before it existed has none (``self-sign-class3`` adds it);
 chains sent with certificates keep using ``class3.crt.pem``, which is what leads on to Class 1.
 
+A root rollover (``ceremony.create_generation``, ``new-generation``) adds a second generation next to the
+first: the same files with labels ending ``-g2`` (``class1-g2``, ``class3-g2``, ``class3-root-g2``,
+``class1-issuing-g2``, ``class3-issuing-g2``), the G2 roots' keys offline, and ``cross-class1-issuing-g2.crt.pem``
+/ ``cross-class3-issuing-g2.crt.pem``: each G2 issuing CA certified by the G1 root of its class too, so its
+leaves verify under the G1 anchors relying parties already have. The newest generation's issuing CAs sign the
+leaves; the older ones keep their keys for the CRLs and OCSP signers of their leaves. Chains are found by key
+(``Hierarchy.chain_for``: the shortest run of certificates from the issuing CA's key to the anchor's), so a
+chain is whatever the certificates in the directory link, whichever generation.
+
 This module is the runtime model: ``load_hierarchy`` reads and cross-checks the files into the
 ``IssuingCA`` objects the issuer, the CRL publisher and the OCSP responder use. Creating them is
 ``ceremony.py``.
