@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from http.cookies import SimpleCookie
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -412,6 +413,59 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
             assert page.status == 503 and "cannot be fetched" in await page.text()
         async with http.get(stack.api.base + "/roots/class1.pem") as download:
             assert download.status == 503
+
+
+async def test_after_a_root_rollover_the_relying_party_page_lists_and_bundles_the_g2_certificates(
+    kafka_settings: KafkaSettings, mongo_settings: MongoSettings, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """The status endpoints of a rolled-over signer (their certificate URLs, served from a real CA directory after
+    `new-generation`): the page shows the G2 roots and issuing CAs, they download, and the "everyone" bundle
+    admits a G2 leaf sent alone."""
+    from services.signer.ca import ceremony
+
+    ceremony.create_hierarchy(tmp_path / "ca", tmp_path / "roots", b"pw", "p256", public_base_url="http://pki.test")
+    rolled, _ = ceremony.create_generation(tmp_path / "ca", tmp_path / "roots", b"pw", public_base_url="http://pki.test")
+
+    async def serve(request: web.Request) -> web.Response:
+        path = tmp_path / "ca" / f"{request.match_info['name']}.crt.pem"
+        if not path.exists():
+            return web.Response(status=404)
+        der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
+        return web.Response(body=der, content_type="application/pkix-cert")
+
+    app = web.Application()
+    app.router.add_get("/{name}.crt", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    monkeypatch.setenv("CACERT_CA_CERTS_URL", f"http://127.0.0.1:{runner.addresses[0][1]}")
+    try:
+        async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:
+            async with http.get(stack.api.base + "/roots") as page:
+                text = await page.text()
+                assert page.status == 200
+            for label in ("class1-g2", "class3-root-g2", "class3-g2", "class1-issuing-g2", "class3-issuing-g2"):
+                assert f'id="{label}"' in text, label
+                async with http.get(f"{stack.api.base}/roots/{label}.pem") as pem:
+                    assert await pem.read() == (tmp_path / "ca" / f"{label}.crt.pem").read_bytes()
+            assert "Class 1 root G2" in text
+            async with http.get(f"{stack.api.base}/roots/cacert-roots.pem") as pem:
+                (tmp_path / "bundle.pem").write_bytes(await pem.read())
+        leaf_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        issuing = rolled.issuing_ca(3)
+        leaf = (x509.CertificateBuilder().subject_name(x509.Name.from_rfc4514_string("CN=leaf"))
+                .issuer_name(issuing.certificate.subject).public_key(leaf_key.public_key())
+                .serial_number(x509.random_serial_number()).not_valid_before(datetime.now(UTC) - timedelta(minutes=1))
+                .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+                .sign(issuing.signing_key, hashes.SHA256()))
+        (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(Encoding.PEM))
+        verified = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "bundle.pem"),
+                                   str(tmp_path / "leaf.pem")], capture_output=True, text=True, check=False)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        await runner.cleanup()
 
 
 def _assurance(member: str, points: int) -> dict[str, object]:
