@@ -48,8 +48,9 @@ MONGODB_WORKLOADS = set(SERVICE_WORKLOADS) - set(PERSPECTIVE_WORKLOADS)
 PUBLIC_WORKLOADS = {"registration", "domain-verify", "signer-status", "acme"}
 CA_KEY_FILES = {"class1-issuing.key.pem", "class3-issuing.key.pem"}
 """The issuing CAs' keys: in the issuing signer only."""
-ROOT_KEY_FILES = {"class1.key.pem", "class3.key.pem"}
-"""The roots' keys: offline, in no Secret and no pod (issue 18, BR 6.1.7)."""
+ROOT_KEY_FILES = {"class1.key.pem", "class3.key.pem", "class1-g2.key.pem", "class3-g2.key.pem"}
+"""The roots' keys, of both generations (a root rollover's too): offline, in no Secret and no pod (issue 18, BR
+6.1.7)."""
 CA_KEY_SECRET = "signer-issuing-ca"
 
 
