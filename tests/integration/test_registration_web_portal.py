@@ -327,6 +327,17 @@ def _ca_cert(name: str, serial: int) -> x509.Certificate:
     return self_signed(name, serial=serial)[1]
 
 
+async def _status_server(route: str, handler: Any) -> web.AppRunner:
+    """A stand-in for the signer's status endpoints on a loopback port, answering GET ``route``; cleaned up by
+    the caller (``runner.cleanup()``)."""
+    app = web.Application()
+    app.router.add_get(route, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner
+
+
 async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
     kafka_settings: KafkaSettings, mongo_settings: MongoSettings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -342,12 +353,7 @@ async def test_relying_party_page_serves_the_ca_certificates_with_fingerprints(
             return web.Response(status=404)
         return web.Response(body=cert.public_bytes(Encoding.DER), content_type="application/pkix-cert")
 
-    app = web.Application()
-    app.router.add_get("/{name:class1|class3|class3-root}.crt", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner = await _status_server("/{name:class1|class3|class3-root}.crt", serve)
     port = runner.addresses[0][1]
     monkeypatch.setenv("CACERT_CA_CERTS_URL", f"http://127.0.0.1:{port}")
     try:
@@ -434,12 +440,7 @@ async def test_after_a_root_rollover_the_relying_party_page_lists_and_bundles_th
         der = x509.load_pem_x509_certificate(path.read_bytes()).public_bytes(Encoding.DER)
         return web.Response(body=der, content_type="application/pkix-cert")
 
-    app = web.Application()
-    app.router.add_get("/{name}.crt", serve)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner = await _status_server("/{name}.crt", serve)
     monkeypatch.setenv("CACERT_CA_CERTS_URL", f"http://127.0.0.1:{runner.addresses[0][1]}")
     try:
         async with running(kafka_settings, mongo_settings) as stack, aiohttp.ClientSession() as http:

@@ -69,38 +69,42 @@ class Ceremony:
         return f"../public/{name}"
 
 
-def _make_hierarchy(c: Ceremony) -> None:
+def _make_hierarchy(c: Ceremony, g: str = "") -> None:
     """What `init-ca` makes, as ceremony steps: roots, the Class 3 root's two certificates, issuing CAs, OCSP
-    signers and the roots' ARLs."""
-    c.step("class1-root", {"ceremony-type": "root", "key": c.key("class1", new=True),
-                           "certificate": {"subject": _subject("Class 1 Root"), "not-before": _at(0),
-                                           "not-after": _at(7305), "path-length": 2},
-                           "outputs": {"certificate": c.public("class1.crt.pem")}})
-    c.step("class3-root", {"ceremony-type": "root", "key": c.key("class3", new=True),
-                           "certificate": {"subject": _subject("Class 3 Root"), "not-before": _at(0),
-                                           "not-after": _at(3652), "path-length": 1},
-                           "outputs": {"certificate": c.public("class3-root.crt.pem")}})
-    c.step("class3-cross", {"ceremony-type": "cross-certificate", "signing-key": c.key("class1", new=False),
-                            "issuer-certificate": c.public("class1.crt.pem"),
-                            "subject-certificate": c.public("class3-root.crt.pem"),
-                            "certificate": {"not-before": _at(0), "not-after": _at(3652), "path-length": 1,
-                                            "issuer-urls": _urls("class1")},
-                            "outputs": {"certificate": c.public("class3.crt.pem")}})
-    for label, parent in (("class1-issuing", "class1"), ("class3-issuing", "class3")):
+    signers and the roots' ARLs; with ``g`` (``-g2``) what `new-generation` makes besides the cross-certificates:
+    labels ending in it, names in `` G2``."""
+    name = f" {g[1:].upper()}" if g else ""
+    c1, c3 = f"class1{g}", f"class3{g}"
+    c.step(f"{c1}-root", {"ceremony-type": "root", "key": c.key(c1, new=True),
+                          "certificate": {"subject": _subject(f"Class 1 Root{name}"), "not-before": _at(0),
+                                          "not-after": _at(7305), "path-length": 2},
+                          "outputs": {"certificate": c.public(f"{c1}.crt.pem")}})
+    c.step(f"{c3}-root", {"ceremony-type": "root", "key": c.key(c3, new=True),
+                          "certificate": {"subject": _subject(f"Class 3 Root{name}"), "not-before": _at(0),
+                                          "not-after": _at(3652), "path-length": 1},
+                          "outputs": {"certificate": c.public(f"class3-root{g}.crt.pem")}})
+    c.step(f"{c3}-cross", {"ceremony-type": "cross-certificate", "signing-key": c.key(c1, new=False),
+                           "issuer-certificate": c.public(f"{c1}.crt.pem"),
+                           "subject-certificate": c.public(f"class3-root{g}.crt.pem"),
+                           "certificate": {"not-before": _at(0), "not-after": _at(3652), "path-length": 1,
+                                           "issuer-urls": _urls(c1)},
+                           "outputs": {"certificate": c.public(f"{c3}.crt.pem")}})
+    for cls, parent in (("1", c1), ("3", c3)):
+        label = f"class{cls}-issuing{g}"
         c.step(label, {"ceremony-type": "intermediate", "signing-key": c.key(parent, new=False),
                        "issuer-certificate": c.public(f"{parent}.crt.pem"), "key": c.key(label, new=True),
-                       "certificate": {"subject": _subject(f"{parent.title()} Issuing CA".replace("Class", "Class ")),
+                       "certificate": {"subject": _subject(f"Class {cls} Issuing CA{name}"),
                                        "not-before": _at(0), "not-after": _at(1826), "path-length": 0,
                                        "issuer-urls": _urls(parent)},
                        "outputs": {"certificate": c.public(f"{label}.crt.pem")}})
-    for label in ("class1", "class3", "class1-issuing", "class3-issuing"):
+    for label in (c1, c3, f"class1-issuing{g}", f"class3-issuing{g}"):
         c.step(f"ocsp-{label}", {"ceremony-type": "ocsp-signer", "signing-key": c.key(label, new=False),
                                  "issuer-certificate": c.public(f"{label}.crt.pem"),
                                  "key": c.key(f"ocsp-{label}", new=True),
                                  "certificate": {"subject": _subject(f"{label} OCSP Responder"),
                                                  "not-before": _at(0), "not-after": _at(90)},
                                  "outputs": {"certificate": c.public(f"ocsp-{label}.crt.pem")}})
-    for label in ("class1", "class3"):
+    for label in (c1, c3):
         c.step(f"arl-{label}", {"ceremony-type": "crl", "signing-key": c.key(label, new=False),
                                 "issuer-certificate": c.public(f"{label}.crt.pem"),
                                 "crl": {"number": 1, "this-update": _at(0), "next-update": _at(365)},
@@ -237,46 +241,15 @@ def test_a_second_generation_of_roots_made_step_by_step_is_what_the_signer_loads
     (tmp_path / "ceremony").mkdir()
     c = Ceremony(tmp_path / "ceremony")
     _make_hierarchy(c)
-    c.step("class1-g2-root", {"ceremony-type": "root", "key": c.key("class1-g2", new=True),
-                              "certificate": {"subject": _subject("Class 1 Root G2"), "not-before": _at(0),
-                                              "not-after": _at(7305), "path-length": 2},
-                              "outputs": {"certificate": c.public("class1-g2.crt.pem")}})
-    c.step("class3-g2-root", {"ceremony-type": "root", "key": c.key("class3-g2", new=True),
-                              "certificate": {"subject": _subject("Class 3 Root G2"), "not-before": _at(0),
-                                              "not-after": _at(3652), "path-length": 1},
-                              "outputs": {"certificate": c.public("class3-root-g2.crt.pem")}})
-    c.step("class3-g2-cross", {"ceremony-type": "cross-certificate", "signing-key": c.key("class1-g2", new=False),
-                               "issuer-certificate": c.public("class1-g2.crt.pem"),
-                               "subject-certificate": c.public("class3-root-g2.crt.pem"),
-                               "certificate": {"not-before": _at(0), "not-after": _at(3652), "path-length": 1,
-                                               "issuer-urls": _urls("class1-g2")},
-                               "outputs": {"certificate": c.public("class3-g2.crt.pem")}})
-    for cls in ("class1", "class3"):
-        label, parent = f"{cls}-issuing-g2", f"{cls}-g2"
-        c.step(label, {"ceremony-type": "intermediate", "signing-key": c.key(parent, new=False),
-                       "issuer-certificate": c.public(f"{parent}.crt.pem"), "key": c.key(label, new=True),
-                       "certificate": {"subject": _subject(f"Class {cls[-1]} Issuing CA G2"),
-                                       "not-before": _at(0), "not-after": _at(1826), "path-length": 0,
-                                       "issuer-urls": _urls(parent)},
-                       "outputs": {"certificate": c.public(f"{label}.crt.pem")}})
+    _make_hierarchy(c, "-g2")
+    for cls in ("class1", "class3"):  # each G2 issuing CA under the G1 root of its class too
+        label = f"{cls}-issuing-g2"
         c.step(f"cross-{label}", {"ceremony-type": "cross-certificate", "signing-key": c.key(cls, new=False),
                                   "issuer-certificate": c.public(f"{cls}.crt.pem"),
                                   "subject-certificate": c.public(f"{label}.crt.pem"),
                                   "certificate": {"not-before": _at(0), "not-after": _at(1826), "path-length": 0,
                                                   "issuer-urls": _urls(cls)},
                                   "outputs": {"certificate": c.public(f"cross-{label}.crt.pem")}})
-    for label in ("class1-g2", "class3-g2", "class1-issuing-g2", "class3-issuing-g2"):
-        c.step(f"ocsp-{label}", {"ceremony-type": "ocsp-signer", "signing-key": c.key(label, new=False),
-                                 "issuer-certificate": c.public(f"{label}.crt.pem"),
-                                 "key": c.key(f"ocsp-{label}", new=True),
-                                 "certificate": {"subject": _subject(f"{label} OCSP Responder"),
-                                                 "not-before": _at(0), "not-after": _at(90)},
-                                 "outputs": {"certificate": c.public(f"ocsp-{label}.crt.pem")}})
-    for label in ("class1-g2", "class3-g2"):
-        c.step(f"arl-{label}", {"ceremony-type": "crl", "signing-key": c.key(label, new=False),
-                                "issuer-certificate": c.public(f"{label}.crt.pem"),
-                                "crl": {"number": 1, "this-update": _at(0), "next-update": _at(365)},
-                                "outputs": {"crl": c.public(f"arl-{label}.der")}})
     g2_keys = ("class1-issuing-g2", "class3-issuing-g2", "ocsp-class1-g2", "ocsp-class3-g2",
                "ocsp-class1-issuing-g2", "ocsp-class3-issuing-g2")
     ca_dir = _signer_directory(c, tmp_path / "ca", b"signer passphrase", SIGNER_KEYS + g2_keys)
