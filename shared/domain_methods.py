@@ -8,6 +8,7 @@ and where a value goes, so those live here (as `dns_names.py` does for names).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 from shared import dns_names
 
@@ -68,3 +69,12 @@ CAA_METHOD_LABELS = {
 
 RANDOM_VALUE_DAYS = 30
 """BR 3.2.2.4.7 / 3.2.2.4.18: a Random Value may be used for 30 days after it was drawn."""
+
+
+def current_request_order(requested_at: datetime, request_id: str) -> tuple[datetime, str]:
+    """Which of a member's verification requests for one domain is current: the one with the latest
+    ``requested_at``, then (two at the same moment, to the millisecond the databases keep) the greatest request
+    id. domain_verify supersedes every other pending one; registration's claim follows the same one, whatever
+    order their writes land in (two tries of one request racing, issue 23), so a superseded request never fails
+    the claim while the current one is pending."""
+    return requested_at.replace(microsecond=requested_at.microsecond // 1000 * 1000), request_id

@@ -26,6 +26,7 @@ from services.domain_verify.request_check import RequestRefused, check_request
 from services.domain_verify.settings import DomainVerifySettings
 from services.domain_verify.store import ChallengeStore
 from services.domain_verify.tokens import new_token, token_hash
+from shared.domain_methods import current_request_order
 from shared.events import CloudEvent, utcnow
 from shared.logging import get_logger
 from shared.outbox import Outbox
@@ -103,7 +104,7 @@ class ChallengeIssuer:
         pending = await self._store.pending_for(member_id, domain)
         if len(pending) < 2:
             return
-        newest = max(pending, key=lambda c: (c.requested_at, c.request_id))
+        newest = max(pending, key=lambda c: current_request_order(c.requested_at, c.request_id))
         for old in pending:
             if old.request_id == newest.request_id:
                 continue

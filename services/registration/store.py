@@ -42,6 +42,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import outbox
 from shared.audit import AuditLog
+from shared.domain_methods import current_request_order
 from shared.events import CloudEvent
 from shared.logging import get_logger
 from shared.mongo import insert_once
@@ -397,11 +398,16 @@ class MongoRegistrationStore:
     async def record_verification_request(self, claim_id: str, request_id: str, fields: Document,
                                           event: CloudEvent) -> None:
         written = [outbox.entry(event)]
-        result = await self._domains.update_one(
-            {"_id": claim_id},
-            {"$set": {**fields, "request_id": request_id},
-             "$push": {"request_ids": request_id, **outbox.push(written)}},
-        )
+        push = {"$push": {"request_ids": request_id, **outbox.push(written)}}
+        # The claim follows the request domain_verify keeps (shared.domain_methods.current_request_order):
+        # a request older than the claim's current one (two tries racing) is recorded, not made current.
+        requested_at, _ = current_request_order(fields["requested_at"], request_id)
+        newer = {"$or": [{"requested_at": {"$lt": requested_at}}, {"requested_at": None},
+                         {"requested_at": requested_at, "request_id": {"$lt": request_id}}]}
+        result = await self._domains.update_one({"_id": claim_id, **newer},
+                                                {"$set": {**fields, "request_id": request_id}, **push})
+        if not result.matched_count:
+            result = await self._domains.update_one({"_id": claim_id}, push)
         if result.matched_count:
             await self._announce(self._domains, claim_id, written)
 

@@ -17,6 +17,7 @@ from services.registration.members import Member
 from services.registration.settings import RegistrationSettings
 from services.registration.store import RegistrationStore
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
+from shared.domain_methods import current_request_order
 from shared.events import BY_NAME, CloudEvent
 from shared.settings import CommonSettings
 from tests.acme_keys import ACME_SEALER
@@ -232,7 +233,10 @@ class MemoryStore:
         doc = self.collections["domains"].get(claim_id)
         if doc is None:
             return
-        _set(doc, {**fields, "request_id": request_id})
+        current = doc.get("requested_at")
+        if current is None or current_request_order(current, doc["request_id"]) < current_request_order(
+                fields["requested_at"], request_id):
+            _set(doc, {**fields, "request_id": request_id})
         doc.setdefault("request_ids", []).append(request_id)
         self._queue("domains", claim_id, [event])
 
