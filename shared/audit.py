@@ -278,6 +278,13 @@ class AuditLog:
                     return written + docs
                 except DuplicateKeyError:
                     self._contended_until = time.monotonic() + CONTENDED_SECONDS
+                    if await self._stored_as_ours(docs[0]):  # insert_one's: insert_many raises BulkWriteError
+                        # The database refused an insert it had made (FerretDB did, once, with three writers
+                        # racing onto a new collection in CI): the entry is there, and appending it again
+                        # would put one event in the chain twice.
+                        self._head = (docs[0]["seq"], docs[0]["hash"])
+                        await self._share_head()
+                        return written + docs
                     continue  # another writer took this seq: follow the chain from there and retry
                 except BulkWriteError as exc:
                     self._contended_until = time.monotonic() + CONTENDED_SECONDS
@@ -287,6 +294,12 @@ class AuditLog:
                     if inserted:
                         self._head = (docs[inserted - 1]["seq"], docs[inserted - 1]["hash"])
         raise RuntimeError(f"audit append lost the race {self._max_attempts} times in a row")
+
+    async def _stored_as_ours(self, doc: Document) -> bool:
+        """Whether the entry stored under ``doc``'s key is ``doc`` itself (its hash covers the content, the time
+        and the link to the one before)."""
+        stored = await self.collection.find_one({"_id": doc["_id"]}, {"hash": 1})
+        return stored is not None and stored.get("hash") == doc["hash"]
 
     async def verify(self) -> Verification:
         """Walk the chain from seq 1; the first entry whose content, hash, link or number is wrong."""
