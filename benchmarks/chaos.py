@@ -26,7 +26,11 @@ requests and mails. Then `python -m shared.audit verify` on every service's data
 restart (every service stopped, Kafka and FerretDB stopped and started, services started) must serve
 the same OCSP and CRL answers as before. Exit status 1 when any count is off.
 
-ACME orders are not yet part of the flow (the ACME service exists; its chaos flow does not): `ACME_FLOW` is the hook.
+Every `--acme-every`-th member then also orders a certificate through the ACME service (its own process, with
+the same faults): an ACME binding from the member API, an account with External Account Binding, an order for
+a name under the domain just verified (ready at once), finalization, the certificate, OCSP good, revocation by
+ACME, OCSP revoked. Its order is a certificate request like the others (counted per request id and member), and
+the run counts ACME orders that ended `processing` (stuck).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import datetime
 import functools
 import json
 import random
@@ -308,25 +313,26 @@ class FlowResult:
     seconds: float = 0.0
 
 
-ACME_FLOW: Callable[[Flows, int], Awaitable[FlowResult]] | None = None
-"""Hook for ACME orders (issue 23 item 1), still None: the ACME service exists, this flow is not written
-yet. It is to be a coroutine
-`(flows, index) -> FlowResult` that creates an ACME account bound to a member (External Account Binding),
-orders a certificate for a name under a verified domain, answers the http-01 / dns-01 challenge, finalizes
-with a CSR, downloads the certificate and revokes it. `Flows.run` then runs it for every `acme_every`-th
-flow beside the member flow, so its requests are counted like the others (per request id and member), and
-`ChaosSystem.define` gains an `acme` process (with kill -9 / SIGTERM / pause faults, by its kind)."""
+@dataclasses.dataclass
+class AcmeStats:
+    orders_valid: int = 0
+    revoked: int = 0
+    retried: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    """ACME calls tried again, by what was asked and the error's kind (a fault cut them)."""
 
 
 class Flows:
     def __init__(self, system: ChaosSystem, client: Client, watcher: Watcher, ocsp_client: OcspClient,
-                 run_tag: str) -> None:
+                 run_tag: str, acme_every: int = 0) -> None:
         self.system = system
         self.client = client
         self.watcher = watcher
         self.ocsp = ocsp_client
         self.tag = run_tag
         self.api = system.by_name("registration").url
+        self.acme_url = system.by_name("acme").url
+        self.acme_every = acme_every
+        self.acme = AcmeStats()
         self.results: list[FlowResult] = []
         self.known: dict[str, KnownCert] = {}
         self.tasks: set[asyncio.Task[None]] = set()
@@ -456,7 +462,115 @@ class Flows:
         known.state = "revoked"
         step("ocsp_revoked")
         await self.ocsp.check(known, deadline)
+        if self.acme_every and r.index % self.acme_every == 0:
+            await self._acme_order(r, token, domain, deadline, step)
         step("done")
+
+    async def _acme_order(self, r: FlowResult, token: str, domain: str, deadline: float,
+                          step: Callable[[str], None]) -> None:
+        """The member orders a certificate by ACME (RFC 8555, the `acme` library certbot uses) for a name under
+        the domain they verified, then revokes it by ACME; every call cut by a fault is tried again."""
+        import josepy
+        from acme import client as acme_client
+        from acme import errors as acme_errors
+        from acme import messages
+
+        c, api = self.client, self.api
+        step("acme_binding")
+        reply = await c.send("POST", f"{api}/v1/acme-bindings", json_body={"label": f"chaos {r.index}"},
+                             token=token, deadline=deadline)
+        if reply.status != 201:
+            raise FlowError(f"ACME binding answered {reply.status}: {reply.body}")
+        key_id, hmac_key = reply.body["key_id"], reply.body["hmac_key"]
+        key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
+
+        def connect() -> acme_client.ClientV2:
+            net = acme_client.ClientNetwork(key, user_agent="cacert-chaos", alg=josepy.ES256, timeout=20)
+            directory = messages.Directory.from_json(net.get(f"{self.acme_url}/directory").json())
+            return acme_client.ClientV2(directory, net)
+
+        step("acme_account")
+        acme = await self._acme_call(connect, "directory", deadline)
+
+        def register() -> None:
+            eab = messages.ExternalAccountBinding.from_data(account_public_key=key.public_key(), kid=key_id,
+                                                            hmac_key=hmac_key, directory=acme.directory)
+            try:  # the binding reaches the ACME service as an event: until then the account is refused, tried again
+                acme.new_account(messages.NewRegistration.from_data(
+                    email=r.address, terms_of_service_agreed=True, external_account_binding=eab))
+            except acme_errors.ConflictError as exc:  # a try whose answer was lost made the account
+                acme.net.account = messages.RegistrationResource(uri=exc.location, body=messages.Registration())
+
+        await self._acme_call(register, "new-account", deadline)
+        name = f"acme.{domain}"
+        csr = (x509.CertificateSigningRequestBuilder()
+               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+               .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+               .sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
+               .public_bytes(serialization.Encoding.PEM))
+        step("acme_order")
+        while True:  # ready once the ACME service has read the domain's verification (an event)
+            order = await self._acme_call(lambda: acme.new_order(csr), "new-order", deadline)
+            if order.body.status == messages.STATUS_READY:
+                break
+            if time.monotonic() > deadline:
+                raise FlowError(f"the ACME order for {name} never became ready ({order.body.status})")
+            await asyncio.sleep(2.0)
+        order_id = order.uri.rsplit("/", 1)[1]
+        r.request_ids.append(order_id)  # the ACME order's certificate request has the order's id
+
+        def finalize() -> messages.OrderResource:
+            try:
+                acme.begin_finalization(order)
+            except messages.Error as exc:  # a try whose answer was lost finalized it already
+                if exc.code != "orderNotReady":
+                    raise
+            return acme.poll_finalization(order, deadline=datetime.datetime.now() + datetime.timedelta(seconds=20))
+
+        step("acme_finalize")
+        done = await self._acme_call(finalize, "finalize", deadline, final=(acme_errors.IssuanceError,))
+        self.acme.orders_valid += 1
+        cert = x509.load_pem_x509_certificate(done.fullchain_pem.encode())
+        serial = format(cert.serial_number, "x")
+        known = KnownCert(serial, cert, self.issuers[cert.issuer.rfc4514_string()])
+        self.known[serial] = known
+        step("acme_ocsp_good")
+        await self.ocsp.check(known, deadline)
+
+        def revoke() -> None:
+            try:
+                acme.revoke(cert, 4)  # superseded
+            except messages.Error as exc:  # a try whose answer was lost revoked it already
+                if exc.code != "alreadyRevoked":
+                    raise
+
+        step("acme_revoke")
+        known.state = "revoking"
+        await self._acme_call(revoke, "revoke-cert", deadline)
+        self.acme.revoked += 1
+        await self._until_api(lambda: c.send("GET", f"{api}/v1/certificates/{serial}", token=token,
+                                             deadline=deadline),
+                              lambda b: b.get("status") == "revoked", deadline, f"{serial} to show as revoked")
+        known.state = "revoked"
+        step("acme_ocsp_revoked")
+        await self.ocsp.check(known, deadline)
+
+    async def _acme_call(self, call: Callable[[], Any], what: str, deadline: float,
+                         final: tuple[type[Exception], ...] = ()) -> Any:
+        """A blocking ACME client call on a thread, tried again (counted) until it succeeds or the deadline
+        passes; exceptions in ``final`` end the flow at once."""
+        pause = 0.5
+        while True:
+            try:
+                return await asyncio.to_thread(call)
+            except final as exc:
+                raise FlowError(f"ACME {what}: {type(exc).__name__}: {exc}") from None
+            except Exception as exc:
+                self.acme.retried[f"{what}: {getattr(exc, 'code', None) or type(exc).__name__}"] += 1
+                if time.monotonic() + pause > deadline:
+                    raise FlowError(f"ACME {what} never succeeded: {type(exc).__name__}: {exc}") from None
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     async def _confirm_domain(self, token: str, claim_id: str, contact: str, deadline: float) -> None:
         """Open the mailed links and press their buttons, as the demo's browser does, newest mail first, until
@@ -607,9 +721,10 @@ async def unsettled(system: ChaosSystem) -> dict[str, Any]:
             {"state": {"$in": ["pending", "sending"]}})
         requests = await client[system.databases["registration"]]["requests"].count_documents(
             {"status": {"$in": ["caa_pending", "approved"]}})
+        orders = await client[system.databases["acme"]]["orders"].count_documents({"status": "processing"})
     finally:
         await client.close()
-    return {"outbox": await outbox_pending(system), "mails_queued": mails, "requests_open": requests}
+    return {"outbox": await outbox_pending(system), "mails_queued": mails, "requests_open": requests + orders}
 
 
 async def wait_quiet(system: ChaosSystem, timeout: float) -> tuple[float, dict[str, Any]]:
@@ -691,6 +806,8 @@ async def count(system: ChaosSystem, flows: Flows, watcher: Watcher) -> dict[str
         mails = await client[system.databases["notifier"]]["outgoing_mail"].find(
             {}, {"_id": 1, "state": 1, "template": 1}).to_list()
         claims = await reg["domains"].find({}, {"_id": 1, "status": 1}).to_list()
+        orders = collections.Counter(str(d.get("status")) for d in await client[system.databases["acme"]][
+            "orders"].find({}, {"status": 1}).to_list())
     finally:
         await client.close()
 
@@ -746,11 +863,15 @@ async def count(system: ChaosSystem, flows: Flows, watcher: Watcher) -> dict[str
                  "retried_then_ok": flows.client.stats.retried_then_ok,
                  "retried_never_ok": flows.client.stats.retried_never_ok,
                  "five_xx_by_request": dict(flows.client.stats.five_xx_paths.most_common(10))},
+        "acme": {"every_nth_flow": flows.acme_every, "orders_by_status": dict(orders),
+                 "certificates_downloaded": flows.acme.orders_valid, "revoked": flows.acme.revoked,
+                 "calls_tried_again": dict(flows.acme.retried.most_common(10))},
         "dead_letters": await dead_letters(system),
         "outbox_unflushed": await outbox_pending(system),
         "stuck": {"requests": by_status.get("caa_pending", 0) + by_status.get("approved", 0),
                   "mails": mail_states.get("pending", 0) + mail_states.get("sending", 0),
                   "domain_claims_pending": sum(1 for d in claims if d.get("status") not in ("verified", "failed")),
+                  "acme_orders_processing": orders.get("processing", 0),
                   "flows_unfinished": len(flows.tasks)},
     }
 
@@ -840,6 +961,7 @@ class Options:
     work: Path | None = None
     keep: bool = False
     cold_restart: bool = True
+    acme_every: int = 3  # every n-th member also orders by ACME (0: none)
 
 
 def verdict(report: dict[str, Any]) -> list[str]:
@@ -880,11 +1002,11 @@ async def run(options: Options, say: Callable[[str], None] = print) -> dict[str,
     report: dict[str, Any] = {"seed": options.seed, "commit": git_revision(), "machine": machine(),
                               "options": {"minutes": options.minutes, "rate_per_s": options.rate,
                                           "fault_every_s": options.fault_every,
-                                          "max_in_flight": options.max_in_flight},
-                              "acme_orders": "not run: no ACME service yet (hook: benchmarks.chaos.ACME_FLOW)"}
+                                          "max_in_flight": options.max_in_flight,
+                                          "acme_every": options.acme_every}}
     say(f"chaos: seed {options.seed} (replay: python -m benchmarks.chaos --seed {options.seed} "
         f"--minutes {options.minutes:g} --rate {options.rate:g} --fault-every {options.fault_every:g} "
-        f"--max-in-flight {options.max_in_flight}); work {work}")
+        f"--max-in-flight {options.max_in_flight} --acme-every {options.acme_every}); work {work}")
     started = time.monotonic()
     try:
         await system.start()
@@ -896,7 +1018,7 @@ async def run(options: Options, say: Callable[[str], None] = print) -> dict[str,
         async with aiohttp.ClientSession() as http:
             client = Client(http, HttpStats())
             flows = Flows(system, client, watcher, OcspClient(client, system.status_urls, random.Random(rng.random())),
-                          system.run_id)
+                          system.run_id, options.acme_every)
             scheduler = FaultScheduler(system, random.Random(rng.random()), options.fault_every,
                                        at_least=options.min_faults)
             stop_probe = asyncio.Event()
@@ -974,8 +1096,9 @@ def table(report: dict[str, Any]) -> str:
         ("retried requests: succeeded / never", f"{c['http']['retried_then_ok']} / {c['http']['retried_never_ok']}"),
         ("events in DLQs", sum(c["dead_letters"].values())),
         ("outbox documents unflushed", sum(c["outbox_unflushed"].values())),
-        ("stuck requests / mails / domain claims", f"{c['stuck']['requests']} / {c['stuck']['mails']} / "
-                                                   f"{c['stuck']['domain_claims_pending']}"),
+        ("stuck requests / mails / domain claims / ACME orders",
+         f"{c['stuck']['requests']} / {c['stuck']['mails']} / {c['stuck']['domain_claims_pending']} / "
+         f"{c['stuck'].get('acme_orders_processing', '-')}"),
         ("quiescence after the load", f"{report['quiescence']['seconds']} s"),
         ("audit verify (every database)", "pass" if all(v["exit"] == 0 for v in report["audit"].values()) else "FAIL"),
     ]
@@ -983,7 +1106,10 @@ def table(report: dict[str, Any]) -> str:
         cold = report["cold_restart"]
         rows.append(("cold restart: same CRL entries / same OCSP answers",
                      f"{cold['same_crl_entries']} / {cold['same_ocsp_answers']} ({cold['ocsp_sample']} certificates)"))
-    rows.append(("ACME orders", "not run: no ACME service yet"))
+    acme = c.get("acme")
+    rows.append(("ACME orders (every n-th member): by status / certificates downloaded / revoked",
+                 f"({acme['every_nth_flow']}) {json.dumps(acme['orders_by_status'])} / "
+                 f"{acme['certificates_downloaded']} / {acme['revoked']}" if acme else "not run"))
     rows.append(("verdict", "PASS" if report["passed"] else "FAIL: " + "; ".join(report["problems"])))
     return "\n".join(["| what | count |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
@@ -998,6 +1124,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="flows running at once at most; when reached, arrivals wait (reported)")
     parser.add_argument("--min-faults", type=int, default=0,
                         help="go on past --minutes until this many faults were done")
+    parser.add_argument("--acme-every", type=int, default=3,
+                        help="every n-th member also orders a certificate by ACME (0: none)")
     parser.add_argument("--perspectives", type=int, default=2,
                         help="remote validation perspectives (2: BR 3.2.2.9 lets one of them not answer)")
     parser.add_argument("--out", type=Path, help="write the JSON report here too")
@@ -1014,7 +1142,7 @@ def main(argv: list[str] | None = None) -> int:
     options = Options(seed=seed, minutes=args.minutes, rate=args.rate, fault_every=args.fault_every,
                       perspectives=args.perspectives, max_in_flight=args.max_in_flight,
                       min_faults=args.min_faults, work=args.work, keep=args.keep,
-                      cold_restart=not args.no_cold_restart)
+                      cold_restart=not args.no_cold_restart, acme_every=args.acme_every)
     report = asyncio.run(run(options, say=lambda s: print(s, file=sys.stderr, flush=True)))
     text = json.dumps(report, indent=2, default=str)
     if args.out:

@@ -127,7 +127,7 @@ class ChaosSystem:
         self.ep = endpoints.current()
         self.stack_env = self.ep.env()
         self.databases = {kind: f"chaos_{self.run_id}_{kind}"
-                          for kind in ("registration", "domain_verify", "signer", "notifier")}
+                          for kind in ("registration", "domain_verify", "signer", "notifier", "acme")}
         self.perspective_names = [f"perspective-{chr(ord('a') + n)}" for n in range(perspectives)]
         for name in self.perspective_names:
             self.databases[name] = f"chaos_{self.run_id}_{name.replace('-', '_')}"
@@ -166,9 +166,10 @@ class ChaosSystem:
         self.opener = MailOpener.generate()
         self.notifier_key = self._write_secret("notifier-sealing-key.pem", self.opener.private_pem())
         self.sealing_public = self._write_secret("mail-sealing-public-key.pem", self.opener.public_pem())
-        # registration seals ACME binding keys to it (no ACME service runs here: only the public half is written)
-        self.acme_sealing_public = self._write_secret("acme-sealing-public-key.pem",
-                                                      BindingOpener.generate().public_pem())
+        # registration seals ACME binding keys to the ACME service, which opens them with the private half
+        acme = BindingOpener.generate()
+        self.acme_sealing_key = self._write_secret("acme-sealing-key.pem", acme.private_pem())
+        self.acme_sealing_public = self._write_secret("acme-sealing-public-key.pem", acme.public_pem())
         self.passphrase = self._write_secret("ca-passphrase", secrets.token_urlsafe(24))
         self.csrf_secret = secrets.token_urlsafe(24)
 
@@ -205,6 +206,14 @@ class ChaosSystem:
             "CACERT_LIMIT_REQUESTS_PER_DOMAIN": "1000000", "CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER": "10000",
         })
         registration.env["CACERT_PUBLIC_URL"] = registration.url
+        acme = self._add("acme", "acme", ["-m", "services.acme"], {
+            "CACERT_MONGO_DATABASE": self.databases["acme"],
+            "CACERT_ACME_SEALING_KEY_FILE": str(self.acme_sealing_key),
+            "CACERT_ACME_TERMS_URL": registration.url + "/", "CACERT_ACME_WEBSITE_URL": registration.url + "/",
+            "CACERT_ACME_ORDERS_PER_ACCOUNT_PER_HOUR": "100000", "CACERT_ACME_ORDERS_PER_DOMAIN_PER_HOUR": "100000",
+        })
+        acme.env["CACERT_ACME_PUBLIC_URL"] = acme.url
+        registration.env["CACERT_ACME_DIRECTORY_URL"] = acme.url + "/directory"
         validation = {"CACERT_DOMAIN_VERIFY_HTTP_ALLOW_PRIVATE": "127.0.0.0/8",
                       "CACERT_DOMAIN_VERIFY_HTTP_PORT": str(free_port()),
                       # 15 s in ./dev up; on a shared 2-core machine at load 10-20 the perspectives answered
@@ -234,6 +243,8 @@ class ChaosSystem:
             # a mail left `sending` by a killed notifier is sent again when its lease ends: within the run
             "CACERT_NOTIFIER_LEASE_SECONDS": "60",
         })
+        # the CA certificates behind chains of certificates issued before `cert.issued` named them
+        acme.env["CACERT_CA_CERTS_URL"] = self.of_kind("signer-status")[0].url
 
     async def create_topics(self) -> None:
         from shared.config import KafkaSettings
@@ -300,7 +311,7 @@ def fault_kinds(system: ChaosSystem) -> list[str]:
     for service in system.services:
         kinds += [f"kill9:{service.name}", f"sigterm:{service.name}"]
     for service in system.services:
-        if service.kind in ("registration", "domain_verify", "signer-issue", "notifier", "perspective"):
+        if service.kind in ("registration", "domain_verify", "signer-issue", "notifier", "perspective", "acme"):
             kinds.append(f"pause:{service.name}")  # a consumer: SIGSTOP past its session timeout
     kinds += [f"stack:{name}" for name in STACK_FAULTS]
     return kinds

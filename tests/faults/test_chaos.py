@@ -3,7 +3,8 @@
 Every service runs as real processes on a namespace of its own (topics, groups, databases, free ports),
 on the suite's stack; member flows (sign-up to revocation, OCSP asked along the way) start at a steady
 rate while the seeded scheduler kills, stops and pauses every process kind and stops / starts Kafka,
-FerretDB and the SMTP relay. Then the counts the run prints itself must all be right. The long run
+FerretDB and the SMTP relay; every third member also orders a certificate by ACME (the ACME service is one
+of the processes). Then the counts the run prints itself must all be right. The long run
 (30 minutes and more) is `python -m benchmarks.chaos`; its last table is in the README.
 
 CACERT_CHAOS_MINUTES / _RATE / _FAULT_EVERY / _SEED change the size (defaults: 2 minutes of load at
@@ -51,7 +52,13 @@ async def test_chaos_run_counts_are_exact(stack_env: dict[str, str], tmp_path: P
     assert counts["http"]["retried_never_ok"] == 0
     assert counts["dead_letters"] == {}
     assert counts["outbox_unflushed"] == {}
-    assert counts["stuck"] == {"requests": 0, "mails": 0, "domain_claims_pending": 0, "flows_unfinished": 0}
+    assert counts["stuck"] == {"requests": 0, "mails": 0, "domain_claims_pending": 0, "acme_orders_processing": 0,
+                               "flows_unfinished": 0}
+    # every third member also ordered by ACME: each order it finalized ended valid, downloaded and revoked
+    acme = counts["acme"]
+    ordered = sum(1 for index in range(counts["flows"]["started"]) if index % acme["every_nth_flow"] == 0)
+    assert acme["certificates_downloaded"] == acme["revoked"] == ordered > 0, acme
+    assert acme["orders_by_status"].get("valid") == ordered and "processing" not in acme["orders_by_status"], acme
     assert all(v["exit"] == 0 for v in report["audit"].values()), report["audit"]
     assert all(v["exit"] == 0 for v in report["audit_after_restart"].values()), report["audit_after_restart"]
     assert report["cold_restart"]["same_crl_entries"] and report["cold_restart"]["same_ocsp_answers"]
