@@ -24,6 +24,7 @@ request id, so a redelivery queues nothing new. A refusal is logged and audited,
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from services.registration.acme_bindings import AcmeBindings
@@ -34,12 +35,14 @@ from services.registration.context import Context, Document
 from services.registration.csr import SubmittedCsr
 from services.registration.members import Members
 from shared import dns_names
-from shared.kafka import PermanentError
+from shared.kafka import PermanentError, TransientError
 from shared.logging import get_logger
 
 log = get_logger("registration.acme_requests")
 SOURCE = "acme"
 PROFILE = "server"
+CERTIFICATE_RECORD_WAIT = timedelta(minutes=10)
+"""How long an ACME revocation of a serial not recorded here waits for its `cert.issued` before it is refused."""
 
 
 def _names(raw: Sequence[str]) -> set[str]:
@@ -114,6 +117,13 @@ class AcmeRequests:
         by = requested_by(data)
         owner = data["member_id"] if proof == "account" else None
         doc = await self._store.certificate(serial, owner)
+        if doc is None and await self._store.certificate(serial, None) is None:
+            # The ACME service sends revocations only for certificates it saw issued, so a serial this service
+            # has not recorded yet is its `cert.issued` still on the way (another topic): a client that revokes
+            # right after downloading got here first (found by the chaos run). Wait for it, for a while.
+            requested_at = datetime.fromisoformat(data["requested_at"].replace("Z", "+00:00"))
+            if self._ctx.clock() - requested_at < CERTIFICATE_RECORD_WAIT:
+                raise TransientError(f"certificate {serial} is not recorded yet; its revocation waits for it")
         if doc is None:
             await self._refuse(data, by, "no certificate with this serial" if owner is None
                                else "not a certificate of this member")

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.registration.acme_bindings import AcmeBindings
-from services.registration.acme_requests import AcmeRequests
+from services.registration.acme_requests import CERTIFICATE_RECORD_WAIT, AcmeRequests
 from services.registration.assurance import Assurances
 from services.registration.certificate_requests import CertificateRequests
 from services.registration.certificates import Certificates
@@ -24,7 +24,7 @@ from services.registration.members import Member, Members
 from shared.approvals import ApprovalVerifier
 from shared.events import BY_NAME, CloudEvent, isoformat, make_event
 from shared.http import ApiError
-from shared.kafka import PermanentError
+from shared.kafka import PermanentError, TransientError
 from shared.key_compromise import spki_sha256
 from tests.acme_keys import ACME_SEALER
 from tests.approval_keys import RA, RA_PUBLIC_PEM
@@ -78,10 +78,10 @@ def submitted(member_id: str, binding: str, csr_pem: str, names: list[str], *, c
 
 
 def revocation(member_id: str, serial: str, *, proof: str = "account", reason: str = "superseded",
-               request_id: str = "revoke-1") -> dict[str, Any]:
+               request_id: str = "revoke-1", requested_at: datetime = NOW) -> dict[str, Any]:
     return make_event("acme.revocation_requested", {
         "request_id": request_id, "serial": serial, "member_id": member_id, "proof": proof, "account_id": "acct-1",
-        "reason": reason, "requested_at": isoformat(NOW)}, source="acme").data
+        "reason": reason, "requested_at": isoformat(requested_at)}, source="acme").data
 
 
 @pytest.fixture
@@ -294,12 +294,30 @@ async def test_an_account_revokes_its_members_certificate_once(reg: Registration
     assert reg.data("cert.key_compromised") == []
 
 
+async def test_acme_revoke_right_after_download_waits_for_the_certificate_record_instead_of_refusing(
+        reg: Registration) -> None:
+    """Found by the chaos run: an ACME client revoked right after downloading, and registration read the ACME
+    service's revocation before the signer's `cert.issued` (another topic): it refused the revocation for good
+    ("not a certificate of this member") and the certificate stayed valid. Now the revocation waits (the consumer
+    retries it) until the certificate is recorded, then revokes it."""
+    ada, _ = await ada_with_binding(reg)
+    with pytest.raises(TransientError):
+        await reg.acme.on_revocation_requested(revocation(ada.id, "5ec3"))
+    assert revoke_requests(reg) == [] and not [a for a in reg.store.audit if a["action"] == "revocation.refused"]
+    serial = await issued(reg, ada, "5ec3")  # cert.issued arrives; the consumer retries the revocation
+    await reg.acme.on_revocation_requested(revocation(ada.id, serial))
+    [event] = revoke_requests(reg)
+    assert event.data["serial"] == serial and reg.store.collections["certificates"][serial]["status"] == (
+        "revocation_requested")
+
+
 async def test_an_account_cannot_revoke_another_members_certificate(reg: Registration) -> None:
     ada, _ = await ada_with_binding(reg)
     bob = await reg.member("bob@example.org", name="Bob Builder")
     serial = await issued(reg, bob, "5ec2")
     await reg.acme.on_revocation_requested(revocation(ada.id, serial))
-    await reg.acme.on_revocation_requested(revocation(ada.id, "ffff"))
+    # a serial never recorded: refused once its cert.issued would have arrived long ago
+    await reg.acme.on_revocation_requested(revocation(ada.id, "ffff", requested_at=NOW - CERTIFICATE_RECORD_WAIT))
 
     assert revoke_requests(reg) == [] and reg.store.collections["certificates"][serial]["status"] == "valid"
     refusals = [a for a in reg.store.audit if a["action"] == "revocation.refused"]
@@ -333,7 +351,8 @@ async def test_reasons_a_subscriber_may_not_give_and_unknown_serials_are_refused
     ada, _ = await ada_with_binding(reg)
     serial = await issued(reg, ada, "5ec4")
     await reg.acme.on_revocation_requested(revocation(ada.id, serial, reason="certificate_hold"))
-    await reg.acme.on_revocation_requested(revocation(ada.id, "abcd", proof="certificate_key"))
+    await reg.acme.on_revocation_requested(revocation(ada.id, "abcd", proof="certificate_key",
+                                                      requested_at=NOW - CERTIFICATE_RECORD_WAIT))
 
     assert revoke_requests(reg) == []
     assert [a["details"]["refusal"] for a in reg.store.audit if a["action"] == "revocation.refused"] == [
