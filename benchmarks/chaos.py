@@ -568,8 +568,12 @@ class Flows:
 
     async def _acme_call(self, call: Callable[[], Any], what: str, deadline: float,
                          final: tuple[type[Exception], ...] = ()) -> Any:
-        """A blocking ACME client call on a thread, tried again (counted) until it succeeds or the deadline
-        passes; exceptions in ``final`` end the flow at once."""
+        """A blocking ACME client call on a thread, tried again (counted) after a cut connection, a timeout or
+        an ACME error until it succeeds or the deadline passes; exceptions in ``final`` end the flow at once,
+        and anything else (a fault of this harness) at once too."""
+        import requests
+        from acme import errors as acme_errors
+
         pause = 0.5
         while True:
             try:
@@ -577,7 +581,7 @@ class Flows:
             except final as exc:
                 problem = getattr(exc, "error", None)  # IssuanceError: the order's problem document
                 raise FlowError(f"ACME {what}: {type(exc).__name__}: {exc} {problem or ''}".strip()) from None
-            except Exception as exc:
+            except (requests.RequestException, acme_errors.Error, TimeoutError, OSError) as exc:
                 self.acme.retried[f"{what}: {getattr(exc, 'code', None) or type(exc).__name__}"] += 1
                 if time.monotonic() + pause > deadline:
                     raise FlowError(f"ACME {what} never succeeded: {type(exc).__name__}: {exc}") from None

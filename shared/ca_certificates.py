@@ -34,7 +34,10 @@ CLASS3_ROOT = "class3-root"
 """The self-signed Class 3 root: a trust anchor only, optional (older signers do not publish it)."""
 ISSUING_LABELS = ("class1-issuing", "class3-issuing")
 """The issuing CAs, which sign the leaves; optional (a CA directory made before them has none)."""
-G2_LABELS = ("class1-g2", "class3-root-g2", "class3-g2", "class1-issuing-g2", "class3-issuing-g2")
+G2_ISSUING_LABELS = ("class1-issuing-g2", "class3-issuing-g2")
+"""The issuing CAs of the second generation of roots, which sign the leaves after a root rollover."""
+G2_ROOT_LABELS = ("class1-g2", "class3-g2")
+G2_LABELS = ("class1-g2", "class3-root-g2", "class3-g2", *G2_ISSUING_LABELS)
 """The second generation of roots and its issuing CAs after a root rollover (docs/operations.md); optional."""
 OPTIONAL = (CLASS3_ROOT, *ISSUING_LABELS, *G2_LABELS)
 MAX_BYTES = 64 * 1024
@@ -96,8 +99,7 @@ def signing_ca(known: dict[str, CaCertificate], cert_class: int) -> CaCertificat
     rollover), or where the signer has none (a CA directory made before them) the class root; None when
     neither is known."""
     index = 0 if cert_class == 1 else 1
-    return (known.get(G2_LABELS[3 + index]) or known.get(ISSUING_LABELS[index])
-            or known.get(LABELS[index]))
+    return known.get(G2_ISSUING_LABELS[index]) or known.get(ISSUING_LABELS[index]) or known.get(LABELS[index])
 
 
 def parse(label: str, body: bytes) -> CaCertificate:

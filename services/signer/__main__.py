@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
+from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
@@ -30,11 +32,13 @@ from shared.config import ConfigError, load_or_exit
 from shared.logging import configure
 from shared.service import run, run_until_stopped
 
+T = TypeVar("T")
+
 
 def _init_ca(argv: list[str]) -> int:
     from services.signer.ca.ceremony import create_hierarchy
-    from services.signer.ca.hierarchy import HierarchyError, class3_root_path
-    from services.signer.ca.keys import ALGORITHMS, KeyFileError
+    from services.signer.ca.hierarchy import class3_root_path
+    from services.signer.ca.keys import ALGORITHMS
     from services.signer.settings import CeremonySettings
 
     parser = argparse.ArgumentParser(prog="python -m services.signer init-ca")
@@ -52,20 +56,10 @@ def _init_ca(argv: list[str]) -> int:
             print(f"CA already present in {directory}; nothing to do")
             return 0
         return _self_sign_class3_in(settings, "init-ca")
-    try:
-        hierarchy = create_hierarchy(
-            directory,
-            settings.root_dir,
-            settings.ca_passphrase,
-            args.algorithm or settings.ca_algorithm,
-            public_base_url=settings.public_base_url,
-            ocsp_passphrase=settings.ocsp_key_passphrase,
-        )
-    except (HierarchyError, KeyFileError) as exc:
-        print(f"init-ca refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"init-ca failed: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
+    hierarchy = _offline_step("init-ca", lambda: create_hierarchy(
+        directory, settings.root_dir, settings.ca_passphrase, args.algorithm or settings.ca_algorithm,
+        public_base_url=settings.public_base_url, ocsp_passphrase=settings.ocsp_key_passphrase))
+    if hierarchy is None:
         return 1
     for ca in hierarchy.cas.values():
         print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()} ({ca.key_algorithm}), "
@@ -79,6 +73,21 @@ def _init_ca(argv: list[str]) -> int:
 
 def _fingerprint(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
+
+
+def _offline_step(command: str, step: Callable[[], T]) -> T | None:
+    """Carry out a ceremony command's step; None (its refusal printed in one line) when the files or keys
+    refuse it or a file cannot be written."""
+    from services.signer.ca.hierarchy import HierarchyError
+    from services.signer.ca.keys import KeyFileError
+
+    try:
+        return step()
+    except (HierarchyError, KeyFileError) as exc:
+        print(f"{command} refused: {exc}", file=sys.stderr)
+    except OSError as exc:
+        print(f"{command} failed: cannot write {exc.filename or 'a file'}: {exc.strerror}", file=sys.stderr)
+    return None
 
 
 def _add_issuing(argv: list[str]) -> int:
@@ -112,8 +121,8 @@ def _add_issuing(argv: list[str]) -> int:
 
 def _new_generation(argv: list[str]) -> int:
     from services.signer.ca.ceremony import create_generation
-    from services.signer.ca.hierarchy import GENERATIONS, HierarchyError
-    from services.signer.ca.keys import ALGORITHMS, KeyFileError
+    from services.signer.ca.hierarchy import GENERATIONS
+    from services.signer.ca.keys import ALGORITHMS
 
     parser = argparse.ArgumentParser(
         prog="python -m services.signer new-generation",
@@ -125,16 +134,12 @@ def _new_generation(argv: list[str]) -> int:
     parser.add_argument("--algorithm", choices=ALGORITHMS, help="default: the G1 Class 1 root's")
     args = parser.parse_args(argv)
     settings = load_or_exit(CeremonySettings)
-    try:
-        hierarchy, notes = create_generation(
-            settings.ca_dir, settings.root_dir, settings.ca_passphrase, public_base_url=settings.public_base_url,
-            generation=args.generation, algorithm=args.algorithm, ocsp_passphrase=settings.ocsp_key_passphrase)
-    except (HierarchyError, KeyFileError) as exc:
-        print(f"new-generation refused: {exc}", file=sys.stderr)
+    made = _offline_step("new-generation", lambda: create_generation(
+        settings.ca_dir, settings.root_dir, settings.ca_passphrase, public_base_url=settings.public_base_url,
+        generation=args.generation, algorithm=args.algorithm, ocsp_passphrase=settings.ocsp_key_passphrase))
+    if made is None:
         return 1
-    except OSError as exc:
-        print(f"new-generation failed: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
-        return 1
+    hierarchy, notes = made
     for ca in hierarchy.cas.values():
         if ca.generation == args.generation:
             print(f"{ca.label}: {ca.certificate.subject.rfc4514_string()}, SHA-256 {_fingerprint(ca.certificate)}")
@@ -188,18 +193,12 @@ def _arl(argv: list[str]) -> int:
 
 def _self_sign_class3_in(settings: CeremonySettings, command: str) -> int:
     from services.signer.ca.ceremony import self_sign_class3
-    from services.signer.ca.hierarchy import HierarchyError, class3_root_path
-    from services.signer.ca.keys import KeyFileError
+    from services.signer.ca.hierarchy import class3_root_path
 
-    try:
-        twin = self_sign_class3(settings.ca_dir, settings.ca_passphrase,
-                                root_directory=settings.key_dir("class3") or settings.root_dir,
-                                ocsp_passphrase=settings.ocsp_key_passphrase)
-    except (HierarchyError, KeyFileError) as exc:
-        print(f"{command} refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"{command} failed: cannot write {settings.ca_dir}: {exc.strerror}", file=sys.stderr)
+    twin = _offline_step(command, lambda: self_sign_class3(
+        settings.ca_dir, settings.ca_passphrase, root_directory=settings.key_dir("class3") or settings.root_dir,
+        ocsp_passphrase=settings.ocsp_key_passphrase))
+    if twin is None:
         return 1
     print(f"written {class3_root_path(settings.ca_dir)}: {twin.subject.rfc4514_string()}, self-signed, "
           f"until {twin.not_valid_after_utc:%Y-%m-%d %H:%M:%S} UTC, "

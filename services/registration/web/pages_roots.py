@@ -12,7 +12,9 @@ from services.registration.web.rendering import render
 from services.registration.web.security import Visitor
 from shared.ca_certificates import (
     CLASS3_ROOT,
+    G2_ISSUING_LABELS,
     G2_LABELS,
+    G2_ROOT_LABELS,
     ISSUING_LABELS,
     LABELS,
     OPTIONAL,
@@ -42,7 +44,7 @@ TITLES = {
     "class3-issuing-g2": "Class 3 issuing CA G2 (signs assured members' certificates from now on)",
 }
 ORDER = ("class1", CLASS3_ROOT, "class3", *ISSUING_LABELS, *G2_LABELS)
-BUNDLED = (*LABELS, *ISSUING_LABELS, *(label for label in G2_LABELS if label != "class3-root-g2"))
+BUNDLED = (*LABELS, *ISSUING_LABELS, *G2_ROOT_LABELS, *G2_ISSUING_LABELS)
 """The bundles: each generation's Class 1 root, the Class 3 root it signed and the issuing CAs."""
 
 

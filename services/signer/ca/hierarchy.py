@@ -298,10 +298,10 @@ class Hierarchy:
         and not including the anchor. The default leads to the oldest generation's Class 1 root, which every
         relying party has; the others are the alternates (ACME's ``rel="alternate"``)."""
         found = []
-        for anchor in self.trust_anchors_for(cert_class):
-            certificate = self.anchor_certificate(anchor)
-            if certificate is not None:
-                found.append((anchor, self.chain_pem(cert_class, anchor), _pem_text((certificate,))))
+        for anchor in self.anchors:
+            path, certificate = self._path(cert_class, anchor), self.anchor_certificate(anchor)
+            if path is not None and certificate is not None:
+                found.append((anchor, _pem_text(path), _pem_text((certificate,))))
         return tuple(found)
 
     @functools.cached_property
@@ -321,9 +321,6 @@ class Hierarchy:
                     links.append((cert, _key_id(cert), _key_id(issuer)))
                     break
         return tuple(links)
-
-    def ca_label_of_key(self, key_id: bytes) -> str | None:
-        return next((label for label, ca in self.cas.items() if _key_id(ca.certificate) == key_id), None)
 
     def _path(self, cert_class: int, anchor: str) -> tuple[x509.Certificate, ...] | None:
         """The shortest run of certificates from the key of ``cert_class``'s issuing CA to the key of
@@ -347,8 +344,9 @@ class Hierarchy:
     def signed_ca_certificates(self) -> dict[str, list[x509.Certificate]]:
         """The CA certificates (cross-certificates included) each CA signed, by its label."""
         signed: dict[str, list[x509.Certificate]] = {label: [] for label in self.cas}
+        labels = {_key_id(ca.certificate): label for label, ca in self.cas.items()}
         for cert, _, issuer_key in self._links:
-            label = self.ca_label_of_key(issuer_key)
+            label = labels.get(issuer_key)
             if label is not None:
                 signed[label].append(cert)
         return signed
