@@ -242,13 +242,15 @@ async def test_csr_policy_end_to_end_and_certificate_lifecycle(stack: Stack) -> 
         },
         source="signer",
     )
+    # Two handlers read cert.issued (the certificate record and the request's status), in no fixed
+    # order: wait for both.
     for _ in range(200):
         listing = (await api.call("GET", "/v1/certificates", token=token)).body["certificates"]
-        if listing:
+        request_view = (await api.call("GET", f"/v1/requests/{request_id}", token=token)).body
+        if listing and request_view["status"] == "issued":
             break
         await asyncio.sleep(0.1)
     assert [c["serial"] for c in listing] == [serial] and listing[0]["status"] == "valid"
-    request_view = (await api.call("GET", f"/v1/requests/{request_id}", token=token)).body
     assert request_view["status"] == "issued" and request_view["serial"] == serial
     requests = (await api.call("GET", "/v1/requests", token=token)).body["requests"]
     assert {r["status"] for r in requests} == {"issued", "rejected", "approved"}
