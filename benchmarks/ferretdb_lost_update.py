@@ -5,8 +5,10 @@ FerretDB). For each of N documents it runs, at the same time, what registration 
 confirmed (`$set` of a nested field with an event `$push`ed into `_outbox`) and what the outbox does after
 publishing (`$pullAll` of the published entries), then counts the `$set`s that were acknowledged
 (`modified: 1`) but are not in the document afterwards. MongoDB applies each update to a document
-atomically: 0. FerretDB v1 (SQLite) reads and rewrites the whole document, and loses some (the chaos run,
-issue 23, found two members whose confirmed address was not stored). Prints JSON.
+atomically: 0. FerretDB v1 (SQLite or PostgreSQL) reads and rewrites the whole document, and loses some
+(the chaos run, issue 23, found two members whose confirmed address was not stored). The same updates go
+through the services' own database (`shared.mongo.OneWriterDatabase`, one write per document at a time in
+a process) too, which must lose none. Prints JSON.
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import secrets
 from typing import Any
 
 
-async def probe(url: str, documents: int) -> dict[str, Any]:
+async def probe(url: str, documents: int, *, one_writer: bool = False) -> dict[str, Any]:
     from pymongo import AsyncMongoClient
+
+    from shared.mongo import OneWriterDatabase
 
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, serverSelectionTimeoutMS=10000)
     name = f"lost_update_probe_{secrets.token_hex(4)}"
-    docs = client[name]["docs"]
+    docs = (OneWriterDatabase(client, name) if one_writer else client[name])["docs"]
     try:
         await docs.insert_many([{"_id": i, "emails": {"e1": {"verified": False}},
                                  "_outbox": [{"id": "a"}, {"id": "b"}]} for i in range(documents)])
@@ -42,7 +46,7 @@ async def probe(url: str, documents: int) -> dict[str, Any]:
                                        return_exceptions=True)
         confirmed = {i for i, r in enumerate(results[:documents]) if r == 1}  # acknowledged: modified 1
         unverified = {d["_id"] async for d in docs.find({"emails.e1.verified": False}, {"_id": 1})}
-        return {"mongo_url": url.split("@")[-1], "documents": documents, "set_acknowledged": len(confirmed),
+        return {"documents": documents, "set_acknowledged": len(confirmed),
                 "set_acknowledged_but_lost": len(confirmed & unverified),
                 "errors": sum(isinstance(r, Exception) for r in results)}
     finally:
@@ -60,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         from devstack import endpoints
 
         url = endpoints.current().mongo_url
-    print(json.dumps(asyncio.run(probe(url, args.documents))))
+    plain = asyncio.run(probe(url, args.documents))
+    one_writer = asyncio.run(probe(url, args.documents, one_writer=True))
+    print(json.dumps({"mongo_url": url.split("@")[-1], "plain_client": plain, "one_writer_database": one_writer}))
     return 0
 
 

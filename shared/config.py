@@ -167,8 +167,14 @@ class MongoSettings:
         "CACERT_MONGO_SOCKET_TIMEOUT_SECONDS", 30.0,
         help="a database answer slower than this fails as a network timeout (handled like a dropped "
              "connection) instead of hanging the service on a stuck server")
+    max_pool_size: int = setting(
+        "CACERT_MONGO_MAX_POOL_SIZE", 25,
+        help="database commands one process runs at once (more wait for a connection); keeps the local "
+             "stack's FerretDB, which needs two of its own connections per update, below its pool")
 
     def __post_init__(self) -> None:
+        if self.max_pool_size < 1:
+            raise ConfigError(f"CACERT_MONGO_MAX_POOL_SIZE must be at least 1, got {self.max_pool_size}")
         if self.socket_timeout_seconds <= 0:
             raise ConfigError(
                 f"CACERT_MONGO_SOCKET_TIMEOUT_SECONDS must be positive, got {self.socket_timeout_seconds}")

@@ -4,12 +4,20 @@ Works against MongoDB and FerretDB alike, so it stays inside what both
 support: single-document atomicity (no multi-document transactions), unique
 and sparse indexes (FerretDB v1 has no partial or TTL indexes: expiry is
 done by sweeps), no change streams.
+
+One writer per document in a process (`OneWriterDatabase`): FerretDB v1 applies an update by reading
+the document and writing it back whole, so two updates of one document at once can lose one (a `$set`
+acknowledged with `modified: 1` and gone afterwards; `python -m benchmarks.ferretdb_lost_update`).
+Each service owns its database, and its request handlers, consumers and outbox write the same
+documents, so `connect` returns a database whose collections let one single-document write per
+document (`_id`) run at a time in the process. MongoDB needs none of this and loses nothing by it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from typing import Any
 
 from prometheus_client import Counter
@@ -17,6 +25,7 @@ from pymongo import AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
+from pymongo.results import UpdateResult
 
 from shared.config import MongoSettings
 
@@ -46,6 +55,88 @@ class CommandCount(monitoring.CommandListener):
         pass
 
 
+class DocumentWriters:
+    """One lock per document being written (by collection and `_id`), dropped when nobody holds or
+    waits for it. A write whose filter names no single `_id` (a claim such as "the oldest queued
+    mail") is serialised with the collection's other such writes."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def one_at_a_time(self, collection: str, filter: Mapping[str, Any]) -> AsyncIterator[None]:
+        key = (collection, _single_id(filter))
+        lock, users = self._locks.get(key, (None, 0))
+        lock = lock or asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+
+class _AnyDocument:
+    """The lock key of a write that names no single document."""
+
+    def __repr__(self) -> str:
+        return "<any document>"
+
+
+ANY_DOCUMENT = _AnyDocument()
+
+
+def _single_id(filter: Mapping[str, Any]) -> Any:
+    value = filter.get("_id", ANY_DOCUMENT)
+    return value if isinstance(value, str | int | bytes) else ANY_DOCUMENT
+
+
+class OneWriterCollection(AsyncCollection[Document]):
+    """A collection whose single-document writes (`update_one`, `replace_one`, `find_one_and_*`) take
+    the document's lock for the time of the command."""
+
+    writers: DocumentWriters
+
+    async def update_one(self, filter: Mapping[str, Any], *args: Any, **kwargs: Any) -> UpdateResult:
+        async with self.writers.one_at_a_time(self.name, filter):
+            return await super().update_one(filter, *args, **kwargs)
+
+    async def replace_one(self, filter: Mapping[str, Any], *args: Any, **kwargs: Any) -> UpdateResult:
+        async with self.writers.one_at_a_time(self.name, filter):
+            return await super().replace_one(filter, *args, **kwargs)
+
+    async def find_one_and_update(self, filter: Mapping[str, Any], *args: Any, **kwargs: Any) -> Document | None:
+        async with self.writers.one_at_a_time(self.name, filter):
+            return await super().find_one_and_update(filter, *args, **kwargs)
+
+    async def find_one_and_replace(self, filter: Mapping[str, Any], *args: Any, **kwargs: Any) -> Document | None:
+        async with self.writers.one_at_a_time(self.name, filter):
+            return await super().find_one_and_replace(filter, *args, **kwargs)
+
+
+class OneWriterDatabase(AsyncDatabase[Document]):
+    """A service's database whose collections are `OneWriterCollection`s sharing one `DocumentWriters`."""
+
+    def __init__(self, client: AsyncMongoClient[Document], name: str) -> None:
+        super().__init__(client, name)
+        self.writers = DocumentWriters()
+
+    def __getitem__(self, name: str) -> AsyncCollection[Document]:
+        return self.get_collection(name)
+
+    def get_collection(self, name: str, *args: Any, **kwargs: Any) -> AsyncCollection[Document]:
+        collection = OneWriterCollection(self, name, False, *args, **kwargs)
+        collection.writers = self.writers
+        return collection
+
+
 def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[Document], AsyncDatabase[Document]]:
     """A client and the service's own database (each service owns exactly one)."""
     client: AsyncMongoClient[Document] = AsyncMongoClient(
@@ -57,10 +148,11 @@ def connect(settings: MongoSettings, *, service: str) -> tuple[AsyncMongoClient[
         # Without it PyMongo waits forever for an answer: one stuck query would hang the service instead of
         # failing and being retried.
         socketTimeoutMS=int(settings.socket_timeout_seconds * 1000),
+        maxPoolSize=settings.max_pool_size,
         retryWrites=False,  # FerretDB v1 does not support retryable writes; our writes are idempotent anyway
         event_listeners=[CommandCount()],
     )
-    return client, client[settings.database or service.replace("-", "_")]
+    return client, OneWriterDatabase(client, settings.database or service.replace("-", "_"))
 
 
 async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequence[IndexModel]]) -> None:

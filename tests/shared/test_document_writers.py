@@ -1,0 +1,63 @@
+"""One writer per document in a process (shared.mongo.DocumentWriters), the guard against FerretDB v1's lost
+updates (the chaos run's lost email confirmations, issue 23). Pure unit tests: no database."""
+
+from __future__ import annotations
+
+import asyncio
+
+from shared.mongo import ANY_DOCUMENT, DocumentWriters, _single_id
+
+
+async def _overlap(writers: DocumentWriters, first: dict[str, object], second: dict[str, object]) -> bool:
+    """Whether a write of `second` could start while a write of `first` was still running."""
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    overlapped = False
+
+    async def hold_first() -> None:
+        async with writers.one_at_a_time("members", first):
+            inside.set()
+            await release.wait()
+
+    async def try_second() -> None:
+        nonlocal overlapped
+        await inside.wait()
+        async with writers.one_at_a_time("members", second):
+            overlapped = not release.is_set()
+
+    async def let_go() -> None:
+        await inside.wait()
+        await asyncio.sleep(0.05)
+        release.set()
+
+    await asyncio.gather(hold_first(), try_second(), let_go())
+    return overlapped
+
+
+async def test_two_writes_of_one_document_run_one_after_the_other() -> None:
+    writers = DocumentWriters()
+    assert not await _overlap(writers, {"_id": "m1", "password_hash": "x"}, {"_id": "m1"})
+    assert len(writers) == 0  # nothing kept once nobody holds or waits
+
+
+async def test_writes_of_two_documents_run_at_once() -> None:
+    assert await _overlap(DocumentWriters(), {"_id": "m1"}, {"_id": "m2"})
+
+
+async def test_writes_naming_no_single_document_run_one_after_the_other() -> None:
+    assert not await _overlap(DocumentWriters(), {"status": "queued"}, {"_id": {"$in": ["a", "b"]}})
+    assert _single_id({"_id": {"$in": ["a"]}}) is ANY_DOCUMENT and _single_id({"x": 1}) is ANY_DOCUMENT
+    assert _single_id({"_id": 7}) == 7
+
+
+async def test_a_failing_write_lets_the_next_one_in() -> None:
+    writers = DocumentWriters()
+    try:
+        async with writers.one_at_a_time("members", {"_id": "m1"}):
+            raise RuntimeError("the database refused")
+    except RuntimeError:
+        pass
+    async with asyncio.timeout(1):
+        async with writers.one_at_a_time("members", {"_id": "m1"}):
+            pass
+    assert len(writers) == 0
