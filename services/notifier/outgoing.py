@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections import deque
 import secrets
+from collections import deque
 from datetime import datetime, timedelta
 from typing import Any
 

@@ -34,7 +34,8 @@ async def test_confirm_and_outbox_pull_of_one_member_at_once_lose_no_update(mong
             return await docs.update_one({"_id": f"m{i}"}, {"$pullAll": {"_outbox": [{"id": "a"}, {"id": "b"}]}})
 
         async with asyncio.timeout(120):
-            results = await asyncio.gather(*(confirm(i) for i in range(DOCUMENTS)), *(pull(i) for i in range(DOCUMENTS)))
+            results = await asyncio.gather(*(confirm(i) for i in range(DOCUMENTS)),
+                                           *(pull(i) for i in range(DOCUMENTS)))
         assert results[:DOCUMENTS] == [1] * DOCUMENTS
         stored = {d["_id"]: d async for d in docs.find({})}
         assert [i for i, d in stored.items() if not d["emails"]["e1"]["verified"]] == []
