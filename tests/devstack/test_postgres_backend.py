@@ -43,7 +43,8 @@ def test_the_postgresql_backend_brings_its_server_along(monkeypatch: pytest.Monk
     db = ferretdb.FerretDB(endpoints.current())
     assert db.backend == "postgresql" and "PostgreSQL" in db.title
     assert "--handler=postgresql" in db.command()
-    assert "--postgresql-url=postgres://ferretdb@127.0.0.1:15999/postgres" in db.command()
+    pool = f"pool_max_conns={postgres.FERRETDB_POOL}"
+    assert f"--postgresql-url=postgres://ferretdb@127.0.0.1:15999/postgres?{pool}" in db.command()
     assert stack.with_requirements(stack.resolve(["mongo"])) == ["postgres", "mongo"]
     everything = stack.with_requirements(stack.resolve(None))  # `up` with no names
     assert everything.index("postgres") < everything.index("mongo")  # started first
@@ -86,3 +87,22 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_ferretdb_pool_outnumbers_every_local_process_pool_so_concurrent_updates_cannot_stall_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FerretDB v1 holds one PostgreSQL connection for an update's read and takes a second for its write: with
+    its default pool of 50, fifty updates at once stalled it for good (issue 23's probe). Its pool is set
+    above what every process of `./dev up` may ask at once, and PostgreSQL accepts that many."""
+    from devstack.system import SERVICES
+    from shared.config import MongoSettings
+
+    monkeypatch.setenv("CACERT_STACK_STATE", str(tmp_path))
+    monkeypatch.delenv("CACERT_STACK_MONGO_BACKEND", raising=False)
+    command = ferretdb.FerretDB(endpoints.current()).command()
+    assert f"--postgresql-url={postgres.PostgreSQL(endpoints.current()).url}" in command
+    assert postgres.PostgreSQL(endpoints.current()).url.endswith(f"?pool_max_conns={postgres.FERRETDB_POOL}")
+    local_clients = (len(SERVICES) + 2) * MongoSettings(url="unused").max_pool_size  # + demo, CLI
+    assert postgres.FERRETDB_POOL > local_clients
+    server = postgres.PostgreSQL(endpoints.current()).command()
+    assert f"max_connections={postgres.FERRETDB_POOL + 20}" in server
