@@ -19,6 +19,11 @@ the ACME service) any certificate with the serial, and with reason `key_compromi
 blocked as by a proof of possession (compromised_keys.py). Then the usual signed
 `cert.revoke_requested` (certificates.py), `requested_by` `acme:<account id>`, its `ce_id` from the ACME
 request id, so a redelivery queues nothing new. A refusal is logged and audited, nothing is published.
+A revocation of a serial not recorded here yet (its `cert.issued`, on another topic, is still on the way) is
+kept (`acme_revocations_waiting`) and handled when the certificate is recorded (`on_certificate_recorded`),
+or by the sweep (`retry_waiting`): refused once it has waited CERTIFICATE_RECORD_WAIT. It never holds up the
+consumer: retrying it in place held up every topic registration reads, `cert` included, so the certificate
+it waited for could not arrive (the chaos long run, issue 23).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from services.registration.context import Context, Document
 from services.registration.csr import SubmittedCsr
 from services.registration.members import Members
 from shared import dns_names
-from shared.kafka import PermanentError, TransientError
+from shared.kafka import PermanentError
 from shared.logging import get_logger
 
 log = get_logger("registration.acme_requests")
@@ -117,13 +122,15 @@ class AcmeRequests:
         by = requested_by(data)
         owner = data["member_id"] if proof == "account" else None
         doc = await self._store.certificate(serial, owner)
-        if doc is None and await self._store.certificate(serial, None) is None:
+        if doc is None and await self._store.certificate(serial, None) is None and not self._waited(data):
             # The ACME service sends revocations only for certificates it saw issued, so a serial this service
             # has not recorded yet is its `cert.issued` still on the way (another topic): a client that revokes
-            # right after downloading got here first (found by the chaos run). Wait for it, for a while.
-            requested_at = datetime.fromisoformat(data["requested_at"].replace("Z", "+00:00"))
-            if self._ctx.clock() - requested_at < CERTIFICATE_RECORD_WAIT:
-                raise TransientError(f"certificate {serial} is not recorded yet; its revocation waits for it")
+            # right after downloading got here first (found by the chaos run). It waits for it, for a while.
+            if await self._store.park_acme_revocation({"_id": data["request_id"], "serial": serial, "data": data,
+                                                       "parked_at": self._ctx.clock()}):
+                log.info("ACME revocation waits for its certificate to be recorded", serial=serial,
+                         request_id=data["request_id"])
+            return
         if doc is None:
             await self._refuse(data, by, "no certificate with this serial" if owner is None
                                else "not a certificate of this member")
@@ -141,6 +148,31 @@ class AcmeRequests:
                               proof=proof, request_id=data["request_id"])
         if proof == "certificate_key" and reason == "key_compromise" and doc.get("certificate_pem"):
             await self._compromised_keys.report_certificate_key(str(doc["certificate_pem"]))
+
+    async def on_certificate_recorded(self, serial: str) -> None:
+        """`cert.issued` recorded `serial`: handle the ACME revocations that waited for it."""
+        for waiting in await self._store.waiting_acme_revocations(serial):
+            await self._handle_waiting(waiting)
+
+    async def retry_waiting(self) -> int:
+        """The sweep: handle the waiting revocations whose certificate is recorded (its `cert.issued` arrived
+        between the look and the keeping) or whose wait is over (refused); how many."""
+        handled = 0
+        for waiting in await self._store.waiting_acme_revocations(None):
+            data = waiting["data"]
+            if self._waited(data) or await self._store.certificate(data["serial"], None) is not None:
+                await self._handle_waiting(waiting)
+                handled += 1
+        return handled
+
+    async def _handle_waiting(self, waiting: Document) -> None:
+        # Handled first, dropped after: a crash in between handles it again, which changes nothing.
+        await self.on_revocation_requested(waiting["data"])
+        await self._store.drop_acme_revocation(waiting["_id"])
+
+    def _waited(self, data: Document) -> bool:
+        requested_at = datetime.fromisoformat(data["requested_at"].replace("Z", "+00:00"))
+        return self._ctx.clock() - requested_at >= CERTIFICATE_RECORD_WAIT
 
     async def _refuse(self, data: Document, by: str, why: str) -> None:
         log.warning("ACME revocation refused", serial=data["serial"], member_id=data["member_id"],

@@ -16,13 +16,15 @@ from shared.kafka import Subscription
 
 
 class SignerOutcomes:
-    def __init__(self, requests: CertificateRequests, certificates: Certificates) -> None:
+    def __init__(self, requests: CertificateRequests, certificates: Certificates, acme: AcmeRequests) -> None:
         self._requests = requests
         self._certificates = certificates
+        self._acme = acme
 
     async def issued(self, event: CloudEvent) -> None:
         await self._certificates.on_issued(event.data)
         await self._requests.on_issued(event.data)
+        await self._acme.on_certificate_recorded(event.data["serial"])
 
     async def rejected(self, event: CloudEvent) -> None:
         await self._requests.on_signer_rejected(event.data)

@@ -58,14 +58,16 @@ async def _openapi(_: web.Request) -> web.Response:
 
 
 class ExpirySweep:
-    """Deletes expired sessions, confirmation tokens and rate-limit windows (FerretDB has no TTL index)."""
+    """Deletes expired sessions, confirmation tokens and rate-limit windows (FerretDB has no TTL index), and
+    handles the ACME revocations that waited for their certificate long enough (acme_requests.py)."""
 
-    def __init__(self, context: Context) -> None:
+    def __init__(self, context: Context, acme: AcmeRequests) -> None:
         self._ctx = context
+        self._acme = acme
         self._periodic = Periodic("registration-expiry-sweep", self.run_once, context.settings.sweep_seconds)
 
     async def run_once(self) -> int:
-        return await self._ctx.store.delete_expired(self._ctx.clock())
+        return await self._ctx.store.delete_expired(self._ctx.clock()) + await self._acme.retry_waiting()
 
     def start(self) -> None:
         self._periodic.start()
@@ -134,11 +136,11 @@ class RegistrationService:
             common.kafka,
             group_id=SERVICES[NAME].consumer_group,
             producer=self._producer,
-            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates), requests, acme),
+            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates, acme), requests, acme),
         )
         await self._runner.start()
         self._lifecycle.started("consumer", self._runner.stop)
-        self._sweep = ExpirySweep(ctx)
+        self._sweep = ExpirySweep(ctx, acme)
         self._sweep.start()
         self._lifecycle.started("expiry sweep", self._sweep.stop)
 

@@ -80,8 +80,9 @@ class RegistrationSettings:
     domain_claims_per_member: int = setting("CACERT_LIMIT_DOMAIN_CLAIMS_PER_MEMBER", 30,
                                             help="domains one member may add per day")
     sweep_seconds: float = setting(
-        "CACERT_SWEEP_SECONDS", 60.0, help="how often expired sessions, tokens and rate windows are deleted"
-    )
+        "CACERT_SWEEP_SECONDS", 60.0,
+        help="how often expired sessions, tokens and rate windows are deleted and ACME revocations that waited "
+             "for their certificate are looked at again")
     max_body_bytes: int = setting("CACERT_MAX_BODY_BYTES", 256 * 1024, help="largest accepted request body")
     email_reuse_days: int = setting("CACERT_EMAIL_REUSE_DAYS", 30,
                                     help="how long a confirmed address counts for client (S/MIME) certificates "

@@ -79,6 +79,7 @@ INDEXES: dict[str, list[IndexModel]] = {
     ],
     "blocked_keys": [outbox.INDEX],
     "acme_bindings": [IndexModel([("member_id", ASCENDING)], name="member"), outbox.INDEX],
+    "acme_revocations_waiting": [IndexModel([("serial", ASCENDING)], name="serial")],
 }
 OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certificates", "blocked_keys",
                       "acme_bindings")
@@ -189,6 +190,13 @@ class RegistrationStore(Protocol):
                                              event: CloudEvent) -> bool:
         """Set `fields` and queue the event while the member's binding is not revoked; False otherwise."""
 
+    # ACME revocations of serials not recorded yet (`_id` = the ACME request id, acme_requests.py)
+    async def park_acme_revocation(self, doc: Document) -> bool:
+        """Keep a revocation until its certificate is recorded; False when it is kept already."""
+    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
+        """The revocations kept for `serial` (every one kept, when None)."""
+    async def drop_acme_revocation(self, request_id: str) -> None: ...
+
     # the audit log
     async def append_audit(self, actor: str, action: str, subject: str, details: Document) -> None: ...
 
@@ -210,6 +218,7 @@ class MongoRegistrationStore:
         self._certificates = db["certificates"]
         self._blocked_keys = db["blocked_keys"]
         self._acme_bindings = db["acme_bindings"]
+        self._acme_revocations_waiting = db["acme_revocations_waiting"]
 
     def outbox_collections(self) -> list[AsyncCollection[Document]]:
         return [self.db[name] for name in OUTBOX_COLLECTIONS]
@@ -534,6 +543,17 @@ class MongoRegistrationStore:
             return False
         await self._announce(self._acme_bindings, key_id, written)
         return True
+
+    # ACME revocations of serials not recorded yet
+
+    async def park_acme_revocation(self, doc: Document) -> bool:
+        return await insert_once(self._acme_revocations_waiting, doc)
+
+    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
+        return await self._acme_revocations_waiting.find({} if serial is None else {"serial": serial}).to_list()
+
+    async def drop_acme_revocation(self, request_id: str) -> None:
+        await self._acme_revocations_waiting.delete_one({"_id": request_id})
 
     # the audit log
 

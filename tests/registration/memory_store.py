@@ -42,7 +42,7 @@ class MemoryStore:
         self.collections: dict[str, dict[Any, Document]] = {
             name: {} for name in ("members", "addresses", "email_tokens", "sessions", "rate_limits", "login_guard",
                                   "assurances", "domains", "requests", "certificates", "blocked_keys",
-                                  "acme_bindings")
+                                  "acme_bindings", "acme_revocations_waiting")
         }
         self.queued: list[tuple[str, Any, CloudEvent]] = []  # (collection, document id, event)
         self.audit: list[Document] = []
@@ -364,6 +364,21 @@ class MemoryStore:
         _set(doc, fields)
         self._queue("acme_bindings", key_id, [event])
         return True
+
+    # ACME revocations of serials not recorded yet
+
+    async def park_acme_revocation(self, doc: Document) -> bool:
+        if doc["_id"] in self.collections["acme_revocations_waiting"]:
+            return False
+        self.collections["acme_revocations_waiting"][doc["_id"]] = copy.deepcopy(doc)
+        return True
+
+    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
+        return self._all("acme_revocations_waiting") if serial is None else self._all("acme_revocations_waiting",
+                                                                                          serial=serial)
+
+    async def drop_acme_revocation(self, request_id: str) -> None:
+        self.collections["acme_revocations_waiting"].pop(request_id, None)
 
     # the audit log
 

@@ -20,11 +20,12 @@ from services.registration.certificates import Certificates
 from services.registration.compromised_keys import CompromisedKeys
 from services.registration.context import Context
 from services.registration.domains import DomainClaims
+from services.registration.event_handlers import SignerOutcomes
 from services.registration.members import Member, Members
 from shared.approvals import ApprovalVerifier
 from shared.events import BY_NAME, CloudEvent, isoformat, make_event
 from shared.http import ApiError
-from shared.kafka import PermanentError, TransientError
+from shared.kafka import PermanentError
 from shared.key_compromise import spki_sha256
 from tests.acme_keys import ACME_SEALER
 from tests.approval_keys import RA, RA_PUBLIC_PEM
@@ -34,9 +35,9 @@ from tests.registration.memory_store import NOW, MemoryStore, settings, with_sec
 
 
 class Registration:
-    def __init__(self, **overrides: Any) -> None:
-        self.store = MemoryStore()
-        ctx = Context(self.store, dataclasses.replace(settings(), **overrides), lambda: NOW, RA, SEALER, ACME_SEALER)
+    def __init__(self, *, store: MemoryStore | None = None, now: datetime = NOW, **overrides: Any) -> None:
+        self.store = store or MemoryStore()
+        ctx = Context(self.store, dataclasses.replace(settings(), **overrides), lambda: now, RA, SEALER, ACME_SEALER)
         self.members = Members(ctx)
         self.assurances = Assurances(ctx)
         self.domains = DomainClaims(ctx)
@@ -46,6 +47,7 @@ class Registration:
         self.bindings = AcmeBindings(ctx, self.assurances)
         self.acme = AcmeRequests(ctx, self.members, self.bindings, self.requests, self.certificates,
                                  self.compromised_keys)
+        self.outcomes = SignerOutcomes(self.requests, self.certificates, self.acme)
 
     async def member(self, address: str, *, name: str = "Ada Lovelace", roles: tuple[str, ...] = ("member",)
                      ) -> Member:
@@ -264,15 +266,20 @@ async def test_the_member_api_still_answers_its_limits_with_429_and_its_refusals
 
 async def issued(reg: Registration, member: Member, serial: str, *, key: ec.EllipticCurvePrivateKey | None = None
                  ) -> str:
+    await reg.certificates.on_issued(issued_data(member, serial, key=key))
+    return serial
+
+
+def issued_data(member: Member, serial: str, *, key: ec.EllipticCurvePrivateKey | None = None) -> dict[str, Any]:
     pem, _ = self_signed("www.example.org", serial=int(serial, 16), key=key)
     now = datetime.now(UTC)
-    await reg.certificates.on_issued({
+    return {
         "request_id": f"r-{serial}", "member_id": member.id, "serial": serial, "issuer": "class1", "cert_class": 1,
-        "profile": "server", "subject": "CN=www.example.org", "dns_names": ["www.example.org"], "emails": [],
+        "profile": "server", "subject": "CN=www.example.org", "dns_names": ["www.example.org"], "ip_addresses": [],
+        "emails": [],
         "not_before": isoformat(now), "not_after": isoformat(now + timedelta(days=90)),
         "fingerprint_sha256": "0" * 64, "certificate_pem": pem, "chain_pem": "", "trust_anchors": ["class1"],
-        "issued_at": isoformat(now)})
-    return serial
+        "issued_at": isoformat(now)}
 
 
 def revoke_requests(reg: Registration) -> list[CloudEvent]:
@@ -298,17 +305,41 @@ async def test_acme_revoke_right_after_download_waits_for_the_certificate_record
         reg: Registration) -> None:
     """Found by the chaos run: an ACME client revoked right after downloading, and registration read the ACME
     service's revocation before the signer's `cert.issued` (another topic): it refused the revocation for good
-    ("not a certificate of this member") and the certificate stayed valid. Now the revocation waits (the consumer
-    retries it) until the certificate is recorded, then revokes it."""
+    ("not a certificate of this member") and the certificate stayed valid. Now the revocation is kept until the
+    certificate is recorded, then revokes it."""
     ada, _ = await ada_with_binding(reg)
-    with pytest.raises(TransientError):
-        await reg.acme.on_revocation_requested(revocation(ada.id, "5ec3"))
+    serial = "5ec3"
+    for _ in range(2):  # a redelivery keeps it once
+        await reg.acme.on_revocation_requested(revocation(ada.id, serial))
     assert revoke_requests(reg) == [] and not [a for a in reg.store.audit if a["action"] == "revocation.refused"]
-    serial = await issued(reg, ada, "5ec3")  # cert.issued arrives; the consumer retries the revocation
-    await reg.acme.on_revocation_requested(revocation(ada.id, serial))
+    assert [w["serial"] for w in await reg.store.waiting_acme_revocations(None)] == [serial]
+    await reg.outcomes.issued(make_event("cert.issued", issued_data(ada, serial), source="signer"))
     [event] = revoke_requests(reg)
     assert event.data["serial"] == serial and reg.store.collections["certificates"][serial]["status"] == (
         "revocation_requested")
+    assert await reg.store.waiting_acme_revocations(None) == []
+
+
+async def test_registration_consumer_stall_an_acme_revocation_waiting_for_its_certificate_holds_up_no_event(
+        reg: Registration) -> None:
+    """Found by the chaos long run (issue 23): the revocation used to wait by failing its event as transient, so
+    the consumer retried it in place for up to ten minutes, and every topic registration reads waited behind it,
+    `cert` too: the `cert.issued` it waited for could not arrive, and the whole member flow stood still. It now
+    returns at once; the sweep handles it once the certificate is recorded by any path, or refuses it once it
+    has waited long enough."""
+    ada, _ = await ada_with_binding(reg)
+    await reg.acme.on_revocation_requested(revocation(ada.id, "5ec5"))  # returns: nothing raised, nothing held
+    await reg.acme.on_revocation_requested(revocation(ada.id, "5ec6", request_id="revoke-2"))
+    assert await reg.acme.retry_waiting() == 0  # neither recorded, neither waited long enough
+    await issued(reg, ada, "5ec5")  # recorded without the outcome handler (it came between look and keeping)
+    assert await reg.acme.retry_waiting() == 1
+    [event] = revoke_requests(reg)
+    assert event.data["serial"] == "5ec5"
+    late = Registration(store=reg.store, now=NOW + CERTIFICATE_RECORD_WAIT)
+    assert await late.acme.retry_waiting() == 1
+    [refusal] = [a for a in reg.store.audit if a["action"] == "revocation.refused"]
+    assert refusal["subject"] == "5ec6" and refusal["details"]["refusal"] == "not a certificate of this member"
+    assert await reg.store.waiting_acme_revocations(None) == []
 
 
 async def test_an_account_cannot_revoke_another_members_certificate(reg: Registration) -> None:
