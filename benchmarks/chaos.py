@@ -45,6 +45,7 @@ import functools
 import json
 import random
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -1130,6 +1131,10 @@ def table(report: dict[str, Any]) -> str:
     return "\n".join(["| what | count |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.chaos", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=None, help="replays a run (default: a random one, printed)")
@@ -1159,6 +1164,9 @@ def main(argv: list[str] | None = None) -> int:
                       perspectives=args.perspectives, max_in_flight=args.max_in_flight,
                       min_faults=args.min_faults, work=args.work, keep=args.keep,
                       cold_restart=not args.no_cold_restart, acme_every=args.acme_every)
+    # SIGTERM (`kill`, `pkill`) ends the run as Ctrl-C does, so `run` stops the nine processes it started
+    # (killed by SIGTERM's default action instead, the harness left them running, loading the machine).
+    signal.signal(signal.SIGTERM, _interrupt)
     report = asyncio.run(run(options, say=lambda s: print(s, file=sys.stderr, flush=True)))
     text = json.dumps(report, indent=2, default=str)
     if args.out:
