@@ -342,6 +342,29 @@ async def test_registration_consumer_stall_an_acme_revocation_waiting_for_its_ce
     assert await reg.store.waiting_acme_revocations(None) == []
 
 
+async def test_acme_revoke_while_cert_issued_is_being_recorded_waits_instead_of_refusing(reg: Registration) -> None:
+    """Found by the chaos long run (issue 23, three flows): registration looked for the member's certificate, then
+    for anyone's; a `cert.issued` recorded between the two reads made a revocation that should have waited
+    "not a certificate of this member", refused for good. One read decides now."""
+    ada, _ = await ada_with_binding(reg)
+    serial = "5ec7"
+    real = reg.store.certificate
+
+    async def recorded_meanwhile(wanted: str, member_id: str | None) -> dict[str, Any] | None:
+        found = await real(wanted, member_id)
+        if wanted == serial and serial not in reg.store.collections["certificates"]:
+            await issued(reg, ada, serial)  # cert.issued is recorded right after the first read
+        return found
+
+    reg.store.certificate = recorded_meanwhile  # type: ignore[method-assign,assignment]
+    await reg.acme.on_revocation_requested(revocation(ada.id, serial))
+    reg.store.certificate = real  # type: ignore[method-assign]
+    await reg.acme.retry_waiting()
+    assert not [a for a in reg.store.audit if a["action"] == "revocation.refused"]
+    [event] = revoke_requests(reg)
+    assert event.data["serial"] == serial
+
+
 async def test_an_account_cannot_revoke_another_members_certificate(reg: Registration) -> None:
     ada, _ = await ada_with_binding(reg)
     bob = await reg.member("bob@example.org", name="Bob Builder")
