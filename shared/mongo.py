@@ -57,8 +57,8 @@ class CommandCount(monitoring.CommandListener):
 
 class DocumentWriters:
     """One lock per document being written (by collection and `_id`), dropped when nobody holds or
-    waits for it. A write whose filter names no single `_id` (a claim such as "the oldest queued
-    mail") is serialised with the collection's other such writes."""
+    waits for it. A write whose filter names no single `_id` is serialised with the collection's other
+    such writes."""
 
     def __init__(self) -> None:
         self._locks: dict[tuple[str, Any], tuple[asyncio.Lock, int]] = {}
@@ -83,14 +83,7 @@ class DocumentWriters:
         return len(self._locks)
 
 
-class _AnyDocument:
-    """The lock key of a write that names no single document."""
-
-    def __repr__(self) -> str:
-        return "<any document>"
-
-
-ANY_DOCUMENT = _AnyDocument()
+ANY_DOCUMENT = object()  # the lock key of a write that names no single document
 
 
 def _single_id(filter: Mapping[str, Any]) -> Any:

@@ -112,9 +112,12 @@ class OutgoingMail:
                    lease=doc.get("lease"), last_error=doc.get("last_error"), sealed=doc.get("sealed"))
 
 
-def _claimable(now: datetime) -> dict[str, Any]:
-    return {"$or": [{"state": MailState.PENDING.value, "next_attempt_at": {"$lte": now}},
-                    {"state": MailState.SENDING.value, "lease_until": {"$lte": now}}]}
+def _due(now: datetime) -> dict[str, Any]:
+    return {"state": MailState.PENDING.value, "next_attempt_at": {"$lte": now}}
+
+
+def _lease_over(now: datetime) -> dict[str, Any]:
+    return {"state": MailState.SENDING.value, "lease_until": {"$lte": now}}
 
 
 class MailQueue:
@@ -134,7 +137,7 @@ class MailQueue:
         for refilled in (False, True):
             while self._due:
                 doc = await self.collection.find_one_and_update(
-                    {"_id": self._due.popleft(), **_claimable(now)},
+                    {"_id": self._due.popleft(), "$or": [_due(now), _lease_over(now)]},
                     {"$set": {"state": MailState.SENDING.value, "lease": secrets.token_hex(8),
                               "lease_until": now + lease_for}},
                     return_document=ReturnDocument.AFTER,  # no projection: FerretDB v1's findAndModify lacks it
@@ -148,11 +151,10 @@ class MailQueue:
 
     async def _due_ids(self, now: datetime) -> list[str]:
         """Up to DUE_BATCH ids of claimable mails: leases that ran out first, then the longest due."""
-        expired = [d["_id"] async for d in self.collection.find(
-            {"state": MailState.SENDING.value, "lease_until": {"$lte": now}}, {"_id": 1}).limit(DUE_BATCH)]
+        expired = [d["_id"] async for d in self.collection.find(_lease_over(now), {"_id": 1}).limit(DUE_BATCH)]
         due = [d["_id"] async for d in self.collection.find(
-            {"state": MailState.PENDING.value, "next_attempt_at": {"$lte": now}}, {"_id": 1},
-            sort=[("next_attempt_at", ASCENDING)]).limit(DUE_BATCH - len(expired))] if len(expired) < DUE_BATCH else []
+            _due(now), {"_id": 1}, sort=[("next_attempt_at", ASCENDING)]).limit(DUE_BATCH - len(expired))
+               ] if len(expired) < DUE_BATCH else []
         return expired + due
 
     async def _finish(self, mail: OutgoingMail, changes: dict[str, Any], event: CloudEvent) -> bool:

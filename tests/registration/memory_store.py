@@ -374,8 +374,7 @@ class MemoryStore:
         return True
 
     async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
-        return self._all("acme_revocations_waiting") if serial is None else self._all("acme_revocations_waiting",
-                                                                                          serial=serial)
+        return self._all("acme_revocations_waiting", **({} if serial is None else {"serial": serial}))
 
     async def drop_acme_revocation(self, request_id: str) -> None:
         self.collections["acme_revocations_waiting"].pop(request_id, None)
