@@ -188,6 +188,8 @@ class AuditLog:
         self._max_attempts = max_attempts
         self._head: tuple[int, str] | None = None
         self._contended_until = 0.0  # monotonic time until which this writer shares its head
+        self._queued: list[tuple[Pending, asyncio.Future[Document]]] = []  # waiting for the next group commit
+        self._committer: asyncio.Task[None] | None = None
 
     async def _current_head(self, *, follow: bool) -> tuple[int, str]:
         """The last entry's (seq, hash) as far as this writer knows; `follow` catches up with other writers.
@@ -246,9 +248,37 @@ class AuditLog:
 
     async def append(self, *, actor: str, action: str, subject: str,
                      details: Mapping[str, Any] | None = None) -> Document:
-        """Append one entry and return it (as stored)."""
-        (entry,) = await self.append_many([Pending(str(actor), action, str(subject), _plain(details))])
-        return entry
+        """Append one entry and return it (as stored), once it is stored.
+
+        Group commit: entries appended while an insert is running wait for it to end and then go in together,
+        one insert for all of them (issue 21: two request handlers at once cost one audit insert, not two).
+        An error of that insert is every waiting caller's error.
+        """
+        done: asyncio.Future[Document] = asyncio.get_running_loop().create_future()
+        self._queued.append((Pending(str(actor), action, str(subject), _plain(details)), done))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued(), name="audit-group-commit")
+        return await done
+
+    async def _commit_queued(self) -> None:
+        """Append what is queued, as one block, until nothing is."""
+        while self._queued:
+            group, self._queued = self._queued, []
+            try:
+                stored = await self.append_many([item for item, _ in group])
+            except asyncio.CancelledError:
+                for _, done in group + self._queued:
+                    done.cancel()
+                self._queued = []
+                raise
+            except Exception as exc:  # every caller waiting on this group gets the insert's error
+                for _, done in group:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), entry in zip(group, stored, strict=True):
+                if not done.done():
+                    done.set_result(entry)
 
     async def append_many(self, pending: Iterable[Pending]) -> list[Document]:
         """Append several entries as one contiguous block (one insert round trip when uncontended)."""

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from prometheus_client import Counter
-from pymongo import AsyncMongoClient, IndexModel, monitoring
+from pymongo import AsyncMongoClient, IndexModel, UpdateOne, monitoring
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import AutoReconnect, DuplicateKeyError
@@ -79,6 +79,16 @@ class DocumentWriters:
             else:
                 self._locks[key] = (lock, users - 1)
 
+    @asynccontextmanager
+    async def each_of(self, collection: str, filters: Sequence[Mapping[str, Any]]) -> AsyncIterator[None]:
+        """The locks of several documents at once, taken in one fixed order (so two writers of
+        overlapping sets never wait for each other in a circle)."""
+        keys = {_lock_order(_single_id(f)): f for f in filters}
+        async with AsyncExitStack() as held:
+            for key in sorted(keys):
+                await held.enter_async_context(self.one_at_a_time(collection, keys[key]))
+            yield
+
     def __len__(self) -> int:
         return len(self._locks)
 
@@ -89,6 +99,10 @@ ANY_DOCUMENT = object()  # the lock key of a write that names no single document
 def _single_id(filter: Mapping[str, Any]) -> Any:
     value = filter.get("_id", ANY_DOCUMENT)
     return value if isinstance(value, str | int | bytes) else ANY_DOCUMENT
+
+
+def _lock_order(document_id: Any) -> tuple[str, str]:
+    return ("", "") if document_id is ANY_DOCUMENT else (type(document_id).__name__, repr(document_id))
 
 
 class OneWriterCollection(AsyncCollection[Document]):
@@ -171,6 +185,21 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequ
                 if attempt == 3:
                     raise
                 await asyncio.sleep(0.5 * attempt)
+
+
+async def update_each(collection: AsyncCollection[Document],
+                      changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], *, upsert: bool = False) -> None:
+    """Several single-document updates (filter, update) in one command (an unordered `bulk_write`): one
+    round trip for a batch of events. On a `OneWriterDatabase` every document's lock is held meanwhile."""
+    if not changes:
+        return
+    operations = [UpdateOne(dict(f), dict(u), upsert=upsert) for f, u in changes]
+    writers: DocumentWriters | None = getattr(collection, "writers", None)
+    if writers is None:
+        await collection.bulk_write(operations, ordered=False)
+        return
+    async with writers.each_of(collection.name, [f for f, _ in changes]):
+        await collection.bulk_write(operations, ordered=False)
 
 
 async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:

@@ -20,7 +20,7 @@ blocked as by a proof of possession (compromised_keys.py). Then the usual signed
 `cert.revoke_requested` (certificates.py), `requested_by` `acme:<account id>`, its `ce_id` from the ACME
 request id, so a redelivery queues nothing new. A refusal is logged and audited, nothing is published.
 A revocation of a serial not recorded here yet (its `cert.issued`, on another topic, is still on the way) is
-kept (`acme_revocations_waiting`) and handled when the certificate is recorded (`on_certificate_recorded`),
+kept (`acme_revocations_waiting`) and handled when the certificate is recorded (`on_certificates_recorded`),
 or by the sweep (`retry_waiting`): refused once it has waited CERTIFICATE_RECORD_WAIT. It never holds up the
 consumer: retrying it in place held up every topic registration reads, `cert` included, so the certificate
 it waited for could not arrive (the chaos long run, issue 23).
@@ -152,9 +152,9 @@ class AcmeRequests:
         if proof == "certificate_key" and reason == "key_compromise" and doc.get("certificate_pem"):
             await self._compromised_keys.report_certificate_key(str(doc["certificate_pem"]))
 
-    async def on_certificate_recorded(self, serial: str) -> None:
-        """`cert.issued` recorded `serial`: handle the ACME revocations that waited for it."""
-        for waiting in await self._store.waiting_acme_revocations(serial):
+    async def on_certificates_recorded(self, serials: Sequence[str]) -> None:
+        """`cert.issued` recorded these serials: handle the ACME revocations that waited for them (one read)."""
+        for waiting in await self._store.waiting_acme_revocations(serials):
             await self._handle_waiting(waiting)
 
     async def retry_waiting(self) -> int:

@@ -9,6 +9,7 @@ chain as a PKCS#7 bundle; they may ask to revoke their own certificates
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,9 @@ FORMATS = {
     "der": ("application/pkix-cert", "cer"),
     "p7b": ("application/pkcs7-mime", "p7b"),
 }
+ISSUED_FIELDS = ("member_id", "request_id", "issuer", "cert_class", "profile", "subject", "dns_names", "emails",
+                 "fingerprint_sha256", "certificate_pem", "chain_pem", "trust_anchors")
+"""The fields of `cert.issued` kept as they are (with its times parsed, and `status`)."""
 REVOCATION_REASONS = (
     "unspecified",
     "key_compromise",
@@ -76,30 +80,9 @@ class Certificates:
         self._ctx = context
         self._store = context.store
 
-    async def on_issued(self, data: dict[str, Any]) -> None:
-        fields = {
-            k: data.get(k)
-            for k in (
-                "member_id",
-                "request_id",
-                "issuer",
-                "cert_class",
-                "profile",
-                "subject",
-                "dns_names",
-                "emails",
-                "fingerprint_sha256",
-                "certificate_pem",
-                "chain_pem",
-                "trust_anchors",
-            )
-        }
-        fields.update(
-            not_before=_parse_time(data["not_before"]),
-            not_after=_parse_time(data["not_after"]),
-            issued_at=_parse_time(data["issued_at"]),
-        )
-        await self._store.record_certificate(data["serial"], {**fields, "status": "valid"})
+    async def on_issued(self, issued: Sequence[dict[str, Any]]) -> None:
+        """Record the certificates of `cert.issued` events (a batch of them: one write)."""
+        await self._store.record_certificates([(data["serial"], _certificate_fields(data)) for data in issued])
 
     async def on_revoked(self, data: dict[str, Any]) -> None:
         await self._store.record_revoked(data["serial"], _parse_time(data["revoked_at"]), data["reason"])
@@ -170,3 +153,15 @@ class Certificates:
              **(fields or {})},
             event,
         )
+
+
+def _certificate_fields(data: dict[str, Any]) -> Document:
+    """What registration keeps of a `cert.issued` event."""
+    fields: Document = {k: data.get(k) for k in ISSUED_FIELDS}
+    fields.update(
+        not_before=_parse_time(data["not_before"]),
+        not_after=_parse_time(data["not_after"]),
+        issued_at=_parse_time(data["issued_at"]),
+        status="valid",
+    )
+    return fields

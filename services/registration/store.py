@@ -45,7 +45,7 @@ from shared.audit import AuditLog
 from shared.domain_methods import current_request_order
 from shared.events import CloudEvent
 from shared.logging import get_logger
-from shared.mongo import insert_once
+from shared.mongo import insert_once, update_each
 from shared.outbox import Outbox
 
 Document = dict[str, Any]
@@ -159,7 +159,8 @@ class RegistrationStore(Protocol):
     async def request(self, request_id: str, member_id: str) -> Document | None: ...
     async def requests_of(self, member_id: str) -> list[Document]:
         """A member's requests, without their CSR PEM."""
-    async def record_issued(self, request_id: str, serial: str, now: datetime) -> None: ...
+    async def record_issued(self, issued: Sequence[tuple[str, str]], now: datetime) -> None:
+        """Mark requests issued, each (request id, serial), in one write."""
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
         """Mark an approved request failed; a request in any other status stays as it is."""
     async def request_by_id(self, request_id: str) -> Document | None:
@@ -167,8 +168,9 @@ class RegistrationStore(Protocol):
     async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
                                         event: CloudEvent) -> bool:
         """Set `fields` and queue `event` if the request still matches `expect`; False otherwise."""
-    async def record_certificate(self, serial: str, fields: Document) -> None:
-        """Store an issued certificate once; a second record of the same serial changes nothing."""
+    async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
+        """Store issued certificates, each (serial, fields), in one write: each once; a second record of the
+        same serial changes nothing."""
     async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None: ...
     async def certificate(self, serial: str, member_id: str | None) -> Document | None:
         """The certificate with this serial (of this member, unless `member_id` is None)."""
@@ -193,8 +195,8 @@ class RegistrationStore(Protocol):
     # ACME revocations of serials not recorded yet (`_id` = the ACME request id, acme_requests.py)
     async def park_acme_revocation(self, doc: Document) -> bool:
         """Keep a revocation until its certificate is recorded; False when it is kept already."""
-    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
-        """The revocations kept for `serial` (every one kept, when None)."""
+    async def waiting_acme_revocations(self, serials: Sequence[str] | None) -> list[Document]:
+        """The revocations kept for these serials (every one kept, when None)."""
     async def drop_acme_revocation(self, request_id: str) -> None: ...
 
     # the audit log
@@ -457,10 +459,11 @@ class MongoRegistrationStore:
     async def requests_of(self, member_id: str) -> list[Document]:
         return await self._requests.find({"member_id": member_id}, {**HIDDEN, "csr_pem": 0}).to_list()
 
-    async def record_issued(self, request_id: str, serial: str, now: datetime) -> None:
-        await self._requests.update_one(
-            {"_id": request_id}, {"$set": {"status": "issued", "serial": serial, "updated_at": now}}
-        )
+    async def record_issued(self, issued: Sequence[tuple[str, str]], now: datetime) -> None:
+        await update_each(self._requests, [
+            ({"_id": request_id}, {"$set": {"status": "issued", "serial": serial, "updated_at": now}})
+            for request_id, serial in dict(issued).items()
+        ])
 
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
         await self._requests.update_one(
@@ -482,8 +485,10 @@ class MongoRegistrationStore:
         await self._announce(self._requests, request_id, written)
         return True
 
-    async def record_certificate(self, serial: str, fields: Document) -> None:
-        await self._certificates.update_one({"_id": serial}, {"$setOnInsert": fields}, upsert=True)
+    async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
+        once = dict(certificates)  # a redelivered event twice in one batch: one upsert
+        await update_each(self._certificates, [({"_id": serial}, {"$setOnInsert": fields})
+                                                for serial, fields in once.items()], upsert=True)
 
     async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None:
         await self._certificates.update_one(
@@ -549,8 +554,9 @@ class MongoRegistrationStore:
     async def park_acme_revocation(self, doc: Document) -> bool:
         return await insert_once(self._acme_revocations_waiting, doc)
 
-    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
-        return await self._acme_revocations_waiting.find({} if serial is None else {"serial": serial}).to_list()
+    async def waiting_acme_revocations(self, serials: Sequence[str] | None) -> list[Document]:
+        query: Document = {} if serials is None else {"serial": {"$in": list(serials)}}
+        return await self._acme_revocations_waiting.find(query).to_list()
 
     async def drop_acme_revocation(self, request_id: str) -> None:
         await self._acme_revocations_waiting.delete_one({"_id": request_id})

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from prometheus_client import REGISTRY
+
 from shared.config import MongoSettings
-from shared.mongo import OneWriterDatabase, connect
+from shared.mongo import OneWriterDatabase, connect, update_each
 
 DOCUMENTS = 200
 
@@ -40,6 +42,39 @@ async def test_confirm_and_outbox_pull_of_one_member_at_once_lose_no_update(mong
         stored = {d["_id"]: d async for d in docs.find({})}
         assert [i for i, d in stored.items() if not d["emails"]["e1"]["verified"]] == []
         assert {tuple(e["id"] for e in d["_outbox"]) for d in stored.values()} == {("c",)}
+        assert len(db.writers) == 0
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
+
+
+async def test_a_batch_of_updates_is_one_command_and_loses_none_beside_single_writes(
+        mongo_settings: MongoSettings) -> None:
+    """`update_each` (registration's `cert.issued` batches, issue 21) sends one command for the batch, holds each
+    document's lock, and an outbox pull of the same documents at the same time loses neither write."""
+    client, db = connect(mongo_settings, service="one-writer-batch-test")
+    docs = db["requests"]
+
+    def updates_sent() -> float:
+        return REGISTRY.get_sample_value("cacert_mongo_commands_total",
+                                         {"command": "update", "collection": "requests"}) or 0.0
+
+    try:
+        await docs.insert_many([{"_id": f"r{i}", "status": "approved", "_outbox": [{"id": "a"}]}
+                                for i in range(DOCUMENTS)])
+        before = updates_sent()
+        await update_each(docs, [({"_id": f"r{i}"}, {"$set": {"status": "checked"}}) for i in range(10)])
+        assert updates_sent() - before == 1
+        assert await docs.count_documents({"status": "checked"}) == 10
+
+        async with asyncio.timeout(120):
+            await asyncio.gather(
+                update_each(docs, [({"_id": f"r{i}"}, {"$set": {"status": "issued", "serial": f"s{i}"}})
+                                   for i in range(DOCUMENTS)]),
+                *(docs.update_one({"_id": f"r{i}"}, {"$pullAll": {"_outbox": [{"id": "a"}]}})
+                  for i in range(DOCUMENTS)))
+        stored = [d async for d in docs.find({})]
+        assert [d["_id"] for d in stored if d["status"] != "issued" or d["_outbox"]] == []
         assert len(db.writers) == 0
     finally:
         await client.drop_database(db.name)

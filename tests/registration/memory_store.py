@@ -285,10 +285,11 @@ class MemoryStore:
     async def requests_of(self, member_id: str) -> list[Document]:
         return [{k: v for k, v in d.items() if k != "csr_pem"} for d in self._all("requests", member_id=member_id)]
 
-    async def record_issued(self, request_id: str, serial: str, now: datetime) -> None:
-        doc = self.collections["requests"].get(request_id)
-        if doc is not None:
-            doc.update(status="issued", serial=serial, updated_at=now)
+    async def record_issued(self, issued: Sequence[tuple[str, str]], now: datetime) -> None:
+        for request_id, serial in issued:
+            doc = self.collections["requests"].get(request_id)
+            if doc is not None:
+                doc.update(status="issued", serial=serial, updated_at=now)
 
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
         doc = self.collections["requests"].get(request_id)
@@ -308,8 +309,9 @@ class MemoryStore:
         self._queue("requests", request_id, [event])
         return True
 
-    async def record_certificate(self, serial: str, fields: Document) -> None:
-        self.collections["certificates"].setdefault(serial, {"_id": serial, **copy.deepcopy(fields)})
+    async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
+        for serial, fields in certificates:
+            self.collections["certificates"].setdefault(serial, {"_id": serial, **copy.deepcopy(fields)})
 
     async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None:
         doc = self.collections["certificates"].get(serial)
@@ -373,8 +375,9 @@ class MemoryStore:
         self.collections["acme_revocations_waiting"][doc["_id"]] = copy.deepcopy(doc)
         return True
 
-    async def waiting_acme_revocations(self, serial: str | None) -> list[Document]:
-        return self._all("acme_revocations_waiting", **({} if serial is None else {"serial": serial}))
+    async def waiting_acme_revocations(self, serials: Sequence[str] | None) -> list[Document]:
+        waiting = self._all("acme_revocations_waiting")
+        return waiting if serials is None else [w for w in waiting if w["serial"] in serials]
 
     async def drop_acme_revocation(self, request_id: str) -> None:
         self.collections["acme_revocations_waiting"].pop(request_id, None)

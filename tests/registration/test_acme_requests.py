@@ -266,7 +266,7 @@ async def test_the_member_api_still_answers_its_limits_with_429_and_its_refusals
 
 async def issued(reg: Registration, member: Member, serial: str, *, key: ec.EllipticCurvePrivateKey | None = None
                  ) -> str:
-    await reg.certificates.on_issued(issued_data(member, serial, key=key))
+    await reg.certificates.on_issued([issued_data(member, serial, key=key)])
     return serial
 
 
@@ -456,3 +456,25 @@ async def test_an_http01_proof_does_not_narrow_a_domain_already_verified_for_its
     assert await reg.domains.verification_methods(ada.id) == {"example.org": "dns_change"}
     await reg.domains.on_verified(acme_verified(ada, "example.org", "acme_dns_01"))
     assert await reg.domains.verification_methods(ada.id) == {"example.org": "acme_dns_01"}
+
+
+async def test_a_batch_of_cert_issued_records_every_certificate_and_request_and_frees_the_revocations_waiting(
+        reg: Registration) -> None:
+    """Registration's `cert.issued` batch handler (issue 21: one write for the certificates, one for the
+    requests and one read of the waiting revocations per batch) does what the one-event handler does for each."""
+    from shared.kafka import Batch
+
+    ada, _ = await ada_with_binding(reg)
+    await reg.acme.on_revocation_requested(revocation(ada.id, "5eb2"))
+    serials = ["5eb1", "5eb2", "5eb3"]
+    for serial in serials:
+        reg.store.collections["requests"][f"r-{serial}"] = {"_id": f"r-{serial}", "member_id": ada.id,
+                                                            "status": "approved"}
+    events = [make_event("cert.issued", issued_data(ada, s), source="signer") for s in [*serials, "5eb1"]]
+    await reg.outcomes.issued_batch(Batch("cert", 0, events, list(range(len(events)))))  # 5eb1 redelivered in it
+
+    assert sorted(reg.store.collections["certificates"]) == serials
+    assert [reg.stored(f"r-{s}")["status"] for s in serials] == ["issued"] * 3
+    assert [reg.stored(f"r-{s}")["serial"] for s in serials] == serials
+    [event] = revoke_requests(reg)
+    assert event.data["serial"] == "5eb2" and await reg.store.waiting_acme_revocations(None) == []

@@ -141,7 +141,7 @@ async def test_the_signers_outcomes_update_the_request_status(reg: Registration)
     issued = await reg.requests.submit(ada, build_csr(emails=[ADA]), "client")
     failed = await reg.requests.submit(ada, build_csr(emails=[ADA]), "client")
 
-    await reg.requests.on_issued({"request_id": issued["id"], "serial": "0a1b"})
+    await reg.requests.on_issued([{"request_id": issued["id"], "serial": "0a1b"}])
     await reg.requests.on_signer_rejected({"request_id": failed["id"], "reason": "lint", "details": ["bad SAN"]})
     # A late rejection of an issued request changes nothing.
     await reg.requests.on_signer_rejected({"request_id": issued["id"], "reason": "late"})

@@ -164,3 +164,35 @@ async def test_a_lone_writer_appends_without_reading_the_chain(mongo_settings: M
     finally:
         await client.drop_database(str(mongo_settings.database))
         await client.close()
+
+
+async def test_appends_made_at_once_go_in_together_in_order_and_chained(mongo_settings: MongoSettings) -> None:
+    """Group commit (issue 21): 40 appends made while an insert runs take a few inserts, not 40, and every caller
+    gets its own entry back."""
+    from pymongo import AsyncMongoClient, monitoring
+
+    inserts: list[int] = []
+
+    class Recorder(monitoring.CommandListener):
+        def started(self, event: monitoring.CommandStartedEvent) -> None:
+            if event.command_name == "insert":
+                inserts.append(len(event.command["documents"]))
+
+        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
+
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[Recorder()])
+    db = client[str(mongo_settings.database)]
+    try:
+        log = AuditLog(db)  # type: ignore[arg-type]
+        entries = await asyncio.gather(*(log.append(actor="a", action="test.append", subject=str(n))
+                                         for n in range(40)))
+        assert [e["subject"] for e in entries] == [str(n) for n in range(40)]  # each caller its own entry
+        assert sorted(e["seq"] for e in entries) == list(range(1, 41))
+        assert sum(inserts) == 40 and len(inserts) <= 3, inserts  # the first alone, the rest together
+        verification = await log.verify()
+        assert verification.ok and verification.entries == 40
+    finally:
+        await client.drop_database(str(mongo_settings.database))
+        await client.close()

@@ -73,3 +73,37 @@ def test_an_insert_refused_after_it_was_made_is_kept_once_and_the_chain_goes_on(
         assert (await log.verify()).ok
 
     asyncio.run(scenario())
+
+
+class FailingCollection(Collection):
+    def __init__(self) -> None:
+        super().__init__()
+        self.down = True
+
+    async def insert_one(self, doc: Document) -> None:
+        if self.down:
+            raise ConnectionError("the database went away")
+        await super().insert_one(doc)
+
+    async def insert_many(self, docs: list[Document], ordered: bool = True) -> None:
+        if self.down:
+            raise ConnectionError("the database went away")
+        for doc in docs:
+            await super().insert_one(doc)
+
+
+def test_an_insert_error_reaches_every_caller_of_its_group_and_the_next_append_is_tried_afresh() -> None:
+    async def scenario() -> None:
+        db = Database()
+        collection = db["audit"] = FailingCollection()
+        log = AuditLog(db)  # type: ignore[arg-type]
+        results = await asyncio.gather(*(log.append(actor="a", action="test.append", subject=str(n))
+                                         for n in range(5)), return_exceptions=True)
+        assert all(isinstance(r, ConnectionError) for r in results), results
+        collection.down = False
+        entries = await asyncio.gather(*(log.append(actor="a", action="test.append", subject=str(n))
+                                         for n in range(3)))
+        assert [(e["seq"], e["subject"]) for e in entries] == [(1, "0"), (2, "1"), (3, "2")]
+        assert (await log.verify()).ok
+
+    asyncio.run(asyncio.wait_for(scenario(), 5))

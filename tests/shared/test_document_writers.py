@@ -61,3 +61,47 @@ async def test_a_failing_write_lets_the_next_one_in() -> None:
         async with writers.one_at_a_time("members", {"_id": "m1"}):
             pass
     assert len(writers) == 0
+
+
+async def test_a_batch_write_holds_every_document_of_it_and_waits_for_each() -> None:
+    writers = DocumentWriters()
+    inside = asyncio.Event()
+    release = asyncio.Event()
+    order: list[str] = []
+
+    async def single(document_id: str) -> None:
+        async with writers.one_at_a_time("requests", {"_id": document_id}):
+            inside.set()
+            await release.wait()
+            order.append(f"single {document_id}")
+
+    async def batch() -> None:
+        await inside.wait()
+        async with writers.each_of("requests", [{"_id": "r2"}, {"_id": "r1"}, {"_id": "r2"}]):
+            order.append("batch")
+
+    async def let_go() -> None:
+        await inside.wait()
+        await asyncio.sleep(0.05)
+        order.append("released")
+        release.set()
+
+    async with asyncio.timeout(2):
+        await asyncio.gather(single("r1"), batch(), let_go())
+    assert order == ["released", "single r1", "batch"]  # the batch waited for r1's writer; r2 named twice is fine
+    assert len(writers) == 0
+
+
+async def test_two_batches_of_overlapping_documents_in_any_order_never_wait_for_each_other_for_ever() -> None:
+    writers = DocumentWriters()
+    done: list[int] = []
+
+    async def batch(n: int, ids: list[str]) -> None:
+        async with writers.each_of("requests", [{"_id": i} for i in ids]):
+            await asyncio.sleep(0)
+            done.append(n)
+
+    async with asyncio.timeout(2):
+        await asyncio.gather(*(batch(n, ["a", "b", "c"] if n % 2 else ["c", "b", "a"]) for n in range(20)))
+    assert sorted(done) == list(range(20))
+    assert len(writers) == 0
