@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from pymongo import AsyncMongoClient, monitoring
 
 from shared.audit import AuditLog, Pending, entry_hash, entry_key
 from shared.config import KafkaSettings, MongoSettings
@@ -18,6 +19,23 @@ from tests.registration.csrs import build_csr
 from tests.registration.harness import running
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("topics")]
+
+
+class Recorder(monitoring.CommandListener):
+    """The commands a client sent, by name, and how many documents each insert carried."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.inserted: list[int] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.names.append(event.command_name)
+        if event.command_name == "insert":
+            self.inserted.append(len(event.command["documents"]))
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
 
 
 def verify_cli(mongo: MongoSettings) -> subprocess.CompletedProcess[str]:
@@ -125,19 +143,9 @@ async def test_domain_verify_audits_a_verified_domain(
 
 async def test_a_lone_writer_appends_without_reading_the_chain(mongo_settings: MongoSettings) -> None:
     """Appends stay cheap: a writer that loses no race only inserts; one that lost follows in O(log k) lookups."""
-    from pymongo import AsyncMongoClient, monitoring
-
-    commands: list[str] = []
-
-    class Recorder(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            commands.append(event.command_name)
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
-
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[Recorder()])
+    recorder = Recorder()
+    commands = recorder.names
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[recorder])
     db = client[str(mongo_settings.database)]
     try:
         log = AuditLog(db)  # type: ignore[arg-type]
@@ -169,20 +177,8 @@ async def test_a_lone_writer_appends_without_reading_the_chain(mongo_settings: M
 async def test_appends_made_at_once_go_in_together_in_order_and_chained(mongo_settings: MongoSettings) -> None:
     """Group commit (issue 21): 40 appends made while an insert runs take a few inserts, not 40, and every caller
     gets its own entry back."""
-    from pymongo import AsyncMongoClient, monitoring
-
-    inserts: list[int] = []
-
-    class Recorder(monitoring.CommandListener):
-        def started(self, event: monitoring.CommandStartedEvent) -> None:
-            if event.command_name == "insert":
-                inserts.append(len(event.command["documents"]))
-
-        def succeeded(self, event: monitoring.CommandSucceededEvent) -> None: ...
-
-        def failed(self, event: monitoring.CommandFailedEvent) -> None: ...
-
-    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[Recorder()])
+    recorder = Recorder()
+    client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(mongo_settings.url, event_listeners=[recorder])
     db = client[str(mongo_settings.database)]
     try:
         log = AuditLog(db)  # type: ignore[arg-type]
@@ -190,6 +186,7 @@ async def test_appends_made_at_once_go_in_together_in_order_and_chained(mongo_se
                                          for n in range(40)))
         assert [e["subject"] for e in entries] == [str(n) for n in range(40)]  # each caller its own entry
         assert sorted(e["seq"] for e in entries) == list(range(1, 41))
+        inserts = recorder.inserted
         assert sum(inserts) == 40 and len(inserts) <= 3, inserts  # the first alone, the rest together
         verification = await log.verify()
         assert verification.ok and verification.entries == 40
