@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager, nullcontext
 from typing import Any
 
 from prometheus_client import Counter
@@ -195,10 +195,8 @@ async def update_each(collection: AsyncCollection[Document],
         return
     operations = [UpdateOne(dict(f), dict(u), upsert=upsert) for f, u in changes]
     writers: DocumentWriters | None = getattr(collection, "writers", None)
-    if writers is None:
-        await collection.bulk_write(operations, ordered=False)
-        return
-    async with writers.each_of(collection.name, [f for f, _ in changes]):
+    held = writers.each_of(collection.name, [f for f, _ in changes]) if writers is not None else nullcontext()
+    async with held:
         await collection.bulk_write(operations, ordered=False)
 
 
