@@ -171,13 +171,11 @@ class ConsumerRunner:
         producer: EventProducer,
         retry: RetryPolicy | None = None,
         max_batch: int = 200,
-        fetch_min_bytes: int = 1,
-        fetch_max_wait_ms: int = 200,
         max_in_flight: int = 1,
     ) -> None:
-        """`fetch_min_bytes` > 1 lets the broker gather a fuller batch (up to `fetch_max_wait_ms`)
-        instead of answering every fetch with the one or two records that just arrived: for a
-        busy consumer that is far fewer requests for the broker and fewer, larger batches here.
+        """A fetch returns as soon as one record is there (fetch_min_bytes 1): nothing waits for a
+        fuller batch below saturation, and under load the records that arrived while the last
+        batch was handled come together anyway.
 
         `max_in_flight` > 1 handles up to that many fetches at once: for `ordered=False`
         subscriptions a pipeline (one fetch is being stored while the next is computed), for
@@ -214,8 +212,8 @@ class ConsumerRunner:
             max_poll_interval_ms=600000,
             session_timeout_ms=15000,
             heartbeat_interval_ms=3000,
-            fetch_min_bytes=fetch_min_bytes,
-            fetch_max_wait_ms=fetch_max_wait_ms,
+            fetch_min_bytes=1,
+            fetch_max_wait_ms=200,
         )
         self._consumer.subscribe(list(self._routes), listener=_Rebalance(group_id, list(self._routes), self._drain))
         self._stopping = asyncio.Event()
