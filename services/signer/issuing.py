@@ -39,6 +39,7 @@ from services.signer.store import CertificateStore, spki_of_der
 from shared import outbox
 from shared.approvals import UNAUTHENTICATED, ApprovalVerifier
 from shared.audit import AuditLog, Pending
+from shared.concurrency import at_once
 from shared.events import CloudEvent, deterministic_event_id, isoformat, make_event, utcnow
 from shared.kafka import Batch, EventProducer, PermanentError, TransientError
 from shared.key_compromise import csr_spki_sha256
@@ -214,18 +215,14 @@ class CertificateIssuer:
                 ]
             stored = [d for d in outcomes if d["_id"] not in raced]
             monitoring.count_answers(stored)
-            collisions = await self._store.insert_new(
-                self._store.statuses, [_status_of(d) for d in stored if d["kind"] == "issued"]
+            # The statuses and the audit entries are independent: one round trip's wait (issue 21).
+            collisions, _ = await at_once(
+                self._store.insert_new(self._store.statuses, [_status_of(d) for d in stored if d["kind"] == "issued"]),
+                self._audit_issued(stored),
             )
             if collisions:
                 # A serial collision (2^-127): the outcome stands without a status; fail loudly, retry repairs.
                 raise RuntimeError(f"serial collision for {sorted(collisions)}")
-        if self._audit is not None:
-            await self._audit.append_many(
-                Pending("signer", "certificate.issued", d["serial"],
-                        {"request_id": d["_id"], "member_id": d["member_id"], "issuer": d["issuer"],
-                         "profile": d["profile"], "fingerprint_sha256": d["fingerprint_sha256"]})
-                for d in stored if d["kind"] == "issued")
         issued_keys = {d["spki_sha256"] for d in stored if d["kind"] == "issued"}
         with STAGE_SECONDS.labels("publish").time():
             # Asked after the statuses are stored: a key blocked while this pass was signing is seen
@@ -245,6 +242,14 @@ class CertificateIssuer:
                     issuer=doc["issuer"],
                     profile=doc["profile"],
                 )
+
+    async def _audit_issued(self, stored: list[Document]) -> None:
+        if self._audit is not None:
+            await self._audit.append_many(
+                Pending("signer", "certificate.issued", d["serial"],
+                        {"request_id": d["_id"], "member_id": d["member_id"], "issuer": d["issuer"],
+                         "profile": d["profile"], "fingerprint_sha256": d["fingerprint_sha256"]})
+                for d in stored if d["kind"] == "issued")
 
     async def _refuse_unauthenticated(self, refused: list[tuple[CloudEvent, str]]) -> None:
         """`cert.rejected` (unauthenticated_approval) for each, an audit entry and an alert; nothing is
