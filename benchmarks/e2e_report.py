@@ -515,9 +515,10 @@ def remaining_time(report: dict[str, Any]) -> str:
             after_http = round(half["p50_ms"] - half["http_p50_ms"], 1)
             parts.append(
                 f"With {config['replicas']} replica(s) at 50 %: of the {_fmt(half['p50_ms'])} ms median, the HTTP "
-                f"answer (registration: policy checks, the request and its outbox entry stored, `csr.approved` "
-                f"published) took {_fmt(half['http_p50_ms'])} ms and the rest (Kafka to a signer replica, claim, "
-                f"lint, signature, store, `cert.issued` back) {_fmt(after_http)} ms."
+                f"answer (registration: the session, the policy checks, the request and its outbox entry stored, "
+                f"`domain.caa_check_requested` published) took {_fmt(half['http_p50_ms'])} ms and the rest (the CAA "
+                f"answer, registration's approval stored and `csr.approved` published, Kafka to a signer replica, "
+                f"claim, lint, signature, store, `cert.issued` back) {_fmt(after_http)} ms."
             )
         stages = config.get("stage_seconds") or {}
         total = sum(stages.values())
@@ -525,6 +526,19 @@ def remaining_time(report: dict[str, Any]) -> str:
             split = ", ".join(f"{k} {v / total:.0%}" for k, v in sorted(stages.items(), key=lambda kv: -kv[1]))
             parts.append(f"The signer's batch stages over the whole configuration: {split} "
                          f"(mean batch {config.get('mean_batch_size')}).")
+    signer = report["signer_only"]
+    lint_on = _lint_on_run(signer)
+    lint_off = next((r for r in signer["runs"] if not r["lint"]), None)
+    if lint_on and lint_off and lint_on["ratio"] < 0.6:
+        on = lint_on.get("cpu_ms_per_request", {}).get("signing_workers")
+        off = lint_off.get("cpu_ms_per_request", {}).get("signing_workers")
+        if on and off:
+            parts.append(
+                f"Signer alone, lint on: the signing worker spent {_fmt(on)} ms of CPU per certificate against "
+                f"{_fmt(off)} ms with lint off, so pkilint costs about {_fmt(round(on - off, 2))} ms a certificate "
+                f"where bare building and signing costs {1000 / signer['baseline_sign_per_s']:.2f} ms: the lint is "
+                f"the larger part of the worker's work, so lint on reaches {_fmt(lint_on['ratio'])} of bare signing "
+                f"(lint off: {_fmt(lint_off['ratio'])}).")
     return " ".join(parts)
 
 

@@ -49,6 +49,19 @@ def test_a_missed_target_says_where_the_time_goes_per_stage() -> None:
     assert "check_lint_sign 75%, store 25%" in text
 
 
+def test_a_missed_lint_ratio_says_what_the_lint_costs_against_bare_signing() -> None:
+    report = _report("rsa4096", 20, 70, 120, 900, 6.0)
+    report["signer_only"] = {"baseline_sign_per_s": 500.0, "runs": [
+        {"lint": False, "throughput_per_s": 340.0, "ratio": 0.68, "cpu_ms_per_request": {"signing_workers": 2.4}},
+        {"lint": True, "throughput_per_s": 180.0, "ratio": 0.36, "cpu_ms_per_request": {"signing_workers": 6.3}}]}
+    text = e2e_report.remaining_time(report)
+    assert "6.3 ms of CPU per certificate against 2.4 ms with lint off" in text
+    assert "pkilint costs about 3.9 ms" in text and "bare building and signing costs 2.00 ms" in text
+    assert "lint on reaches 0.36 of bare signing (lint off: 0.68)" in text
+    report["signer_only"]["runs"][1]["ratio"] = 0.61  # met: nothing to explain
+    assert "pkilint" not in e2e_report.remaining_time(report)
+
+
 def test_the_readme_table_is_rewritten_between_its_markers_from_the_json(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     import json
