@@ -400,6 +400,11 @@ def _lint_on_run(signer: dict[str, Any]) -> dict[str, Any] | None:
     return next((r for r in signer["runs"] if r["lint"]), None)
 
 
+def _lint_off_run(signer: dict[str, Any]) -> dict[str, Any] | None:
+    """The signer-only run with lint off, if the run had one."""
+    return next((r for r in signer["runs"] if not r["lint"]), None)
+
+
 def _level(config: dict[str, Any], fraction: float) -> dict[str, Any] | None:
     """The open-loop level at `fraction` of saturation, if it was measured."""
     return next((lv for lv in config["levels"] if lv["fraction"] == fraction), None)
@@ -407,7 +412,7 @@ def _level(config: dict[str, Any], fraction: float) -> dict[str, Any] | None:
 
 def where_the_time_goes(report: dict[str, Any]) -> str:
     signer = report["signer_only"]
-    run = next((r for r in signer["runs"] if not r["lint"]), signer["runs"][0])
+    run = _lint_off_run(signer) or signer["runs"][0]
     cpu = run.get("cpu_ms_per_request", {})
     total = sum(cpu.values()) or 1.0
     bare_ms = 1000 / signer["baseline_sign_per_s"]
@@ -528,7 +533,7 @@ def remaining_time(report: dict[str, Any]) -> str:
                          f"(mean batch {config.get('mean_batch_size')}).")
     signer = report["signer_only"]
     lint_on = _lint_on_run(signer)
-    lint_off = next((r for r in signer["runs"] if not r["lint"]), None)
+    lint_off = _lint_off_run(signer)
     if lint_on and lint_off and lint_on["ratio"] < 0.6:
         on = lint_on.get("cpu_ms_per_request", {}).get("signing_workers")
         off = lint_off.get("cpu_ms_per_request", {}).get("signing_workers")

@@ -462,7 +462,7 @@ class MongoRegistrationStore:
     async def record_issued(self, issued: Sequence[tuple[str, str]], now: datetime) -> None:
         await update_each(self._requests, [
             ({"_id": request_id}, {"$set": {"status": "issued", "serial": serial, "updated_at": now}})
-            for request_id, serial in dict(issued).items()
+            for request_id, serial in issued
         ])
 
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
@@ -486,9 +486,8 @@ class MongoRegistrationStore:
         return True
 
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
-        once = dict(certificates)  # a redelivered event twice in one batch: one upsert
         await update_each(self._certificates, [({"_id": serial}, {"$setOnInsert": fields})
-                                                for serial, fields in once.items()], upsert=True)
+                                                for serial, fields in certificates], upsert=True)
 
     async def record_revoked(self, serial: str, revoked_at: datetime, reason: str) -> None:
         await self._certificates.update_one(

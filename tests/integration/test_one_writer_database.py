@@ -79,3 +79,17 @@ async def test_a_batch_of_updates_is_one_command_and_loses_none_beside_single_wr
     finally:
         await client.drop_database(db.name)
         await client.close()
+
+
+async def test_a_batch_naming_one_document_twice_sends_it_once(mongo_settings: MongoSettings) -> None:
+    """A redelivered `cert.issued` twice in one batch: one upsert of that serial (the last), not two racing."""
+    client, db = connect(mongo_settings, service="one-writer-twice-test")
+    docs = db["certificates"]
+    try:
+        changes = [({"_id": "s1"}, {"$setOnInsert": {"n": 1}}), ({"_id": "s2"}, {"$setOnInsert": {"n": 2}}),
+                   ({"_id": "s1"}, {"$setOnInsert": {"n": 3}})]
+        await update_each(docs, changes, upsert=True)
+        assert {d["_id"]: d["n"] async for d in docs.find({})} == {"s1": 3, "s2": 2}
+    finally:
+        await client.drop_database(db.name)
+        await client.close()
