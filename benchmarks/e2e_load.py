@@ -54,6 +54,10 @@ class Watcher:
         self.serials: dict[str, set[str]] = {}
         self.codes: dict[str, list[str]] = {}  # address -> confirmation tokens
         self.domain_requests: dict[str, dict[str, Any]] = {}  # domain -> verification_requested data
+        # request id -> event kind -> when its record was produced (the Kafka CreateTime, on the perf_counter
+        # clock): splits a request's latency into the hops between services (`stages`)
+        self.produced: dict[str, dict[str, float]] = {}
+        self._epoch_offset = time.time() - time.perf_counter()
         self._waiters: dict[str, list[asyncio.Future[float]]] = {}
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -61,6 +65,7 @@ class Watcher:
     async def start(self) -> None:
         self._consumer = AIOKafkaConsumer(
             self._topics.of("cert"),
+            self._topics.of("csr"),
             self._topics.of("domain"),
             self._topics.of("mail.commands"),
             bootstrap_servers=self._bootstrap,
@@ -93,11 +98,13 @@ class Watcher:
                         event = CloudEvent.from_kafka(record.key, record.value, record.headers)
                     except Exception:  # noqa: S112 - not ours to judge; the services dead-letter it
                         continue
-                    self._handle(event, now)
+                    self._handle(event, now, record.timestamp / 1000 - self._epoch_offset)
 
-    def _handle(self, event: CloudEvent, now: float) -> None:
+    def _handle(self, event: CloudEvent, now: float, produced: float) -> None:
         kind = event.type.removeprefix("org.cacert.").rsplit(".", 1)[0]
         data = event.data
+        if kind in STAGE_EVENTS and isinstance(data.get("request_id"), str):
+            self.produced.setdefault(data["request_id"], {}).setdefault(kind, produced)
         if kind in ("cert.issued", "cert.rejected"):
             request_id = data.get("request_id")
             if not request_id:
@@ -140,6 +147,31 @@ class Watcher:
                 return value
             await asyncio.sleep(0.05)
         raise RuntimeError(f"timed out waiting for {what}")
+
+
+# The events that mark a request's way through the system, in order (see `stages`).
+STAGE_EVENTS = ("domain.caa_check_requested", "domain.caa_checked", "csr.approved", "cert.issued")
+# Each stage: its name, the event that ends it, and what it covers. The first starts at the scheduled send,
+# the last ends when the load generator reads `cert.issued`. Kafka's CreateTime has millisecond resolution.
+STAGES = (
+    ("request", "domain.caa_check_requested",
+     "registration answers the POST: session, policy checks, request and outbox stored, CAA check sent"),
+    ("caa_answer", "domain.caa_checked", "Kafka to the stand-in for domain_verify and its answer"),
+    ("approval", "csr.approved", "Kafka to registration, the verdict stored, the approval signed and sent"),
+    ("signer", "cert.issued", "Kafka to a signer replica: claim, re-check, lint, sign, store, send"),
+    ("delivery", "", "Kafka to the load generator (includes the signer's producer linger)"),
+)
+
+
+def stage_split(start: float, answered: float, produced: dict[str, float]) -> dict[str, float] | None:
+    """A request's latency split at the moments its events were produced (ms), or None if one is missing."""
+    marks = [start]
+    for kind in STAGE_EVENTS:
+        if kind not in produced:
+            return None
+        marks.append(produced[kind])
+    marks.append(answered)
+    return {name: (b - a) * 1000 for (name, _, _), a, b in zip(STAGES, marks[:-1], marks[1:], strict=True)}
 
 
 def caa_allowed(check: dict[str, Any]) -> CloudEvent:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import e2e_report
+from benchmarks.e2e_load import STAGES
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -39,6 +40,9 @@ def test_tiny_report_has_every_key_and_a_plot(stack_env: dict[str, str], tmp_pat
     (level,) = config["levels"]
     assert level["fraction"] == 0.5 and level["issued"] == level["requests"] == 5
     assert level["missing"] == level["duplicates"] == level["http_errors"] == 0
+    # every request's latency split at the moments its events were produced, each stage measured
+    assert set(level["stage_p50_ms"]) == {name for name, _, _ in STAGES}
+    assert all(v is not None and v >= 0 for v in level["stage_p50_ms"].values()), level["stage_p50_ms"]
     for key in ("offered_per_s", "achieved_per_s", "p50_ms", "p99_ms"):
         assert level[key] is not None and level[key] > 0, key
     # Issue 21 item 1: database commands and Kafka records per certificate, per service, measured.

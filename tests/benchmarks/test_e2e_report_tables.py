@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from benchmarks import e2e_report
+from benchmarks.e2e_load import STAGES, stage_split
 
 
 def _report(algorithm: str, steady: float, cpu: float, p50: float, p99: float, achieved: float) -> dict[str, Any]:
@@ -82,3 +83,16 @@ def test_the_readme_table_is_rewritten_between_its_markers_from_the_json(tmp_pat
     readme.write_text("no markers\n")
     with pytest.raises(SystemExit, match="no <!-- e2e-table:begin"):
         e2e_report.main(["--readme-from", "a.json"])
+
+
+def test_a_requests_latency_is_split_at_the_moments_its_events_were_produced() -> None:
+    produced = {"domain.caa_check_requested": 10.010, "domain.caa_checked": 10.012, "csr.approved": 10.030,
+                "cert.issued": 10.045}
+    split = stage_split(10.0, 10.050, produced)
+    assert split is not None and list(split) == [name for name, _, _ in STAGES]
+    assert {k: round(v, 3) for k, v in split.items()} == {
+        "request": 10.0, "caa_answer": 2.0, "approval": 18.0, "signer": 15.0, "delivery": 5.0}
+    assert stage_split(10.0, 10.050, {k: v for k, v in produced.items() if k != "csr.approved"}) is None
+    report = _report("rsa4096", 20, 70, 120, 900, 6.0)
+    report["configs"][0]["levels"][0]["stage_p50_ms"] = split
+    assert "18 ms in approval (Kafka to registration" in e2e_report.remaining_time(report)
