@@ -125,7 +125,7 @@ class SignerService:
         if common.create_topics:
             await ensure_topics(common.kafka)
         # Batches of different partitions finish close together: a 10 ms linger sends them in one request.
-        self.producer = EventProducer(common.kafka, client_id="signer", linger_ms=10)
+        self.producer = EventProducer(common.kafka, client_id="signer")
         await self.producer.start()
         self._lifecycle.started("producer", self.producer.stop)
         readiness["kafka"] = self.producer.ping
