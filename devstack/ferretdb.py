@@ -84,6 +84,8 @@ class FerretDB(Component):
             build(self.binary, say)
         self.data.mkdir(parents=True, exist_ok=True)
         _recorded().write_text(self.backend + "\n")  # later starts keep it (see backend())
+        if self.backend == "postgresql":
+            PostgreSQL(self.endpoints).install_index_companions()  # postgres answers: it is required first
 
     def command(self) -> list[str]:
         if self.backend == "postgresql":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -57,9 +58,11 @@ def test_an_unknown_backend_stops_with_a_line_naming_the_setting(monkeypatch: py
 
 
 @pytest.mark.skipif(postgres.bin_dir() is None, reason="needs Debian's postgresql (`apt-get install postgresql`)")
-def test_a_second_stack_on_postgresql_serves_mongodb_commands(tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """A real FerretDB on a real PostgreSQL, in a stack of its own (own state dir and ports)."""
+def test_a_second_stack_on_postgresql_serves_mongodb_commands_and_looks_documents_up_by_index(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real FerretDB on a real PostgreSQL, in a stack of its own (own state dir and ports). Lookups by
+    `_id` and by an indexed field use an index, not a read of the whole table (devstack/postgres.py,
+    INDEX_COMPANIONS_SQL): PostgreSQL's own counters say so."""
     for name, value in {"CACERT_STACK_STATE": str(tmp_path / "state"), "CACERT_STACK_MONGO_BACKEND": "postgresql",
                         "CACERT_STACK_MONGO_PORT": str(_free_port()),
                         "CACERT_STACK_POSTGRES_PORT": str(_free_port())}.items():
@@ -75,12 +78,50 @@ def test_a_second_stack_on_postgresql_serves_mongodb_commands(tmp_path: Path,
             client.probe.docs.insert_one({"_id": "x", "n": 1})
             client.probe.docs.update_one({"_id": "x"}, {"$inc": {"n": 1}})
             assert (client.probe.docs.find_one({"_id": "x"}) or {}).get("n") == 2
+            client.probe.docs.create_index([("member_id", 1)], name="by_member")
+            client.probe.docs.insert_many([{"_id": f"d{i}", "member_id": f"m{i % 50}"} for i in range(2000)])
+            _psql("ANALYZE")  # as autovacuum soon would: with real statistics PostgreSQL prefers one plan for
+            # every value of a statement's parameters, which (the field being one) can use no index
+            before = _probe_scans()
+            for i in range(0, 2000, 10):
+                assert (client.probe.docs.find_one({"_id": f"d{i}"}) or {}).get("member_id") == f"m{i % 50}"
+                assert client.probe.docs.update_one({"_id": f"d{i}"}, {"$set": {"seen": True}}).modified_count == 1
+            for m in range(20):
+                assert len(list(client.probe.docs.find({"member_id": f"m{m}"}))) == 40
+            after = _probe_scans(until=lambda scans: scans[1] >= before[1] + 420)
+            # 420 lookups: with no usable index each would be a sequential scan. The few allowed are the
+            # planner's own choice for the tiny table before the bulk insert (counters arrive late).
+            assert after[1] >= before[1] + 420 and after[0] - before[0] < 20, f"(seq, index) {before} -> {after}"
+            # ... and every statement is planned for its values: a plan made for any field could use no index
+            assert _psql("SHOW plan_cache_mode").strip() == "force_custom_plan"
         finally:
             client.close()
     finally:
         subprocess.run([sys.executable, "-m", "devstack", "down", "--wipe"], capture_output=True, timeout=120,
                        check=False)
     assert not data.exists()  # --wipe removed the cluster too
+
+
+def _psql(sql: str) -> str:
+    result = subprocess.run(
+        [postgres.PostgreSQL(endpoints.current())._bin("psql"), "-X", "-A", "-t", "-F", " ", "-h", "127.0.0.1",
+         "-p", str(endpoints.current().postgres), "-U", postgres.ROLE, "-d", postgres.DATABASE, "-c", sql],
+        capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return result.stdout
+
+
+def _probe_scans(until: Any = None) -> tuple[int, int]:
+    """(sequential scans, index scans) PostgreSQL counted on the table of FerretDB's `probe.docs`; with `until`,
+    waits up to 10 s for the counters (flushed about once a second) to satisfy it."""
+    deadline = time.monotonic() + 10
+    while True:
+        seq, idx = (int(n) for n in _psql(
+            "SELECT coalesce(sum(seq_scan), 0), coalesce(sum(idx_scan), 0) FROM pg_stat_user_tables "
+            "WHERE schemaname = 'probe' AND relname LIKE 'docs\\_%'").split())
+        if until is None or until((seq, idx)) or time.monotonic() > deadline:
+            return seq, idx
+        time.sleep(0.5)
 
 
 def _free_port() -> int:
