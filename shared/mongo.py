@@ -188,23 +188,25 @@ async def ensure_indexes(db: AsyncDatabase[Document], indexes: Mapping[str, Sequ
 
 
 async def update_each(collection: AsyncCollection[Document],
-                      changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], *, upsert: bool = False) -> None:
+                      changes: Sequence[tuple[Mapping[str, Any], Mapping[str, Any]]], *, upsert: bool = False) -> int:
     """Several single-document updates (filter, update) in one command (an unordered `bulk_write`): one
     round trip for a batch of events. Changes naming the same document `_id` (a redelivered event twice in
     one batch) are sent once, the last of them: two upserts of one `_id` in one unordered write could both
-    insert. On a `OneWriterDatabase` every document's lock is held meanwhile."""
+    insert. On a `OneWriterDatabase` every document's lock is held meanwhile. Returns how many of the sent
+    changes matched a document (upserts not counted)."""
     by_document: dict[Any, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
     for index, (query, update) in enumerate(changes):
         document_id = _single_id(query)
         by_document[index if document_id is ANY_DOCUMENT else _lock_order(document_id)] = (query, update)
     if not by_document:
-        return
+        return 0
     operations = [UpdateOne(dict(f), dict(u), upsert=upsert) for f, u in by_document.values()]
     writers: DocumentWriters | None = getattr(collection, "writers", None)
     held = (writers.each_of(collection.name, [f for f, _ in by_document.values()]) if writers is not None
             else nullcontext())
     async with held:
-        await collection.bulk_write(operations, ordered=False)
+        result = await collection.bulk_write(operations, ordered=False)
+    return result.matched_count
 
 
 async def insert_once(collection: AsyncCollection[Document], document: Document) -> bool:

@@ -34,6 +34,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from shared.events.envelope import CloudEvent, utcnow
 from shared.kafka.producer import EventProducer
 from shared.logging import get_logger
+from shared.mongo import update_each
 from shared.periodic import Periodic
 
 FIELD = "_outbox"
@@ -111,6 +112,20 @@ class Outbox:
             doc = await collection.find_one({"_id": document_id}, {FIELD: 1})
             if doc:
                 await self._publish(collection, doc)
+        except Exception:
+            self._periodic.wake()
+            raise
+
+    async def flush_many(self, collection: AsyncCollection[Document], written: dict[Any, list[dict[str, Any]]]) -> None:
+        """`flush` for several documents, each with the entries just written to it: one publish for all of
+        them, then one command that pulls each document's entries. A failure wakes the sweep and is raised."""
+        written = {document_id: stored for document_id, stored in written.items() if stored}
+        if not written:
+            return
+        try:
+            await self._producer.publish_many(stored_event(s) for stored in written.values() for s in stored)
+            await update_each(collection, [({"_id": document_id}, {"$pullAll": {FIELD: stored}})
+                                           for document_id, stored in written.items()])
         except Exception:
             self._periodic.wake()
             raise

@@ -37,6 +37,7 @@ from services.registration.domains import DomainClaims
 from services.registration.issuance_policy import Decision, IssuancePolicy, MemberStanding
 from services.registration.members import Member
 from services.registration.ratelimit import RateLimited, RateLimiter
+from services.registration.store import RequestChange
 from shared import dns_names
 from shared.approvals import UNAUTHENTICATED
 from shared.concurrency import at_once
@@ -304,13 +305,33 @@ class CertificateRequests:
 
     async def on_caa_checked(self, data: dict[str, Any]) -> None:
         """domain_verify's CAA verdict: approve (to the signer) or reject with the forbidding records."""
-        request_id, check_id = data["request_id"], data["check_id"]
-        doc = await self._store.request_by_id(request_id)
-        if doc is None or doc.get("status") != CAA_PENDING or doc.get("caa_check_id") != check_id:
-            log.info("CAA verdict for a request not waiting for it; ignored", request_id=request_id,
-                     check_id=check_id)
-            return
+        await self.on_caa_verdicts([data])
+
+    async def on_caa_verdicts(self, verdicts: Sequence[dict[str, Any]]) -> None:
+        """CAA verdicts for several requests (a batch of `domain.caa_checked`): one read, one write and one
+        publish for all of them (issue 21)."""
+        docs = await self._store.requests_by_ids([data["request_id"] for data in verdicts])
         now = self._ctx.clock()
+        changes: dict[str, tuple[RequestChange, dict[str, Any]]] = {}
+        for data in verdicts:
+            request_id, check_id = data["request_id"], data["check_id"]
+            doc = docs.get(request_id)
+            if doc is None or doc.get("status") != CAA_PENDING or doc.get("caa_check_id") != check_id:
+                log.info("CAA verdict for a request not waiting for it; ignored", request_id=request_id,
+                         check_id=check_id)
+                continue
+            changes[request_id] = (self._verdict(doc, data, now), data)
+        changed = await self._store.update_requests_with_events([change for change, _ in changes.values()])
+        await at_once(*(
+            self._ctx.audit("registration", f"csr.caa_{data['verdict']}", request_id,
+                            member_id=docs[request_id]["member_id"], check_id=data["check_id"],
+                            reason=data.get("reason"))
+            for request_id, (_, data) in changes.items() if request_id in changed
+        ))
+
+    def _verdict(self, doc: Document, data: dict[str, Any], now: datetime) -> RequestChange:
+        """The change a CAA verdict makes to the request waiting for it, with `csr.approved` or `csr.rejected`."""
+        request_id, check_id = doc["_id"], data["check_id"]
         checked_at = datetime.fromisoformat(data["checked_at"].replace("Z", "+00:00"))
         caa = {"verdict": data["verdict"], "checked_at": checked_at, "names": data["names"],
                "reason": data.get("reason")}
@@ -326,9 +347,7 @@ class CertificateRequests:
             event = self._rejection(request_id, doc["member_id"], doc["profile"], reasons, now, code="caa",
                                     caa={"reason": data.get("reason"), "names": refused})
             fields = {"status": "rejected", "reasons": reasons, "caa": caa, "updated_at": now}
-        if await self._store.update_request_with_event(request_id, expect, fields, event):
-            await self._ctx.audit("registration", f"csr.caa_{data['verdict']}", request_id,
-                                  member_id=doc["member_id"], check_id=check_id, reason=data.get("reason"))
+        return RequestChange(request_id, expect, fields, event)
 
     async def get(self, member: Member, request_id: str) -> Document:
         doc = await self._store.request(request_id, member.id)

@@ -48,6 +48,10 @@ def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
     async def caa_checked(event: CloudEvent) -> None:
         await requests.on_caa_checked(event.data)
 
+    async def caa_checked_batch(batch: Batch) -> None:
+        """Consecutive CAA verdicts of a partition: one read, one write, one publish (issue 21)."""
+        await requests.on_caa_verdicts([event.data for event in batch.events])
+
     async def acme_csr_submitted(event: CloudEvent) -> None:
         await acme.on_csr_submitted(event.data)
 
@@ -62,6 +66,7 @@ def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
                 BY_NAME["domain.verification_failed"].type: domains.on_failed,
                 BY_NAME["domain.caa_checked"].type: caa_checked,
             },
+            batch_handlers={BY_NAME["domain.caa_checked"].type: caa_checked_batch},
         ),
         Subscription(
             "cert",

@@ -31,6 +31,7 @@ depends on Kafka being reachable at that instant.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
@@ -42,6 +43,7 @@ from pymongo.errors import DuplicateKeyError
 
 from shared import outbox
 from shared.audit import AuditLog
+from shared.concurrency import at_once
 from shared.domain_methods import current_request_order
 from shared.events import CloudEvent
 from shared.logging import get_logger
@@ -85,6 +87,17 @@ OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certifica
                       "acme_bindings")
 EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits", "login_guard")
 HIDDEN = {outbox.FIELD: 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestChange:
+    """One request's change with the event announcing it: `fields` set and `event` queued if the request
+    still matches `expect` (`update_request_with_event`)."""
+
+    request_id: str
+    expect: Document
+    fields: Document
+    event: CloudEvent
 
 
 class RegistrationStore(Protocol):
@@ -168,6 +181,11 @@ class RegistrationStore(Protocol):
     async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
                                         event: CloudEvent) -> bool:
         """Set `fields` and queue `event` if the request still matches `expect`; False otherwise."""
+    async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
+        """`request_by_id` for a batch: the requests found, by id."""
+    async def update_requests_with_events(self, changes: Sequence[RequestChange]) -> set[str]:
+        """`update_request_with_event` for a batch, in one write and one publish: the ids of the requests
+        that still matched their `expect` (and were changed)."""
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
         """Store issued certificates, each (serial, fields), in one write: each once; a second record of the
         same serial changes nothing."""
@@ -232,6 +250,16 @@ class MongoRegistrationStore:
             return
         try:
             await self.outbox.flush(collection, document_id, written)
+        except Exception as exc:
+            log.warning("publishing deferred to the outbox sweep", collection=collection.name,
+                        error=f"{type(exc).__name__}: {exc}")
+
+    async def _announce_many(self, collection: AsyncCollection[Document], written: dict[Any, list[Document]]) -> None:
+        """`_announce` for the documents of one batched write, in one publish."""
+        if self.outbox is None:
+            return
+        try:
+            await self.outbox.flush_many(collection, written)
         except Exception as exc:
             log.warning("publishing deferred to the outbox sweep", collection=collection.name,
                         error=f"{type(exc).__name__}: {exc}")
@@ -484,6 +512,33 @@ class MongoRegistrationStore:
             return False
         await self._announce(self._requests, request_id, written)
         return True
+
+    async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
+        # One `_id` equality each, all at once: FerretDB v1 does not push `$in` down to its index and would
+        # read the whole collection for every batch.
+        found = await at_once(*(self._requests.find_one({"_id": i}, HIDDEN) for i in sorted(set(request_ids))))
+        return {doc["_id"]: doc for doc in found if doc is not None}
+
+    async def update_requests_with_events(self, changes: Sequence[RequestChange]) -> set[str]:
+        by_id = {change.request_id: change for change in changes}  # a redelivered event twice: once
+        if not by_id:
+            return set()
+        written = {request_id: [outbox.entry(change.event)] for request_id, change in by_id.items()}
+        matched = await update_each(self._requests, [
+            ({"_id": request_id, **change.expect}, {"$set": change.fields, "$push": outbox.push(written[request_id])})
+            for request_id, change in by_id.items()
+        ])
+        changed = set(by_id)
+        if matched < len(by_id):
+            # Another writer got to some first (a second delivery of the same verdict, on another replica):
+            # a request was changed by this write if the event it queued is in its outbox. (If a sweep has
+            # published and pulled it in the meantime, the event is out, and only the caller's follow-up,
+            # such as its audit entry, is skipped.)
+            found = await at_once(*(self._requests.find_one({"_id": i}, {outbox.FIELD: 1}) for i in sorted(by_id)))
+            queued = {doc["_id"]: {e.get("id") for e in doc.get(outbox.FIELD) or []} for doc in found if doc}
+            changed = {i for i in by_id if by_id[i].event.id in queued.get(i, set())}
+        await self._announce_many(self._requests, {i: written[i] for i in changed})
+        return changed
 
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
         await update_each(self._certificates, [({"_id": serial}, {"$setOnInsert": fields})

@@ -15,7 +15,7 @@ from typing import Any
 from services.registration.context import Context
 from services.registration.members import Member
 from services.registration.settings import RegistrationSettings
-from services.registration.store import RegistrationStore
+from services.registration.store import RegistrationStore, RequestChange
 from shared.config import HttpSettings, KafkaSettings, MongoSettings
 from shared.domain_methods import current_request_order
 from shared.events import BY_NAME, CloudEvent
@@ -308,6 +308,14 @@ class MemoryStore:
         _set(doc, fields)
         self._queue("requests", request_id, [event])
         return True
+
+    async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
+        return {i: copy.deepcopy(self.collections["requests"][i])
+                for i in request_ids if i in self.collections["requests"]}
+
+    async def update_requests_with_events(self, changes: Sequence[RequestChange]) -> set[str]:
+        return {c.request_id for c in changes
+                if await self.update_request_with_event(c.request_id, c.expect, c.fields, c.event)}
 
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
         for serial, fields in certificates:

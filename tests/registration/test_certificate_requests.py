@@ -224,6 +224,31 @@ async def test_a_caa_refusal_rejects_the_request_with_the_record_that_forbade_it
     assert _queued(reg, "csr.approved") == []
 
 
+async def test_a_batch_of_caa_verdicts_approves_refuses_and_ignores_each_as_one_verdict_would(
+    reg: Registration,
+) -> None:
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    allowed = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+    refused = await reg.requests.submit(ada, build_csr(dns=["mail.example.org"]), "server")
+    first, second = _queued(reg, "domain.caa_check_requested")
+    stale = {**_caa_verdict(first, allowed=True), "check_id": "not-the-current-check"}
+
+    await reg.requests.on_caa_verdicts([
+        _caa_verdict(first, allowed=True), stale,
+        _caa_verdict(second, allowed=False, reason="not_permitted", records=['0 issue "other-ca.example"']),
+        _caa_verdict(first, allowed=True),  # redelivered within the same batch
+    ])
+
+    (approved,) = _queued(reg, "csr.approved")
+    (rejected,) = _queued(reg, "csr.rejected")
+    assert approved["request_id"] == allowed["id"] and rejected["request_id"] == refused["id"]
+    assert (await reg.requests.get(ada, allowed["id"]))["status"] == "approved"
+    assert (await reg.requests.get(ada, refused["id"]))["status"] == "rejected"
+    assert sorted(a["action"] for a in reg.store.audit if a["action"].startswith("csr.caa")) == [
+        "csr.caa_allowed", "csr.caa_refused"]
+
+
 async def test_a_stale_caa_result_at_signing_time_is_checked_again_and_approved_under_a_new_event_id(
     reg: Registration,
 ) -> None:
