@@ -159,7 +159,7 @@ STAGES = (
     ("caa_answer", "domain.caa_checked", "Kafka to the stand-in for domain_verify and its answer"),
     ("approval", "csr.approved", "Kafka to registration, the verdict stored, the approval signed and sent"),
     ("signer", "cert.issued", "Kafka to a signer replica: claim, re-check, lint, sign, store, send"),
-    ("delivery", "", "Kafka to the load generator (includes the signer's producer linger)"),
+    ("delivery", "", "Kafka to the load generator"),
 )
 
 

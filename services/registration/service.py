@@ -97,7 +97,7 @@ class RegistrationService:
         self.context: Context | None = None
         self._producer: EventProducer | None = None
         self._outbox: Outbox | None = None
-        self._runner: ConsumerRunner | None = None
+        self._runners: list[ConsumerRunner] = []
         self._sweep: ExpirySweep | None = None
         self._http: web.AppRunner | None = None
         self._lifecycle = Lifecycle(NAME)
@@ -132,14 +132,20 @@ class RegistrationService:
         bindings = AcmeBindings(ctx, assurances)
         acme = AcmeRequests(ctx, members, bindings, requests, certificates, compromised_keys)
 
-        self._runner = ConsumerRunner(
-            common.kafka,
-            group_id=SERVICES[NAME].consumer_group,
-            producer=self._producer,
-            subscriptions=subscriptions(domains, SignerOutcomes(requests, certificates, acme), requests, acme),
-        )
-        await self._runner.start()
-        self._lifecycle.started("consumer", self._runner.stop)
+        subs = subscriptions(domains, SignerOutcomes(requests, certificates, acme), requests, acme)
+        # domain_verify's answers (the CAA verdicts a member's certificate waits for) on a consumer of their
+        # own: they do not wait behind a batch of `cert.issued` being stored, or its commit (issue 21).
+        answers = [sub for sub in subs if sub.topic == "domain"]
+        for part, subscribed in (("domain answers", answers), ("the rest", [s for s in subs if s not in answers])):
+            runner = ConsumerRunner(
+                common.kafka,
+                group_id=SERVICES[NAME].consumer_group,
+                producer=self._producer,
+                subscriptions=subscribed,
+            )
+            await runner.start()
+            self._runners.append(runner)
+            self._lifecycle.started(f"consumer of {part}", runner.stop)
         self._sweep = ExpirySweep(ctx, acme)
         self._sweep.start()
         self._lifecycle.started("expiry sweep", self._sweep.stop)
