@@ -124,7 +124,7 @@ class SignerService:
         common = self.settings.common
         if common.create_topics:
             await ensure_topics(common.kafka)
-        # Batches of different partitions finish close together: a 10 ms linger sends them in one request.
+        # No linger (shared/kafka/producer.py): a pass publishes its certificates together, in one request.
         self.producer = EventProducer(common.kafka, client_id="signer")
         await self.producer.start()
         self._lifecycle.started("producer", self.producer.stop)
