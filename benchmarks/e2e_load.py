@@ -1,7 +1,8 @@
 """Load generation for the end-to-end report: members, CSRs, the load driver and the event watcher.
 
-* `Watcher`: one consumer on the cert, domain and mail.commands topics; answers by request id, the
-  mailed confirmation links, the domain verification requests; it also answers each
+* `Watcher`: one consumer on the cert, csr, domain and mail.commands topics; answers by request id, when
+  each request's events were produced (`stage_split`), the mailed confirmation links, the domain
+  verification requests; it also answers each
   `domain.caa_check_requested` with "no CAA record", standing in for domain_verify as `sign_up` does
   for the domain verification (the DNS is not what this benchmark measures);
 * `sign_up`: a member through the public API (`demo.member_api.MemberApi`), with one domain verified by a
@@ -40,7 +41,8 @@ PASSWORD = "benchmark member passphrase, throw-away"  # noqa: S105 - members of 
 
 
 class Watcher:
-    """One consumer on the cert, domain and mail.commands topics: answers by request id, tokens, requests."""
+    """One consumer on the cert, csr, domain and mail.commands topics: answers by request id, when each
+    request's events were produced, tokens, domain verification requests."""
 
     def __init__(self, bootstrap: str, topics: Topics, opener: MailOpener,
                  producer: EventProducer | None = None) -> None:

@@ -14,7 +14,8 @@ publish it) and pre-generates the CSRs. Then, per replica count:
    `cert.issued` before the next; the steady completion rate is the saturation rate;
 2. for each level (10 %, 50 %, 90 % of that rate): open-loop submission at a constant rate
    (request i is sent at t0 + i / rate whatever happened to the others); latency runs from the
-   scheduled send time to the moment the `cert.issued` carrying the request id is read.
+   scheduled send time to the moment the `cert.issued` carrying the request id is read, and is split
+   per hop at the moments the request's events were produced (`benchmarks.e2e_load.STAGES`).
 
 Finally it runs the signer-only load test (`benchmarks.signer_loadtest`, same CA) for the signer's
 ratio to the bare signing baseline measured in the same run, and writes the Markdown report and a
@@ -635,7 +636,9 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
         f"{s['max_level_seconds']:g} s at "
         f"the offered rate: see the requests column); latency runs from the *scheduled* send time (no coordinated "
         f"omission) to reading `cert.issued`; achieved = certificates / (last `cert.issued` - first submission); "
-        f"p50/p99 are nearest-rank.",
+        f"p50/p99 are nearest-rank. Each request's latency is also split at the moments its events were produced "
+        f"(their Kafka CreateTime): " + "; ".join(f"{name}: {what}" for name, _, what in STAGES)
+        + " (each level's `stage_p50_ms` in the JSON).",
         "",
         "## End-to-end results",
         "",
