@@ -105,10 +105,10 @@ class Outbox:
         reading the document back; anything older still pending there is left to the sweep. A failure
         wakes the sweep and is raised.
         """
+        if written is not None:
+            await self.flush_many(collection, {document_id: written})
+            return
         try:
-            if written is not None:
-                await self._publish(collection, {"_id": document_id, FIELD: written})
-                return
             doc = await collection.find_one({"_id": document_id}, {FIELD: 1})
             if doc:
                 await self._publish(collection, doc)

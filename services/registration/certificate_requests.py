@@ -387,9 +387,9 @@ class CertificateRequests:
         check_id = f"{request_id}-{attempt}"
         now = self._ctx.clock()
         event = await self._caa_request(doc, check_id, now)
-        if await self._store.update_request_with_event(
+        if await self._store.update_requests_with_events([RequestChange(
                 request_id, {"status": "approved", "caa_check_id": doc.get("caa_check_id")},
                 {"status": CAA_PENDING, "caa_check_id": check_id, "caa_attempt": attempt, "updated_at": now},
-                event):
+                event)]):
             log.info("CAA result went stale before signing; checking again", request_id=request_id,
                      check_id=check_id)

@@ -92,7 +92,7 @@ HIDDEN = {outbox.FIELD: 0}
 @dataclasses.dataclass(frozen=True)
 class RequestChange:
     """One request's change with the event announcing it: `fields` set and `event` queued if the request
-    still matches `expect` (`update_request_with_event`)."""
+    still matches `expect` (`update_requests_with_events`)."""
 
     request_id: str
     expect: Document
@@ -178,14 +178,11 @@ class RegistrationStore(Protocol):
         """Mark an approved request failed; a request in any other status stays as it is."""
     async def request_by_id(self, request_id: str) -> Document | None:
         """A request whoever it belongs to (for outcomes arriving as events)."""
-    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
-                                        event: CloudEvent) -> bool:
-        """Set `fields` and queue `event` if the request still matches `expect`; False otherwise."""
     async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
         """`request_by_id` for a batch: the requests found, by id."""
     async def update_requests_with_events(self, changes: Sequence[RequestChange]) -> set[str]:
-        """`update_request_with_event` for a batch, in one write and one publish: the ids of the requests
-        that still matched their `expect` (and were changed)."""
+        """Each change's `fields` set and its event queued if the request still matches its `expect`, in one
+        write and one publish: the ids of the requests that matched (and were changed)."""
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
         """Store issued certificates, each (serial, fields), in one write: each once; a second record of the
         same serial changes nothing."""
@@ -246,13 +243,7 @@ class MongoRegistrationStore:
     async def _announce(self, collection: AsyncCollection[Document], document_id: Any,
                         written: list[Document]) -> None:
         """Publish what the last write queued (`written`, its stored entries); on failure leave it to the sweep."""
-        if self.outbox is None:
-            return
-        try:
-            await self.outbox.flush(collection, document_id, written)
-        except Exception as exc:
-            log.warning("publishing deferred to the outbox sweep", collection=collection.name,
-                        error=f"{type(exc).__name__}: {exc}")
+        await self._announce_many(collection, {document_id: written})
 
     async def _announce_many(self, collection: AsyncCollection[Document], written: dict[Any, list[Document]]) -> None:
         """`_announce` for the documents of one batched write, in one publish."""
@@ -502,17 +493,6 @@ class MongoRegistrationStore:
     async def request_by_id(self, request_id: str) -> Document | None:
         return await self._requests.find_one({"_id": request_id}, HIDDEN)
 
-    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
-                                        event: CloudEvent) -> bool:
-        written = [outbox.entry(event)]
-        result = await self._requests.update_one(
-            {"_id": request_id, **expect}, {"$set": fields, "$push": outbox.push(written)}
-        )
-        if result.matched_count == 0:
-            return False
-        await self._announce(self._requests, request_id, written)
-        return True
-
     async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
         # One `_id` equality each, all at once: FerretDB v1 does not push `$in` down to its index and would
         # read the whole collection for every batch.
@@ -528,8 +508,8 @@ class MongoRegistrationStore:
             ({"_id": request_id, **change.expect}, {"$set": change.fields, "$push": outbox.push(written[request_id])})
             for request_id, change in by_id.items()
         ])
-        changed = set(by_id)
-        if matched < len(by_id):
+        changed = set(by_id) if matched else set()
+        if 0 < matched < len(by_id):
             # Another writer got to some first (a second delivery of the same verdict, on another replica):
             # a request was changed by this write if the event it queued is in its outbox. (If a sweep has
             # published and pulled it in the meantime, the event is out, and only the caller's follow-up,

@@ -300,22 +300,20 @@ class MemoryStore:
         doc = self.collections["requests"].get(request_id)
         return copy.deepcopy(doc) if doc is not None else None
 
-    async def update_request_with_event(self, request_id: str, expect: Document, fields: Document,
-                                        event: CloudEvent) -> bool:
-        doc = self.collections["requests"].get(request_id)
-        if doc is None or any(doc.get(k) != v for k, v in expect.items()):
-            return False
-        _set(doc, fields)
-        self._queue("requests", request_id, [event])
-        return True
-
     async def requests_by_ids(self, request_ids: Sequence[str]) -> dict[str, Document]:
         return {i: copy.deepcopy(self.collections["requests"][i])
                 for i in request_ids if i in self.collections["requests"]}
 
     async def update_requests_with_events(self, changes: Sequence[RequestChange]) -> set[str]:
-        return {c.request_id for c in changes
-                if await self.update_request_with_event(c.request_id, c.expect, c.fields, c.event)}
+        changed = set()
+        for change in changes:
+            doc = self.collections["requests"].get(change.request_id)
+            if doc is None or any(doc.get(k) != v for k, v in change.expect.items()):
+                continue
+            _set(doc, change.fields)
+            self._queue("requests", change.request_id, [change.event])
+            changed.add(change.request_id)
+        return changed
 
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:
         for serial, fields in certificates:
