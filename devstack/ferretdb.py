@@ -103,7 +103,10 @@ class FerretDB(Component):
         ]
 
     def env(self) -> dict[str, str]:
-        return inherited_env(DO_NOT_TRACK="1")
+        # Go collects garbage when the heap doubles (GOGC=100); FerretDB's live heap is small and every command
+        # allocates, so it collected all the time: 10.6-10.8 ms of its CPU per certificate end to end. At 400,
+        # 8.8-9.0 ms (800 bought little more; GOMAXPROCS=1 cost latency). docs/decisions.md, issue 21.
+        return inherited_env(DO_NOT_TRACK="1", GOGC="400")
 
     def healthy(self) -> bool:
         if not process.port_open(self.endpoints.mongo):
