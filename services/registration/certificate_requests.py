@@ -51,6 +51,8 @@ BLOCKED_KEY = ("this key was reported compromised and is blocked (BR 4.9.1.1): n
                "it; make a new key and a new CSR")
 CAA_PENDING = "caa_pending"
 CAA_STALE = "caa_stale"
+AWAITING_CAA_KEPT = 4096
+"""How many requests waiting for their CAA verdict a process keeps as it stored them (`_awaiting_caa`)."""
 
 
 def registered_domains(csr: SubmittedCsr) -> list[str]:
@@ -119,6 +121,13 @@ class CertificateRequests:
         self._assurances = assurances
         self._domains = domains
         self._limits = RateLimiter(context)
+        # The server requests this process stored as caa_pending, as it wrote them, until their verdict
+        # (oldest dropped first past AWAITING_CAA_KEPT): the verdict is decided without reading the request
+        # back, one database command less per server certificate (issue 21). Only what was written at insert
+        # and never changes is taken from here (the CSR, names, class, member); the state the verdict relies
+        # on, caa_pending under the same check id, is the condition of the verdict's write, which changes
+        # nothing if another writer (another replica, an earlier delivery) has moved the request on.
+        self._awaiting_caa: dict[str, Document] = {}
         settings = context.settings
         self.policy = IssuancePolicy(
             settings.server_validity_days, settings.client_validity_days, settings.codesign_validity_days
@@ -225,6 +234,10 @@ class CertificateRequests:
             doc.update(status="rejected", reasons=list(decision.reasons))
             event = self._rejection(request_id, member_id, profile, list(decision.reasons), now)
         await self._store.insert_request_with_event(doc, event)
+        if doc["status"] == CAA_PENDING:
+            self._awaiting_caa[request_id] = doc
+            if len(self._awaiting_caa) > AWAITING_CAA_KEPT:
+                del self._awaiting_caa[next(iter(self._awaiting_caa))]
         await self._ctx.audit(member_id, "csr.approved" if decision.approved else "csr.rejected", request_id,
                               profile=profile, **door.audit,
                               **({"dns_names": list(decision.dns_names), "emails": list(decision.emails),
@@ -309,8 +322,8 @@ class CertificateRequests:
 
     async def on_caa_verdicts(self, verdicts: Sequence[dict[str, Any]]) -> None:
         """CAA verdicts for several requests (a batch of `domain.caa_checked`): one read, one write and one
-        publish for all of them (issue 21)."""
-        docs = await self._store.requests_by_ids([data["request_id"] for data in verdicts])
+        publish for all of them (issue 21); no read for the requests this process stored (`_awaiting_caa`)."""
+        docs = await self._answered_requests(verdicts)
         now = self._ctx.clock()
         changes: dict[str, tuple[RequestChange, dict[str, Any]]] = {}
         for data in verdicts:
@@ -328,6 +341,19 @@ class CertificateRequests:
                             reason=data.get("reason"))
             for request_id, (_, data) in changes.items() if request_id in changed
         ))
+
+    async def _answered_requests(self, verdicts: Sequence[dict[str, Any]]) -> dict[str, Document]:
+        """The requests the verdicts answer, by id: as this process stored them when it did and the verdict is
+        for the check it asked for, else read."""
+        docs: dict[str, Document] = {}
+        for data in verdicts:
+            kept = self._awaiting_caa.get(data["request_id"])
+            if kept is not None and kept["caa_check_id"] == data["check_id"]:
+                docs[kept["_id"]] = self._awaiting_caa.pop(kept["_id"])
+        unknown = [data["request_id"] for data in verdicts if data["request_id"] not in docs]
+        if unknown:
+            docs.update(await self._store.requests_by_ids(unknown))
+        return docs
 
     def _verdict(self, doc: Document, data: dict[str, Any], now: datetime) -> RequestChange:
         """The change a CAA verdict makes to the request waiting for it, with `csr.approved` or `csr.rejected`."""

@@ -249,6 +249,53 @@ async def test_a_batch_of_caa_verdicts_approves_refuses_and_ignores_each_as_one_
         "csr.caa_allowed", "csr.caa_refused"]
 
 
+async def test_a_verdict_for_a_request_this_process_stored_is_decided_without_reading_it_back(
+    reg: Registration, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    ours = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+    replica = CertificateRequests(context(reg.store), reg.assurances, DomainClaims(context(reg.store)))
+    theirs = await replica.submit(ada, build_csr(dns=["mail.example.org"]), "server")
+    checks = {c["request_id"]: c for c in _queued(reg, "domain.caa_check_requested")}
+    read: list[list[str]] = []
+    real = reg.store.requests_by_ids
+
+    async def spy(request_ids: list[str]) -> dict[str, Any]:
+        read.append(sorted(request_ids))
+        return await real(request_ids)
+
+    monkeypatch.setattr(reg.store, "requests_by_ids", spy)
+    await reg.requests.on_caa_verdicts([_caa_verdict(checks[ours["id"]], allowed=True),
+                                        _caa_verdict(checks[theirs["id"]], allowed=True)])
+
+    assert read == [[theirs["id"]]]  # the other replica's request is read; ours was kept as stored
+    approved = {a["request_id"]: a for a in _queued(reg, "csr.approved")}
+    assert set(approved) == {ours["id"], theirs["id"]}
+    assert approved[ours["id"]]["dns_names"] == ["www.example.org"] and "caa_checked_at" in approved[ours["id"]]
+    assert (await reg.requests.get(ada, ours["id"]))["status"] == "approved"
+
+
+async def test_a_kept_request_another_replica_has_decided_meanwhile_is_not_decided_again(
+    reg: Registration,
+) -> None:
+    """The verdict went to another replica first (a rebalance redelivers it here): the request this process
+    kept as caa_pending is approved already, and the write's condition is what notices."""
+    ada = await reg.member()
+    await _verified(reg, ada, "example.org")
+    view = await reg.requests.submit(ada, build_csr(dns=["www.example.org"]), "server")
+    (check,) = _queued(reg, "domain.caa_check_requested")
+    replica = CertificateRequests(context(reg.store), reg.assurances, DomainClaims(context(reg.store)))
+    await replica.on_caa_checked(_caa_verdict(check, allowed=True))
+    assert len(_queued(reg, "csr.approved")) == 1
+
+    await reg.requests.on_caa_checked(_caa_verdict(check, allowed=False, reason="not_permitted"))
+
+    assert len(_queued(reg, "csr.approved")) == 1 and _queued(reg, "csr.rejected") == []
+    assert (await reg.requests.get(ada, view["id"]))["status"] == "approved"
+    assert [a["action"] for a in reg.store.audit if a["action"].startswith("csr.caa")] == ["csr.caa_allowed"]
+
+
 async def test_a_stale_caa_result_at_signing_time_is_checked_again_and_approved_under_a_new_event_id(
     reg: Registration,
 ) -> None:
