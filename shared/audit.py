@@ -24,8 +24,10 @@ the whole collection for a numeric one, which made every append O(entries).
 The happy path does no lookup at all: a writer keeps the head it last wrote
 and only reads when an insert says another writer got there first. Writers
 that keep losing races (replicas appending batch after batch) leave their
-head in `audit_head` for each other, so catching up is one or two lookups; the
-hint is only where to start following, never trusted as the chain.
+head in `audit_head` for each other and, for a while, read it before each append,
+so taking turns costs a lookup, not a lost insert; the hint is only where to
+start (an insert after a stale one loses its race and follows the chain), never
+trusted as the chain.
 
 Use from a service:
 
@@ -202,10 +204,14 @@ class AuditLog:
         if self._head is None:
             head = await self.collection.find_one({}, sort=[("_id", DESCENDING)])
             self._head = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
-        if follow:
+        if follow or time.monotonic() < self._contended_until:
+            # Writers that lost a race lately keep appending in turn, so the head the others left is read
+            # before inserting: one lookup instead of a lost insert, a check of it and the lookups after it
+            # (issue 21: two signer replicas). Only after a lost race is the chain followed from there.
             hint = await self._hint.find_one({"_id": "head"})
             if hint is not None and int(hint["seq"]) > self._head[0]:
                 self._head = (int(hint["seq"]), str(hint["hash"]))
+        if follow:
             self._head = await self._follow(*self._head)
         return self._head
 
