@@ -218,11 +218,12 @@ class AuditLog:
     async def _share_head(self) -> None:
         """After a lost race, for a while, leave the head where the other writers look first.
 
-        Replicas appending batch after batch lose a race on almost every append; following the
-        chain from their own last entry then costs two lookups per doubling of what the others
-        wrote (14 for 100 entries), and that became most of FerretDB's work with two signers.
-        From the hint it is one or two. A lone writer never writes it. The hint is only a starting
-        point: a stale one is followed forward, and the chain itself is what `verify` checks.
+        Replicas appending batch after batch take turns: following the chain from their own last
+        entry would cost two lookups per doubling of what the others wrote (14 for 100 entries),
+        and that became most of FerretDB's work with two signers. Reading the hint before each
+        insert (`_current_head`) makes a turn one lookup and no lost insert. A lone writer never
+        writes it. The hint is only a starting point: after a stale one the insert loses its race
+        and the chain is followed forward, and the chain itself is what `verify` checks.
         """
         if self._head is not None and time.monotonic() < self._contended_until:
             seq, digest = self._head
