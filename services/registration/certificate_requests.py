@@ -321,8 +321,8 @@ class CertificateRequests:
         await self.on_caa_verdicts([data])
 
     async def on_caa_verdicts(self, verdicts: Sequence[dict[str, Any]]) -> None:
-        """CAA verdicts for several requests (a batch of `domain.caa_checked`): one read, one write and one
-        publish for all of them (issue 21); no read for the requests this process stored (`_awaiting_caa`)."""
+        """CAA verdicts for several requests (a batch of `domain.caa_checked`): at most one read, one write and
+        one publish for all of them (issue 21); no read for the requests this process stored (`_awaiting_caa`)."""
         docs = await self._answered_requests(verdicts)
         now = self._ctx.clock()
         changes: dict[str, tuple[RequestChange, dict[str, Any]]] = {}

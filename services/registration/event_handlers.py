@@ -49,7 +49,7 @@ def subscriptions(domains: DomainClaims, outcomes: SignerOutcomes,
         await requests.on_caa_checked(event.data)
 
     async def caa_checked_batch(batch: Batch) -> None:
-        """Consecutive CAA verdicts of a partition: one read, one write, one publish (issue 21)."""
+        """Consecutive CAA verdicts of a partition: at most one read, one write, one publish (issue 21)."""
         await requests.on_caa_verdicts([event.data for event in batch.events])
 
     async def acme_csr_submitted(event: CloudEvent) -> None:
