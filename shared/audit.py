@@ -189,9 +189,17 @@ class AuditLog:
         self._lock = asyncio.Lock()  # one writer per process; replicas race on the unique _id
         self._max_attempts = max_attempts
         self._head: tuple[int, str] | None = None
-        self._contended_until = 0.0  # monotonic time until which this writer shares its head
+        self._contended_until = 0.0  # monotonic time until which this writer reads and shares the head hint
         self._queued: list[tuple[Pending, asyncio.Future[Document]]] = []  # waiting for the next group commit
         self._committer: asyncio.Task[None] | None = None
+
+    @property
+    def _contended(self) -> bool:
+        """Whether this writer lost a race in the last CONTENDED_SECONDS: it reads and shares the head hint."""
+        return time.monotonic() < self._contended_until
+
+    def _lost_race(self) -> None:
+        self._contended_until = time.monotonic() + CONTENDED_SECONDS
 
     async def _current_head(self, *, follow: bool) -> tuple[int, str]:
         """The last entry's (seq, hash) as far as this writer knows; `follow` catches up with other writers.
@@ -204,7 +212,7 @@ class AuditLog:
         if self._head is None:
             head = await self.collection.find_one({}, sort=[("_id", DESCENDING)])
             self._head = (int(head["seq"]), str(head["hash"])) if head else (0, GENESIS)
-        if follow or time.monotonic() < self._contended_until:
+        if follow or self._contended:
             # Writers that lost a race lately keep appending in turn, so the head the others left is read
             # before inserting: one lookup instead of a lost insert, a check of it and the lookups after it
             # (issue 21: two signer replicas). Only after a lost race is the chain followed from there.
@@ -225,7 +233,7 @@ class AuditLog:
         writes it. The hint is only a starting point: after a stale one the insert loses its race
         and the chain is followed forward, and the chain itself is what `verify` checks.
         """
-        if self._head is not None and time.monotonic() < self._contended_until:
+        if self._head is not None and self._contended:
             seq, digest = self._head
             await self._hint.update_one({"_id": "head"}, {"$set": {"seq": seq, "hash": digest}}, upsert=True)
 
@@ -314,7 +322,7 @@ class AuditLog:
                     await self._share_head()
                     return written + docs
                 except DuplicateKeyError:
-                    self._contended_until = time.monotonic() + CONTENDED_SECONDS
+                    self._lost_race()
                     if await self._stored_as_ours(docs[0]):  # insert_one's: insert_many raises BulkWriteError
                         # The database refused an insert it had made (FerretDB did, once, with three writers
                         # racing onto a new collection in CI): the entry is there, and appending it again
@@ -324,7 +332,7 @@ class AuditLog:
                         return written + docs
                     continue  # another writer took this seq: follow the chain from there and retry
                 except BulkWriteError as exc:
-                    self._contended_until = time.monotonic() + CONTENDED_SECONDS
+                    self._lost_race()
                     inserted = int(exc.details.get("nInserted", 0))
                     written += docs[:inserted]
                     todo = todo[inserted:]

@@ -347,9 +347,10 @@ class CertificateRequests:
         for the check it asked for, else read."""
         docs: dict[str, Document] = {}
         for data in verdicts:
-            kept = self._awaiting_caa.get(data["request_id"])
+            request_id = data["request_id"]
+            kept = self._awaiting_caa.get(request_id)
             if kept is not None and kept["caa_check_id"] == data["check_id"]:
-                docs[kept["_id"]] = self._awaiting_caa.pop(kept["_id"])
+                docs[request_id] = self._awaiting_caa.pop(request_id)
         unknown = [data["request_id"] for data in verdicts if data["request_id"] not in docs]
         if unknown:
             docs.update(await self._store.requests_by_ids(unknown))
