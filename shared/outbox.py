@@ -12,7 +12,15 @@ the CloudEvent id.
 
 The sweep is for recovery only, off the hot path: it runs every `sweep_every` seconds while it
 finds work, backs off to `idle_sweep_max` seconds while it finds none, and a flush that fails
-wakes it at once (shared/periodic.py).
+wakes it at once (shared/periodic.py). A periodic sweep leaves alone the documents whose pending
+events are all younger than `grace` seconds: their writers are flushing them inline, so under load
+such a sweep would only publish duplicates and, finding "work" every time, never back off (issue 21:
+every sweep reads every pending document, and on FerretDB v1, which cannot use an index for it,
+every document of the collection). The first sweep after start-up (what a crash left) and the
+sweep a failed flush wakes take everything pending, however young.
+
+The sweep asks for `_outbox.id` to exist, which the sparse `outbox_pending` index answers on
+MongoDB: a sweep reads the documents with pending events, not the whole collection.
 
 Each sweep also measures how long the oldest event it found pending had been waiting
 (`cacert_outbox_oldest_pending_seconds{collection}`, 0 when nothing was pending): right after a write
@@ -23,8 +31,9 @@ unreachable or refuses this service), so the rest of the system is not hearing a
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from prometheus_client import Gauge
@@ -45,7 +54,10 @@ OLDEST_PENDING = Gauge(
     "Age of the oldest event the last outbox sweep found unpublished, per collection (0: none)",
     ["collection"],
 )
-PENDING = {f"{FIELD}.0": {"$exists": True}}
+# Served by INDEX on MongoDB (a sparse index answers `$exists: true`); every stored entry has an id.
+PENDING = {f"{FIELD}.id": {"$exists": True}}
+SWEEP_GRACE = 30.0  # seconds a periodic sweep leaves a just-written event to the writer's inline flush
+PULL_TICK = 0.25  # seconds between looks for published entries whose pull is due (`flush_many(pull_within=)`)
 
 Document = dict[str, Any]
 
@@ -89,11 +101,17 @@ def stored_event(stored: dict[str, Any]) -> CloudEvent:
 
 class Outbox:
     def __init__(self, producer: EventProducer, collections: Iterable[AsyncCollection[Document]],
-                 *, sweep_every: float = 5.0, idle_sweep_max: float = 60.0) -> None:
+                 *, sweep_every: float = 5.0, idle_sweep_max: float = 60.0, grace: float = SWEEP_GRACE) -> None:
         self._producer = producer
         self._collections = {c.name: c for c in collections}
+        self._grace = grace
+        self._take_all = True  # the next periodic sweep takes young events too: start-up, or a failed flush
         self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every,
                                   idle_backoff_to=idle_sweep_max)
+        # Published entries whose pull waits (`flush_many(pull_within=...)`): (collection, document id) ->
+        # (when it is due, the collection, the entries).
+        self._pulls: dict[tuple[str, Any], tuple[float, AsyncCollection[Document], list[dict[str, Any]]]] = {}
+        self._puller = Periodic("outbox-pull", self._pull_due, PULL_TICK)
         for name in self._collections:
             OLDEST_PENDING.labels(name).set(0)
 
@@ -113,21 +131,38 @@ class Outbox:
             if doc:
                 await self._publish(collection, doc)
         except Exception:
-            self._periodic.wake()
+            self._recover_now()
             raise
 
-    async def flush_many(self, collection: AsyncCollection[Document], written: dict[Any, list[dict[str, Any]]]) -> None:
+    async def flush_many(self, collection: AsyncCollection[Document], written: dict[Any, list[dict[str, Any]]],
+                         *, pull_within: float = 0.0) -> None:
         """`flush` for several documents, each with the entries just written to it: one publish for all of
-        them, then one command that pulls each document's entries. A failure wakes the sweep and is raised."""
+        them, then one command that pulls each document's entries. A failure wakes the sweep and is raised.
+
+        `pull_within` > 0 (the outbox started): the entries are published now and pulled within that many
+        seconds, with every other pull then due in one command, unless the document's next write replaces
+        its outbox first and says so (`superseded`), which saves the pull. For a document whose next change
+        usually follows within a second (a request and its CAA verdict, an approval and its issuance), that
+        is one write of the document less (issue 21). Until pulled, the entries are published events a
+        crash would have the start-up sweep publish again (a duplicate, which consumers drop); a periodic
+        sweep leaves them alone as long as `pull_within` is shorter than its grace."""
         written = {document_id: stored for document_id, stored in written.items() if stored}
         if not written:
             return
         try:
             await self._producer.publish_many(stored_event(s) for stored in written.values() for s in stored)
+            if pull_within > 0:
+                due = time.monotonic() + pull_within
+                for document_id, stored in written.items():
+                    key = (collection.name, document_id)
+                    waiting = self._pulls.get(key)
+                    self._pulls[key] = ((waiting[0], collection, [*waiting[2], *stored]) if waiting
+                                        else (due, collection, stored))
+                return
             await update_each(collection, [({"_id": document_id}, {"$pullAll": {FIELD: stored}})
                                            for document_id, stored in written.items()])
         except Exception:
-            self._periodic.wake()
+            self._recover_now()
             raise
 
     async def _publish(self, collection: AsyncCollection[Document], doc: Document) -> None:
@@ -138,14 +173,50 @@ class Outbox:
         # $pullAll with the exact stored entries: FerretDB v1 silently ignores $pull with an $in condition.
         await collection.update_one({"_id": doc["_id"]}, {"$pullAll": {FIELD: stored}})
 
-    async def sweep(self) -> int:
-        """Publish everything still pending in every registered collection; returns how many documents."""
+    def superseded(self, collection: AsyncCollection[Document], document_ids: Iterable[Any]) -> None:
+        """The documents' outboxes were just replaced by a write that knew their entries to be published:
+        their waiting pulls are not needed."""
+        for document_id in document_ids:
+            self._pulls.pop((collection.name, document_id), None)
+
+    async def _pull_due(self, *, everything: bool = False) -> int:
+        """Pull the published entries whose time has come (all of them: `everything`), one command per
+        collection. A failure leaves them to a later sweep, which publishes them again and pulls them."""
+        now = time.monotonic()
+        due = [key for key, (at, _, _) in self._pulls.items() if everything or at <= now]
+        by_collection: dict[str, list[tuple[AsyncCollection[Document], Any, list[dict[str, Any]]]]] = {}
+        for key in due:
+            _, collection, stored = self._pulls.pop(key)
+            by_collection.setdefault(key[0], []).append((collection, key[1], stored))
+        for name, pulls in by_collection.items():
+            try:
+                await update_each(pulls[0][0], [({"_id": document_id}, {"$pullAll": {FIELD: stored}})
+                                                 for _, document_id, stored in pulls])
+            except Exception as exc:
+                log.warning("published outbox entries not pulled; a sweep will publish them again",
+                            collection=name, documents=len(pulls), error=f"{type(exc).__name__}: {exc}")
+        return len(due)
+
+    def _recover_now(self) -> None:
+        """A flush failed: sweep now, taking its events however young they are."""
+        self._take_all = True
+        self._periodic.wake()
+
+    async def sweep(self, grace: float = 0.0) -> int:
+        """Publish what is pending in every registered collection; returns how many documents.
+
+        A document whose pending events are all younger than `grace` seconds is left to its writer (and
+        still counts for the oldest-pending gauge)."""
         count = 0
+        cutoff = utcnow() - timedelta(seconds=grace)
         for name, collection in self._collections.items():
             oldest: datetime | None = None
             try:
                 async for doc in collection.find(PENDING, {FIELD: 1}):
-                    oldest = _oldest(doc, oldest)
+                    doc_oldest = _oldest(doc, None)
+                    oldest = min(filter(None, (oldest, doc_oldest)), default=None)
+                    if grace > 0 and doc_oldest is not None and doc_oldest > cutoff:
+                        continue
                     await self._publish(collection, doc)
                     count += 1
             except Exception:
@@ -165,12 +236,21 @@ class Outbox:
 
     def start(self) -> None:
         self._periodic.start()
+        self._puller.start()
 
     async def stop(self) -> None:
+        """Stop sweeping, after pulling every published entry still waiting for its pull."""
+        await self._puller.stop()
+        await self._pull_due(everything=True)
         await self._periodic.stop()
 
     async def _sweep_and_report(self) -> int:
-        swept = await self.sweep()
+        take_all, self._take_all = self._take_all, False
+        try:
+            swept = await self.sweep(0.0 if take_all else self._grace)
+        except Exception:
+            self._take_all = True
+            raise
         if swept:
             log.info("outbox sweep published pending events", documents=swept)
         return swept

@@ -87,6 +87,10 @@ OUTBOX_COLLECTIONS = ("members", "assurances", "domains", "requests", "certifica
                       "acme_bindings")
 EXPIRING_COLLECTIONS = ("sessions", "email_tokens", "rate_limits", "login_guard")
 HIDDEN = {outbox.FIELD: 0}
+# A request's next change (its CAA verdict, its issuance) usually comes within a second of the event that
+# asks for it; that change empties the outbox, so the published event is pulled only if it has not come
+# within this many seconds (`Outbox.flush_many`; shorter than the sweep's grace, shared/outbox.py).
+REQUEST_PULL_WITHIN = 2.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,16 +245,17 @@ class MongoRegistrationStore:
         return [self.db[name] for name in OUTBOX_COLLECTIONS]
 
     async def _announce(self, collection: AsyncCollection[Document], document_id: Any,
-                        written: list[Document]) -> None:
+                        written: list[Document], *, pull_within: float = 0.0) -> None:
         """Publish what the last write queued (`written`, its stored entries); on failure leave it to the sweep."""
-        await self._announce_many(collection, {document_id: written})
+        await self._announce_many(collection, {document_id: written}, pull_within=pull_within)
 
-    async def _announce_many(self, collection: AsyncCollection[Document], written: dict[Any, list[Document]]) -> None:
-        """`_announce` for the documents of one batched write, in one publish."""
+    async def _announce_many(self, collection: AsyncCollection[Document], written: dict[Any, list[Document]],
+                             *, pull_within: float = 0.0) -> None:
+        """`_announce` for the documents of one batched write, in one publish (`Outbox.flush_many`)."""
         if self.outbox is None:
             return
         try:
-            await self.outbox.flush_many(collection, written)
+            await self.outbox.flush_many(collection, written, pull_within=pull_within)
         except Exception as exc:
             log.warning("publishing deferred to the outbox sweep", collection=collection.name,
                         error=f"{type(exc).__name__}: {exc}")
@@ -470,7 +475,7 @@ class MongoRegistrationStore:
     async def insert_request_with_event(self, doc: Document, event: CloudEvent) -> None:
         written = [outbox.entry(event)]
         await self._requests.insert_one({**doc, outbox.FIELD: written})
-        await self._announce(self._requests, doc["_id"], written)
+        await self._announce(self._requests, doc["_id"], written, pull_within=REQUEST_PULL_WITHIN)
 
     async def request(self, request_id: str, member_id: str) -> Document | None:
         return await self._requests.find_one({"_id": request_id, "member_id": member_id}, HIDDEN)
@@ -479,10 +484,15 @@ class MongoRegistrationStore:
         return await self._requests.find({"member_id": member_id}, {**HIDDEN, "csr_pem": 0}).to_list()
 
     async def record_issued(self, issued: Sequence[tuple[str, str]], now: datetime) -> None:
+        # An issued request's outbox can only hold published events (its approval reached the signer, and
+        # what came before it was answered), so the write empties it: the approval's pull is not needed.
         await update_each(self._requests, [
-            ({"_id": request_id}, {"$set": {"status": "issued", "serial": serial, "updated_at": now}})
+            ({"_id": request_id},
+             {"$set": {"status": "issued", "serial": serial, "updated_at": now, outbox.FIELD: []}})
             for request_id, serial in issued
         ])
+        if self.outbox is not None:
+            self.outbox.superseded(self._requests, [request_id for request_id, _ in issued])
 
     async def record_signer_rejected(self, request_id: str, reasons: list[str], now: datetime) -> None:
         await self._requests.update_one(
@@ -504,8 +514,11 @@ class MongoRegistrationStore:
         if not by_id:
             return set()
         written = {request_id: [outbox.entry(change.event)] for request_id, change in by_id.items()}
+        # The outbox is replaced, not pushed to: a request waiting for a CAA verdict holds only the check the
+        # verdict answers, an approved one only the approval the signer answered, both published. So the
+        # pull of the previous event is not needed (`Outbox.superseded`).
         matched = await update_each(self._requests, [
-            ({"_id": request_id, **change.expect}, {"$set": change.fields, "$push": outbox.push(written[request_id])})
+            ({"_id": request_id, **change.expect}, {"$set": {**change.fields, outbox.FIELD: written[request_id]}})
             for request_id, change in by_id.items()
         ])
         changed = set(by_id) if matched else set()
@@ -517,7 +530,9 @@ class MongoRegistrationStore:
             found = await at_once(*(self._requests.find_one({"_id": i}, {outbox.FIELD: 1}) for i in sorted(by_id)))
             queued = {doc["_id"]: {e.get("id") for e in doc.get(outbox.FIELD) or []} for doc in found if doc}
             changed = {i for i in by_id if by_id[i].event.id in queued.get(i, set())}
-        await self._announce_many(self._requests, {i: written[i] for i in changed})
+        if self.outbox is not None:
+            self.outbox.superseded(self._requests, changed)
+        await self._announce_many(self._requests, {i: written[i] for i in changed}, pull_within=REQUEST_PULL_WITHIN)
         return changed
 
     async def record_certificates(self, certificates: Sequence[tuple[str, Document]]) -> None:

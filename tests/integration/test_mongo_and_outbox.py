@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 from typing import Any
@@ -136,3 +137,96 @@ async def test_a_failed_flush_wakes_the_idle_sweep(db: AsyncDatabase[dict[str, A
     assert box.sweep_pause == 0.05
     stored = await db.members.find_one({"_id": "m-6"})
     assert stored is not None and len(stored["_outbox"]) == 1  # the change stands, its event waits
+
+
+def _registered(member_id: str, *, hours_ago: float = 0) -> Any:
+    at = utcnow() - dt.timedelta(hours=hours_ago)
+    event = make_event("member.registered", {"member_id": member_id, "name": "Ada", "email": "a@example.org",
+                                             "registered_at": isoformat(at)}, source="test")
+    return dataclasses.replace(event, time=isoformat(at))
+
+
+class _Broker:
+    """Records what is published; refuses while `down`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.published: list[str] = []
+
+    async def publish_many(self, events: Any) -> None:
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        self.published += [e.data["member_id"] for e in events]
+
+
+async def test_a_sweep_with_a_grace_leaves_just_written_events_to_their_writer_and_takes_old_ones(
+        db: AsyncDatabase[dict[str, Any]]) -> None:
+    await db.members.update_one({"_id": "young"}, {"$push": outbox.pending([_registered("young")])}, upsert=True)
+    await db.members.update_one({"_id": "old"}, {"$push": outbox.pending([_registered("old", hours_ago=1)])},
+                                upsert=True)
+    broker = _Broker()
+    box = outbox.Outbox(broker, [db.members])  # type: ignore[arg-type]
+    assert await box.sweep(grace=30) == 1
+    assert broker.published == ["old"]
+    young = await db.members.find_one({"_id": "young"})
+    assert young is not None and len(young["_outbox"]) == 1  # still its writer's to flush
+    assert await box.sweep() == 1  # recovery takes it however young
+    assert broker.published == ["old", "young"]
+
+
+async def _published(broker: _Broker, member_id: str) -> bool:
+    for _ in range(200):
+        if member_id in broker.published:
+            return True
+        await asyncio.sleep(0.02)
+    return False
+
+
+async def test_periodic_sweeps_take_young_events_only_at_start_up_and_after_a_failed_flush(
+        db: AsyncDatabase[dict[str, Any]]) -> None:
+    broker = _Broker()
+    box = outbox.Outbox(broker, [db.members], sweep_every=0.02, idle_sweep_max=0.02)  # type: ignore[arg-type]
+    await db.members.update_one({"_id": "left-by-a-crash"},
+                                {"$push": outbox.pending([_registered("left-by-a-crash")])}, upsert=True)
+    box.start()
+    try:
+        assert await _published(broker, "left-by-a-crash")  # the first sweep takes everything
+        await db.members.update_one({"_id": "in-flight"}, {"$push": outbox.pending([_registered("in-flight")])},
+                                    upsert=True)
+        assert not await _published(broker, "in-flight")  # 200 periodic sweeps leave it to its writer
+        failing = [outbox.entry(_registered("failed-flush"))]
+        await db.members.update_one({"_id": "failed-flush"}, {"$push": outbox.push(failing)}, upsert=True)
+        broker.down = True
+        with pytest.raises(ConnectionError):
+            await box.flush(db.members, "failed-flush", failing)
+        broker.down = False
+        assert await _published(broker, "failed-flush")
+        assert "in-flight" in broker.published  # that sweep took every young event
+    finally:
+        await box.stop()
+
+
+async def test_a_put_off_pull_is_made_when_due_unless_a_later_write_took_the_entries_out(
+        db: AsyncDatabase[dict[str, Any]]) -> None:
+    broker = _Broker()
+    box = outbox.Outbox(broker, [])  # type: ignore[arg-type]  # sweeps nothing: only the flushes' pulls act
+    written = {member_id: [outbox.entry(_registered(member_id))] for member_id in ("pulled", "superseded")}
+    for member_id, stored in written.items():
+        await db.members.update_one({"_id": member_id}, {"$push": outbox.push(stored)}, upsert=True)
+    await box.flush_many(db.members, written, pull_within=0.2)
+    assert sorted(broker.published) == ["pulled", "superseded"]  # published at once
+    pulled = await db.members.find_one({"_id": "pulled"})
+    assert pulled is not None and len(pulled["_outbox"]) == 1  # the pull waits
+    box.superseded(db.members, ["superseded"])
+    box.start()
+    try:
+        for _ in range(100):
+            pulled = await db.members.find_one({"_id": "pulled"})
+            if pulled is not None and pulled["_outbox"] == []:
+                break
+            await asyncio.sleep(0.05)
+        assert pulled is not None and pulled["_outbox"] == []
+    finally:
+        await box.stop()
+    superseded = await db.members.find_one({"_id": "superseded"})
+    assert superseded is not None and len(superseded["_outbox"]) == 1  # its pull was dropped (here nothing took it)
