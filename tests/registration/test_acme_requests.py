@@ -320,6 +320,30 @@ async def test_acme_revoke_right_after_download_waits_for_the_certificate_record
     assert await reg.store.waiting_acme_revocations(None) == []
 
 
+async def test_a_recorded_certificate_is_looked_for_among_waiting_revocations_only_while_some_may_wait(
+        reg: Registration) -> None:
+    """Issue 21: nearly always no revocation waits, and looking costs a read per `cert.issued` batch."""
+    ada, _ = await ada_with_binding(reg)
+    looked: list[Any] = []
+    real = reg.store.waiting_acme_revocations
+
+    async def counted(serials: Any) -> list[dict[str, Any]]:
+        looked.append(serials)
+        return await real(serials)
+
+    reg.store.waiting_acme_revocations = counted  # type: ignore[method-assign]
+    await reg.outcomes.issued(make_event("cert.issued", issued_data(ada, "5e01"), source="signer"))
+    assert looked == [["5e01"]]  # before the first sweep, something may wait
+    assert await reg.acme.retry_waiting() == 0
+    await reg.outcomes.issued(make_event("cert.issued", issued_data(ada, "5e02"), source="signer"))
+    assert looked == [["5e01"], None]  # the sweep found none: the record did not look
+    await reg.acme.on_revocation_requested(revocation(ada.id, "5e03"))  # kept: not recorded yet
+    await reg.outcomes.issued(make_event("cert.issued", issued_data(ada, "5e03"), source="signer"))
+    assert looked[-1] == ["5e03"]
+    [event] = revoke_requests(reg)
+    assert event.data["serial"] == "5e03"
+
+
 async def test_registration_consumer_stall_an_acme_revocation_waiting_for_its_certificate_holds_up_no_event(
         reg: Registration) -> None:
     """Found by the chaos long run (issue 23): the revocation used to wait by failing its event as transient, so
