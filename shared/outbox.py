@@ -5,8 +5,10 @@ service that changes an aggregate and must announce the change writes the
 CloudEvent *into the same document* (`_outbox` array) in the same update.
 After the write it publishes the events and pulls them from the array
 (`flush`; a writer that hands over the entries it wrote saves reading them
-back). If the process dies in between, `Outbox.sweep()` (run at start-up and
-periodically) finds documents with pending events and publishes them. Events
+back; one whose document's next write usually follows within a second lets
+that write take them out, `flush_many(pull_within=)`). If the process dies
+in between, `Outbox.sweep()` (run at start-up and periodically) finds
+documents with pending events and publishes them. Events
 may thus be published twice, never zero times; consumers de-duplicate on
 the CloudEvent id.
 
