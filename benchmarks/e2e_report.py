@@ -50,6 +50,7 @@ from benchmarks.e2e_system import (
     StackDisturbedError,
     StackGuard,
     clean_up,
+    cpu_snapshot,
     free_port,
     git_revision,
     loadavg,
@@ -58,7 +59,6 @@ from benchmarks.e2e_system import (
     services_traffic,
     signer_batches,
     start_registration,
-    system_pids,
     traffic_per_certificate,
     wait_ready,
 )
@@ -205,12 +205,12 @@ async def run_config(
         config["warmup_requests"] = warmed
 
         guard.check()
-        pids = system_pids([p.pid for p in procs], registration_pid)
+        signer_pids = [p.pid for p in procs]
         service_ports = {"registration": [registration_port], "signer": ports}
         traffic_before = await asyncio.to_thread(services_traffic, service_ports)
-        before = signer_loadtest.cpu_snapshot(pids)
+        before = cpu_snapshot(signer_pids, registration_pid)
         burst = await closed_loop(api, watcher, factory.make(opts.saturation_count), opts.concurrency, opts.timeout)
-        after = signer_loadtest.cpu_snapshot(pids)
+        after = cpu_snapshot(signer_pids, registration_pid)
         traffic_after = await asyncio.to_thread(services_traffic, service_ports)
         saturation = summarize(burst, watcher)
         saturation["concurrency"] = opts.concurrency
@@ -709,7 +709,9 @@ def render(report: dict[str, Any], plot_rel: str) -> str:
         *targets_section(report),
         "## Per certificate, per service",
         "",
-        "CPU from /proc per process; database commands from each service's "
+        "CPU from /proc per process, the processes listed again at each reading with the CPU of their ended "
+        "children (the signer's `signing_workers`, which lint and sign, and PostgreSQL's backend per connection "
+        "come and go); database commands from each service's "
         "`cacert_mongo_commands_total` (PyMongo command monitoring) and Kafka records from "
         "`cacert_events_published_total` / `cacert_events_consumed_total`, read from /metrics before and after "
         "the burst and divided by the certificates issued in it (Kafka and FerretDB send no commands of their own).",

@@ -79,8 +79,11 @@ async def wait_ready(port: int, proc: subprocess.Popen[bytes], what: str, timeou
 
 
 def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list[int]]:
-    """The processes of the system under test; the devstack's Kafka and FerretDB by their pid files."""
-    pids = {"signer": signer_pids, "registration": [registration_pid], "kafka": [], "ferretdb": [],
+    """The processes of the system under test, as they are now; the devstack's Kafka and FerretDB by their pid
+    files. Processes come and go (the signer's pool of signing workers, which lint and sign; a PostgreSQL
+    backend per connection), so `cpu_snapshot` lists them again each time."""
+    pids = {"signer": signer_pids, "signing_workers": [kid for pid in signer_pids for kid in _children(pid)],
+            "registration": [registration_pid], "kafka": [], "ferretdb": [],
             "load_generator": [os.getpid()]}  # fmt: skip
     try:
         from devstack.process import running_pid
@@ -94,6 +97,26 @@ def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list
     except Exception as exc:  # an external stack: its servers are not ours to watch
         print(f"devstack pids unknown ({exc}); Kafka/FerretDB CPU not measured", file=sys.stderr)
     return pids
+
+
+def cpu_snapshot(signer_pids: list[int], registration_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system under test, its processes listed afresh
+    (`system_pids`): each process's own and that of its children that have ended (cutime, cstime), so a
+    backend or worker that came or went between two snapshots counts once. The load generator counts only
+    its own: its children are the services, counted apart."""
+    snapshot: dict[str, float] = {}
+    for part, group in system_pids(signer_pids, registration_pid).items():
+        snapshot[part] = sum(_cpu_seconds(pid, ended_children=part != "load_generator") for pid in group)
+    return snapshot
+
+
+def _cpu_seconds(pid: int, *, ended_children: bool) -> float:
+    """utime + stime of a process (Linux /proc), with cutime + cstime if `ended_children`; 0 if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return sum(int(f) for f in fields[11:15 if ended_children else 13]) / os.sysconf("SC_CLK_TCK")
 
 
 TRAFFIC_METRICS = {
