@@ -68,7 +68,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from benchmarks.e2e_system import _children
+from benchmarks.e2e_system import _children, cpu_seconds
 from demo.member_api import MemberApi
 
 TARGET = 0.8
@@ -398,18 +398,9 @@ def system_pids() -> dict[str, list[int]]:
     return pids
 
 
-def _cpu_seconds(pid: int) -> float:
-    """CPU a process used, its reaped children's included (utime + stime + cutime + cstime), 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
-
-
 def cpu_now() -> dict[str, dict[int, float]]:
     """CPU seconds so far per part and process, the processes listed afresh (PostgreSQL's backends come and go)."""
-    return {part: {p: _cpu_seconds(p) for p in group} for part, group in system_pids().items()}
+    return {part: {p: cpu_seconds(p, ended_children=True) for p in group} for part, group in system_pids().items()}
 
 
 def cpu_used(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:

@@ -106,11 +106,11 @@ def cpu_snapshot(signer_pids: list[int], registration_pid: int) -> dict[str, flo
     its own: its children are the services, counted apart."""
     snapshot: dict[str, float] = {}
     for part, group in system_pids(signer_pids, registration_pid).items():
-        snapshot[part] = sum(_cpu_seconds(pid, ended_children=part != "load_generator") for pid in group)
+        snapshot[part] = sum(cpu_seconds(pid, ended_children=part != "load_generator") for pid in group)
     return snapshot
 
 
-def _cpu_seconds(pid: int, *, ended_children: bool) -> float:
+def cpu_seconds(pid: int, *, ended_children: bool = False) -> float:
     """utime + stime of a process (Linux /proc), with cutime + cstime if `ended_children`; 0 if it is gone."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

@@ -66,6 +66,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from benchmarks.e2e_system import cpu_seconds
 from services.signer.ca import issuance, keys
 from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.hierarchy import load_hierarchy
@@ -230,15 +231,6 @@ def percentile(ordered: list[float], fraction: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * fraction))], 1)
 
 
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc), 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _pid_listening_on(port: int) -> list[int]:
     """The process with a listening TCP socket on `port` (so other stacks on the machine are not counted)."""
     inodes = set()
@@ -289,7 +281,7 @@ def system_pids(signer_pids: list[int], kafka_port: int | None, mongo_port: int 
 
 def cpu_snapshot(pids: dict[str, list[int]]) -> dict[str, float]:
     """CPU seconds used so far by each part of the system under test (where the time goes)."""
-    return {part: sum(_cpu_seconds(p) for p in group) for part, group in pids.items()}
+    return {part: sum(cpu_seconds(p) for p in group) for part, group in pids.items()}
 
 
 def _free_ports(count: int) -> list[int]:

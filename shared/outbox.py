@@ -15,7 +15,7 @@ the CloudEvent id.
 The sweep is for recovery only, off the hot path: it runs every `sweep_every` seconds while it
 finds work, backs off to `idle_sweep_max` seconds while it finds none, and a flush that fails
 wakes it at once (shared/periodic.py). A periodic sweep leaves alone the documents whose pending
-events are all younger than `grace` seconds: their writers are flushing them inline, so under load
+events are all younger than `SWEEP_GRACE` seconds: their writers are flushing them inline, so under load
 such a sweep would only publish duplicates and, finding "work" every time, never back off (issue 21:
 every sweep reads every pending document, and on FerretDB v1, which cannot use an index for it,
 every document of the collection). The first sweep after start-up (what a crash left) and the
@@ -103,10 +103,9 @@ def stored_event(stored: dict[str, Any]) -> CloudEvent:
 
 class Outbox:
     def __init__(self, producer: EventProducer, collections: Iterable[AsyncCollection[Document]],
-                 *, sweep_every: float = 5.0, idle_sweep_max: float = 60.0, grace: float = SWEEP_GRACE) -> None:
+                 *, sweep_every: float = 5.0, idle_sweep_max: float = 60.0) -> None:
         self._producer = producer
         self._collections = {c.name: c for c in collections}
-        self._grace = grace
         self._take_all = True  # the next periodic sweep takes young events too: start-up, or a failed flush
         self._periodic = Periodic("outbox-sweep", self._sweep_and_report, sweep_every,
                                   idle_backoff_to=idle_sweep_max)
@@ -249,7 +248,7 @@ class Outbox:
     async def _sweep_and_report(self) -> int:
         take_all, self._take_all = self._take_all, False
         try:
-            swept = await self.sweep(0.0 if take_all else self._grace)
+            swept = await self.sweep(0.0 if take_all else SWEEP_GRACE)
         except Exception:
             self._take_all = True
             raise
