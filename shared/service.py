@@ -7,6 +7,11 @@ and stops it. A service records each part it starts in its `Lifecycle`, and
 arrives, then consumers drain, then producer and database), each one even if
 an earlier close failed, and only what was started: a start that failed
 half-way is undone by the same stop.
+
+Every service runs on uvloop's event loop (libuv): the same asyncio API, with the
+loop, its sockets and its callbacks in C. On the end-to-end path (issue 21) it took
+0.5-0.9 ms of registration's CPU per certificate (7.3-7.6 to 6.6-7.0) and 0.3 ms of
+the signer's (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import uvloop
 from aiohttp import web
 
 from shared.http import DRAINING_KEY
@@ -64,7 +70,7 @@ def run(main: Callable[[asyncio.Event], Awaitable[None]]) -> int:
         log.info("service stopped cleanly")
         return 0
 
-    return asyncio.run(wrapper())
+    return uvloop.run(wrapper())
 
 
 Close = Callable[[], Awaitable[object]]
