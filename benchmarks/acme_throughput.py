@@ -62,6 +62,7 @@ from typing import Any
 
 import aiohttp
 import josepy
+import uvloop
 from acme import client as acme_client
 from acme import messages
 from cryptography import x509
@@ -804,7 +805,7 @@ def main(argv: list[str] | None = None) -> int:
                    poll=args.poll, settle=args.settle, quiet_cores=args.quiet_cores, timeout=args.timeout,
                    acme_retry_after=args.acme_retry_after, mail_wait=args.mail_wait, logs=args.logs,
                    out=args.out)
-    result = asyncio.run(measure(opts))
+    result = uvloop.run(measure(opts))
     text = json.dumps(result, indent=2)
     print(text)
     if opts.out:

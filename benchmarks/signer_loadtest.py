@@ -60,6 +60,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import uvloop
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -620,7 +621,7 @@ def measured_run(
     """One run with its baselines measured right before and right after it (the same machine)."""
     half = args.baseline_seconds / 2
     before = measure_baseline(ca_dir, half, sample), measure_minimal_baseline(ca_dir, half / 2)
-    result = asyncio.run(run_once(args, ca_dir, kafka, mongo_url, lint, replicas, workers, log_dir))
+    result = uvloop.run(run_once(args, ca_dir, kafka, mongo_url, lint, replicas, workers, log_dir))
     baseline = (before[0] + measure_baseline(ca_dir, half, sample)) / 2
     minimal = (before[1] + measure_minimal_baseline(ca_dir, half / 2)) / 2
     result["baseline_sign_per_s"] = round(baseline, 1)
