@@ -69,7 +69,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from benchmarks.e2e_system import _children, cpu_seconds
+from benchmarks.e2e_system import children, cpu_seconds
 from demo.member_api import MemberApi
 
 TARGET = 0.8
@@ -394,7 +394,7 @@ def system_pids() -> dict[str, list[int]]:
         for name in names:
             pid = _pid(name)
             if pid is not None:
-                pids.setdefault(part, []).extend([pid, *_children(pid)])
+                pids.setdefault(part, []).extend([pid, *children(pid)])
     pids["load_generator"] = [os.getpid()]
     return pids
 

@@ -82,7 +82,7 @@ def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list
     """The processes of the system under test, as they are now; the devstack's Kafka and FerretDB by their pid
     files. Processes come and go (the signer's pool of signing workers, which lint and sign; a PostgreSQL
     backend per connection), so `cpu_snapshot` lists them again each time."""
-    pids = {"signer": signer_pids, "signing_workers": [kid for pid in signer_pids for kid in _children(pid)],
+    pids = {"signer": signer_pids, "signing_workers": [kid for pid in signer_pids for kid in children(pid)],
             "registration": [registration_pid], "kafka": [], "ferretdb": [],
             "load_generator": [os.getpid()]}  # fmt: skip
     try:
@@ -93,7 +93,7 @@ def system_pids(signer_pids: list[int], registration_pid: int) -> dict[str, list
             pids[part] = [pid] if pid else []
         postmaster = running_pid("postgres")  # FerretDB's PostgreSQL backend, when it runs on one
         if postmaster:
-            pids["postgres"] = [postmaster, *_children(postmaster)]  # a backend process per connection
+            pids["postgres"] = [postmaster, *children(postmaster)]  # a backend process per connection
     except Exception as exc:  # an external stack: its servers are not ours to watch
         print(f"devstack pids unknown ({exc}); Kafka/FerretDB CPU not measured", file=sys.stderr)
     return pids
@@ -180,7 +180,7 @@ def traffic_per_certificate(
     return table
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     """Every descendant of `pid` now (/proc/<pid>/task/*/children)."""
     found: list[int] = []
     for task in Path(f"/proc/{pid}/task").glob("*"):
@@ -189,7 +189,7 @@ def _children(pid: int) -> list[int]:
         except (OSError, ValueError):
             continue
         for kid in kids:
-            found += [kid, *_children(kid)]
+            found += [kid, *children(kid)]
     return found
 
 

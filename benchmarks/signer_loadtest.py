@@ -67,7 +67,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from benchmarks.e2e_system import cpu_seconds
+from benchmarks.e2e_system import children, cpu_seconds
 from services.signer.ca import issuance, keys
 from services.signer.ca.ceremony import bootstrap
 from services.signer.ca.hierarchy import load_hierarchy
@@ -257,25 +257,10 @@ def _pid_listening_on(port: int) -> list[int]:
     return []
 
 
-def _children(pids: list[int]) -> list[int]:
-    """The direct children of `pids` (a replica's signing workers)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if ppid in pids:
-            found.append(int(entry.name))
-    return found
-
-
 def system_pids(signer_pids: list[int], kafka_port: int | None, mongo_port: int | None) -> dict[str, list[int]]:
     """The processes of the system under test, found once so before/after compare the same ones
     (Kafka and the database count only when they run on this host, as locally)."""
-    return {"signer": signer_pids, "signing_workers": _children(signer_pids),
+    return {"signer": signer_pids, "signing_workers": [kid for pid in signer_pids for kid in children(pid)],
             "kafka": _pid_listening_on(kafka_port) if kafka_port else [],
             "ferretdb": _pid_listening_on(mongo_port) if mongo_port else [], "load_generator": [os.getpid()]}
 
